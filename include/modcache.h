@@ -1,0 +1,10 @@
+/* modcache.h: the umbrella header. Include this, or the per-layer headers under modcache/.
+ * Layers: common (errors, version), key (tuple keys), cache (the concurrent cache). */
+#ifndef MODCACHE_H
+#define MODCACHE_H
+
+#include "modcache/common.h"
+#include "modcache/key.h"
+#include "modcache/cache.h"
+
+#endif

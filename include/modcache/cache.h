@@ -1,0 +1,199 @@
+/* modcache/cache.h: mc_cache, a sharded concurrent cache of byte keys to byte values with
+ * lock-free hits, bounded by entries and/or bytes, with expire-after-access TTL.
+ *
+ * Keys are encoded tuples (modcache/key.h) or any byte string up to MC_KEY_MAX bytes; the
+ * full key bytes are stored and compared, the hash only picks the shard and slot.
+ *
+ * Thread safety: every function may be called from any thread concurrently, except
+ * mc_cache_destroy, which must not overlap any other call on the same cache. Lookups never
+ * take a lock; writers take one lock per shard. Values handed out are pinned handles
+ * (mc_value) or copies; a handle stays valid after its entry is evicted, replaced or
+ * removed, and even after the cache is destroyed, until mc_value_release.
+ *
+ * Memory reclamation: removed entries are freed after an epoch grace period (Concurrency
+ * Kit ck_epoch) once no handle pins them; each thread that uses a cache gets an epoch
+ * record that is returned at thread exit. */
+#ifndef MODCACHE_CACHE_H
+#define MODCACHE_CACHE_H
+
+#include <stdbool.h>
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mc_cache mc_cache;
+/* A pinned value. Read with mc_value_data/mc_value_size; release exactly once. */
+typedef struct mc_value mc_value;
+
+typedef enum mc_policy {
+    /* Least recently used, exact within a shard: hits are recorded in per-shard striped
+     * buffers and applied in order before the shard's next write. The default. */
+    MC_POLICY_LRU = 0,
+    /* S3-FIFO (small FIFO, main FIFO with 2-bit frequency, ghost FIFO of evicted hashes):
+     * scan-resistant, usually a lower miss ratio; a hit only sets bits on the entry. */
+    MC_POLICY_S3FIFO = 1,
+} mc_policy;
+
+/* Why an entry left the cache, as told to the eviction listener. */
+typedef enum mc_evict_reason {
+    MC_EVICT_SIZE = 0,         /* entry or byte bound (including a resize) */
+    MC_EVICT_MEMORY = 1,       /* global memory pressure (autotuning) */
+    MC_EVICT_TIME = 2,         /* expired: not read for longer than the TTL */
+    MC_EVICT_INVALIDATION = 3, /* mc_cache_remove, mc_cache_clear, or removal by predicate */
+    MC_EVICT_REPLACED = 4,     /* a put stored a new value under the same key */
+} mc_evict_reason;
+#define MC_EVICT_NREASONS 5
+
+/* The short lower-case name of a reason ("size", "memory", "time", "invalidation", "replaced"). */
+MC_API const char *mc_evict_reason_name(mc_evict_reason reason);
+
+/* Eviction listener. Called after the entry left the cache, on the thread whose call made it
+ * leave, outside every cache lock: it may call into the cache (even this one). key and value
+ * are borrowed for the duration of the call. */
+typedef void (*mc_evict_fn)(void *ud, const void *key, size_t klen, const void *value,
+                            size_t vlen, mc_evict_reason reason);
+
+/* Destructor for a value handed over with mc_cache_put_owned. */
+typedef void (*mc_free_fn)(void *value);
+
+/* Monotonic clock in nanoseconds. */
+typedef uint64_t (*mc_clock_fn)(void *ud);
+
+typedef struct mc_cache_options {
+    /* Bounds. At least one of max_entries and max_bytes must be non-zero; 0 means unbounded
+     * in that dimension. Bounds are split evenly over shards. max_bytes counts entry weights:
+     * key length + value length for copied values, or the weight given to put_owned. */
+    size_t max_entries;
+    size_t max_bytes;
+    /* Expire-after-access: an entry not read or written for ttl_ns is a miss and is removed
+     * (reason MC_EVICT_TIME). 0 disables expiry. */
+    uint64_t ttl_ns;
+    mc_policy policy;
+    /* Number of shards, a power of two up to 256; 0 picks one from max_entries (about one
+     * shard per 2048 entries, at most 64): few shards keep a small cache's eviction order
+     * close to a single exact LRU, many shards spread writers. */
+    unsigned shards;
+    /* Hash seed; 0 draws a random one. */
+    uint64_t seed;
+    /* Optional eviction listener and its user data. */
+    mc_evict_fn on_evict;
+    void *on_evict_ud;
+    /* Optional clock for TTL (tests inject one); NULL uses CLOCK_MONOTONIC. */
+    mc_clock_fn clock;
+    void *clock_ud;
+} mc_cache_options;
+
+/* Fill *opts with defaults: no bounds (set one), no TTL, LRU, auto shards, random seed. */
+MC_API void mc_cache_options_init(mc_cache_options *opts);
+
+/* Create a cache. *out receives the cache, owned by the caller (mc_cache_destroy).
+ * Returns 0; MC_EINVAL for NULL pointers, both bounds zero, an unknown policy, or a shard
+ * count that is not a power of two in 1..256; MC_ENOMEM. */
+MC_API int mc_cache_create(const mc_cache_options *opts, mc_cache **out);
+
+/* Destroy a cache: every entry is dropped (the eviction listener is not called) and its
+ * memory freed, except entries still pinned by handles, which are freed at their release.
+ * Must not run concurrently with any other call on this cache. NULL is a no-op. */
+MC_API void mc_cache_destroy(mc_cache *cache);
+
+/* Look up `key` and return a pinned handle in *out. Returns 0; MC_ENOENT on a miss (or an
+ * expired entry); MC_EINVAL for NULL pointers or klen > MC_KEY_MAX. Lock-free. A pinned get
+ * does one atomic increment on the entry; mc_cache_get_copy does not write to the entry. */
+MC_API int mc_cache_get(mc_cache *cache, const void *key, size_t klen, mc_value **out);
+
+/* Look up `key` and copy its value into buf (capacity cap), storing the value's size in
+ * *vlen. Returns 0; MC_ENOENT on a miss; MC_ERANGE if cap < size (nothing copied, *vlen set,
+ * counted as a hit); MC_EINVAL for bad arguments (buf may be NULL when cap is 0). Lock-free,
+ * and writes no shared memory on a hit except the policy's recency record. */
+MC_API int mc_cache_get_copy(mc_cache *cache, const void *key, size_t klen, void *buf,
+                             size_t cap, size_t *vlen);
+
+/* True if `key` is present and not expired. Does not count as a hit or a miss, does not touch
+ * recency. */
+MC_API bool mc_cache_contains(mc_cache *cache, const void *key, size_t klen);
+
+/* The bytes of a pinned value; valid until mc_value_release. Never NULL (a zero-length value
+ * gives a pointer to zero readable bytes). */
+MC_API const void *mc_value_data(const mc_value *value);
+MC_API size_t mc_value_size(const mc_value *value);
+/* The key the value was stored under (borrowed, valid until release). */
+MC_API const void *mc_value_key(const mc_value *value, size_t *klen);
+/* Add a pin to an already pinned value (for handing it to another owner). */
+MC_API void mc_value_retain(mc_value *value);
+/* Drop a pin. The value's memory is reclaimed once it is out of the cache and unpinned.
+ * NULL is a no-op. Thread-safe; may be called after the cache was destroyed. */
+MC_API void mc_value_release(mc_value *value);
+
+/* Store a copy of value (vlen bytes; value may be NULL when vlen is 0) under a copy of key,
+ * replacing any previous value (the listener sees MC_EVICT_REPLACED). May evict entries to
+ * respect the bounds. Returns 0; MC_EINVAL for bad arguments; MC_E2BIG if klen > MC_KEY_MAX
+ * or the entry's weight exceeds one shard's share of max_bytes (cache unchanged);
+ * MC_ENOMEM (cache unchanged). */
+MC_API int mc_cache_put(mc_cache *cache, const void *key, size_t klen, const void *value,
+                        size_t vlen);
+
+/* As mc_cache_put, but only when `key` is absent (or expired): returns MC_EEXIST and leaves
+ * the present value in place otherwise. */
+MC_API int mc_cache_put_if_absent(mc_cache *cache, const void *key, size_t klen,
+                                  const void *value, size_t vlen);
+
+/* Flags for mc_cache_put_owned. */
+#define MC_PUT_IF_ABSENT 1u
+
+/* Hand a value over instead of copying it: on success the cache owns `value` and calls
+ * free_fn(value) (if not NULL) once it is out of the cache and unpinned, possibly on another
+ * thread and after mc_cache_destroy. `weight` counts toward max_bytes (0 means klen + vlen).
+ * On any error, ownership stays with the caller and nothing was changed. flags: 0 or
+ * MC_PUT_IF_ABSENT. Returns as mc_cache_put / mc_cache_put_if_absent. */
+MC_API int mc_cache_put_owned(mc_cache *cache, const void *key, size_t klen, void *value,
+                              size_t vlen, mc_free_fn free_fn, size_t weight, unsigned flags);
+
+/* Remove `key` (listener reason MC_EVICT_INVALIDATION). Returns 0, or MC_ENOENT if absent. */
+MC_API int mc_cache_remove(mc_cache *cache, const void *key, size_t klen);
+
+/* Remove every entry whose key starts with the `plen` bytes of `prefix` (an encoded tuple
+ * prefix, see mc_key_prefix_len). Visits every entry: O(size). Stores the number removed in
+ * *removed if not NULL. Returns 0 or MC_EINVAL. */
+MC_API int mc_cache_remove_prefix(mc_cache *cache, const void *prefix, size_t plen,
+                                  size_t *removed);
+
+/* Remove every entry (listener reason MC_EVICT_INVALIDATION) and reclaim their memory before
+ * returning, apart from entries pinned by handles. */
+MC_API void mc_cache_clear(mc_cache *cache);
+
+/* Change the bounds at run time (same rules as at create). Entries over the new bounds are
+ * evicted before the call returns (reason MC_EVICT_SIZE). Returns 0 or MC_EINVAL. */
+MC_API int mc_cache_resize(mc_cache *cache, size_t max_entries, size_t max_bytes);
+
+/* Apply pending recency records and remove expired entries in every shard now, instead of
+ * at the next write. Hosts call it from a timer when a cache may sit idle. */
+MC_API void mc_cache_cleanup(mc_cache *cache);
+
+typedef struct mc_cache_stats {
+    uint64_t hits;
+    uint64_t misses;
+    uint64_t evictions[MC_EVICT_NREASONS]; /* by mc_evict_reason */
+    uint64_t entries;      /* entries in the cache now */
+    uint64_t weight;       /* sum of entry weights now (what max_bytes bounds) */
+    uint64_t memory;       /* bytes allocated for entries, index and policy state now */
+    uint64_t max_entries;  /* current bounds (0 = none) */
+    uint64_t max_bytes;
+} mc_cache_stats;
+
+/* Snapshot of the counters. Counters are striped per thread and per shard and summed here,
+ * so a snapshot taken during writes is not atomic across shards. */
+MC_API void mc_cache_stats_get(mc_cache *cache, mc_cache_stats *out);
+
+/* Number of entries now (the sum over shards). */
+MC_API size_t mc_cache_size(mc_cache *cache);
+
+/* The cache's hash seed (to hash keys the same way it does). */
+MC_API uint64_t mc_cache_seed(const mc_cache *cache);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,1 @@
+/* placeholder */ typedef int mc__placeholder_json;

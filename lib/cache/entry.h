@@ -1,0 +1,113 @@
+/* The cache entry: a 32-byte header followed by optional fields, the key and the value, in
+ * one allocation. Readers see only immutable fields and the atomics; links are writer-only. */
+#ifndef MC_CACHE_ENTRY_H
+#define MC_CACHE_ENTRY_H
+
+#include <ck_epoch.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "modcache/cache.h"
+
+/* Intrusive doubly linked list node for the policy queues (shard lock held). */
+struct mc__link {
+    struct mc__link *prev, *next;
+};
+
+enum {
+    MC__E_OWNED = 1, /* value handed over: pointer, free function and weight stored inline */
+    MC__E_TTL = 2,   /* access time stored inline */
+};
+
+/* The freq byte: bits 0-1 the S3-FIFO access frequency (readers raise it with a CAS, so a
+ * racing update is lost, never corrupted), bit 7 set while in the main queue (writers only). */
+#define MC__FREQ_MASK 3u
+#define MC__FREQ_MAIN 0x80u
+
+typedef struct mc__entry {
+    union {
+        struct mc__link link;    /* while in a policy queue, or on a local removal list */
+        ck_epoch_entry_t epoch;  /* once out of the cache and unpinned: awaiting reclamation */
+    } u;
+    uint32_t hash;           /* low 32 bits of the key hash: slot position, tag, recency records */
+    _Atomic uint32_t refs;   /* 1 while in the cache + 1 per pin; 0 = being reclaimed */
+    uint32_t vlen;
+    uint16_t klen;
+    _Atomic uint8_t freq;    /* MC__FREQ_* bits */
+    uint8_t flags;           /* MC__E_*, set before publication, read-only afterwards */
+    unsigned char data[];    /* [atime u64 if TTL][owned value if OWNED] key, pad to 8, value */
+} mc__entry;
+
+/* Optional fields start 8-aligned right after the header. */
+#define MC__ENTRY_HDR 32u
+
+struct mc__owned {
+    void *value;
+    mc_free_fn free_fn;
+    uint64_t weight;
+};
+
+static inline size_t mc__align8(size_t n) { return (n + 7u) & ~(size_t)7u; }
+
+static inline size_t mc__entry_opt_size(unsigned flags)
+{
+    return ((flags & MC__E_TTL) ? 8u : 0u) + ((flags & MC__E_OWNED) ? sizeof(struct mc__owned) : 0u);
+}
+
+static inline unsigned char *mc__entry_key(const mc__entry *e)
+{
+    return (unsigned char *)e + MC__ENTRY_HDR + mc__entry_opt_size(e->flags);
+}
+
+static inline _Atomic uint64_t *mc__entry_atime(const mc__entry *e)
+{
+    return (_Atomic uint64_t *)((unsigned char *)e + MC__ENTRY_HDR);
+}
+
+static inline struct mc__owned *mc__entry_owned(const mc__entry *e)
+{
+    return (struct mc__owned *)((unsigned char *)e + MC__ENTRY_HDR +
+                                ((e->flags & MC__E_TTL) ? 8u : 0u));
+}
+
+/* Copied values start 8-aligned so a pinned value can be read in place as a struct. */
+static inline size_t mc__entry_value_offset(unsigned flags, size_t klen)
+{
+    return mc__align8(MC__ENTRY_HDR + mc__entry_opt_size(flags) + klen);
+}
+
+static inline const void *mc__entry_value(const mc__entry *e)
+{
+    if (e->flags & MC__E_OWNED)
+        return mc__entry_owned(e)->value;
+    return (const unsigned char *)e + mc__entry_value_offset(e->flags, e->klen);
+}
+
+static inline size_t mc__entry_alloc_size(unsigned flags, size_t klen, size_t vlen)
+{
+    if (flags & MC__E_OWNED)
+        return MC__ENTRY_HDR + mc__entry_opt_size(flags) + klen;
+    return mc__entry_value_offset(flags, klen) + vlen;
+}
+
+static inline uint64_t mc__entry_weight(const mc__entry *e)
+{
+    if (e->flags & MC__E_OWNED)
+        return mc__entry_owned(e)->weight;
+    return (uint64_t)e->klen + e->vlen;
+}
+
+static inline bool mc__entry_key_eq(const mc__entry *e, const void *key, size_t klen)
+{
+    return e->klen == klen && memcmp(mc__entry_key(e), key, klen) == 0;
+}
+
+_Static_assert(sizeof(mc__entry) == MC__ENTRY_HDR, "entry header is 32 bytes");
+
+/* Drop one reference; the last one retires the entry through the epoch. */
+void mc__entry_unref(mc__entry *e);
+
+#endif

@@ -1,0 +1,268 @@
+/* Multi-threaded stress of mc_cache: mixed get/put/remove/clear/resize from several threads,
+ * checking values never mix up, bounds hold, every entry leaves exactly once, nothing leaks. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cache/cache_internal.h"
+#include "modcache.h"
+
+#define NTHREADS 4
+#define NKEYS 4096
+#define BIG_BOUND 1000
+#define SMALL_BOUND 200
+#define HELD 8
+
+/* Operations per thread; sanitizer builds (5-15x slower) do fewer of them. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define OPS_PER_THREAD 300000
+#else
+#define OPS_PER_THREAD 1000000
+#endif
+
+typedef struct {
+    uint64_t key;
+    uint64_t version;
+    uint64_t check; /* key ^ version ^ constant: a torn or foreign value fails it */
+} value_t;
+
+#define CHECK_SALT 0x5bd1e9955bd1e995ull
+
+static struct {
+    mc_cache *cache;
+    mc_policy policy;
+    atomic_ulong inserted;      /* successful puts: each created one entry */
+    atomic_ulong left;          /* listener calls: each entry leaving once */
+    atomic_ulong owned_made, owned_freed;
+    atomic_ulong hits, gets;
+    atomic_int bound_violations;
+} g;
+
+static void on_evict(void *ud, const void *key, size_t klen, const void *value, size_t vlen,
+                     mc_evict_reason reason)
+{
+    (void)ud;
+    (void)key;
+    (void)klen;
+    (void)reason;
+    /* The value must still be intact when the listener sees it. */
+    const value_t *v = value;
+    if (vlen != sizeof *v || v->check != (v->key ^ v->version ^ CHECK_SALT))
+        abort();
+    atomic_fetch_add(&g.left, 1);
+}
+
+static void owned_free(void *p)
+{
+    atomic_fetch_add(&g.owned_freed, 1);
+    free(p);
+}
+
+static uint64_t next_rand(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static size_t encode(uint64_t key, unsigned char *buf)
+{
+    mc_arg a[] = {MC_ARG_U(key)};
+    size_t len = 0;
+    if (mc_key_encode(a, 1, buf, MC_KEY_MAX, &len) != 0)
+        abort();
+    return len;
+}
+
+static void check_value(const value_t *v, uint64_t key)
+{
+    if (v->key != key || v->check != (v->key ^ v->version ^ CHECK_SALT)) {
+        fprintf(stderr, "value mix-up: asked %llu got key %llu\n", (unsigned long long)key,
+                (unsigned long long)v->key);
+        abort();
+    }
+}
+
+static void *worker(void *arg)
+{
+    uint64_t rs = (uint64_t)(uintptr_t)arg * 7919 + 1;
+    unsigned tid = (unsigned)(uintptr_t)arg;
+    mc_cache *c = g.cache;
+    unsigned char kb[MC_KEY_MAX];
+    mc_value *held[HELD] = {0};
+    uint64_t held_key[HELD];
+    unsigned long inserted = 0, hits = 0, gets = 0;
+
+    for (long op = 0; op < OPS_PER_THREAD; op++) {
+        uint64_t r = next_rand(&rs);
+        /* Skewed keys: a hot quarter gets most of the traffic. */
+        uint64_t key = (r & 3) ? (r >> 8) % (NKEYS / 4) : (r >> 8) % NKEYS;
+        size_t kl = encode(key, kb);
+        unsigned kind = (unsigned)((r >> 40) % 10000);
+        if (kind < 5000) {
+            value_t v;
+            size_t vl;
+            int rc = mc_cache_get_copy(c, kb, kl, &v, sizeof v, &vl);
+            gets++;
+            if (rc == 0) {
+                if (vl != sizeof v)
+                    abort();
+                check_value(&v, key);
+                hits++;
+            } else if (rc != MC_ENOENT) {
+                abort();
+            }
+        } else if (kind < 6000) {
+            unsigned slot = (unsigned)(r >> 20) % HELD;
+            if (held[slot]) {
+                check_value(mc_value_data(held[slot]), held_key[slot]);
+                mc_value_release(held[slot]);
+                held[slot] = NULL;
+            }
+            if (mc_cache_get(c, kb, kl, &held[slot]) == 0) {
+                if (mc_value_size(held[slot]) != sizeof(value_t))
+                    abort();
+                held_key[slot] = key;
+            }
+        } else if (kind < 8500) {
+            value_t v = {key, (uint64_t)op << 8 | tid, 0};
+            v.check = v.key ^ v.version ^ CHECK_SALT;
+            int rc = (kind < 8300) ? mc_cache_put(c, kb, kl, &v, sizeof v)
+                                   : mc_cache_put_if_absent(c, kb, kl, &v, sizeof v);
+            if (rc == 0)
+                inserted++;
+            else if (rc != MC_EEXIST && rc != MC_E2BIG)
+                abort();
+            size_t n = mc_cache_size(c);
+            if (n > BIG_BOUND)
+                atomic_fetch_add(&g.bound_violations, 1);
+        } else if (kind < 8800) {
+            value_t *v = malloc(sizeof *v);
+            v->key = key;
+            v->version = (uint64_t)op;
+            v->check = v->key ^ v->version ^ CHECK_SALT;
+            int rc = mc_cache_put_owned(c, kb, kl, v, sizeof *v, owned_free, 0, 0);
+            if (rc == 0) {
+                inserted++;
+                atomic_fetch_add(&g.owned_made, 1);
+            } else {
+                free(v);
+            }
+        } else if (kind < 9990) {
+            int rc = mc_cache_remove(c, kb, kl);
+            if (rc != 0 && rc != MC_ENOENT)
+                abort();
+        } else if (kind < 9993) {
+            mc_cache_clear(c);
+        } else if (kind < 9996) {
+            mc_cache_resize(c, (r >> 50) & 1 ? BIG_BOUND : SMALL_BOUND, 0);
+        } else if (kind < 9998) {
+            /* Keys of one field: a one-field prefix is the whole key. */
+            mc_cache_remove_prefix(c, kb, kl, NULL);
+        } else {
+            char msg[256];
+            if (mc__cache_verify(c, msg, sizeof msg) != 0) {
+                fprintf(stderr, "invariant: %s\n", msg);
+                abort();
+            }
+        }
+    }
+    for (unsigned i = 0; i < HELD; i++)
+        if (held[i]) {
+            check_value(mc_value_data(held[i]), held_key[i]);
+            mc_value_release(held[i]);
+        }
+    atomic_fetch_add(&g.inserted, inserted);
+    atomic_fetch_add(&g.hits, hits);
+    atomic_fetch_add(&g.gets, gets);
+    return NULL;
+}
+
+static void run_stress(mc_policy policy, unsigned shards, size_t ttl_ns)
+{
+    memset(&g, 0, sizeof g);
+    mc_cache_options o;
+    mc_cache_options_init(&o);
+    o.max_entries = BIG_BOUND;
+    o.policy = policy;
+    o.shards = shards;
+    o.ttl_ns = ttl_ns;
+    o.on_evict = on_evict;
+    assert_int_equal(mc_cache_create(&o, &g.cache), 0);
+
+    pthread_t th[NTHREADS];
+    for (uintptr_t i = 0; i < NTHREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, worker, (void *)i), 0);
+    for (int i = 0; i < NTHREADS; i++)
+        pthread_join(th[i], NULL);
+
+    char msg[256];
+    if (mc__cache_verify(g.cache, msg, sizeof msg) != 0)
+        fail_msg("invariant after stress: %s", msg);
+    assert_int_equal(atomic_load(&g.bound_violations), 0);
+    /* Every entry ever inserted is either still present or was reported leaving, once. */
+    size_t present = mc_cache_size(g.cache);
+    assert_int_equal(atomic_load(&g.inserted), atomic_load(&g.left) + present);
+    /* No key is present twice: removing each key once empties the cache. */
+    unsigned char kb[MC_KEY_MAX];
+    for (uint64_t k = 0; k < NKEYS; k++) {
+        size_t kl = encode(k, kb);
+        mc_cache_remove(g.cache, kb, kl);
+        assert_false(mc_cache_contains(g.cache, kb, kl));
+    }
+    assert_int_equal(mc_cache_size(g.cache), 0);
+    assert_int_equal(atomic_load(&g.inserted), atomic_load(&g.left));
+    mc_cache_stats st;
+    mc_cache_stats_get(g.cache, &st);
+    assert_int_equal(st.weight, 0);
+    assert_true(atomic_load(&g.hits) > atomic_load(&g.gets) / 10);
+    mc_cache_destroy(g.cache);
+    /* Worker threads freed their retired entries at exit; this thread frees its own. */
+    mc__reclaim_now();
+    assert_int_equal(atomic_load(&g.owned_made), atomic_load(&g.owned_freed));
+    print_message("policy %d shards %u: %lu puts, %lu gets (%.1f%% hits)\n", (int)policy, shards,
+                  (unsigned long)atomic_load(&g.inserted), (unsigned long)atomic_load(&g.gets),
+                  100.0 * (double)atomic_load(&g.hits) / (double)atomic_load(&g.gets));
+}
+
+static void test_stress_lru(void **state)
+{
+    (void)state;
+    run_stress(MC_POLICY_LRU, 4, 0);
+}
+
+static void test_stress_lru_one_shard(void **state)
+{
+    (void)state;
+    run_stress(MC_POLICY_LRU, 1, 0);
+}
+
+static void test_stress_s3fifo(void **state)
+{
+    (void)state;
+    run_stress(MC_POLICY_S3FIFO, 4, 0);
+}
+
+static void test_stress_ttl(void **state)
+{
+    (void)state;
+    run_stress(MC_POLICY_LRU, 2, 200000); /* 200 us: entries expire during the run */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stress_lru),
+        cmocka_unit_test(test_stress_lru_one_shard),
+        cmocka_unit_test(test_stress_s3fifo),
+        cmocka_unit_test(test_stress_ttl),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -240,21 +240,21 @@ static void mc__shard_remove(mc__shard *sh, mc__entry *e, mc_evict_reason reason
     mc__shard_forget(sh, e, reason, g);
 }
 
-static bool mc__shard_over(const mc__shard *sh)
-{
-    return atomic_load_explicit(&sh->count, memory_order_relaxed) > sh->max_entries ||
-           atomic_load_explicit(&sh->weight, memory_order_relaxed) > sh->max_weight;
-}
-
-static void mc__shard_enforce(mc__shard *sh, mc__gone *g)
+/* Evict until `extra` more entries of `extra_weight` fit (0, 0: until within bounds). Making
+ * room before inserting means a shard is never seen over its bounds, even for an instant. */
+static void mc__shard_make_room(mc__shard *sh, size_t extra, uint64_t extra_weight, mc__gone *g)
 {
     size_t me = sh->max_entries == SIZE_MAX ? 0 : sh->max_entries;
     uint64_t mw = sh->max_weight == UINT64_MAX ? 0 : sh->max_weight;
     mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
-    while (mc__shard_over(sh)) {
+    for (;;) {
+        uint64_t n = atomic_load_explicit(&sh->count, memory_order_relaxed);
+        uint64_t w = atomic_load_explicit(&sh->weight, memory_order_relaxed);
+        if (n + extra <= sh->max_entries && w + extra_weight <= sh->max_weight)
+            return;
         mc__entry *v = mc__policy_evict(&sh->policy, me, mw);
         if (!v)
-            break;
+            return;
         int64_t slot = mc__table_slot_of(t, v);
         if (slot >= 0)
             mc__table_remove(t, slot);
@@ -606,38 +606,41 @@ static int mc__put(mc_cache *c, const void *key, size_t klen, const void *value,
     int rc = 0;
 
     mc__shard_lock(c, sh, now, &gone);
-    if (mc__entry_weight(e) > sh->max_weight) {
+    uint64_t w = mc__entry_weight(e);
+    if (w > sh->max_weight || sh->max_entries == 0) {
         rc = MC_E2BIG;
         goto out;
     }
     mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
     int64_t slot = mc__table_find_slot(t, (uint32_t)h, key, klen);
+    mc__entry *old = NULL;
     if (slot >= 0) {
-        mc__entry *old = mc__slot_entry(atomic_load_explicit(&t->slots[slot], memory_order_relaxed));
+        old = mc__slot_entry(atomic_load_explicit(&t->slots[slot], memory_order_relaxed));
         bool stale = mc__expired(c, old, now);
         if ((flags & MC_PUT_IF_ABSENT) && !stale) {
             rc = MC_EEXIST;
             goto out;
         }
+        /* One atomic swap: readers see the old value or the new one, never a gap. */
         mc__table_replace(t, slot, e);
         mc__policy_unlink(&sh->policy, old);
-        mc__policy_insert(&sh->policy, e, stale ? NULL : old);
-        mc__stat_add(&sh->count, 1); /* forget() below takes the old one away */
-        mc__stat_add(&sh->weight, (int64_t)mc__entry_weight(e));
-        mc__stat_add(&sh->memory, (int64_t)mc__alloc_usable(e));
         mc__shard_forget(sh, old, stale ? MC_EVICT_TIME : MC_EVICT_REPLACED, &gone);
+        if (stale)
+            old = NULL;
+        mc__shard_make_room(sh, 1, w, &gone);
     } else {
+        /* Index room first: a failure must leave the cache as it was, evictions included. */
         rc = mc__shard_reserve(sh);
         if (rc)
             goto out;
-        t = atomic_load_explicit(&sh->table, memory_order_relaxed);
-        mc__table_insert(t, e);
-        mc__policy_insert(&sh->policy, e, NULL);
-        mc__stat_add(&sh->count, 1);
-        mc__stat_add(&sh->weight, (int64_t)mc__entry_weight(e));
-        mc__stat_add(&sh->memory, (int64_t)mc__alloc_usable(e));
+        mc__shard_make_room(sh, 1, w, &gone);
+        mc__table_insert(atomic_load_explicit(&sh->table, memory_order_relaxed), e);
     }
-    mc__shard_enforce(sh, &gone);
+    /* The old entry is off every list but still referenced: its standing can be copied. */
+    mc__policy_insert(&sh->policy, e, old);
+    mc__stat_add(&sh->count, 1);
+    mc__stat_add(&sh->weight, (int64_t)w);
+    mc__stat_add(&sh->memory, (int64_t)mc__alloc_usable(e));
 out:
     pthread_mutex_unlock(&sh->lock);
     if (rc)
@@ -761,7 +764,7 @@ int mc_cache_resize(mc_cache *c, size_t max_entries, size_t max_bytes)
         size_t before = mc__policy_bytes(&sh->policy);
         mc__policy_set_window(&sh->policy, mc__ghost_window(sh));
         mc__stat_add(&sh->memory, (int64_t)mc__policy_bytes(&sh->policy) - (int64_t)before);
-        mc__shard_enforce(sh, &gone);
+        mc__shard_make_room(sh, 0, 0, &gone);
         pthread_mutex_unlock(&sh->lock);
         mc__gone_finish(c, &gone);
     }

@@ -25,14 +25,26 @@ struct mc__ring {
 };
 
 typedef struct mc__shard {
-    pthread_mutex_t lock;
-    _Atomic(mc__table *) table; /* replaced (by rebuilds) under the lock, read lock-free */
-    mc__policy policy;          /* lock */
-    size_t max_entries;         /* lock; SIZE_MAX = unbounded */
-    uint64_t max_weight;        /* lock; UINT64_MAX = unbounded */
+    /* Read by every lookup, written only by index rebuilds and generation steps: kept on a
+     * line of its own so that writers taking the lock do not evict it from readers' caches. */
+    _Alignas(64) _Atomic(mc__table *) table;
+    /* LRU recency generation, read by every hit, advanced (under the lock) once per
+     * `gen_len` promotions and inserts: an entry stamped with the current generation is
+     * already among the newest and its hit is not recorded, so hot entries are never
+     * written. */
+    _Atomic uint8_t gen;
+
+    /* Writers' state, under the lock. */
+    _Alignas(64) pthread_mutex_t lock;
+    uint32_t gen_ticks, gen_len; /* gen_len 0: exact mode, every hit recorded */
+    mc__policy policy;
+    size_t max_entries;  /* SIZE_MAX = unbounded */
+    uint64_t max_weight; /* UINT64_MAX = unbounded */
     /* Written under the lock, read without it by stats. */
     _Atomic uint64_t count, weight, memory;
     _Atomic uint64_t evictions[MC_EVICT_NREASONS];
+
+    /* One ring per thread stripe, each on its own lines. */
     struct mc__ring rings[MC__NRINGS];
 } mc__shard;
 

@@ -1,0 +1,61 @@
+# Top-level entry points. `make demo` and `make test` work on a fresh Debian 12 machine:
+# they install missing Debian packages (apt-get), configure and build with CMake, then run.
+BUILD      ?= build
+BUILD_TSAN ?= build-tsan
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+
+# Build tools, libraries, test and benchmark frameworks (all Debian 12 packages).
+PACKAGES = cmake make gcc g++ pkg-config \
+           libxxhash-dev libck-dev libjemalloc-dev libcmocka-dev libbenchmark-dev
+
+.PHONY: all deps build demo test test-unit test-tsan test-asan bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# For now the demo is a short throughput and hit-ratio comparison (a minute at most).
+demo: build
+	$(BUILD)/bench/mc_compare --quick
+
+test: test-unit test-tsan test-asan
+	@echo "All test suites passed (normal build, ThreadSanitizer, AddressSanitizer+UBSan)."
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The concurrency tests again under ThreadSanitizer.
+test-tsan: deps
+	cmake -S . -B $(BUILD_TSAN) -DMODCACHE_SANITIZER=thread -DMODCACHE_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD_TSAN) -j $(JOBS)
+	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L concurrency
+
+# The whole suite under AddressSanitizer (with LeakSanitizer) and UndefinedBehaviorSanitizer.
+test-asan: deps
+	cmake -S . -B $(BUILD_ASAN) -DMODCACHE_SANITIZER=address,undefined -DMODCACHE_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
+
+# The full comparison (several minutes): every workload at full length.
+bench: build
+	$(BUILD)/bench/mc_compare
+
+clean:
+	rm -rf $(BUILD) $(BUILD_TSAN) $(BUILD_ASAN)

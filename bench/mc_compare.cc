@@ -1,0 +1,869 @@
+// bench/mc_compare.cc: mc_compare, the comparison runner: modcache (LRU, S3-FIFO) against an
+// exact mutex LRU and a no-eviction lock-free map on Zipf throughput, trace miss ratio and memory.
+//
+// Throughput figures are noisy (about +-30% between runs on a small machine), so every system
+// runs in the same process on the same trace and the table reports ratios between them.
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <jemalloc/jemalloc.h>
+#include <modcache/cache.h>
+#include <modcache/key.h>
+
+#include "mc_args.h"
+#include "mutex_lru.h"
+#include "nolimit_hash.h"
+#include "trace.h"
+#include "zipf.h"
+
+namespace {
+
+using namespace mcbench;
+using Clock = std::chrono::steady_clock;
+
+constexpr double kNull = std::numeric_limits<double>::quiet_NaN();
+constexpr size_t kZipfCacheEntries = 100000;
+constexpr size_t kQuickRequests = size_t{1} << 20;
+const size_t kTraceSizes[] = {500, 2000, 5000, 10000, 20000};
+constexpr size_t kNumTraceSizes = sizeof kTraceSizes / sizeof kTraceSizes[0];
+const size_t kMemorySizes[] = {100000, 1000000};
+
+// libCacheSim miss ratios on cloudphysics.txt at kTraceSizes (shared/data/README.md).
+struct RefRow {
+    const char *name;
+    double miss[kNumTraceSizes];
+};
+const RefRow kRefRows[] = {
+    {"exact LRU", {0.8378, 0.8271, 0.8038, 0.6976, 0.6328}},
+    {"CLOCK (1 bit)", {0.8368, 0.8262, 0.8032, 0.7443, 0.6336}},
+    {"S3-FIFO", {0.8303, 0.8119, 0.7498, 0.6693, 0.6184}},
+    {"SIEVE", {0.8288, 0.8203, 0.7886, 0.7118, 0.5658}},
+    {"W-TinyLFU", {0.8466, 0.8253, 0.7745, 0.6804, 0.5253}},
+};
+const RefRow &kRefLru = kRefRows[0];
+const RefRow &kRefS3fifo = kRefRows[2];
+
+[[noreturn]] void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    std::fputs("mc_compare: FATAL: ", stderr);
+    std::vfprintf(stderr, fmt, ap);
+    std::fputc('\n', stderr);
+    va_end(ap);
+    std::abort();
+}
+
+// Any code other than the expected ones means the cache or the harness is broken: a benchmark
+// that counted it as a miss would print a plausible but wrong figure.
+void check_rc(int rc, const char *what) {
+    if (rc != 0) die("%s returned %s (%d): %s", what, mc_err_name(rc), rc, mc_strerror(rc));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The systems under test. Each offers request(key, fill): a get, and on a miss a put of the
+// key as value when `fill`; it returns whether the get hit. The worker loop is a template over
+// them so the baselines are inlined: they must not be slowed by the harness.
+
+class ModcacheSys {
+public:
+    ModcacheSys(size_t max_entries, mc_policy policy) {
+        mc_cache_options opts;
+        mc_cache_options_init(&opts);
+        opts.max_entries = max_entries;
+        opts.policy = policy;
+        check_rc(mc_cache_create(&opts, &cache_), "mc_cache_create");
+    }
+    ~ModcacheSys() { mc_cache_destroy(cache_); }
+    ModcacheSys(const ModcacheSys &) = delete;
+    ModcacheSys &operator=(const ModcacheSys &) = delete;
+
+    // Encoding is part of every request on purpose: real callers key the cache by tuples.
+    static size_t encode(uint64_t key, uint8_t *buf, size_t cap) {
+        const mc_arg arg = arg_u(key);
+        size_t klen = 0;
+        check_rc(mc_key_encode(&arg, 1, buf, cap, &klen), "mc_key_encode");
+        return klen;
+    }
+
+    bool request(uint64_t key, bool fill) {
+        uint8_t kb[32];
+        const size_t klen = encode(key, kb, sizeof kb);
+        uint64_t value = 0;
+        size_t vlen = 0;
+        const int rc = mc_cache_get_copy(cache_, kb, klen, &value, sizeof value, &vlen);
+        if (rc == 0) {
+            if (vlen != sizeof value || value != key)
+                die("mc_cache_get_copy: key %" PRIu64 " returned a wrong value (%zu bytes)", key, vlen);
+            return true;
+        }
+        if (rc != MC_ENOENT) check_rc(rc, "mc_cache_get_copy");
+        if (fill) check_rc(mc_cache_put(cache_, kb, klen, &key, sizeof key), "mc_cache_put");
+        return false;
+    }
+
+    void put(uint64_t key) {
+        uint8_t kb[32];
+        const size_t klen = encode(key, kb, sizeof kb);
+        check_rc(mc_cache_put(cache_, kb, klen, &key, sizeof key), "mc_cache_put");
+    }
+
+    size_t size() { return mc_cache_size(cache_); }
+
+private:
+    mc_cache *cache_ = nullptr;
+};
+
+class MutexLruSys {
+public:
+    explicit MutexLruSys(size_t capacity) : lru_(capacity) {}
+    bool request(uint64_t key, bool fill) {
+        uint64_t value;
+        if (lru_.get(key, &value)) {
+            if (value != key) die("mutex-lru: key %" PRIu64 " returned a wrong value", key);
+            return true;
+        }
+        if (fill) lru_.put(key, key);
+        return false;
+    }
+    void put(uint64_t key) { lru_.put(key, key); }
+    size_t size() { return lru_.size(); }
+
+private:
+    MutexLru lru_;
+};
+
+class NolimitSys {
+public:
+    bool request(uint64_t key, bool fill) {
+        uint64_t value;
+        if (map_.get(key, &value)) {
+            if (value != key) die("nolimit-hash: key %" PRIu64 " returned a wrong value", key);
+            return true;
+        }
+        if (fill && !map_.put(key, key)) die("nolimit-hash: table full");
+        return false;
+    }
+    void put(uint64_t key) {
+        if (!map_.put(key, key)) die("nolimit-hash: table full");
+    }
+
+private:
+    NolimitHash map_;  // 2^21 slots: at most half full with the 1,000,000 Zipf keys
+};
+
+// ---------------------------------------------------------------------------------------------
+// Results.
+
+struct Row {
+    std::string system;
+    std::string policy;  // empty: null
+    std::string workload;
+    int threads = 0;     // 0: null
+    size_t cache_size = 0;
+    double ops_per_sec = kNull;
+    double hit_ratio = kNull;
+    double bytes_per_entry = kNull;
+    // Table-only details.
+    bool overlap = false;
+    size_t entries_held = 0;
+    double key_bytes = kNull;
+};
+
+std::string label(const Row &r) { return r.policy.empty() ? r.system : r.system + "/" + r.policy; }
+
+const Row *find_row(const std::vector<Row> &rows, const std::string &system, const std::string &policy,
+                    const std::string &workload, int threads, size_t cache_size) {
+    for (const Row &r : rows)
+        if (r.system == system && r.policy == policy && r.workload == workload && r.threads == threads &&
+            r.cache_size == cache_size)
+            return &r;
+    return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zipf throughput: threads walk one shared trace from different offsets for a fixed window.
+
+enum Phase : int { kWait, kWarm, kMeasure, kStop };
+
+struct Control {
+    std::atomic<int> ready{0};
+    std::atomic<int> phase{kWait};
+};
+
+// Padded so that threads publishing their counts never share a line.
+struct alignas(64) ThreadCounts {
+    uint64_t ops = 0;
+    uint64_t hits = 0;
+    uint64_t all_ops = 0;  // including the warm-up: where the thread ended up in the trace
+};
+
+template <class Sys>
+void zipf_worker(Sys &sys, const uint32_t *trace, size_t len, size_t start, bool fill, Control &ctl,
+                 ThreadCounts &out) {
+    ctl.ready.fetch_add(1, std::memory_order_acq_rel);
+    while (ctl.phase.load(std::memory_order_acquire) == kWait) {
+    }
+    uint64_t ops = 0, hits = 0, warm_ops = 0;
+    int seen = kWarm;
+    size_t i = start;
+    for (;;) {
+        // The phase flag is read once per batch so its cache line is not pulled every request.
+        for (int b = 0; b < 64; b++) {
+            hits += sys.request(trace[i], fill);
+            if (++i == len) i = 0;
+        }
+        ops += 64;
+        const int phase = ctl.phase.load(std::memory_order_relaxed);
+        if (phase != seen) {
+            // A thread descheduled through the whole window sees the stop first: its counts
+            // are all warm-up and must not be charged to the window.
+            if (phase == kStop && seen == kMeasure) break;
+            warm_ops += ops;
+            ops = hits = 0;  // warm-up over: count from here
+            if (phase == kStop) break;
+            seen = phase;
+        }
+    }
+    out.ops = ops;
+    out.hits = hits;
+    out.all_ops = warm_ops + ops;
+}
+
+struct ZipfResult {
+    double ops_per_sec;
+    double hit_ratio;
+    bool overlap = false;  // see trace_positions_met
+};
+
+// Threads walk one trace from offsets len/threads apart. A mutex hands the lock unevenly, so
+// one thread can run ahead until it replays, a moment later, the requests another thread has
+// just made: they all hit, and the get+put hit ratio is inflated (throughput is not affected).
+// This says whether two threads' positions came within `margin` requests of each other; the
+// drift between two threads is taken as steady, which is how an unfair lock behaves.
+bool trace_positions_met(const std::vector<ThreadCounts> &counts, const std::vector<size_t> &starts, size_t len,
+                         size_t margin) {
+    const int64_t L = static_cast<int64_t>(len), m = static_cast<int64_t>(margin);
+    for (size_t i = 0; i < counts.size(); i++) {
+        for (size_t j = i + 1; j < counts.size(); j++) {
+            const int64_t d0 = static_cast<int64_t>(starts[j]) - static_cast<int64_t>(starts[i]);
+            const int64_t d1 = d0 + static_cast<int64_t>(counts[j].all_ops) - static_cast<int64_t>(counts[i].all_ops);
+            const int64_t lo = std::min(d0, d1) - m, hi = std::max(d0, d1) + m;
+            // Is there a multiple of len (the positions coincide) in [lo, hi]?
+            const int64_t k = lo >= 0 ? (lo + L - 1) / L : -((-lo) / L);
+            if (k * L <= hi) return true;
+        }
+    }
+    return false;
+}
+
+template <class Sys>
+ZipfResult run_zipf(Sys &sys, const std::vector<uint32_t> &trace, int nthreads, bool fill, double warm,
+                    double window) {
+    // Hottest key last, so it is the most recent: a policy that drops entries before it is
+    // full (a shard over its share of the bound) then drops the coldest ones, not the hot set
+    // the read-only run depends on.
+    for (uint64_t k = kZipfCacheEntries; k-- > 0;) sys.put(k);
+    Control ctl;
+    std::vector<ThreadCounts> counts(static_cast<size_t>(nthreads));
+    std::vector<std::thread> threads;
+    std::vector<size_t> starts;
+    const size_t len = trace.size();
+    for (int t = 0; t < nthreads; t++) {
+        const size_t start = static_cast<size_t>(t) * len / static_cast<size_t>(nthreads);
+        starts.push_back(start);
+        threads.emplace_back([&, t, start] {
+            zipf_worker(sys, trace.data(), len, start, fill, ctl, counts[static_cast<size_t>(t)]);
+        });
+    }
+    // Release all threads at once only when every one is running, so none starts alone.
+    while (ctl.ready.load(std::memory_order_acquire) < nthreads) std::this_thread::yield();
+    ctl.phase.store(kWarm, std::memory_order_release);
+    std::this_thread::sleep_for(std::chrono::duration<double>(warm));
+    const auto t0 = Clock::now();
+    ctl.phase.store(kMeasure, std::memory_order_release);
+    std::this_thread::sleep_for(std::chrono::duration<double>(window));
+    const auto t1 = Clock::now();
+    ctl.phase.store(kStop, std::memory_order_release);
+    for (std::thread &th : threads) th.join();
+    uint64_t ops = 0, hits = 0;
+    for (const ThreadCounts &c : counts) {
+        ops += c.ops;
+        hits += c.hits;
+    }
+    const double secs = std::chrono::duration<double>(t1 - t0).count();
+    ZipfResult r{static_cast<double>(ops) / secs, ops ? static_cast<double>(hits) / static_cast<double>(ops) : kNull};
+    // An exact LRU of 100,000 entries holds the keys of about the last 330,000 requests of this
+    // trace (that many requests carry 100,000 distinct keys): a replay from further back gains
+    // little.
+    r.overlap = fill && trace_positions_met(counts, starts, len, 3 * kZipfCacheEntries);
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trace miss ratio: one thread, one pass, from an empty cache.
+
+template <class Sys>
+ZipfResult run_trace(Sys &sys, const std::vector<uint64_t> &ids) {
+    uint64_t hits = 0;
+    const auto t0 = Clock::now();
+    for (uint64_t id : ids) hits += sys.request(id, true);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    return {static_cast<double>(ids.size()) / secs, static_cast<double>(hits) / static_cast<double>(ids.size())};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory: jemalloc's count of bytes handed to the application, which covers every allocation in
+// this process since jemalloc replaces malloc here.
+
+bool jemalloc_allocated(size_t *out) {
+    // Objects parked in this thread's cache still count as allocated; flushing keeps a delta
+    // from depending on what happened to sit there.
+    mallctl("thread.tcache.flush", nullptr, nullptr, nullptr, 0);
+    uint64_t epoch = 1;
+    size_t sz = sizeof epoch;
+    if (mallctl("epoch", &epoch, &sz, &epoch, sz) != 0) return false;  // refresh the stats
+    sz = sizeof *out;
+    return mallctl("stats.allocated", out, &sz, nullptr, 0) == 0;
+}
+
+// Under a sanitizer (or a preloaded allocator) malloc is not jemalloc's and its statistics
+// would miss everything: check that a plain malloc shows up before trusting the figures.
+bool jemalloc_is_malloc() {
+    size_t before, after;
+    if (!jemalloc_allocated(&before)) return false;
+    const size_t n = size_t{4} << 20;
+    void *volatile p = std::malloc(n);
+    if (!p) return false;
+    std::memset(p, 1, 64);
+    const bool ok = jemalloc_allocated(&after) && after >= before + n;
+    std::free(p);
+    return ok;
+}
+
+Row memory_modcache(mc_policy policy, const char *policy_name, size_t n) {
+    size_t before, after;
+    if (!jemalloc_allocated(&before)) die("jemalloc stats.allocated unavailable");
+    size_t key_bytes = 0;
+    size_t held;
+    {
+        ModcacheSys sys(n, policy);
+        uint8_t kb[32];
+        for (uint64_t k = 0; k < n; k++) {
+            const size_t klen = ModcacheSys::encode(k, kb, sizeof kb);
+            key_bytes += klen;
+            sys.put(k);
+        }
+        held = sys.size();
+        if (!jemalloc_allocated(&after)) die("jemalloc stats.allocated unavailable");
+    }
+    Row r;
+    r.system = "modcache";
+    r.policy = policy_name;
+    r.workload = "memory";
+    r.cache_size = n;
+    r.entries_held = held;
+    r.key_bytes = static_cast<double>(key_bytes) / static_cast<double>(n);
+    // Per entry actually held: a sharded cache may evict a few entries before it is full, and
+    // dividing by n would then flatter it.
+    if (held > 0)
+        r.bytes_per_entry = (static_cast<double>(after) - static_cast<double>(before)) / static_cast<double>(held) -
+                            (r.key_bytes + 8.0);
+    return r;
+}
+
+Row memory_mutex_lru(size_t n) {
+    size_t before, after;
+    if (!jemalloc_allocated(&before)) die("jemalloc stats.allocated unavailable");
+    size_t held;
+    {
+        MutexLruSys sys(n);
+        for (uint64_t k = 0; k < n; k++) sys.put(k);
+        held = sys.size();
+        if (!jemalloc_allocated(&after)) die("jemalloc stats.allocated unavailable");
+    }
+    Row r;
+    r.system = "mutex-lru";
+    r.workload = "memory";
+    r.cache_size = n;
+    r.entries_held = held;
+    r.key_bytes = 8.0;
+    r.bytes_per_entry =
+        (static_cast<double>(after) - static_cast<double>(before)) / static_cast<double>(held) - (8.0 + 8.0);
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options.
+
+struct Options {
+    bool quick = false;
+    bool json = false;
+    bool verbose = false;
+    std::string trace;
+    double seconds = 0.0;  // 0: 2 s, or 0.3 s with --quick
+    std::vector<int> threads{1, 2};
+};
+
+void usage(FILE *f) {
+    std::fputs(
+        "usage: mc_compare [--quick] [--json] [--verbose] [--trace FILE] [--seconds S] [--threads LIST]\n"
+        "\n"
+        "Compares modcache (lru, s3fifo) with an exact LRU under one mutex (mutex-lru) and a\n"
+        "lock-free map that never evicts (nolimit-hash):\n"
+        "  zipf-getput, zipf-readonly  throughput on the Zipf(0.99, 1M keys) trace, 100k-entry cache\n"
+        "  cloudphysics                miss ratio on the trace file, against libCacheSim's figures\n"
+        "  memory                      bytes per entry beyond key and value (jemalloc stats)\n"
+        "\n"
+        "  --quick          2^20-request trace and 0.3 s windows (the whole run in seconds)\n"
+        "  --json           print a JSON array of results on stdout; the table goes to stderr\n"
+        "  --verbose        also print the exact-LRU cold-start miss ratio of the Zipf trace\n"
+        "  --trace FILE     cloudphysics trace (default ../shared/data/cloudphysics.txt)\n"
+        "  --seconds S      measuring window per Zipf run (default 2)\n"
+        "  --threads LIST   comma-separated thread counts for the Zipf runs (default 1,2)\n"
+        "  --help           this text\n"
+        "\n"
+        "Exit status: 0 when every run completed (whatever the target checks say), 2 on bad usage.\n",
+        f);
+}
+
+[[noreturn]] void bad_usage(const char *fmt, const char *arg) {
+    std::fputs("mc_compare: ", stderr);
+    std::fprintf(stderr, fmt, arg);
+    std::fputs("\n\n", stderr);
+    usage(stderr);
+    std::exit(2);
+}
+
+bool parse_threads(const char *s, std::vector<int> *out) {
+    out->clear();
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        const long v = std::strtol(p, &end, 10);
+        if (end == p || errno || v < 1 || v > 1024) return false;
+        if (std::find(out->begin(), out->end(), static_cast<int>(v)) == out->end()) out->push_back(static_cast<int>(v));
+        if (*end == '\0') break;
+        if (*end != ',') return false;
+        p = end + 1;
+    }
+    return !out->empty();
+}
+
+Options parse_options(int argc, char **argv) {
+    Options o;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        std::string val;
+        bool has_val = false;
+        const size_t eq = a.find('=');
+        if (a.compare(0, 2, "--") == 0 && eq != std::string::npos) {
+            val = a.substr(eq + 1);
+            a = a.substr(0, eq);
+            has_val = true;
+        }
+        auto need_value = [&]() -> std::string {
+            if (has_val) return val;
+            if (i + 1 >= argc) bad_usage("%s needs a value", a.c_str());
+            return argv[++i];
+        };
+        if (a == "--help" || a == "-h") {
+            usage(stdout);
+            std::exit(0);
+        } else if (a == "--quick" && !has_val) {
+            o.quick = true;
+        } else if (a == "--json" && !has_val) {
+            o.json = true;
+        } else if (a == "--verbose" && !has_val) {
+            o.verbose = true;
+        } else if (a == "--trace") {
+            o.trace = need_value();
+            if (o.trace.empty()) bad_usage("%s needs a file name", "--trace");
+        } else if (a == "--seconds") {
+            const std::string v = need_value();
+            char *end;
+            const double s = std::strtod(v.c_str(), &end);
+            if (v.empty() || *end || !(s > 0.0 && s <= 3600.0)) bad_usage("bad --seconds value '%s'", v.c_str());
+            o.seconds = s;
+        } else if (a == "--threads") {
+            const std::string v = need_value();
+            if (!parse_threads(v.c_str(), &o.threads)) bad_usage("bad --threads list '%s'", v.c_str());
+        } else {
+            bad_usage("unknown argument '%s'", argv[i]);
+        }
+    }
+    if (o.seconds == 0.0) o.seconds = o.quick ? 0.3 : 2.0;
+    return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output.
+
+std::string fmt(const char *f, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, f);
+    std::vsnprintf(buf, sizeof buf, f, ap);
+    va_end(ap);
+    return buf;
+}
+
+std::string ratio_cell(double num, const Row *den) {
+    if (!den || !(den->ops_per_sec > 0) || std::isnan(num)) return "-";
+    return fmt("%.2fx", num / den->ops_per_sec);
+}
+
+void print_zipf_table(FILE *f, const std::vector<Row> &rows, const char *workload, const char *title,
+                      const Options &o) {
+    std::fprintf(f, "\n%s\n", title);
+    std::fprintf(f, "  %-18s %7s %9s %10s %12s %15s\n", "system", "threads", "M ops/s", "hit ratio", "vs mutex-lru",
+                 "vs nolimit-hash");
+    bool any_overlap = false;
+    for (int t : o.threads) {
+        const Row *mutex = find_row(rows, "mutex-lru", "", workload, t, kZipfCacheEntries);
+        const Row *nolimit = find_row(rows, "nolimit-hash", "", workload, t, kZipfCacheEntries);
+        for (const Row &r : rows) {
+            if (r.workload != workload || r.threads != t) continue;
+            std::fprintf(f, "  %-18s %7d %9.2f %9.4f%c %12s %15s\n", label(r).c_str(), t, r.ops_per_sec / 1e6,
+                         r.hit_ratio, r.overlap ? '*' : ' ', ratio_cell(r.ops_per_sec, mutex).c_str(),
+                         ratio_cell(r.ops_per_sec, nolimit).c_str());
+            any_overlap |= r.overlap;
+        }
+    }
+    if (any_overlap)
+        std::fprintf(f, "  * one thread ran ahead until it replayed requests another had just made: the hit ratio\n"
+                        "    may be inflated (ops/s is unaffected); a longer trace (no --quick) makes this rarer\n");
+}
+
+void print_trace_table(FILE *f, const std::vector<Row> &rows, size_t requests) {
+    std::fprintf(f, "\ncloudphysics: miss ratio, 1 thread, from empty (%zu requests); reference rows: libCacheSim\n",
+                 requests);
+    std::fprintf(f, "  %-26s", "cache size (objects)");
+    for (size_t s : kTraceSizes) std::fprintf(f, " %8zu", s);
+    std::fputc('\n', f);
+    struct Measured {
+        const char *system, *policy;
+        const RefRow *ref;
+    };
+    const Measured measured[] = {
+        {"modcache", "lru", &kRefLru},
+        {"modcache", "s3fifo", &kRefS3fifo},
+        {"mutex-lru", "", &kRefLru},
+    };
+    for (const Measured &m : measured) {
+        const std::string name = *m.policy ? std::string(m.system) + "/" + m.policy : m.system;
+        std::fprintf(f, "  %-26s", name.c_str());
+        for (size_t s : kTraceSizes) {
+            const Row *r = find_row(rows, m.system, m.policy, "cloudphysics", 1, s);
+            if (r)
+                std::fprintf(f, " %8.4f", 1.0 - r->hit_ratio);
+            else
+                std::fprintf(f, " %8s", "-");
+        }
+        std::fputc('\n', f);
+        std::fprintf(f, "  %-26s", ("  minus " + std::string(m.ref->name)).c_str());
+        for (size_t i = 0; i < kNumTraceSizes; i++) {
+            const Row *r = find_row(rows, m.system, m.policy, "cloudphysics", 1, kTraceSizes[i]);
+            // Rounded first so that a difference of zero does not print as -0.0000.
+            if (r)
+                std::fprintf(f, " %+8.4f", std::round(((1.0 - r->hit_ratio) - m.ref->miss[i]) * 1e4) / 1e4 + 0.0);
+            else
+                std::fprintf(f, " %8s", "-");
+        }
+        std::fputc('\n', f);
+    }
+    for (const RefRow &ref : kRefRows) {
+        std::fprintf(f, "  %-26s", ("ref " + std::string(ref.name)).c_str());
+        for (double v : ref.miss) std::fprintf(f, " %8.4f", v);
+        std::fputc('\n', f);
+    }
+}
+
+void print_memory_table(FILE *f, const std::vector<Row> &rows) {
+    std::fprintf(f,
+                 "\nmemory: overhead per entry BEYOND key and value bytes\n"
+                 "  (jemalloc stats.allocated after inserting N keys minus before creating the cache,\n"
+                 "   divided by the entries held, minus key bytes and the 8-byte value)\n");
+    std::fprintf(f, "  %-18s %9s %9s %10s %16s\n", "system", "N", "held", "key bytes", "overhead B/entry");
+    for (const Row &r : rows) {
+        if (r.workload != "memory") continue;
+        std::fprintf(f, "  %-18s %9zu %9zu %10.2f %16.1f\n", label(r).c_str(), r.cache_size, r.entries_held,
+                     r.key_bytes, r.bytes_per_entry);
+    }
+}
+
+void print_target(FILE *f, bool known, bool pass, const std::string &what, const std::string &figure) {
+    std::fprintf(f, "  %-4s  %-58s %s\n", known ? (pass ? "PASS" : "MISS") : "n/a", what.c_str(),
+                 known ? figure.c_str() : "(not measured in this run)");
+}
+
+void print_targets(FILE *f, const std::vector<Row> &rows, bool have_trace) {
+    std::fprintf(f, "\ntargets (informational: the exit status does not depend on them)\n");
+    for (const char *pol : {"lru", "s3fifo"}) {
+        const std::string name = std::string("modcache/") + pol;
+        const Row *gp2 = find_row(rows, "modcache", pol, "zipf-getput", 2, kZipfCacheEntries);
+        const Row *mx2 = find_row(rows, "mutex-lru", "", "zipf-getput", 2, kZipfCacheEntries);
+        const Row *nl2 = find_row(rows, "nolimit-hash", "", "zipf-getput", 2, kZipfCacheEntries);
+        if (gp2 && mx2) {
+            const double x = gp2->ops_per_sec / mx2->ops_per_sec;
+            print_target(f, true, x >= 4.0, name + " getput 2 threads >= 4x mutex-lru", fmt("%.2fx", x));
+        } else {
+            print_target(f, false, false, name + " getput 2 threads >= 4x mutex-lru", "");
+        }
+        if (gp2 && nl2) {
+            const double x = gp2->ops_per_sec / nl2->ops_per_sec;
+            print_target(f, true, x >= 0.5, name + " getput 2 threads >= 50% of nolimit-hash", fmt("%.0f%%", 100 * x));
+        } else {
+            print_target(f, false, false, name + " getput 2 threads >= 50% of nolimit-hash", "");
+        }
+        const Row *ro1 = find_row(rows, "modcache", pol, "zipf-readonly", 1, kZipfCacheEntries);
+        const Row *ro2 = find_row(rows, "modcache", pol, "zipf-readonly", 2, kZipfCacheEntries);
+        const Row *nr2 = find_row(rows, "nolimit-hash", "", "zipf-readonly", 2, kZipfCacheEntries);
+        if (ro1 && ro2) {
+            const double x = ro2->ops_per_sec / ro1->ops_per_sec;
+            print_target(f, true, x >= 1.8, name + " readonly 2 threads >= 1.8x 1 thread", fmt("%.2fx", x));
+        } else {
+            print_target(f, false, false, name + " readonly 2 threads >= 1.8x 1 thread", "");
+        }
+        if (ro2 && nr2) {
+            const double x = ro2->ops_per_sec / nr2->ops_per_sec;
+            print_target(f, true, x >= 0.6, name + " readonly 2 threads >= 60% of nolimit-hash",
+                         fmt("%.0f%%", 100 * x));
+        } else {
+            print_target(f, false, false, name + " readonly 2 threads >= 60% of nolimit-hash", "");
+        }
+        for (size_t n : kMemorySizes) {
+            const Row *m = find_row(rows, "modcache", pol, "memory", 0, n);
+            const std::string what = name + fmt(" overhead <= 48 B/entry at %zu", n);
+            if (m && !std::isnan(m->bytes_per_entry))
+                print_target(f, true, m->bytes_per_entry <= 48.0, what, fmt("%.1f B", m->bytes_per_entry));
+            else
+                print_target(f, false, false, what, "");
+        }
+    }
+    // Trace checks: worst difference over the five sizes.
+    struct TraceTarget {
+        const char *system, *policy;
+        const RefRow *ref;
+        double tol;
+        bool one_sided;  // "or better": only a higher miss ratio counts against it
+        const char *what;
+    };
+    const TraceTarget tts[] = {
+        {"modcache", "lru", &kRefLru, 0.01, false, "modcache/lru cloudphysics within 0.01 of exact LRU"},
+        {"modcache", "s3fifo", &kRefS3fifo, 0.01, true, "modcache/s3fifo cloudphysics <= S3-FIFO + 0.01"},
+        {"mutex-lru", "", &kRefLru, 0.0005, false, "harness: mutex-lru equals exact LRU to 3 decimals"},
+    };
+    for (const TraceTarget &t : tts) {
+        double worst = 0.0;
+        bool all = have_trace;
+        for (size_t i = 0; i < kNumTraceSizes && all; i++) {
+            const Row *r = find_row(rows, t.system, t.policy, "cloudphysics", 1, kTraceSizes[i]);
+            if (!r) {
+                all = false;
+                break;
+            }
+            const double d = (1.0 - r->hit_ratio) - t.ref->miss[i];
+            if (t.one_sided ? d > worst : std::fabs(d) > std::fabs(worst)) worst = d;
+        }
+        // The references have 4 decimals: judge the difference at that precision too.
+        worst = std::round(worst * 1e4) / 1e4 + 0.0;
+        const bool pass = t.one_sided ? worst <= t.tol + 1e-9 : std::fabs(worst) <= t.tol + 1e-9;
+        print_target(f, all, pass, t.what, fmt("worst %+.4f", worst));
+    }
+}
+
+void json_number(FILE *f, double v, const char *format) {
+    if (std::isnan(v))
+        std::fputs("null", f);
+    else
+        std::fprintf(f, format, v);
+}
+
+void print_json(FILE *f, const std::vector<Row> &rows) {
+    std::fputs("[\n", f);
+    for (size_t i = 0; i < rows.size(); i++) {
+        const Row &r = rows[i];
+        // Every name printed here is a fixed ASCII identifier: no escaping is needed.
+        std::fprintf(f, "  {\"system\": \"%s\", \"policy\": ", r.system.c_str());
+        if (r.policy.empty())
+            std::fputs("null", f);
+        else
+            std::fprintf(f, "\"%s\"", r.policy.c_str());
+        std::fprintf(f, ", \"workload\": \"%s\", \"threads\": ", r.workload.c_str());
+        if (r.threads)
+            std::fprintf(f, "%d", r.threads);
+        else
+            std::fputs("null", f);
+        std::fprintf(f, ", \"cache_size\": %zu, \"ops_per_sec\": ", r.cache_size);
+        json_number(f, r.ops_per_sec, "%.0f");
+        std::fputs(", \"hit_ratio\": ", f);
+        json_number(f, r.hit_ratio, "%.6f");
+        std::fputs(", \"bytes_per_entry\": ", f);
+        json_number(f, r.bytes_per_entry, "%.2f");
+        std::fprintf(f, "}%s\n", i + 1 < rows.size() ? "," : "");
+    }
+    std::fputs("]\n", f);
+}
+
+// The default trace location is given relative to a build directory next to the sources;
+// the compiled-in source path makes the runner work from any directory.
+std::string find_default_trace() {
+    std::vector<std::string> candidates{"../shared/data/cloudphysics.txt"};
+#ifdef MODCACHE_SOURCE_DIR
+    candidates.push_back(std::string(MODCACHE_SOURCE_DIR) + "/../shared/data/cloudphysics.txt");
+#endif
+    for (const std::string &c : candidates) {
+        if (FILE *f = std::fopen(c.c_str(), "rb")) {
+            std::fclose(f);
+            return c;
+        }
+    }
+    return "";
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    const Options o = parse_options(argc, argv);
+    FILE *table = o.json ? stderr : stdout;
+    std::vector<Row> rows;
+
+    const double warm = std::min(0.5, o.seconds / 4);
+    const size_t requests = o.quick ? kQuickRequests : kZipfRequests;
+
+    // The cloudphysics trace is resolved first so that a wrong --trace fails before the long runs.
+    std::vector<uint64_t> cp;
+    std::string cp_path = o.trace.empty() ? find_default_trace() : o.trace;
+    if (!cp_path.empty()) {
+        std::string err;
+        if (!load_trace(cp_path, &cp, &err)) {
+            std::fprintf(stderr, "mc_compare: %s\n", err.c_str());
+            if (!o.trace.empty()) return 2;  // the file the user named is unusable
+            cp.clear();
+        }
+    }
+    if (cp.empty())
+        std::fprintf(stderr, "mc_compare: no cloudphysics trace found (tried ../shared/data/cloudphysics.txt%s); "
+                             "skipping the cloudphysics workload (use --trace FILE)\n",
+#ifdef MODCACHE_SOURCE_DIR
+                     " and " MODCACHE_SOURCE_DIR "/../shared/data/cloudphysics.txt"
+#else
+                     ""
+#endif
+        );
+
+    std::fprintf(stderr, "generating the Zipf trace: %zu requests, s=%.2f over %u keys, splitmix64 seed %" PRIu64 "\n",
+                 requests, kZipfExponent, kZipfKeys, kZipfSeed);
+    const std::vector<uint32_t> trace = zipf_trace(requests);
+    const double cold_share = zipf_share_at_or_above(trace, kZipfCacheEntries);
+    std::fprintf(stderr, "sanity: share of requests with key >= %zu: %.4f (expected about 0.170)\n", kZipfCacheEntries,
+                 cold_share);
+    if (std::fabs(cold_share - 0.170) > 0.005) die("the Zipf trace does not match the workload definition");
+    if (o.verbose) {
+        MutexLruSys lru(kZipfCacheEntries);
+        size_t misses = 0;
+        for (uint32_t k : trace) misses += !lru.request(k, true);
+        std::fprintf(stderr, "sanity: exact LRU (mutex-lru) from cold, %zu entries, 1 thread: miss ratio %.4f%s\n",
+                     kZipfCacheEntries, static_cast<double>(misses) / static_cast<double>(trace.size()),
+                     o.quick ? " (0.2350 is the figure for the full 2^24 trace)" : " (expected 0.2350)");
+    }
+
+    // Zipf throughput.
+    for (const bool fill : {true, false}) {
+        const char *workload = fill ? "zipf-getput" : "zipf-readonly";
+        for (int t : o.threads) {
+            auto record = [&](const char *system, const char *policy, auto make) {
+                std::fprintf(stderr, "%s %s%s%s %d thread%s ... ", workload, system, *policy ? "/" : "", policy, t,
+                             t == 1 ? "" : "s");
+                std::fflush(stderr);
+                auto sys = make();
+                const ZipfResult z = run_zipf(*sys, trace, t, fill, warm, o.seconds);
+                std::fprintf(stderr, "%.2f M ops/s, hit ratio %.4f%s\n", z.ops_per_sec / 1e6, z.hit_ratio,
+                             z.overlap ? " (threads met in the trace: hit ratio may be inflated)" : "");
+                Row r;
+                r.system = system;
+                r.policy = policy;
+                r.workload = workload;
+                r.threads = t;
+                r.cache_size = kZipfCacheEntries;
+                r.ops_per_sec = z.ops_per_sec;
+                r.hit_ratio = z.hit_ratio;
+                r.overlap = z.overlap;
+                rows.push_back(r);
+            };
+            record("modcache", "lru", [] { return std::make_unique<ModcacheSys>(kZipfCacheEntries, MC_POLICY_LRU); });
+            record("modcache", "s3fifo",
+                   [] { return std::make_unique<ModcacheSys>(kZipfCacheEntries, MC_POLICY_S3FIFO); });
+            record("mutex-lru", "", [] { return std::make_unique<MutexLruSys>(kZipfCacheEntries); });
+            record("nolimit-hash", "", [] { return std::make_unique<NolimitSys>(); });
+        }
+    }
+
+    // Trace miss ratios.
+    if (!cp.empty()) {
+        std::fprintf(stderr, "cloudphysics: %s, %zu requests\n", cp_path.c_str(), cp.size());
+        for (size_t size : kTraceSizes) {
+            auto record = [&](const char *system, const char *policy, auto make) {
+                std::fprintf(stderr, "cloudphysics %s%s%s %zu entries ... ", system, *policy ? "/" : "", policy, size);
+                std::fflush(stderr);
+                auto sys = make();
+                const ZipfResult z = run_trace(*sys, cp);
+                std::fprintf(stderr, "miss ratio %.4f\n", 1.0 - z.hit_ratio);
+                Row r;
+                r.system = system;
+                r.policy = policy;
+                r.workload = "cloudphysics";
+                r.threads = 1;
+                r.cache_size = size;
+                r.ops_per_sec = z.ops_per_sec;
+                r.hit_ratio = z.hit_ratio;
+                rows.push_back(r);
+            };
+            record("modcache", "lru", [size] { return std::make_unique<ModcacheSys>(size, MC_POLICY_LRU); });
+            record("modcache", "s3fifo", [size] { return std::make_unique<ModcacheSys>(size, MC_POLICY_S3FIFO); });
+            record("mutex-lru", "", [size] { return std::make_unique<MutexLruSys>(size); });
+        }
+    }
+
+    // Memory.
+    if (jemalloc_is_malloc()) {
+        for (size_t n : kMemorySizes) {
+            std::fprintf(stderr, "memory modcache/lru, s3fifo, mutex-lru at %zu entries\n", n);
+            rows.push_back(memory_modcache(MC_POLICY_LRU, "lru", n));
+            rows.push_back(memory_modcache(MC_POLICY_S3FIFO, "s3fifo", n));
+            rows.push_back(memory_mutex_lru(n));
+        }
+    } else {
+        std::fprintf(stderr, "mc_compare: malloc is not jemalloc in this process (sanitizer build?); "
+                             "skipping the memory workload\n");
+    }
+
+    std::fprintf(table, "modcache %s comparison; %u hardware threads; Zipf trace %zu requests; window %.2f s "
+                        "(+%.2f s warm-up); cache %zu entries preloaded with keys %zu..0 (hottest last)\n",
+                 mc_version(), std::thread::hardware_concurrency(), requests, o.seconds, warm, kZipfCacheEntries,
+                 kZipfCacheEntries - 1);
+    print_zipf_table(table, rows, "zipf-getput", "zipf-getput: get, put on miss", o);
+    print_zipf_table(table, rows, "zipf-readonly", "zipf-readonly: get only", o);
+    if (!cp.empty())
+        print_trace_table(table, rows, cp.size());
+    else
+        std::fprintf(table, "\ncloudphysics: skipped (no trace file)\n");
+    print_memory_table(table, rows);
+    print_targets(table, rows, !cp.empty());
+    if (o.json) print_json(stdout, rows);
+    return 0;
+}

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+/* Keys are short: inlining XXH3 avoids a call and lets the compiler specialise small sizes. */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include "core/alloc.h"
@@ -124,6 +126,12 @@ static mc__entry *mc__entry_make(const mc_cache *c, uint32_t hash, const void *k
     if (!owned && vlen)
         memcpy((unsigned char *)e + mc__entry_value_offset(flags, klen), value, vlen);
     return e;
+}
+
+/* Bytes an entry really occupies, from its size class: no allocator lookup under the lock. */
+static inline size_t mc__entry_footprint(const mc__entry *e)
+{
+    return mc__alloc_class(mc__entry_alloc_size(e->flags, e->klen, e->vlen));
 }
 
 /* ---------------------------------------------------------------- time */
@@ -249,7 +257,7 @@ static void mc__shard_forget(mc__shard *sh, mc__entry *e, mc_evict_reason reason
 {
     mc__stat_add(&sh->count, -1);
     mc__stat_add(&sh->weight, -(int64_t)mc__entry_weight(e));
-    mc__stat_add(&sh->memory, -(int64_t)mc__alloc_usable(e));
+    mc__stat_add(&sh->memory, -(int64_t)mc__entry_footprint(e));
     mc__stat_add(&sh->evictions[reason], 1);
     mc__gone_add(g, e, reason);
 }
@@ -683,7 +691,7 @@ static int mc__put(mc_cache *c, const void *key, size_t klen, const void *value,
         mc__lru_stamp(sh, e);
     mc__stat_add(&sh->count, 1);
     mc__stat_add(&sh->weight, (int64_t)w);
-    mc__stat_add(&sh->memory, (int64_t)mc__alloc_usable(e));
+    mc__stat_add(&sh->memory, (int64_t)mc__entry_footprint(e));
 out:
     pthread_mutex_unlock(&sh->lock);
     if (rc)

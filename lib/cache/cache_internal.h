@@ -13,8 +13,8 @@
 /* Recency records (LRU): per shard, MC__NRINGS rings picked by thread id, each of
  * MC__RING_SIZE 32-bit hashes; a reader asks for a drain once MC__RING_DRAIN_AT are pending. */
 #define MC__NRINGS 8
-#define MC__RING_SIZE 32
-#define MC__RING_DRAIN_AT 16
+#define MC__RING_SIZE 64
+#define MC__RING_DRAIN_AT 32
 /* Hit/miss counter stripes per cache, picked by thread id. */
 #define MC__NSTRIPES 16
 

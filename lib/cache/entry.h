@@ -100,9 +100,37 @@ static inline uint64_t mc__entry_weight(const mc__entry *e)
     return (uint64_t)e->klen + e->vlen;
 }
 
+/* Equality of short byte strings without a call: most keys are a few bytes to a few dozen. */
+static inline bool mc__bytes_eq(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&a1, a + n - 8, 8);
+        memcpy(&b1, b + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t a0, a1, b0, b1;
+        memcpy(&a0, a, 4);
+        memcpy(&b0, b, 4);
+        memcpy(&a1, a + n - 4, 4);
+        memcpy(&b1, b + n - 4, 4);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            if (a[i] != b[i])
+                return false;
+        return true;
+    }
+    return memcmp(a, b, n) == 0;
+}
+
 static inline bool mc__entry_key_eq(const mc__entry *e, const void *key, size_t klen)
 {
-    return e->klen == klen && memcmp(mc__entry_key(e), key, klen) == 0;
+    return e->klen == klen && mc__bytes_eq(mc__entry_key(e), key, klen);
 }
 
 _Static_assert(sizeof(mc__entry) == MC__ENTRY_HDR, "entry header is 32 bytes");

@@ -2,6 +2,8 @@
  * S3-FIFO follows Yang et al., SOSP'23: 10% small FIFO, main FIFO with 2-bit frequency. */
 #include "cache/policy.h"
 
+#include <string.h>
+
 #include "core/alloc.h"
 
 /* An entry leaves the small queue for the main one when read at least this many times. */
@@ -48,7 +50,8 @@ static int mc__ghost_alloc(struct mc__ghost *g, size_t window)
         window = MC__GHOST_DEFAULT_WINDOW;
     if (window > UINT32_MAX / 4)
         window = UINT32_MAX / 4;
-    uint32_t cap = (uint32_t)window * 2 + 8;
+    /* Fresh stamps fill at most 2/3 of the table, compaction runs at 3/4. */
+    uint32_t cap = (uint32_t)window + (uint32_t)window / 2 + 8;
     struct mc__ghost_slot *s = mc__zalloc((size_t)cap * sizeof *s);
     if (!s)
         return MC_ENOMEM;
@@ -99,24 +102,23 @@ static void mc__ghost_place(struct mc__ghost *g, uint32_t hash, uint32_t seq)
     }
 }
 
-/* Drop stale stamps in place: collect fresh ones, clear, re-place. Runs once per `window`
- * insertions at most (the table is at most half full of fresh stamps), so O(1) amortised. */
+/* Drop stale stamps by re-placing the fresh ones into a new array. Runs once per window / 8
+ * insertions at most (fresh stamps fill at most 2/3 of the table), so O(1) amortised. On
+ * allocation failure the ghost forgets everything: it only steers admission. */
 static void mc__ghost_compact(struct mc__ghost *g)
 {
-    uint32_t keep = 0;
-    for (uint32_t i = 0; i < g->cap; i++)
-        if (mc__ghost_fresh(g, &g->slots[i]))
-            g->slots[keep++] = g->slots[i];
-    for (uint32_t i = keep; i < g->cap; i++)
-        g->slots[i].seq = 0;
-    /* Entries moved to the front may sit on other entries' probe paths; re-place them all. */
-    struct mc__ghost_slot tmp;
+    struct mc__ghost_slot *old = g->slots;
+    struct mc__ghost_slot *s = mc__zalloc((size_t)g->cap * sizeof *s);
     g->used = 0;
-    for (uint32_t i = 0; i < keep; i++) {
-        tmp = g->slots[i];
-        g->slots[i].seq = 0;
-        mc__ghost_place(g, tmp.hash, tmp.seq);
+    if (!s) {
+        memset(old, 0, (size_t)g->cap * sizeof *old);
+        return;
     }
+    g->slots = s;
+    for (uint32_t i = 0; i < g->cap; i++)
+        if (mc__ghost_fresh(g, &old[i]))
+            mc__ghost_place(g, old[i].hash, old[i].seq);
+    mc__free(old, (size_t)g->cap * sizeof *old);
 }
 
 static void mc__ghost_insert(struct mc__ghost *g, uint32_t hash)

@@ -6,7 +6,8 @@
 
 uint32_t mc__table_cap_for(size_t n)
 {
-    size_t cap = n + n / 2 + 8;
+    /* n entries at load factor 3/4 (the most has_room allows), plus slack for small tables. */
+    size_t cap = n + n / 3 + 8;
     return cap > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)cap;
 }
 
@@ -19,6 +20,12 @@ mc__table *mc__table_new(uint32_t cap)
 {
     if (cap < 8)
         cap = 8;
+    /* Use all of the allocator's size class (up to 25% more for large tables): the memory
+     * is spent anyway, and more slots mean shorter probes and rarer rebuilds. */
+    size_t cls = mc__alloc_class(mc__table_alloc_size(cap));
+    size_t fit = (cls - sizeof(mc__table)) / sizeof(uintptr_t);
+    if (fit > cap && fit <= UINT32_MAX / 2)
+        cap = (uint32_t)fit;
     mc__table *t = mc__zalloc(mc__table_alloc_size(cap));
     if (!t)
         return NULL;

@@ -55,7 +55,7 @@ static inline mc__entry *mc__table_find(const mc__table *t, uint32_t hash, const
     return NULL;
 }
 
-/* Slots needed to hold n entries at the target load factor (2/3). */
+/* Slots needed to hold n entries at load factor 3/4 (11 bytes of index per entry). */
 uint32_t mc__table_cap_for(size_t n);
 mc__table *mc__table_new(uint32_t cap);
 void mc__table_free(mc__table *t);

@@ -17,6 +17,7 @@ void mc__free(void *ptr, size_t size)
         sdallocx(ptr, size ? size : 1, 0);
 }
 size_t mc__alloc_usable(const void *ptr) { return sallocx(ptr, 0); }
+size_t mc__alloc_class(size_t size) { return nallocx(size ? size : 1, 0); }
 
 #else
 #include <malloc.h>
@@ -30,4 +31,5 @@ void mc__free(void *ptr, size_t size)
     free(ptr);
 }
 size_t mc__alloc_usable(const void *ptr) { return malloc_usable_size((void *)ptr); }
+size_t mc__alloc_class(size_t size) { return size ? size : 1; }
 #endif

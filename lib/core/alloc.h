@@ -13,5 +13,8 @@ void *mc__zalloc(size_t size);
 void mc__free(void *ptr, size_t size);
 /* Bytes the allocator really reserved for ptr (size class rounding included). */
 size_t mc__alloc_usable(const void *ptr);
+/* What mc__alloc_usable will say of an allocation of `size`, computed from the size alone
+ * (jemalloc's size classes; the size itself when built without jemalloc). */
+size_t mc__alloc_class(size_t size);
 
 #endif

@@ -15,7 +15,6 @@
 #include <modcache/cache.h>
 #include <modcache/key.h>
 
-#include "mc_args.h"
 #include "zipf.h"
 
 namespace {
@@ -32,7 +31,7 @@ struct EncodedKey {
 
 EncodedKey encode_u(uint64_t k) {
     EncodedKey e;
-    const mc_arg a = arg_u(k);
+    const mc_arg a = mc_arg_uint(k);
     size_t len = 0;
     if (mc_key_encode(&a, 1, e.bytes, sizeof e.bytes, &len) != 0) std::abort();
     e.len = static_cast<uint8_t>(len);
@@ -92,7 +91,7 @@ void BM_KeyEncodeInt(benchmark::State &state) {
     uint8_t buf[32];
     uint64_t k = 0;
     for (auto _ : state) {
-        const mc_arg a = arg_u(k++ * 2654435761u);  // vary the magnitude, not just the low bits
+        const mc_arg a = mc_arg_uint(k++ * 2654435761u);  // vary the magnitude, not just the low bits
         size_t len = 0;
         if (mc_key_encode(&a, 1, buf, sizeof buf, &len) != 0) {
             state.SkipWithError("mc_key_encode failed");
@@ -111,7 +110,7 @@ void BM_KeyEncodeStrInt(benchmark::State &state) {
     uint8_t buf[64];
     uint64_t k = 0;
     for (auto _ : state) {
-        const mc_arg a[2] = {arg_str(user, sizeof user - 1), arg_u(k++)};
+        const mc_arg a[2] = {mc_arg_strn(user, sizeof user - 1), mc_arg_uint(k++)};
         size_t len = 0;
         if (mc_key_encode(a, 2, buf, sizeof buf, &len) != 0) {
             state.SkipWithError("mc_key_encode failed");

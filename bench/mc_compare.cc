@@ -23,7 +23,6 @@
 #include <modcache/cache.h>
 #include <modcache/key.h>
 
-#include "mc_args.h"
 #include "mutex_lru.h"
 #include "nolimit_hash.h"
 #include "trace.h"
@@ -92,7 +91,7 @@ public:
 
     // Encoding is part of every request on purpose: real callers key the cache by tuples.
     static size_t encode(uint64_t key, uint8_t *buf, size_t cap) {
-        const mc_arg arg = arg_u(key);
+        const mc_arg arg = mc_arg_uint(key);
         size_t klen = 0;
         check_rc(mc_key_encode(&arg, 1, buf, cap, &klen), "mc_key_encode");
         return klen;

@@ -57,16 +57,72 @@ typedef struct mc_arg {
     } v;
 } mc_arg;
 
-/* Field constructors, usable as compound literals: mc_arg a[] = {MC_ARG_S("@alice"), MC_ARG_I(42)}. */
+/* Field constructors as functions, for C and C++ alike. */
+static inline mc_arg mc_arg_null(void)
+{
+    mc_arg a;
+    memset(&a, 0, sizeof a);
+    a.type = MC_ARG_NULL;
+    return a;
+}
+static inline mc_arg mc_arg_bool(bool b)
+{
+    mc_arg a = mc_arg_null();
+    a.type = MC_ARG_BOOL;
+    a.v.b = b;
+    return a;
+}
+static inline mc_arg mc_arg_int(int64_t i)
+{
+    mc_arg a = mc_arg_null();
+    a.type = MC_ARG_INT;
+    a.v.i = i;
+    return a;
+}
+static inline mc_arg mc_arg_uint(uint64_t u)
+{
+    mc_arg a = mc_arg_null();
+    a.type = MC_ARG_UINT;
+    a.v.u = u;
+    return a;
+}
+static inline mc_arg mc_arg_double(double d)
+{
+    mc_arg a = mc_arg_null();
+    a.type = MC_ARG_DOUBLE;
+    a.v.d = d;
+    return a;
+}
+/* A UTF-8 string of n bytes (borrowed). */
+static inline mc_arg mc_arg_strn(const void *p, size_t n)
+{
+    mc_arg a = mc_arg_null();
+    a.type = MC_ARG_STR;
+    a.v.s.ptr = p;
+    a.v.s.len = n;
+    return a;
+}
+/* A NUL-terminated UTF-8 string (borrowed). */
+static inline mc_arg mc_arg_str(const char *s) { return mc_arg_strn(s, strlen(s)); }
+/* A byte string of n bytes (borrowed). */
+static inline mc_arg mc_arg_bytes(const void *p, size_t n)
+{
+    mc_arg a = mc_arg_strn(p, n);
+    a.type = MC_ARG_BYTES;
+    return a;
+}
+
+#ifndef __cplusplus
+/* The same as C compound-literal macros: mc_arg a[] = {MC_ARG_S("@alice"), MC_ARG_I(42)}. */
 #define MC_ARG_N() ((mc_arg){.type = MC_ARG_NULL})
 #define MC_ARG_B(x) ((mc_arg){.type = MC_ARG_BOOL, .v.b = (x)})
 #define MC_ARG_I(x) ((mc_arg){.type = MC_ARG_INT, .v.i = (int64_t)(x)})
 #define MC_ARG_U(x) ((mc_arg){.type = MC_ARG_UINT, .v.u = (uint64_t)(x)})
 #define MC_ARG_D(x) ((mc_arg){.type = MC_ARG_DOUBLE, .v.d = (double)(x)})
-/* A NUL-terminated string (strlen is taken). */
 #define MC_ARG_S(str) ((mc_arg){.type = MC_ARG_STR, .v.s = {(str), strlen(str)}})
 #define MC_ARG_SN(p, n) ((mc_arg){.type = MC_ARG_STR, .v.s = {(p), (n)}})
 #define MC_ARG_BN(p, n) ((mc_arg){.type = MC_ARG_BYTES, .v.s = {(p), (n)}})
+#endif
 
 /* Encode `nargs` fields into `out` (capacity `cap`), storing the encoded length in *len.
  * Returns 0; MC_EINVAL for NULL pointers (args may be NULL when nargs == 0), an unknown type,

@@ -398,7 +398,7 @@ int mc_cache_create(const mc_cache_options *opts, mc_cache **out)
         pthread_mutex_init(&sh->lock, &attr);
         mc__shard_set_bounds(c, sh, i, opts->max_entries, opts->max_bytes);
         size_t presize = sh->max_entries < MC__TABLE_PRESIZE_MAX ? sh->max_entries : MC__TABLE_PRESIZE_MAX;
-        mc__table *t = mc__table_new(mc__table_cap_for(presize));
+        mc__table *t = mc__table_new(mc__table_buckets_for(presize));
         if (!t)
             goto nomem;
         atomic_init(&sh->table, t);
@@ -664,7 +664,7 @@ static int mc__put(mc_cache *c, const void *key, size_t klen, const void *value,
     int64_t slot = mc__table_find_slot(t, (uint32_t)h, key, klen);
     mc__entry *old = NULL;
     if (slot >= 0) {
-        old = mc__slot_entry(atomic_load_explicit(&t->slots[slot], memory_order_relaxed));
+        old = mc__table_at(t, slot);
         bool stale = mc__expired(c, old, now);
         if ((flags & MC_PUT_IF_ABSENT) && !stale) {
             rc = MC_EEXIST;
@@ -730,7 +730,7 @@ int mc_cache_remove(mc_cache *c, const void *key, size_t klen)
     mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
     int64_t slot = mc__table_find_slot(t, (uint32_t)h, key, klen);
     if (slot >= 0) {
-        mc__entry *e = mc__slot_entry(atomic_load_explicit(&t->slots[slot], memory_order_relaxed));
+        mc__entry *e = mc__table_at(t, slot);
         mc__table_remove(t, slot);
         mc__policy_unlink(&sh->policy, e);
         mc__shard_forget(sh, e, MC_EVICT_INVALIDATION, &gone);
@@ -907,6 +907,9 @@ int mc__cache_verify(mc_cache *c, char *msg, size_t msglen)
         }
         if (n != t->live)
             MC__FAIL("shard %u: %zu queued entries, %u indexed", i, n, t->live);
+        int trc = mc__table_check(t);
+        if (trc != 0)
+            MC__FAIL("shard %u: index inconsistent (%d)", i, trc);
         if (n != atomic_load_explicit(&sh->count, memory_order_relaxed))
             MC__FAIL("shard %u: count %zu, counter says %llu", i, n,
                      (unsigned long long)atomic_load_explicit(&sh->count, memory_order_relaxed));

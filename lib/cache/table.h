@@ -1,73 +1,96 @@
-/* The per-shard index: buckets of 7 tagged entry pointers (one cache line each), probed
- * bucket by bucket. Lookups are lock-free (inside an epoch section); changes hold the shard lock. */
+/* The per-shard index: 64-byte buckets of 7 entry pointers with a control word of 7 tag
+ * bytes and an overflow count. Lookups are lock-free (inside an epoch section); changes hold
+ * the shard lock. */
 #ifndef MC_CACHE_TABLE_H
 #define MC_CACHE_TABLE_H
 
 #include "cache/entry.h"
 
-/* A slot is 0 (empty) or an entry pointer with a 16-bit hash tag in its top bits, so most
- * mismatches never touch the entry. x86-64 and AArch64 user pointers fit in 48 bits. */
-#define MC__SLOT_EMPTY ((uintptr_t)0)
-#define MC__SLOT_PTR_MASK (((uintptr_t)1 << 48) - 1)
 #define MC__BUCKET_SLOTS 7
 
-/* `overflow` counts the entries stored beyond this bucket whose probe path started at or
- * before it. A lookup that misses in a bucket with overflow 0 stops there, so a removal
- * simply empties its slot: no tombstones, entries never move, nothing to clean up. */
+/* ctrl bytes 0-6: the tag of each slot (0 = empty, else 1-255 from the key's hash), so a
+ * lookup compares all tags at once and touches only matching entries. Byte 7: how many
+ * entries passed this bucket on their probe sequence and are stored further on (saturating at
+ * 255, then sticky). A lookup that misses in a bucket whose count is 0 stops there, so a
+ * removal simply empties its slot: no tombstones, and entries never move under readers. */
 typedef struct mc__bucket {
-    _Alignas(64) _Atomic uint32_t overflow;
-    uint32_t unused;
-    _Atomic uintptr_t slots[MC__BUCKET_SLOTS];
+    _Alignas(64) _Atomic uint64_t ctrl;
+    _Atomic(mc__entry *) slots[MC__BUCKET_SLOTS];
 } mc__bucket;
 
 typedef struct mc__table {
     ck_epoch_entry_t epoch; /* retirement after a rebuild */
-    uint32_t nbuckets;
-    uint32_t live; /* entries (shard lock) */
-    mc__bucket *buckets; /* 64-byte aligned, inside the same allocation */
+    uint32_t nbuckets;      /* prime, so every probe step visits every bucket */
+    uint32_t live;          /* entries (shard lock) */
+    mc__bucket *buckets;    /* 64-byte aligned, inside the same allocation */
 } mc__table;
+
+#define MC__BYTES_01 0x0101010101010101ull
+#define MC__BYTES_7F 0x7f7f7f7f7f7f7f7full
+#define MC__TAG_BYTES 0x0080808080808080ull /* the high bit of each tag byte (not byte 7) */
 
 static inline uint32_t mc__table_home(uint32_t hash, uint32_t nbuckets)
 {
     return (uint32_t)(((uint64_t)hash * nbuckets) >> 32);
 }
 
-static inline uintptr_t mc__slot_tag(uint32_t hash)
+/* The home bucket comes from the high bits, the tag from the low byte. */
+static inline uint8_t mc__tag(uint32_t hash)
 {
-    /* The low bits barely move the home bucket, so they make an independent tag. */
-    return (uintptr_t)((hash ^ (hash >> 16)) & 0xffffu) << 48;
+    uint8_t t = (uint8_t)hash;
+    return t ? t : 1;
 }
 
-static inline mc__entry *mc__slot_entry(uintptr_t s) { return (mc__entry *)(s & MC__SLOT_PTR_MASK); }
+/* The high bit set in every tag byte of ctrl equal to `tag` (exact, no false positives). */
+static inline uint64_t mc__ctrl_match(uint64_t ctrl, uint8_t tag)
+{
+    uint64_t x = ctrl ^ (MC__BYTES_01 * tag);
+    uint64_t y = (x & MC__BYTES_7F) + MC__BYTES_7F;
+    return ~(y | x | MC__BYTES_7F) & MC__TAG_BYTES;
+}
+
+static inline uint32_t mc__ctrl_overflow(uint64_t ctrl) { return (uint32_t)(ctrl >> 56); }
+
+/* Keys leave a full home bucket by a step of their own (double hashing over a prime number
+ * of buckets): keys sharing a home spread out instead of piling into the next bucket. */
+static inline uint32_t mc__table_step(uint32_t hash, uint32_t nbuckets)
+{
+    return nbuckets > 1 ? 1 + ((hash ^ (hash >> 16)) & 0xffffu) % (nbuckets - 1) : 0;
+}
+
+static inline uint32_t mc__table_advance(uint32_t b, uint32_t step, uint32_t nbuckets)
+{
+    b += step;
+    return b >= nbuckets ? b - nbuckets : b;
+}
 
 /* Lock-free lookup; the caller is inside an epoch section. Returns the entry or NULL. */
 static inline mc__entry *mc__table_find(const mc__table *t, uint32_t hash, const void *key,
                                         size_t klen)
 {
-    uintptr_t tag = mc__slot_tag(hash);
-    uint32_t b = mc__table_home(hash, t->nbuckets);
+    uint8_t tag = mc__tag(hash);
+    uint32_t b = mc__table_home(hash, t->nbuckets), step = 0;
     for (uint32_t n = 0; n < t->nbuckets; n++) {
-        const mc__bucket *bk = &t->buckets[b];
-        for (int i = 0; i < MC__BUCKET_SLOTS; i++) {
-            /* Acquire pairs with the release in publication: the entry's fields are visible. */
-            uintptr_t s = atomic_load_explicit(&bk->slots[i], memory_order_acquire);
-            if ((s & ~MC__SLOT_PTR_MASK) == tag && s != MC__SLOT_EMPTY) {
-                mc__entry *e = mc__slot_entry(s);
-                if (e->hash == hash && mc__entry_key_eq(e, key, klen))
-                    return e;
-            }
+        mc__bucket *bk = &t->buckets[b];
+        /* Acquire pairs with the writer's release of ctrl after it stored the slot. */
+        uint64_t ctrl = atomic_load_explicit(&bk->ctrl, memory_order_acquire);
+        for (uint64_t m = mc__ctrl_match(ctrl, tag); m; m &= m - 1) {
+            mc__entry *e = atomic_load_explicit(&bk->slots[__builtin_ctzll(m) >> 3], memory_order_acquire);
+            if (e && e->hash == hash && mc__entry_key_eq(e, key, klen))
+                return e;
         }
-        if (atomic_load_explicit(&bk->overflow, memory_order_acquire) == 0)
+        if (mc__ctrl_overflow(ctrl) == 0)
             return NULL;
-        if (++b == t->nbuckets)
-            b = 0;
+        if (!step)
+            step = mc__table_step(hash, t->nbuckets);
+        b = mc__table_advance(b, step, t->nbuckets);
     }
     return NULL;
 }
 
 /* Buckets for n entries at the target load (85% of slots). */
 uint32_t mc__table_buckets_for(size_t n);
-/* NULL on allocation failure. */
+/* At least nbuckets buckets (a prime number of them). NULL on allocation failure. */
 mc__table *mc__table_new(uint32_t nbuckets);
 void mc__table_free(mc__table *t);
 size_t mc__table_bytes(const mc__table *t);
@@ -89,8 +112,7 @@ void mc__table_remove(mc__table *t, int64_t pos);
 /* A new table with every entry of t, sized for max(live + 1, min_entries).
  * NULL on allocation failure (t unchanged). */
 mc__table *mc__table_rebuild(const mc__table *t, size_t min_entries);
-
-/* Recount overflows, tags and entries (tests): 0, or -1 tag, -2 overflow, -3 count mismatch. */
+/* Recount tags, overflows and entries (tests): 0, or -1 tag, -2 overflow, -3 count mismatch. */
 int mc__table_check(const mc__table *t);
 
 #endif

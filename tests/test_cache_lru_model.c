@@ -195,7 +195,7 @@ static void run_model(unsigned nshards, int capacity, int nkeys, int ops, unsign
 static void test_model_one_shard(void **state)
 {
     (void)state;
-    run_model(1, 15, 120, 200000, 1, true);
+    run_model(1, 6, 60, 200000, 1, true);
     run_model(1, 7, 40, 50000, 2, true);
     run_model(1, 200, 1000, 200000, 5, false);
 }
@@ -203,7 +203,7 @@ static void test_model_one_shard(void **state)
 static void test_model_sharded(void **state)
 {
     (void)state;
-    run_model(4, 60, 400, 200000, 3, true);
+    run_model(4, 28, 200, 200000, 3, true);
     run_model(16, 100, 500, 200000, 4, true);
     run_model(4, 400, 1000, 200000, 6, false);
 }

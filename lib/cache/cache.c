@@ -22,7 +22,7 @@
 /* LRU promotions are skipped within the newest 1/MC__GENS_PER_SHARD of a shard's capacity
  * (measured: well within 0.01 of exact LRU's miss ratio); without an entry bound the span
  * assumes this many entries. */
-#define MC__GENS_PER_SHARD 8
+#define MC__GENS_PER_SHARD 4
 #define MC__GEN_UNBOUNDED_SPAN 4096
 /* The index is sized for at most this many entries up front and grows beyond. */
 #define MC__TABLE_PRESIZE_MAX 65536
@@ -160,7 +160,7 @@ static bool mc__ring_push(struct mc__ring *r, uint32_t hash)
     if (!atomic_compare_exchange_strong_explicit(&r->head, &head, head + 1, memory_order_relaxed,
                                                  memory_order_relaxed))
         return false;
-    /* Release: the drainer's acquire exchange sees the hash once it sees the slot non-zero. */
+    /* Release: the drainer's acquire load sees the hash once it sees the slot non-zero. */
     atomic_store_explicit(&r->slots[head & (MC__RING_SIZE - 1)], hash, memory_order_release);
     return head + 1 - tail >= MC__RING_DRAIN_AT;
 }
@@ -196,10 +196,13 @@ static void mc__shard_drain(mc__shard *sh)
         uint32_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
         uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
         for (; tail != head; tail++) {
-            uint32_t h = atomic_exchange_explicit(&r->slots[tail & (MC__RING_SIZE - 1)], 0,
-                                                  memory_order_acquire);
+            _Atomic uint32_t *slot = &r->slots[tail & (MC__RING_SIZE - 1)];
+            uint32_t h = atomic_load_explicit(slot, memory_order_acquire);
             if (h == 0)
                 break; /* claimed but not yet stored: resume here next time */
+            /* Only the drainer clears a slot, and no reader can claim it again before the
+             * tail store below: a plain store suffices (no locked instruction per record). */
+            atomic_store_explicit(slot, 0, memory_order_relaxed);
             mc__entry *e = mc__table_find_hash(t, h);
             if (e)
                 mc__lru_promote(sh, e);
@@ -318,7 +321,7 @@ static void mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full
 
 static void mc__shard_lock(mc_cache *c, mc__shard *sh, uint64_t now, mc__gone *g)
 {
-    pthread_mutex_lock(&sh->lock);
+    mc__lock_acquire(&sh->lock);
     /* Apply recorded reads first, so evictions see the true access order. */
     mc__shard_drain(sh);
     mc__shard_expire(c, sh, now, false, g);
@@ -371,9 +374,6 @@ int mc_cache_create(const mc_cache_options *opts, mc_cache **out)
     mc_cache *c = mc__zalloc(sizeof *c);
     if (!c)
         return MC_ENOMEM;
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
     c->nshards = n;
     c->shard_mask = n - 1;
     c->seed = opts->seed ? opts->seed : mc__random_seed();
@@ -391,11 +391,8 @@ int mc_cache_create(const mc_cache_options *opts, mc_cache **out)
     c->shards = mc__zalloc(sizeof(mc__shard) * n);
     if (!c->shards)
         goto nomem;
-    /* Critical sections are short (one insert and its evictions): spinning briefly before
-     * sleeping avoids a futex round trip, which costs more than the whole section. */
     for (unsigned i = 0; i < n; i++) {
         mc__shard *sh = &c->shards[i];
-        pthread_mutex_init(&sh->lock, &attr);
         mc__shard_set_bounds(c, sh, i, opts->max_entries, opts->max_bytes);
         size_t presize = sh->max_entries < MC__TABLE_PRESIZE_MAX ? sh->max_entries : MC__TABLE_PRESIZE_MAX;
         mc__table *t = mc__table_new(mc__table_buckets_for(presize));
@@ -407,11 +404,9 @@ int mc_cache_create(const mc_cache_options *opts, mc_cache **out)
             goto nomem;
         mc__stat_add(&sh->memory, (int64_t)mc__policy_bytes(&sh->policy));
     }
-    pthread_mutexattr_destroy(&attr);
     *out = c;
     return 0;
 nomem:
-    pthread_mutexattr_destroy(&attr);
     mc_cache_destroy(c);
     return MC_ENOMEM;
 }
@@ -432,7 +427,6 @@ void mc_cache_destroy(mc_cache *c)
             }
             mc__policy_destroy(&sh->policy);
             mc__table_free(atomic_load_explicit(&sh->table, memory_order_relaxed));
-            pthread_mutex_destroy(&sh->lock);
         }
         mc__free(c->shards, sizeof(mc__shard) * c->nshards);
     }
@@ -481,7 +475,7 @@ static inline bool mc__record_hit(mc_cache *c, mc__shard *sh, mc__entry *e, uint
                                                     memory_order_relaxed, memory_order_relaxed);
         return false;
     }
-    /* Promoted within the current generation: already among the newest ~1/8 of the shard. */
+    /* Promoted within the current generation: already among the newest ~1/4 of the shard. */
     if (atomic_load_explicit(&e->freq, memory_order_relaxed) ==
         atomic_load_explicit(&sh->gen, memory_order_relaxed))
         return false;
@@ -493,9 +487,9 @@ static inline bool mc__record_hit(mc_cache *c, mc__shard *sh, mc__entry *e, uint
 static void mc__maybe_drain(mc__shard *sh)
 {
     /* Only if nobody holds the lock: a writer will drain anyway, readers never wait. */
-    if (pthread_mutex_trylock(&sh->lock) == 0) {
+    if (mc__lock_try(&sh->lock)) {
         mc__shard_drain(sh);
-        pthread_mutex_unlock(&sh->lock);
+        mc__lock_release(&sh->lock);
     }
 }
 
@@ -693,7 +687,7 @@ static int mc__put(mc_cache *c, const void *key, size_t klen, const void *value,
     mc__stat_add(&sh->weight, (int64_t)w);
     mc__stat_add(&sh->memory, (int64_t)mc__entry_footprint(e));
 out:
-    pthread_mutex_unlock(&sh->lock);
+    mc__lock_release(&sh->lock);
     if (rc)
         mc__entry_discard(e);
     mc__gone_finish(c, &gone);
@@ -736,7 +730,7 @@ int mc_cache_remove(mc_cache *c, const void *key, size_t klen)
         mc__shard_forget(sh, e, MC_EVICT_INVALIDATION, &gone);
         rc = 0;
     }
-    pthread_mutex_unlock(&sh->lock);
+    mc__lock_release(&sh->lock);
     mc__gone_finish(c, &gone);
     return rc;
 }
@@ -762,7 +756,7 @@ static size_t mc__remove_where(mc_cache *c, bool (*match)(const mc__entry *, con
                 e = newer;
             }
         }
-        pthread_mutex_unlock(&sh->lock);
+        mc__lock_release(&sh->lock);
         mc__gone_finish(c, &gone);
     }
     return removed;
@@ -816,7 +810,7 @@ int mc_cache_resize(mc_cache *c, size_t max_entries, size_t max_bytes)
         mc__policy_set_window(&sh->policy, mc__ghost_window(sh));
         mc__stat_add(&sh->memory, (int64_t)mc__policy_bytes(&sh->policy) - (int64_t)before);
         mc__shard_make_room(sh, 0, 0, &gone);
-        pthread_mutex_unlock(&sh->lock);
+        mc__lock_release(&sh->lock);
         mc__gone_finish(c, &gone);
     }
     pthread_mutex_unlock(&c->resize_lock);
@@ -833,7 +827,7 @@ void mc_cache_cleanup(mc_cache *c)
         mc__gone gone = {0};
         mc__shard_lock(c, sh, now, &gone);
         mc__shard_expire(c, sh, now, true, &gone);
-        pthread_mutex_unlock(&sh->lock);
+        mc__lock_release(&sh->lock);
         mc__gone_finish(c, &gone);
     }
 }
@@ -881,12 +875,12 @@ int mc__cache_verify(mc_cache *c, char *msg, size_t msglen)
 #define MC__FAIL(...)                                                                              \
     do {                                                                                           \
         snprintf(msg, msglen, __VA_ARGS__);                                                        \
-        pthread_mutex_unlock(&sh->lock);                                                           \
+        mc__lock_release(&sh->lock);                                                           \
         return -1;                                                                                 \
     } while (0)
     for (unsigned i = 0; i < c->nshards; i++) {
         mc__shard *sh = &c->shards[i];
-        pthread_mutex_lock(&sh->lock);
+        mc__lock_acquire(&sh->lock);
         mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
         size_t n = 0;
         uint64_t w = 0;
@@ -917,7 +911,7 @@ int mc__cache_verify(mc_cache *c, char *msg, size_t msglen)
             MC__FAIL("shard %u: weight mismatch", i);
         if (n > sh->max_entries || w > sh->max_weight)
             MC__FAIL("shard %u: over its bounds (%zu entries, %llu weight)", i, n, (unsigned long long)w);
-        pthread_mutex_unlock(&sh->lock);
+        mc__lock_release(&sh->lock);
     }
     return 0;
 #undef MC__FAIL

@@ -5,6 +5,8 @@
 
 #include <pthread.h>
 
+#include "core/lock.h"
+
 #include "cache/entry.h"
 #include "cache/policy.h"
 #include "cache/table.h"
@@ -34,14 +36,17 @@ typedef struct mc__shard {
      * written. */
     _Atomic uint8_t gen;
 
-    /* Writers' state, under the lock. */
-    _Alignas(64) pthread_mutex_t lock;
-    uint32_t gen_ticks, gen_len; /* gen_len 0: exact mode, every hit recorded */
-    mc__policy policy;
-    size_t max_entries;  /* SIZE_MAX = unbounded */
-    uint64_t max_weight; /* UINT64_MAX = unbounded */
+    /* Writers' state, under the lock. The lock, the counters and the LRU queue's head share
+     * one cache line, so a put from a thread that did not write this shard last misses on
+     * one line, not four. */
+    _Alignas(64) mc__lock lock;
+    uint32_t gen_ticks;
     /* Written under the lock, read without it by stats. */
     _Atomic uint64_t count, weight, memory;
+    mc__policy policy;   /* q[0] ends the line above */
+    uint32_t gen_len;    /* 0: exact mode, every hit recorded */
+    size_t max_entries;  /* SIZE_MAX = unbounded */
+    uint64_t max_weight; /* UINT64_MAX = unbounded */
     _Atomic uint64_t evictions[MC_EVICT_NREASONS];
 
     /* One ring per thread stripe, each on its own lines. */

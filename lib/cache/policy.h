@@ -26,8 +26,8 @@ struct mc__ghost {
 };
 
 typedef struct mc__policy {
+    struct mc__queue q[2]; /* LRU: q[0]. S3-FIFO: q[0] small, q[1] main. First: see mc__shard */
     mc_policy kind;
-    struct mc__queue q[2]; /* LRU: q[0]. S3-FIFO: q[0] small, q[1] main */
     struct mc__ghost ghost;
 } mc__policy;
 

@@ -19,10 +19,13 @@ typedef struct mc__bucket {
 } mc__bucket;
 
 typedef struct mc__table {
+    /* Read by every lookup, never written after creation. */
     ck_epoch_entry_t epoch; /* retirement after a rebuild */
     uint32_t nbuckets;      /* prime, so every probe step visits every bucket */
-    uint32_t live;          /* entries (shard lock) */
     mc__bucket *buckets;    /* 64-byte aligned, inside the same allocation */
+    /* Written by every insert and removal: on a line of its own, or each write would evict
+     * the fields above from every reader's cache. */
+    _Alignas(64) uint32_t live; /* entries (shard lock) */
 } mc__table;
 
 #define MC__BYTES_01 0x0101010101010101ull

@@ -16,7 +16,7 @@
 
 /* Auto sharding: one shard per this many entries, up to MC__AUTO_SHARDS_MAX. Few shards keep
  * a small cache's eviction order close to one exact LRU; more shards spread writers. */
-#define MC__ENTRIES_PER_SHARD 4096
+#define MC__ENTRIES_PER_SHARD 8192
 #define MC__AUTO_SHARDS_MAX 64
 #define MC__SHARDS_MAX 256
 /* LRU promotions are skipped within the newest 1/MC__GENS_PER_SHARD of a shard's capacity

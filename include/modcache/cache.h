@@ -83,6 +83,9 @@ typedef struct mc_cache_options {
     /* Optional clock for TTL (tests inject one); NULL uses CLOCK_MONOTONIC. */
     mc_clock_fn clock;
     void *clock_ud;
+    /* Keep each entry's last access time even without a TTL (8 bytes per entry), so that
+     * mc_cache_evict_idle can tell idle entries (memory autotuning). Implied by ttl_ns. */
+    bool track_access;
 } mc_cache_options;
 
 /* Fill *opts with defaults: no bounds (set one), no TTL, LRU, auto shards, random seed. */
@@ -118,6 +121,9 @@ MC_API bool mc_cache_contains(mc_cache *cache, const void *key, size_t klen);
  * gives a pointer to zero readable bytes). */
 MC_API const void *mc_value_data(const mc_value *value);
 MC_API size_t mc_value_size(const mc_value *value);
+/* True for a cached "no value" (a memoized function's loader found nothing); its data is
+ * empty. Values stored with mc_cache_put* are never "no value". */
+MC_API bool mc_value_is_none(const mc_value *value);
 /* The key the value was stored under (borrowed, valid until release). */
 MC_API const void *mc_value_key(const mc_value *value, size_t *klen);
 /* Add a pin to an already pinned value (for handing it to another owner). */
@@ -166,6 +172,12 @@ MC_API void mc_cache_clear(mc_cache *cache);
 /* Change the bounds at run time (same rules as at create). Entries over the new bounds are
  * evicted before the call returns (reason MC_EVICT_SIZE). Returns 0 or MC_EINVAL. */
 MC_API int mc_cache_resize(mc_cache *cache, size_t max_entries, size_t max_bytes);
+
+/* Evict up to `max` entries not read for at least min_idle_ns (reason MC_EVICT_MEMORY),
+ * least recently used first, spread over the shards; *evicted (if not NULL) gets the count.
+ * Needs access times (ttl_ns or track_access) unless min_idle_ns is 0: MC_ENOTSUP otherwise.
+ * Returns 0, MC_EINVAL or MC_ENOTSUP. Memory autotuning calls it across caches. */
+MC_API int mc_cache_evict_idle(mc_cache *cache, uint64_t min_idle_ns, size_t max, size_t *evicted);
 
 /* Apply pending recency records and remove expired entries in every shard now, instead of
  * at the next write. Hosts call it from a timer when a cache may sit idle. */

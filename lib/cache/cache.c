@@ -99,33 +99,43 @@ static void mc__entry_discard(mc__entry *e)
     mc__free(e, mc__entry_alloc_size(e->flags, e->klen, e->vlen));
 }
 
-static mc__entry *mc__entry_make(const mc_cache *c, uint32_t hash, const void *key, size_t klen,
-                                 const void *value, size_t vlen, mc_free_fn free_fn,
-                                 uint64_t weight, bool owned, uint64_t now)
+static mc__entry *mc__entry_make(bool track, uint32_t hash, const mc__put_args *a, uint64_t now)
 {
-    unsigned flags = (owned ? MC__E_OWNED : 0) | (c->ttl ? MC__E_TTL : 0);
-    mc__entry *e = mc__alloc(mc__entry_alloc_size(flags, klen, vlen));
+    unsigned flags = (a->owned ? MC__E_OWNED : 0) | (track ? MC__E_TTL : 0) |
+                     (a->none ? MC__E_NONE : 0) | (a->weight && !a->owned ? MC__E_WEIGHT : 0);
+    size_t vlen = a->none ? 0 : a->vlen;
+    mc__entry *e = mc__alloc(mc__entry_alloc_size(flags, a->klen, vlen));
     if (!e)
         return NULL;
     e->u.link.prev = e->u.link.next = NULL;
     e->hash = hash;
     atomic_init(&e->refs, 1);
     e->vlen = (uint32_t)vlen;
-    e->klen = (uint16_t)klen;
+    e->klen = (uint16_t)a->klen;
     atomic_init(&e->freq, 0);
     e->flags = (uint8_t)flags;
     if (flags & MC__E_TTL)
         atomic_init(mc__entry_atime(e), now);
-    if (owned) {
+    if (flags & MC__E_WEIGHT)
+        *mc__entry_weight_field(e) = a->weight;
+    if (a->owned) {
         struct mc__owned *o = mc__entry_owned(e);
-        o->value = (void *)value;
-        o->free_fn = free_fn;
-        o->weight = weight ? weight : (uint64_t)klen + vlen;
+        o->value = (void *)a->value;
+        o->free_fn = a->free_fn;
+        o->weight = a->weight ? a->weight : (uint64_t)a->klen + vlen;
     }
-    memcpy(mc__entry_key(e), key, klen);
-    if (!owned && vlen)
-        memcpy((unsigned char *)e + mc__entry_value_offset(flags, klen), value, vlen);
+    if (a->klen)
+        memcpy(mc__entry_key(e), a->key, a->klen);
+    if (!a->owned && vlen)
+        memcpy((unsigned char *)e + mc__entry_value_offset(flags, a->klen), a->value, vlen);
     return e;
+}
+
+mc_value *mc__value_detached(const mc__put_args *a)
+{
+    if (a->klen > MC_KEY_MAX || (!a->none && a->vlen > UINT32_MAX))
+        return NULL;
+    return (mc_value *)mc__entry_make(false, 0, a, 0);
 }
 
 /* Bytes an entry really occupies, from its size class: no allocator lookup under the lock. */
@@ -136,7 +146,7 @@ static inline size_t mc__entry_footprint(const mc__entry *e)
 
 /* ---------------------------------------------------------------- time */
 
-static inline uint64_t mc__now(const mc_cache *c) { return c->ttl ? c->clock(c->clock_ud) : 0; }
+static inline uint64_t mc__now(const mc_cache *c) { return c->track ? c->clock(c->clock_ud) : 0; }
 
 static inline bool mc__expired(const mc_cache *c, const mc__entry *e, uint64_t now)
 {
@@ -379,7 +389,8 @@ int mc_cache_create(const mc_cache_options *opts, mc_cache **out)
     c->seed = opts->seed ? opts->seed : mc__random_seed();
     c->policy = opts->policy;
     c->ttl = opts->ttl_ns;
-    c->atime_step = c->ttl / 16 < 1000000000u ? c->ttl / 16 : 1000000000u;
+    c->track = c->ttl != 0 || opts->track_access;
+    c->atime_step = c->ttl && c->ttl / 16 < 1000000000u ? c->ttl / 16 : 1000000000u;
     c->clock = opts->clock ? opts->clock : mc__monotonic_ns;
     c->clock_ud = opts->clock ? opts->clock_ud : NULL;
     c->on_evict = opts->on_evict;
@@ -462,7 +473,7 @@ static inline void mc__count(_Atomic uint64_t *ctr)
 /* Record a hit (inside the epoch section). Returns true when a drain is due. */
 static inline bool mc__record_hit(mc_cache *c, mc__shard *sh, mc__entry *e, uint64_t now)
 {
-    if (c->ttl) {
+    if (c->track) {
         _Atomic uint64_t *at = mc__entry_atime(e);
         /* Rewrite the access time only when it moved by a step: hot keys stay read-only. */
         if (now > atomic_load_explicit(at, memory_order_relaxed) + c->atime_step)
@@ -585,6 +596,8 @@ const void *mc_value_data(const mc_value *v) { return mc__entry_value((const mc_
 
 size_t mc_value_size(const mc_value *v) { return ((const mc__entry *)v)->vlen; }
 
+bool mc_value_is_none(const mc_value *v) { return (((const mc__entry *)v)->flags & MC__E_NONE) != 0; }
+
 const void *mc_value_key(const mc_value *v, size_t *klen)
 {
     const mc__entry *e = (const mc__entry *)v;
@@ -630,19 +643,24 @@ static int mc__shard_reserve(mc__shard *sh)
     return 0;
 }
 
-static int mc__put(mc_cache *c, const void *key, size_t klen, const void *value, size_t vlen,
-                   mc_free_fn free_fn, size_t weight, bool owned, unsigned flags)
+int mc__cache_put_ex(mc_cache *c, const mc__put_args *a)
 {
-    if (!c || (!key && klen) || (!value && vlen) || (flags & ~MC_PUT_IF_ABSENT))
+    if (a->pinned)
+        *a->pinned = NULL;
+    if (!c || (!a->key && a->klen) || (!a->value && a->vlen && !a->none) ||
+        (a->flags & ~MC_PUT_IF_ABSENT))
         return MC_EINVAL;
-    if (klen > MC_KEY_MAX || vlen > UINT32_MAX)
+    if (a->klen > MC_KEY_MAX || (!a->none && a->vlen > UINT32_MAX))
         return MC_E2BIG;
+    const void *key = a->key;
+    size_t klen = a->klen;
+    unsigned flags = a->flags;
     uint64_t h = XXH3_64bits_withSeed(key, klen, c->seed);
     mc__shard *sh = mc__shard_of(c, h);
     uint64_t now = mc__now(c);
 
     /* Built outside the lock: allocation and copying never stall other writers. */
-    mc__entry *e = mc__entry_make(c, (uint32_t)h, key, klen, value, vlen, free_fn, weight, owned, now);
+    mc__entry *e = mc__entry_make(c->track, (uint32_t)h, a, now);
     if (!e)
         return MC_ENOMEM;
     mc__gone gone = {0};
@@ -652,6 +670,12 @@ static int mc__put(mc_cache *c, const void *key, size_t klen, const void *value,
     uint64_t w = mc__entry_weight(e);
     if (w > sh->max_weight || sh->max_entries == 0) {
         rc = MC_E2BIG;
+        goto out;
+    }
+    /* A memoized load checks, under the lock that orders it with removals of this key, that
+     * no invalidation came since it started. */
+    if (a->guard && !a->guard(a->guard_ud)) {
+        rc = MC_ECANCELED;
         goto out;
     }
     mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
@@ -686,6 +710,11 @@ static int mc__put(mc_cache *c, const void *key, size_t klen, const void *value,
     mc__stat_add(&sh->count, 1);
     mc__stat_add(&sh->weight, (int64_t)w);
     mc__stat_add(&sh->memory, (int64_t)mc__entry_footprint(e));
+    if (a->pinned) {
+        /* Pinned before the lock is released: nothing can drop it in between. */
+        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+        *a->pinned = (mc_value *)e;
+    }
 out:
     mc__lock_release(&sh->lock);
     if (rc)
@@ -696,18 +725,22 @@ out:
 
 int mc_cache_put(mc_cache *c, const void *key, size_t klen, const void *value, size_t vlen)
 {
-    return mc__put(c, key, klen, value, vlen, NULL, 0, false, 0);
+    mc__put_args a = {.key = key, .klen = klen, .value = value, .vlen = vlen};
+    return mc__cache_put_ex(c, &a);
 }
 
 int mc_cache_put_if_absent(mc_cache *c, const void *key, size_t klen, const void *value, size_t vlen)
 {
-    return mc__put(c, key, klen, value, vlen, NULL, 0, false, MC_PUT_IF_ABSENT);
+    mc__put_args a = {.key = key, .klen = klen, .value = value, .vlen = vlen, .flags = MC_PUT_IF_ABSENT};
+    return mc__cache_put_ex(c, &a);
 }
 
 int mc_cache_put_owned(mc_cache *c, const void *key, size_t klen, void *value, size_t vlen,
                        mc_free_fn free_fn, size_t weight, unsigned flags)
 {
-    return mc__put(c, key, klen, value, vlen, free_fn, weight, true, flags);
+    mc__put_args a = {.key = key, .klen = klen, .value = value, .vlen = vlen, .free_fn = free_fn,
+                      .owned = true, .weight = weight, .flags = flags};
+    return mc__cache_put_ex(c, &a);
 }
 
 int mc_cache_remove(mc_cache *c, const void *key, size_t klen)
@@ -814,6 +847,47 @@ int mc_cache_resize(mc_cache *c, size_t max_entries, size_t max_bytes)
         mc__gone_finish(c, &gone);
     }
     pthread_mutex_unlock(&c->resize_lock);
+    return 0;
+}
+
+int mc_cache_evict_idle(mc_cache *c, uint64_t min_idle_ns, size_t max, size_t *evicted)
+{
+    if (evicted)
+        *evicted = 0;
+    if (!c)
+        return MC_EINVAL;
+    if (min_idle_ns && !c->track)
+        return MC_ENOTSUP;
+    uint64_t now = mc__now(c);
+    size_t done = 0;
+    size_t quota = max / c->nshards + 1;
+    for (unsigned i = 0; i < c->nshards && done < max; i++) {
+        mc__shard *sh = &c->shards[i];
+        mc__gone gone = {0};
+        size_t n = 0;
+        mc__shard_lock(c, sh, now, &gone);
+        for (int q = 0; q < 2 && n < quota && done + n < max; q++) {
+            mc__entry *e = mc__policy_oldest(&sh->policy, q);
+            while (e && n < quota && done + n < max) {
+                mc__entry *newer = mc__policy_newer(&sh->policy, q, e);
+                uint64_t at = c->track ? atomic_load_explicit(mc__entry_atime(e), memory_order_relaxed) : 0;
+                if (min_idle_ns && !(now > at && now - at >= min_idle_ns)) {
+                    /* LRU keeps access order: everything newer was read more recently. */
+                    if (sh->policy.kind == MC_POLICY_LRU)
+                        break;
+                } else {
+                    mc__shard_remove(sh, e, MC_EVICT_MEMORY, &gone);
+                    n++;
+                }
+                e = newer;
+            }
+        }
+        mc__lock_release(&sh->lock);
+        mc__gone_finish(c, &gone);
+        done += n;
+    }
+    if (evicted)
+        *evicted = done;
     return 0;
 }
 

@@ -64,6 +64,7 @@ struct mc_cache {
     uint64_t seed;
     mc_policy policy;
     uint64_t ttl, atime_step;
+    bool track; /* entries carry an access time (TTL or track_access) */
     mc_clock_fn clock;
     void *clock_ud;
     mc_evict_fn on_evict;
@@ -72,6 +73,28 @@ struct mc_cache {
     pthread_mutex_t resize_lock;
     struct mc__stripe stripes[MC__NSTRIPES];
 };
+
+/* A put with every option: the public puts, and memoized loads (cached layer). */
+typedef struct mc__put_args {
+    const void *key;
+    size_t klen;
+    const void *value; /* copied, or handed over when `owned` */
+    size_t vlen;
+    mc_free_fn free_fn;
+    bool owned;
+    bool none;       /* store "no value" (value ignored) */
+    uint64_t weight; /* 0: key + value length */
+    unsigned flags;  /* MC_PUT_IF_ABSENT */
+    /* Checked under the shard lock just before storing: false cancels (MC_ECANCELED). */
+    bool (*guard)(void *ud);
+    void *guard_ud;
+    /* Receives a pin on the stored entry (NULL on failure), if not NULL. */
+    mc_value **pinned;
+} mc__put_args;
+
+int mc__cache_put_ex(mc_cache *c, const mc__put_args *a);
+/* A value outside any cache (a load result that is not stored), pinned once; NULL on failure. */
+mc_value *mc__value_detached(const mc__put_args *a);
 
 /* Check every structural invariant (index vs queues vs counters, bounds, no duplicate key,
  * right shard). Takes each shard lock in turn. Returns 0, or -1 with a message. */

@@ -20,6 +20,8 @@ struct mc__link {
 enum {
     MC__E_OWNED = 1, /* value handed over: pointer, free function and weight stored inline */
     MC__E_TTL = 2,   /* access time stored inline */
+    MC__E_NONE = 4,  /* "no value": a cached absence (memoized functions) */
+    MC__E_WEIGHT = 8, /* an explicit weight stored inline (copied values) */
 };
 
 /* The freq byte: bits 0-1 the S3-FIFO access frequency (readers raise it with a CAS, so a
@@ -52,9 +54,11 @@ struct mc__owned {
 
 static inline size_t mc__align8(size_t n) { return (n + 7u) & ~(size_t)7u; }
 
+/* Optional fields, in this order: access time, explicit weight, owned value. */
 static inline size_t mc__entry_opt_size(unsigned flags)
 {
-    return ((flags & MC__E_TTL) ? 8u : 0u) + ((flags & MC__E_OWNED) ? sizeof(struct mc__owned) : 0u);
+    return ((flags & MC__E_TTL) ? 8u : 0u) + ((flags & MC__E_WEIGHT) ? 8u : 0u) +
+           ((flags & MC__E_OWNED) ? sizeof(struct mc__owned) : 0u);
 }
 
 static inline unsigned char *mc__entry_key(const mc__entry *e)
@@ -67,10 +71,16 @@ static inline _Atomic uint64_t *mc__entry_atime(const mc__entry *e)
     return (_Atomic uint64_t *)((unsigned char *)e + MC__ENTRY_HDR);
 }
 
+static inline uint64_t *mc__entry_weight_field(const mc__entry *e)
+{
+    return (uint64_t *)((unsigned char *)e + MC__ENTRY_HDR + ((e->flags & MC__E_TTL) ? 8u : 0u));
+}
+
 static inline struct mc__owned *mc__entry_owned(const mc__entry *e)
 {
     return (struct mc__owned *)((unsigned char *)e + MC__ENTRY_HDR +
-                                ((e->flags & MC__E_TTL) ? 8u : 0u));
+                                ((e->flags & MC__E_TTL) ? 8u : 0u) +
+                                ((e->flags & MC__E_WEIGHT) ? 8u : 0u));
 }
 
 /* Copied values start 8-aligned so a pinned value can be read in place as a struct. */
@@ -95,6 +105,8 @@ static inline size_t mc__entry_alloc_size(unsigned flags, size_t klen, size_t vl
 
 static inline uint64_t mc__entry_weight(const mc__entry *e)
 {
+    if (e->flags & MC__E_WEIGHT)
+        return *mc__entry_weight_field(e);
     if (e->flags & MC__E_OWNED)
         return mc__entry_owned(e)->weight;
     return (uint64_t)e->klen + e->vlen;

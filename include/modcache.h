@@ -1,10 +1,12 @@
 /* modcache.h: the umbrella header. Include this, or the per-layer headers under modcache/.
- * Layers: common (errors, version), key (tuple keys), cache (the concurrent cache). */
+ * Layers: common (errors, version), key (tuple keys), cache (the concurrent cache),
+ * cached (memoized functions, their registry and cache config). */
 #ifndef MODCACHE_H
 #define MODCACHE_H
 
 #include "modcache/common.h"
 #include "modcache/key.h"
 #include "modcache/cache.h"
+#include "modcache/cached.h"
 
 #endif

@@ -1,0 +1,251 @@
+/* modcache/cached.h: memoized functions (the seed's `cached()`): a loader behind an mc_cache,
+ * with single-flight loads, batch lookups, invalidation that beats in-flight loads, and
+ * invalidation callbacks so that one cache's entries can depend on another's.
+ *
+ * A cached function is called with a tuple of arguments (modcache/key.h). The first
+ * `num_args` of them, minus any listed in `uncached_args`, form the key; all of them reach the
+ * loader. Results are values owned by the cache and handed out pinned (mc_value, released
+ * with mc_value_release). A loader may also produce "no value" (mc_value_is_none), which is
+ * cached like a value. Errors are never cached.
+ *
+ * Thread safety: every function may be called from any thread concurrently, except
+ * mc_cached_destroy (no other call on the function may be running or follow). Loaders run
+ * outside every lock and epoch section, on the thread of the first caller that missed (or
+ * wherever an asynchronous loader completes). */
+#ifndef MODCACHE_CACHED_H
+#define MODCACHE_CACHED_H
+
+#include "cache.h"
+#include "key.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mc_cached mc_cached;
+/* One in-flight load (or a batch of them): what a loader fills in. */
+typedef struct mc_load mc_load;
+typedef struct mc_registry mc_registry;
+typedef struct mc_cache_config mc_cache_config;
+
+/* A loader returns this when it will finish later with mc_load_complete. */
+#define MC_LOAD_PENDING 1
+
+/* Load one key. `args` (all the call's arguments, including those outside the key) are owned
+ * by the load and stay valid until it completes. Set the result with one of mc_load_set_*
+ * and return 0; or return a negative MC_E* code (or any negative value) for an error, which
+ * every waiter receives and which is not cached; or return MC_LOAD_PENDING and call
+ * mc_load_complete later, from any thread. Returning 0 without setting a result stores
+ * "no value". */
+typedef int (*mc_loader_fn)(void *self, const mc_arg *args, size_t nargs, mc_load *load);
+
+/* Load several keys in one call (the seed's cachedList). keys holds nkeys tuples of nargs
+ * arguments each, flattened. Set each found key's result on mc_load_item(load, i); keys left
+ * unset are cached as "no value". An error fails every key of this batch (nothing stored).
+ * MC_LOAD_PENDING works as for single loads (complete the batch, not the items). */
+typedef int (*mc_batch_loader_fn)(void *self, const mc_arg *keys, size_t nkeys, size_t nargs,
+                                  mc_load *load);
+
+/* Result setters (call at most one per load or item; a second call replaces the first).
+ * Return 0, MC_EINVAL (load NULL, or data NULL with len > 0), MC_ENOMEM or MC_E2BIG. */
+MC_API int mc_load_set_copy(mc_load *load, const void *data, size_t len);
+/* Hand `data` over: the cache calls free_fn(data) once it is no longer used, even if the
+ * result is never stored (an invalidated load) and even on error returns of this function. */
+MC_API int mc_load_set_owned(mc_load *load, void *data, size_t len, mc_free_fn free_fn);
+MC_API int mc_load_set_none(mc_load *load);
+/* For `iterable` functions: how many elements the result holds (its weight; default 1). */
+MC_API void mc_load_set_weight(mc_load *load, uint64_t elements);
+/* The i-th key of a batch load; NULL if i is out of range or the load is not a batch. */
+MC_API mc_load *mc_load_item(mc_load *load, size_t i);
+/* Finish a load whose loader returned MC_LOAD_PENDING: rc 0 (result set, or "no value") or a
+ * negative error. Exactly once. Any thread, but not from inside the loader call itself. */
+MC_API void mc_load_complete(mc_load *load, int rc);
+
+typedef struct mc_cached_options {
+    /* Unique name, module-qualified ("example_dept.get_department_for_user"); copied.
+     * Required when registering; NULL is allowed for an unregistered function. */
+    const char *name;
+    /* Entries before the cache factor is applied (the seed's max_entries). Required, >= 1.
+     * For `iterable` functions this bounds the total element count instead. */
+    size_t max_entries;
+    /* Arguments forming the key: the first num_args of a call's arguments (0 = all).
+     * The rest reach the loader only (the seed's num_args). */
+    size_t num_args;
+    /* Indices (< num_args) of arguments left out of the key (the seed's uncached_args). */
+    const size_t *uncached_args;
+    size_t n_uncached_args;
+    /* Keys may be invalidated by prefix (mc_cached_invalidate_prefix) (the seed's tree). */
+    bool tree;
+    /* An entry weighs its element count (mc_load_set_weight) (the seed's iterable). */
+    bool iterable;
+    /* false: exempt from TTL expiry and memory autotuning (the seed's
+     * prune_unread_entries=False); entries then leave only by size, invalidation, replacement. */
+    bool keep_unread_entries;
+    mc_policy policy;
+    /* Optional batch loader, for mc_cached_call_many. */
+    mc_batch_loader_fn batch_loader;
+    /* Optional: create under this registry (its cache config: factor, TTL, autotuning) and
+     * register the function by name there. */
+    mc_registry *registry;
+    /* Optional clock for TTL (tests). */
+    mc_clock_fn clock;
+    void *clock_ud;
+} mc_cached_options;
+
+MC_API void mc_cached_options_init(mc_cached_options *opts);
+
+/* Create a memoized function over `loader` (which may be NULL when only batch_loader is set)
+ * with user data `self`. *out is owned by the caller. Returns 0; MC_EINVAL (bad options:
+ * no loader of any kind, max_entries 0, an uncached index >= num_args, a name too long);
+ * MC_EEXIST (the registry already has this name); MC_ENOMEM. */
+MC_API int mc_cached_create(const mc_cached_options *opts, mc_loader_fn loader, void *self,
+                            mc_cached **out);
+
+/* Unregister (if registered) and destroy. No call on fn may be running; loads must have
+ * completed. Values handed out stay valid until released. NULL is a no-op. */
+MC_API void mc_cached_destroy(mc_cached *fn);
+
+/* Call the function: a hit returns the cached value pinned; a miss runs the loader (or joins
+ * the load already running for this key) and returns its result. *out must be released.
+ * Returns 0; the loader's error; MC_EINVAL (bad arguments, nargs too small for the key,
+ * a key over MC_KEY_MAX: MC_E2BIG). Blocks while a load runs. */
+MC_API int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **out);
+
+/* Callback for invalidation dependencies: runs once when the entry it was attached to leaves
+ * the cache for any reason (invalidated, evicted, expired, replaced, cleared), on the thread
+ * that made it leave, outside every lock. */
+typedef void (*mc_invalidate_fn)(void *ud);
+
+/* mc_cached_call, and attach on_invalidate (if not NULL) to the entry the result came from.
+ * If the result was not stored (an invalidated load, "no value" included) or the entry is
+ * already gone, the callback runs before this returns. */
+MC_API int mc_cached_call_ex(mc_cached *fn, const mc_arg *args, size_t nargs,
+                             mc_invalidate_fn on_invalidate, void *ud, mc_value **out);
+
+/* Completion callback of mc_cached_call_async: rc 0 with a pinned value to release, or an
+ * error with value NULL. */
+typedef void (*mc_done_fn)(void *ud, int rc, mc_value *value);
+
+/* Non-blocking call: on a hit, `done` runs before this returns; on a miss it runs when the
+ * load completes (on the completing thread). Waiters of both forms share one load.
+ * Returns 0 when `done` will run (or ran); an argument error (done not called) otherwise. */
+MC_API int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_done_fn done,
+                                void *ud);
+
+/* Batch call: keys holds nkeys tuples of nargs arguments, flattened. Hits come from the cache,
+ * keys already loading are joined, the rest go to one batch_loader call. values[i] gets a
+ * pinned value (release each) and rcs[i] 0, or values[i] NULL and rcs[i] the error for that key.
+ * Returns 0 when every key was attempted (per-key errors in rcs), MC_EINVAL/MC_ENOTSUP (no
+ * batch_loader) otherwise. Blocks until all keys are resolved. */
+MC_API int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t nargs,
+                               mc_value **values, int *rcs);
+
+/* Invalidate one key. args is the key tuple: the key arguments of a call, in order, without
+ * the uncached ones (for most functions, simply the call's arguments). A load of this key
+ * already running still answers its callers but will not store its result. Returns 0 or MC_ENOENT if no entry
+ * was present (in-flight loads are marked either way), or an argument error. */
+MC_API int mc_cached_invalidate(mc_cached *fn, const mc_arg *args, size_t nargs);
+/* Invalidate every key starting with these key fields; `tree` functions only
+ * (MC_ENOTSUP otherwise). *removed, if not NULL, gets the number of entries removed. */
+MC_API int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t nargs,
+                                       size_t *removed);
+/* Invalidate everything, in-flight loads included. */
+MC_API void mc_cached_invalidate_all(mc_cached *fn);
+/* Invalidate keys given in JSON text form (["@alice:example.com", 42]); how admin tools and the
+ * invalidation bus reach a function. Returns 0, or MC_EPARSE with err filled. */
+MC_API int mc_cached_invalidate_json(mc_cached *fn, const char *json, size_t len, mc_error *err);
+/* Store a value for a key (args: the key tuple, as for mc_cached_invalidate) without calling
+ * the loader (the seed's prefill); it replaces any present value. A load of this key running now will not overwrite it. */
+MC_API int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const void *value,
+                             size_t vlen);
+
+typedef struct mc_cached_stats {
+    mc_cache_stats cache;
+    uint64_t loads;        /* loader (or batch item) runs started */
+    uint64_t load_errors;  /* loads that ended in an error */
+    uint64_t joined;       /* calls that waited for a load another call started */
+    uint64_t invalidations;
+    uint64_t cancelled_fills; /* loads whose result was not stored due to invalidation */
+} mc_cached_stats;
+
+MC_API void mc_cached_stats_get(mc_cached *fn, mc_cached_stats *out);
+/* The name given at creation ("" if none). */
+MC_API const char *mc_cached_name(const mc_cached *fn);
+/* The underlying cache (for stats and sizing; do not put into it directly). */
+MC_API mc_cache *mc_cached_cache(mc_cached *fn);
+
+/* ------------------------------------------------------------------ registry and config */
+
+/* The seed's `caches:` block. */
+typedef struct mc_cache_factor {
+    const char *name;
+    double factor;
+} mc_cache_factor;
+
+struct mc_cache_config {
+    /* Multiplies every function's max_entries (default 1.0 when 0). */
+    double global_factor;
+    /* Per-function factors, replacing the global one for that name. Copied. */
+    const mc_cache_factor *per_cache_factors;
+    size_t n_per_cache_factors;
+    /* Expire entries not read for cache_entry_ttl_ns (functions created after this). */
+    bool expire_caches;
+    uint64_t cache_entry_ttl_ns;
+    /* Memory autotuning: when memory in use exceeds max_cache_memory_usage, evict least
+     * recently used entries across all functions (never those read within min_cache_ttl_ns,
+     * never keep_unread_entries functions) until it is at most target_cache_memory_usage.
+     * 0 disables. */
+    size_t max_cache_memory_usage;
+    size_t target_cache_memory_usage;
+    uint64_t min_cache_ttl_ns;
+    /* Memory in use; NULL reads jemalloc's stats.allocated (after an epoch refresh). */
+    size_t (*memory_usage)(void *ud);
+    void *memory_usage_ud;
+    /* Period of the maintenance thread (expiry and autotuning); 0 means 1 s. */
+    uint64_t maintenance_interval_ns;
+};
+
+MC_API void mc_cache_config_init(mc_cache_config *cfg);
+
+/* Create a registry with a config (NULL: defaults). Environment overrides:
+ * MODCACHE_CACHE_FACTOR (read now) replaces global_factor; MODCACHE_CACHE_FACTOR_<NAME> (the
+ * name upper-cased, every character other than A-Z and 0-9 as '_'; read whenever that
+ * function's factor is computed) replaces its per-cache factor. Malformed or non-positive
+ * values are ignored. Precedence: per-name env, per-name factor, global env, global_factor.
+ * Returns 0, MC_EINVAL (a factor <= 0, a target above the maximum), MC_ENOMEM. */
+MC_API int mc_registry_create(const mc_cache_config *cfg, mc_registry **out);
+/* Stops the maintenance thread. Functions still registered are unregistered, not destroyed. */
+MC_API void mc_registry_destroy(mc_registry *reg);
+
+/* Register a function created without a registry under its name: MC_EEXIST if taken,
+ * MC_EINVAL if it has no name or is registered elsewhere. Its current factor applies. */
+MC_API int mc_registry_add(mc_registry *reg, mc_cached *fn);
+MC_API int mc_registry_remove(mc_registry *reg, mc_cached *fn);
+/* The function registered under `name`, or NULL. */
+MC_API mc_cached *mc_registry_find(mc_registry *reg, const char *name);
+
+typedef void (*mc_registry_visit_fn)(void *ud, mc_cached *fn, const mc_cached_stats *stats);
+/* Visit every function in name order, with its stats (registry read-locked during the walk). */
+MC_API void mc_registry_list(mc_registry *reg, mc_registry_visit_fn visit, void *ud);
+
+/* Invalidate by name: nkeys keys in JSON text form, or all entries when json_keys is NULL.
+ * Returns 0; MC_ENOENT (no such function); MC_EPARSE (a malformed key, err filled; keys before
+ * it were invalidated). */
+MC_API int mc_registry_invalidate(mc_registry *reg, const char *name, const char *const *json_keys,
+                                  size_t nkeys, mc_error *err);
+
+/* Change the global factor (name NULL) or one function's, resizing at once (entries over the
+ * new bound are evicted before this returns). MC_EINVAL for factor <= 0, MC_ENOENT. */
+MC_API int mc_registry_set_factor(mc_registry *reg, const char *name, double factor);
+
+/* Start / stop the maintenance thread (expiry cleanup and memory autotuning each interval). */
+MC_API int mc_registry_start(mc_registry *reg);
+MC_API void mc_registry_stop(mc_registry *reg);
+/* One maintenance pass now, on the calling thread; *evicted gets autotuning's evictions. */
+MC_API void mc_registry_maintain(mc_registry *reg, size_t *evicted);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

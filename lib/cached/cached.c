@@ -1,0 +1,846 @@
+/* Memoized functions: key building, single-flight loads (blocking, async, batch), storing
+ * results unless invalidated meanwhile, invalidation, and invalidation callbacks. */
+#include "cached/cached_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache/cache_internal.h"
+
+void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
+
+void mc_cached_options_init(mc_cached_options *opts)
+{
+    if (opts)
+        memset(opts, 0, sizeof *opts);
+}
+
+/* ------------------------------------------------------------------ keys */
+
+/* Encode the key of a call (its key arguments) into buf. */
+static int mc__call_key(const mc_cached *fn, const mc_arg *args, size_t nargs, unsigned char *buf,
+                        size_t *klen)
+{
+    size_t nk = fn->num_args ? fn->num_args : nargs;
+    if (!args && nargs)
+        return MC_EINVAL;
+    if (nargs < nk)
+        return MC_EINVAL;
+    if (nk == nargs && fn->key_mask_len == 0)
+        return mc_key_encode(args, nargs, buf, MC_KEY_MAX, klen);
+    mc_arg kept[64];
+    size_t n = 0;
+    for (size_t i = 0; i < nk; i++) {
+        if (i < fn->key_mask_len && !fn->key_arg[i])
+            continue;
+        if (n == 64)
+            return MC_E2BIG;
+        kept[n++] = args[i];
+    }
+    return mc_key_encode(kept, n, buf, MC_KEY_MAX, klen);
+}
+
+static uint64_t mc__khash(const void *key, size_t klen) { return mc_key_hash(key, klen, 0x6d63636163686564ull); }
+
+static struct mc__stripe_c *mc__stripe_of(mc_cached *fn, uint64_t h)
+{
+    return &fn->stripes[h & (MC__CACHED_STRIPES - 1)];
+}
+
+static size_t mc__bucket_of(uint64_t h) { return (h >> 8) & (MC__CACHED_BUCKETS - 1); }
+
+/* ------------------------------------------------------------------ loads */
+
+static void mc__result_clear(mc_load *l)
+{
+    if (l->res_kind == MC__RES_OWNED && l->res_free)
+        l->res_free(l->res_data);
+    else if (l->res_kind == MC__RES_COPY)
+        free(l->res_data);
+    l->res_kind = MC__RES_UNSET;
+    l->res_data = NULL;
+    l->res_len = 0;
+    l->res_free = NULL;
+}
+
+static void mc__load_free(mc_load *l)
+{
+    mc__result_clear(l);
+    if (l->value)
+        mc_value_release(l->value);
+    free(l->args);
+    free(l->argbuf);
+    free(l->items);
+    free(l);
+}
+
+/* A new in-flight load owning the key and a copy of the call's arguments. */
+static mc_load *mc__load_new(mc_cached *fn, const unsigned char *key, size_t klen, uint64_t h,
+                             const mc_arg *args, size_t nargs)
+{
+    mc_load *l = calloc(1, sizeof *l + klen);
+    if (!l)
+        return NULL;
+    l->fn = fn;
+    l->khash = h;
+    l->klen = klen;
+    memcpy(l->key, key, klen);
+    atomic_init(&l->invalidated, false);
+    l->res_weight = 1;
+    if (nargs) {
+        /* The arguments are re-encoded so that the load owns every string it hands the loader,
+         * which may finish on another thread after the caller returned. */
+        size_t len = 0;
+        unsigned char probe;
+        int rc = mc_key_encode(args, nargs, &probe, 0, &len);
+        if (rc != MC_ERANGE && rc != 0)
+            goto fail;
+        l->argbuf = malloc(len ? len : 1);
+        l->args = calloc(nargs, sizeof *l->args);
+        if (!l->argbuf || !l->args || mc_key_encode(args, nargs, l->argbuf, len, &len) != 0)
+            goto fail;
+        size_t pos = 0;
+        for (size_t i = 0; i < nargs; i++)
+            if (mc_key_next(l->argbuf, len, &pos, &l->args[i]) != 1)
+                goto fail;
+        l->nargs = nargs;
+    }
+    return l;
+fail:
+    free(l->args);
+    free(l->argbuf);
+    free(l);
+    return NULL;
+}
+
+static mc_load *mc__inflight_find(struct mc__stripe_c *st, const unsigned char *key, size_t klen,
+                                  uint64_t h)
+{
+    for (mc_load *l = st->inflight[mc__bucket_of(h)]; l; l = l->next)
+        if (l->khash == h && l->klen == klen && memcmp(l->key, key, klen) == 0)
+            return l;
+    return NULL;
+}
+
+static void mc__inflight_remove(struct mc__stripe_c *st, mc_load *l)
+{
+    mc_load **pp = &st->inflight[mc__bucket_of(l->khash)];
+    while (*pp && *pp != l)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = l->next;
+    l->next = NULL;
+}
+
+static bool mc__not_invalidated(void *ud)
+{
+    mc_load *l = ud;
+    return !atomic_load_explicit(&l->invalidated, memory_order_acquire);
+}
+
+/* Turn the loader's result into a pinned value: stored in the cache unless the load was
+ * invalidated (checked under the shard lock), detached otherwise. Returns 0 or an error. */
+static int mc__load_store(mc_load *l)
+{
+    mc_cached *fn = l->fn;
+    mc__put_args a = {
+        .key = l->key,
+        .klen = l->klen,
+        .value = l->res_data,
+        .vlen = l->res_len,
+        .owned = l->res_kind == MC__RES_OWNED,
+        .free_fn = l->res_free,
+        .none = l->res_kind == MC__RES_NONE || l->res_kind == MC__RES_UNSET,
+        .weight = fn->iterable ? (l->res_weight ? l->res_weight : 1) : 0,
+        .guard = mc__not_invalidated,
+        .guard_ud = l,
+        .pinned = &l->value,
+    };
+    if (mc__cached_test_hook)
+        mc__cached_test_hook(fn, MC__HOOK_BEFORE_STORE, l);
+    int rc = mc__not_invalidated(l) ? mc__cache_put_ex(fn->cache, &a) : MC_ECANCELED;
+    if (rc == 0) {
+        /* The cache copied a copy result; it owns an owned one now. */
+        if (l->res_kind == MC__RES_OWNED)
+            l->res_kind = MC__RES_UNSET;
+        mc__result_clear(l);
+        return 0;
+    }
+    if (rc == MC_ECANCELED)
+        atomic_fetch_add_explicit(&fn->cancelled, 1, memory_order_relaxed);
+    /* Not stored (invalidated, or too heavy for the cache): the callers still get it. */
+    l->value = mc__value_detached(&a);
+    if (!l->value) {
+        mc__result_clear(l);
+        return MC_ENOMEM;
+    }
+    if (l->res_kind == MC__RES_OWNED)
+        l->res_kind = MC__RES_UNSET; /* the detached value owns it */
+    mc__result_clear(l);
+    return 0;
+}
+
+static void mc__unref_locked(mc_load *l, mc_load **to_free)
+{
+    if (--l->refs == 0)
+        *to_free = l;
+}
+
+/* Finish a single (non-batch) load: store or not, wake every waiter. */
+static void mc__load_finish(mc_load *l, int rc)
+{
+    mc_cached *fn = l->fn;
+    if (rc == 0)
+        rc = mc__load_store(l);
+    else
+        mc__result_clear(l);
+    if (rc != 0)
+        atomic_fetch_add_explicit(&fn->load_errors, 1, memory_order_relaxed);
+
+    struct mc__stripe_c *st = mc__stripe_of(fn, l->khash);
+    mc_load *to_free = NULL;
+    pthread_mutex_lock(&st->lock);
+    mc__inflight_remove(st, l);
+    l->rc = rc;
+    l->done = true;
+    struct mc__waiter *w = l->waiters;
+    l->waiters = NULL;
+    pthread_cond_broadcast(&st->cond);
+    /* Async waiters are served before the table's reference goes. */
+    l->refs++;
+    pthread_mutex_unlock(&st->lock);
+
+    while (w) {
+        struct mc__waiter *next = w->next;
+        if (rc == 0)
+            mc_value_retain(l->value);
+        w->done(w->ud, rc, rc == 0 ? l->value : NULL);
+        free(w);
+        w = next;
+    }
+    pthread_mutex_lock(&st->lock);
+    l->refs -= 2; /* the reference taken above and the in-flight table's */
+    if (l->refs == 0)
+        to_free = l;
+    pthread_mutex_unlock(&st->lock);
+    if (to_free)
+        mc__load_free(to_free);
+}
+
+void mc_load_complete(mc_load *l, int rc)
+{
+    if (!l)
+        return;
+    if (rc > 0)
+        rc = MC_EINVAL; /* MC_LOAD_PENDING again, or nonsense: an error, not a hang */
+    if (!l->batch) {
+        mc__load_finish(l, rc);
+        return;
+    }
+    for (size_t i = 0; i < l->nitems; i++)
+        mc__load_finish(l->items[i], rc);
+    /* The batch shell is only the loader's handle; its items carry the results. */
+    free(l->items);
+    free(l);
+}
+
+/* Wait for a load to finish and take its result; drops the caller's reference. */
+static int mc__load_wait(mc_load *l, mc_value **out)
+{
+    struct mc__stripe_c *st = mc__stripe_of(l->fn, l->khash);
+    mc_load *to_free = NULL;
+    pthread_mutex_lock(&st->lock);
+    while (!l->done)
+        pthread_cond_wait(&st->cond, &st->lock);
+    int rc = l->rc;
+    if (rc == 0) {
+        mc_value_retain(l->value);
+        *out = l->value;
+    }
+    mc__unref_locked(l, &to_free);
+    pthread_mutex_unlock(&st->lock);
+    if (to_free)
+        mc__load_free(to_free);
+    return rc;
+}
+
+/* Find the load for a missing key or start one. Returns:
+ *  1: a hit meanwhile (*hit set), 0: *load is someone else's (joined, a reference taken),
+ *  2: *load is new and ours to run (one reference for us unless `async_waiter`), <0 error. */
+static int mc__join_or_start(mc_cached *fn, const unsigned char *key, size_t klen, const mc_arg *args,
+                             size_t nargs, struct mc__waiter *async_waiter, mc_load **load,
+                             mc_value **hit)
+{
+    uint64_t h = mc__khash(key, klen);
+    struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    pthread_mutex_lock(&st->lock);
+    mc_load *l = mc__inflight_find(st, key, klen, h);
+    if (l) {
+        if (async_waiter) {
+            async_waiter->next = l->waiters;
+            l->waiters = async_waiter;
+        } else {
+            l->refs++;
+        }
+        atomic_fetch_add_explicit(&fn->joined, 1, memory_order_relaxed);
+        pthread_mutex_unlock(&st->lock);
+        *load = l;
+        return 0;
+    }
+    /* A load that finished between our miss and this lock stored its result first: look
+     * again, so that concurrent callers never load the same key twice. */
+    if (mc_cache_get(fn->cache, key, klen, hit) == 0) {
+        pthread_mutex_unlock(&st->lock);
+        return 1;
+    }
+    l = mc__load_new(fn, key, klen, h, args, nargs);
+    if (!l) {
+        pthread_mutex_unlock(&st->lock);
+        return MC_ENOMEM;
+    }
+    l->refs = async_waiter ? 1 : 2;
+    l->waiters = async_waiter;
+    size_t b = mc__bucket_of(h);
+    l->next = st->inflight[b];
+    st->inflight[b] = l;
+    pthread_mutex_unlock(&st->lock);
+    atomic_fetch_add_explicit(&fn->loads, 1, memory_order_relaxed);
+    *load = l;
+    return 2;
+}
+
+static void mc__run_loader(mc_load *l)
+{
+    mc_cached *fn = l->fn;
+    int rc = fn->loader(fn->self, l->args, l->nargs, l);
+    if (rc != MC_LOAD_PENDING)
+        mc__load_finish(l, rc > 0 ? MC_EINVAL : rc);
+}
+
+/* ------------------------------------------------------------------ result setters */
+
+int mc_load_set_copy(mc_load *l, const void *data, size_t len)
+{
+    if (!l || l->batch || (!data && len))
+        return MC_EINVAL;
+    if (len > UINT32_MAX)
+        return MC_E2BIG;
+    void *copy = malloc(len ? len : 1);
+    if (!copy)
+        return MC_ENOMEM;
+    if (len)
+        memcpy(copy, data, len);
+    mc__result_clear(l);
+    l->res_kind = MC__RES_COPY;
+    l->res_data = copy;
+    l->res_len = len;
+    return 0;
+}
+
+int mc_load_set_owned(mc_load *l, void *data, size_t len, mc_free_fn free_fn)
+{
+    if (!l || l->batch || (!data && len)) {
+        if (free_fn && data)
+            free_fn(data);
+        return MC_EINVAL;
+    }
+    if (len > UINT32_MAX) {
+        if (free_fn)
+            free_fn(data);
+        return MC_E2BIG;
+    }
+    mc__result_clear(l);
+    l->res_kind = MC__RES_OWNED;
+    l->res_data = data;
+    l->res_len = len;
+    l->res_free = free_fn;
+    return 0;
+}
+
+int mc_load_set_none(mc_load *l)
+{
+    if (!l || l->batch)
+        return MC_EINVAL;
+    mc__result_clear(l);
+    l->res_kind = MC__RES_NONE;
+    return 0;
+}
+
+void mc_load_set_weight(mc_load *l, uint64_t elements)
+{
+    if (l && !l->batch)
+        l->res_weight = elements;
+}
+
+mc_load *mc_load_item(mc_load *l, size_t i)
+{
+    if (!l || !l->batch || i >= l->nitems)
+        return NULL;
+    return l->items[i];
+}
+
+/* ------------------------------------------------------------------ calls */
+
+int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **out)
+{
+    if (!fn || !out)
+        return MC_EINVAL;
+    *out = NULL;
+    if (!fn->loader)
+        return MC_ENOTSUP;
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = mc__call_key(fn, args, nargs, key, &klen);
+    if (rc != 0)
+        return rc == MC_ERANGE ? MC_E2BIG : rc;
+    if (mc_cache_get(fn->cache, key, klen, out) == 0)
+        return 0;
+    mc_load *l;
+    rc = mc__join_or_start(fn, key, klen, args, nargs, NULL, &l, out);
+    if (rc == 1)
+        return 0;
+    if (rc < 0)
+        return rc;
+    if (rc == 2)
+        mc__run_loader(l);
+    return mc__load_wait(l, out);
+}
+
+int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_done_fn done, void *ud)
+{
+    if (!fn || !done)
+        return MC_EINVAL;
+    if (!fn->loader)
+        return MC_ENOTSUP;
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = mc__call_key(fn, args, nargs, key, &klen);
+    if (rc != 0)
+        return rc == MC_ERANGE ? MC_E2BIG : rc;
+    mc_value *v;
+    if (mc_cache_get(fn->cache, key, klen, &v) == 0) {
+        done(ud, 0, v);
+        return 0;
+    }
+    struct mc__waiter *w = malloc(sizeof *w);
+    if (!w)
+        return MC_ENOMEM;
+    w->done = done;
+    w->ud = ud;
+    w->next = NULL;
+    mc_load *l;
+    rc = mc__join_or_start(fn, key, klen, args, nargs, w, &l, &v);
+    if (rc == 1) {
+        free(w);
+        done(ud, 0, v);
+        return 0;
+    }
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    if (rc == 2)
+        mc__run_loader(l);
+    return 0;
+}
+
+int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t nargs,
+                        mc_value **values, int *rcs)
+{
+    if (!fn || (!keys && nkeys) || (nkeys && (!values || !rcs)))
+        return MC_EINVAL;
+    if (!fn->batch_loader)
+        return MC_ENOTSUP;
+    mc_load **waits = calloc(nkeys ? nkeys : 1, sizeof *waits);
+    mc_load **mine = calloc(nkeys ? nkeys : 1, sizeof *mine);
+    if (!waits || !mine) {
+        free(waits);
+        free(mine);
+        return MC_ENOMEM;
+    }
+    size_t nmine = 0;
+    for (size_t i = 0; i < nkeys; i++) {
+        values[i] = NULL;
+        const mc_arg *a = keys + i * nargs;
+        unsigned char key[MC_KEY_MAX];
+        size_t klen;
+        int rc = mc__call_key(fn, a, nargs, key, &klen);
+        if (rc != 0) {
+            rcs[i] = rc == MC_ERANGE ? MC_E2BIG : rc;
+            continue;
+        }
+        if (mc_cache_get(fn->cache, key, klen, &values[i]) == 0) {
+            rcs[i] = 0;
+            continue;
+        }
+        rc = mc__join_or_start(fn, key, klen, a, nargs, NULL, &waits[i], &values[i]);
+        if (rc == 1) {
+            rcs[i] = 0;
+            waits[i] = NULL;
+        } else if (rc < 0) {
+            rcs[i] = rc;
+            waits[i] = NULL;
+        } else if (rc == 2) {
+            mine[nmine++] = waits[i];
+        }
+    }
+    if (nmine) {
+        /* One batch-loader call for every key this call started. */
+        mc_load *batch = calloc(1, sizeof *batch);
+        mc_arg *flat = malloc(nmine * (nargs ? nargs : 1) * sizeof *flat);
+        if (!batch || !flat) {
+            free(batch);
+            free(flat);
+            for (size_t j = 0; j < nmine; j++)
+                mc__load_finish(mine[j], MC_ENOMEM);
+        } else {
+            batch->fn = fn;
+            batch->batch = true;
+            batch->items = mine;
+            batch->nitems = nmine;
+            mine = NULL; /* the batch owns the array now */
+            for (size_t j = 0; j < nmine && nargs; j++)
+                memcpy(flat + j * nargs, batch->items[j]->args, nargs * sizeof *flat);
+            int rc = fn->batch_loader(fn->self, flat, nmine, nargs, batch);
+            free(flat);
+            if (rc != MC_LOAD_PENDING)
+                mc_load_complete(batch, rc > 0 ? MC_EINVAL : rc);
+        }
+    }
+    for (size_t i = 0; i < nkeys; i++)
+        if (waits[i])
+            rcs[i] = mc__load_wait(waits[i], &values[i]);
+    free(waits);
+    free(mine);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ invalidation */
+
+/* Mark in-flight loads (all of them, or those whose key starts with prefix) so that their
+ * results are not stored. Runs before the entries are removed: see mc__load_store. */
+static void mc__mark_inflight(mc_cached *fn, const unsigned char *prefix, size_t plen, bool all)
+{
+    for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
+        struct mc__stripe_c *st = &fn->stripes[s];
+        pthread_mutex_lock(&st->lock);
+        for (unsigned b = 0; b < MC__CACHED_BUCKETS; b++)
+            for (mc_load *l = st->inflight[b]; l; l = l->next)
+                if (all || mc_key_has_prefix(l->key, l->klen, prefix, plen))
+                    atomic_store_explicit(&l->invalidated, true, memory_order_release);
+        pthread_mutex_unlock(&st->lock);
+    }
+}
+
+static int mc__invalidate_key(mc_cached *fn, const unsigned char *key, size_t klen)
+{
+    uint64_t h = mc__khash(key, klen);
+    struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    pthread_mutex_lock(&st->lock);
+    mc_load *l = mc__inflight_find(st, key, klen, h);
+    if (l)
+        atomic_store_explicit(&l->invalidated, true, memory_order_release);
+    pthread_mutex_unlock(&st->lock);
+    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
+    return mc_cache_remove(fn->cache, key, klen);
+}
+
+int mc_cached_invalidate(mc_cached *fn, const mc_arg *args, size_t nargs)
+{
+    if (!fn || (!args && nargs))
+        return MC_EINVAL;
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = mc_key_encode(args, nargs, key, sizeof key, &klen);
+    if (rc != 0)
+        return rc == MC_ERANGE ? MC_E2BIG : rc;
+    return mc__invalidate_key(fn, key, klen);
+}
+
+int mc_cached_invalidate_json(mc_cached *fn, const char *json, size_t len, mc_error *err)
+{
+    if (!fn || !json)
+        return MC_EINVAL;
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = mc_key_from_json(json, len, key, sizeof key, &klen, err);
+    if (rc != 0)
+        return rc;
+    rc = mc__invalidate_key(fn, key, klen);
+    return rc == MC_ENOENT ? 0 : rc;
+}
+
+int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t nargs, size_t *removed)
+{
+    if (removed)
+        *removed = 0;
+    if (!fn || (!args && nargs))
+        return MC_EINVAL;
+    if (!fn->tree)
+        return MC_ENOTSUP;
+    unsigned char prefix[MC_KEY_MAX];
+    size_t plen;
+    int rc = mc_key_encode(args, nargs, prefix, sizeof prefix, &plen);
+    if (rc != 0)
+        return rc == MC_ERANGE ? MC_E2BIG : rc;
+    mc__mark_inflight(fn, prefix, plen, false);
+    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
+    return mc_cache_remove_prefix(fn->cache, prefix, plen, removed);
+}
+
+void mc_cached_invalidate_all(mc_cached *fn)
+{
+    if (!fn)
+        return;
+    mc__mark_inflight(fn, NULL, 0, true);
+    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
+    mc_cache_clear(fn->cache);
+}
+
+int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const void *value, size_t vlen)
+{
+    if (!fn || (!args && nargs) || (!value && vlen))
+        return MC_EINVAL;
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = mc_key_encode(args, nargs, key, sizeof key, &klen);
+    if (rc != 0)
+        return rc == MC_ERANGE ? MC_E2BIG : rc;
+    /* A load of this key that started earlier must not overwrite the prefilled value. */
+    uint64_t h = mc__khash(key, klen);
+    struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    pthread_mutex_lock(&st->lock);
+    mc_load *l = mc__inflight_find(st, key, klen, h);
+    if (l)
+        atomic_store_explicit(&l->invalidated, true, memory_order_release);
+    pthread_mutex_unlock(&st->lock);
+    mc__put_args a = {.key = key, .klen = klen, .value = value, .vlen = vlen,
+                      .weight = fn->iterable ? 1 : 0};
+    return mc__cache_put_ex(fn->cache, &a);
+}
+
+/* ------------------------------------------------------------------ invalidation callbacks */
+
+/* The cache's eviction listener: run the callbacks attached to the key that left. */
+static void mc__on_evict(void *ud, const void *key, size_t klen, const void *value, size_t vlen,
+                         mc_evict_reason reason)
+{
+    (void)value;
+    (void)vlen;
+    (void)reason;
+    mc_cached *fn = ud;
+    if (atomic_load_explicit(&fn->n_attached, memory_order_acquire) == 0)
+        return;
+    uint64_t h = mc__khash(key, klen);
+    struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    struct mc__attach *run = NULL;
+    pthread_mutex_lock(&st->lock);
+    struct mc__attach **pp = &st->attached[mc__bucket_of(h)];
+    while (*pp) {
+        struct mc__attach *a = *pp;
+        if (a->klen == klen && memcmp(a->key, key, klen) == 0) {
+            *pp = a->next;
+            a->next = run;
+            run = a;
+        } else {
+            pp = &a->next;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    while (run) {
+        struct mc__attach *next = run->next;
+        atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
+        run->cb(run->ud);
+        free(run);
+        run = next;
+    }
+}
+
+/* Remove one attachment if still there (whoever removes it runs it). */
+static bool mc__detach(mc_cached *fn, struct mc__attach *target, uint64_t h)
+{
+    struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    bool found = false;
+    pthread_mutex_lock(&st->lock);
+    for (struct mc__attach **pp = &st->attached[mc__bucket_of(h)]; *pp; pp = &(*pp)->next)
+        if (*pp == target) {
+            *pp = target->next;
+            found = true;
+            break;
+        }
+    pthread_mutex_unlock(&st->lock);
+    if (found)
+        atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
+    return found;
+}
+
+int mc_cached_call_ex(mc_cached *fn, const mc_arg *args, size_t nargs, mc_invalidate_fn on_invalidate,
+                      void *ud, mc_value **out)
+{
+    int rc = mc_cached_call(fn, args, nargs, out);
+    if (rc != 0 || !on_invalidate)
+        return rc;
+    size_t klen;
+    const void *key = mc_value_key(*out, &klen);
+    uint64_t h = mc__khash(key, klen);
+    struct mc__attach *a = malloc(sizeof *a + klen);
+    if (!a) {
+        mc_value_release(*out);
+        *out = NULL;
+        return MC_ENOMEM;
+    }
+    a->cb = on_invalidate;
+    a->ud = ud;
+    a->klen = klen;
+    memcpy(a->key, key, klen);
+    struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    pthread_mutex_lock(&st->lock);
+    a->next = st->attached[mc__bucket_of(h)];
+    st->attached[mc__bucket_of(h)] = a;
+    atomic_fetch_add_explicit(&fn->n_attached, 1, memory_order_release);
+    pthread_mutex_unlock(&st->lock);
+    /* If our entry is no longer the cached one (never stored, or gone meanwhile), its
+     * listener may have run before the callback was attached: run it now, unless the
+     * listener of a later removal took it first. */
+    mc_value *now = NULL;
+    bool same = mc_cache_get(fn->cache, key, klen, &now) == 0 && now == *out;
+    if (now)
+        mc_value_release(now);
+    if (!same && mc__detach(fn, a, h)) {
+        on_invalidate(ud);
+        free(a);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self, mc_cached **out)
+{
+    if (!o || !out)
+        return MC_EINVAL;
+    *out = NULL;
+    if ((!loader && !o->batch_loader) || o->max_entries == 0 || (o->uncached_args == NULL && o->n_uncached_args))
+        return MC_EINVAL;
+    if (o->name && strlen(o->name) > MC__NAME_MAX)
+        return MC_EINVAL;
+    if (o->registry && (!o->name || !*o->name))
+        return MC_EINVAL;
+    for (size_t i = 0; i < o->n_uncached_args; i++)
+        if (o->uncached_args[i] >= 64 || (o->num_args && o->uncached_args[i] >= o->num_args))
+            return MC_EINVAL;
+
+    mc_cached *fn = calloc(1, sizeof *fn);
+    if (!fn)
+        return MC_ENOMEM;
+    if (o->name)
+        strcpy(fn->name, o->name);
+    fn->loader = loader;
+    fn->batch_loader = o->batch_loader;
+    fn->self = self;
+    fn->num_args = o->num_args;
+    fn->tree = o->tree;
+    fn->iterable = o->iterable;
+    fn->keep_unread = o->keep_unread_entries;
+    fn->base_max_entries = o->max_entries;
+    if (o->n_uncached_args) {
+        size_t n = o->num_args ? o->num_args : 64;
+        for (size_t i = 0; i < n; i++)
+            fn->key_arg[i] = true;
+        for (size_t i = 0; i < o->n_uncached_args; i++)
+            fn->key_arg[o->uncached_args[i]] = false;
+        fn->key_mask_len = n;
+    }
+    for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
+        pthread_mutex_init(&fn->stripes[s].lock, NULL);
+        pthread_cond_init(&fn->stripes[s].cond, NULL);
+    }
+
+    double factor = 1.0;
+    uint64_t ttl = 0;
+    bool track = false;
+    if (o->registry)
+        mc__registry_defaults(o->registry, fn->name, &factor, &ttl, &track);
+    fn->factor = factor;
+    double scaled = (double)o->max_entries * factor;
+    size_t bound = scaled < 1.0 ? 1 : (size_t)(scaled + 0.5);
+
+    mc_cache_options co;
+    mc_cache_options_init(&co);
+    if (fn->iterable)
+        co.max_bytes = bound;
+    else
+        co.max_entries = bound;
+    co.policy = o->policy;
+    co.ttl_ns = fn->keep_unread ? 0 : ttl;
+    co.track_access = !fn->keep_unread && track;
+    co.clock = o->clock;
+    co.clock_ud = o->clock_ud;
+    co.on_evict = mc__on_evict;
+    co.on_evict_ud = fn;
+    int rc = mc_cache_create(&co, &fn->cache);
+    if (rc != 0) {
+        mc_cached_destroy(fn);
+        return rc;
+    }
+    if (o->registry) {
+        rc = mc_registry_add(o->registry, fn);
+        if (rc != 0) {
+            mc_cached_destroy(fn);
+            return rc;
+        }
+    }
+    *out = fn;
+    return 0;
+}
+
+void mc_cached_destroy(mc_cached *fn)
+{
+    if (!fn)
+        return;
+    if (fn->registry)
+        mc_registry_remove(fn->registry, fn);
+    mc_cache_destroy(fn->cache);
+    for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
+        struct mc__stripe_c *st = &fn->stripes[s];
+        for (unsigned b = 0; b < MC__CACHED_BUCKETS; b++) {
+            struct mc__attach *a = st->attached[b];
+            while (a) {
+                struct mc__attach *next = a->next;
+                free(a);
+                a = next;
+            }
+        }
+        pthread_mutex_destroy(&st->lock);
+        pthread_cond_destroy(&st->cond);
+    }
+    free(fn);
+}
+
+void mc__cached_apply_factor(mc_cached *fn, double factor)
+{
+    fn->factor = factor;
+    double scaled = (double)fn->base_max_entries * factor;
+    size_t bound = scaled < 1.0 ? 1 : (size_t)(scaled + 0.5);
+    if (fn->iterable)
+        mc_cache_resize(fn->cache, 0, bound);
+    else
+        mc_cache_resize(fn->cache, bound, 0);
+}
+
+void mc_cached_stats_get(mc_cached *fn, mc_cached_stats *out)
+{
+    if (!fn || !out)
+        return;
+    memset(out, 0, sizeof *out);
+    mc_cache_stats_get(fn->cache, &out->cache);
+    out->loads = atomic_load_explicit(&fn->loads, memory_order_relaxed);
+    out->load_errors = atomic_load_explicit(&fn->load_errors, memory_order_relaxed);
+    out->joined = atomic_load_explicit(&fn->joined, memory_order_relaxed);
+    out->invalidations = atomic_load_explicit(&fn->invalidations, memory_order_relaxed);
+    out->cancelled_fills = atomic_load_explicit(&fn->cancelled, memory_order_relaxed);
+}
+
+const char *mc_cached_name(const mc_cached *fn) { return fn ? fn->name : ""; }
+
+mc_cache *mc_cached_cache(mc_cached *fn) { return fn ? fn->cache : NULL; }

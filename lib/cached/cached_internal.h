@@ -1,0 +1,97 @@
+/* Internal layout of memoized functions and loads, shared by cached.c, registry.c and the
+ * white-box tests. Nothing here is part of the public API. */
+#ifndef MC_CACHED_INTERNAL_H
+#define MC_CACHED_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "modcache/cached.h"
+
+#define MC__CACHED_STRIPES 16
+#define MC__CACHED_BUCKETS 64
+#define MC__NAME_MAX 200
+
+/* A caller waiting through mc_cached_call_async. */
+struct mc__waiter {
+    mc_done_fn done;
+    void *ud;
+    struct mc__waiter *next;
+};
+
+/* An invalidation callback attached to a key. */
+struct mc__attach {
+    struct mc__attach *next;
+    mc_invalidate_fn cb;
+    void *ud;
+    size_t klen;
+    unsigned char key[];
+};
+
+enum { MC__RES_UNSET, MC__RES_COPY, MC__RES_OWNED, MC__RES_NONE };
+
+struct mc_load {
+    mc_cached *fn;
+    struct mc_load *next; /* in-flight chain of its stripe bucket */
+    uint64_t khash;
+    unsigned refs;        /* stripe lock: 1 for the in-flight table + 1 per blocking waiter */
+    bool done;            /* stripe lock */
+    bool batch;           /* a batch: items below, no key of its own */
+    int rc;
+    _Atomic bool invalidated;
+    mc_value *value;      /* the result, pinned for the waiters (rc == 0) */
+    struct mc__waiter *waiters; /* async callers (stripe lock) */
+    /* Result being set by the loader. */
+    int res_kind;
+    void *res_data;
+    size_t res_len;
+    mc_free_fn res_free;
+    uint64_t res_weight;
+    /* The call's arguments, owned: encoded in argbuf, decoded into args. */
+    mc_arg *args;
+    size_t nargs;
+    unsigned char *argbuf;
+    /* Batch loads. */
+    struct mc_load **items;
+    size_t nitems;
+    size_t klen;
+    unsigned char key[];
+};
+
+struct mc__stripe_c {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct mc_load *inflight[MC__CACHED_BUCKETS];
+    struct mc__attach *attached[MC__CACHED_BUCKETS];
+};
+
+struct mc_cached {
+    char name[MC__NAME_MAX + 1];
+    mc_cache *cache;
+    mc_loader_fn loader;
+    mc_batch_loader_fn batch_loader;
+    void *self;
+    size_t num_args;
+    bool key_arg[64]; /* which of the first num_args arguments form the key (up to 64) */
+    size_t key_mask_len;
+    bool tree, iterable, keep_unread;
+    size_t base_max_entries;
+    mc_registry *registry; /* set while registered */
+    double factor;         /* the factor in effect */
+    atomic_size_t n_attached;
+    _Atomic uint64_t loads, load_errors, joined, invalidations, cancelled;
+    struct mc__stripe_c stripes[MC__CACHED_STRIPES];
+};
+
+/* Test hook: called after a loader returned a result and before it is stored (point 1). */
+#define MC__HOOK_BEFORE_STORE 1
+extern void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
+
+/* Apply a factor (resizing the cache at once). Used by the registry. */
+void mc__cached_apply_factor(mc_cached *fn, double factor);
+
+/* Registry side of creation: config values a new function inherits. */
+void mc__registry_defaults(const mc_registry *reg, const char *name, double *factor,
+                           uint64_t *ttl_ns, bool *track_access);
+
+#endif

@@ -72,7 +72,8 @@ typedef struct mc_cache_options {
     uint64_t ttl_ns;
     mc_policy policy;
     /* Number of shards, a power of two up to 256; 0 picks one from max_entries (about one
-     * shard per 8192 entries, at most 64): few shards keep a small cache's eviction order
+     * shard per 8192 entries, or per MiB of max_bytes without an entry bound, at most 64):
+     * few shards keep a small cache's eviction order
      * close to a single exact LRU, many shards spread writers. */
     unsigned shards;
     /* Hash seed; 0 draws a random one. */

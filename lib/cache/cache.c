@@ -18,6 +18,7 @@
  * a small cache's eviction order close to one exact LRU; more shards spread writers. */
 #define MC__ENTRIES_PER_SHARD 8192
 #define MC__AUTO_SHARDS_MAX 64
+#define MC__BYTES_PER_SHARD ((size_t)1 << 20)
 #define MC__SHARDS_MAX 256
 /* LRU promotions are skipped within the newest 1/MC__GENS_PER_SHARD of a shard's capacity
  * (measured: well within 0.01 of exact LRU's miss ratio); without an entry bound the span
@@ -358,10 +359,16 @@ static size_t mc__ghost_window(const mc__shard *sh)
 
 /* ---------------------------------------------------------------- create / destroy */
 
-static unsigned mc__auto_shards(size_t max_entries)
+unsigned mc__auto_shards(size_t max_entries, size_t max_bytes)
 {
-    if (max_entries == 0)
-        return 16;
+    if (max_entries == 0) {
+        /* Bounded by bytes only: one shard per MC__BYTES_PER_SHARD, so that each shard's share
+         * still holds large values. */
+        unsigned n = 1;
+        while (n < MC__AUTO_SHARDS_MAX && (size_t)n * 2 * MC__BYTES_PER_SHARD <= max_bytes)
+            n *= 2;
+        return n;
+    }
     unsigned n = 1;
     while (n < MC__AUTO_SHARDS_MAX && (size_t)n * 2 * MC__ENTRIES_PER_SHARD <= max_entries)
         n *= 2;
@@ -377,7 +384,7 @@ int mc_cache_create(const mc_cache_options *opts, mc_cache **out)
         return MC_EINVAL;
     if (opts->policy != MC_POLICY_LRU && opts->policy != MC_POLICY_S3FIFO)
         return MC_EINVAL;
-    unsigned n = opts->shards ? opts->shards : mc__auto_shards(opts->max_entries);
+    unsigned n = opts->shards ? opts->shards : mc__auto_shards(opts->max_entries, opts->max_bytes);
     if (n > MC__SHARDS_MAX || (n & (n - 1)) != 0)
         return MC_EINVAL;
 

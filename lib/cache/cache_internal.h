@@ -96,6 +96,9 @@ int mc__cache_put_ex(mc_cache *c, const mc__put_args *a);
 /* A value outside any cache (a load result that is not stored), pinned once; NULL on failure. */
 mc_value *mc__value_detached(const mc__put_args *a);
 
+/* The default shard count for these bounds (mc_cache_options.shards = 0). */
+unsigned mc__auto_shards(size_t max_entries, size_t max_bytes);
+
 /* Check every structural invariant (index vs queues vs counters, bounds, no duplicate key,
  * right shard). Takes each shard lock in turn. Returns 0, or -1 with a message. */
 int mc__cache_verify(mc_cache *c, char *msg, size_t msglen);

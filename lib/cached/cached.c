@@ -767,10 +767,13 @@ int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self
 
     mc_cache_options co;
     mc_cache_options_init(&co);
-    if (fn->iterable)
+    if (fn->iterable) {
+        /* Weights are element counts: shard as if they were entries. */
         co.max_bytes = bound;
-    else
+        co.shards = mc__auto_shards(bound, 0);
+    } else {
         co.max_entries = bound;
+    }
     co.policy = o->policy;
     co.ttl_ns = fn->keep_unread ? 0 : ttl;
     co.track_access = !fn->keep_unread && track;

@@ -102,7 +102,8 @@ MC_API int mc_cached_create(const mc_cached_options *opts, mc_loader_fn loader, 
                             mc_cached **out);
 
 /* Unregister (if registered) and destroy. No call on fn may be running; loads must have
- * completed. Values handed out stay valid until released. NULL is a no-op. */
+ * completed. Invalidation callbacks still attached run now (the entries are going). Values
+ * handed out stay valid until released. NULL is a no-op. */
 MC_API void mc_cached_destroy(mc_cached *fn);
 
 /* Call the function: a hit returns the cached value pinned; a miss runs the loader (or joins
@@ -142,7 +143,8 @@ MC_API int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, 
 
 /* Invalidate one key. args is the key tuple: the key arguments of a call, in order, without
  * the uncached ones (for most functions, simply the call's arguments). A load of this key
- * already running still answers its callers but will not store its result. Returns 0 or MC_ENOENT if no entry
+ * already running still answers the callers waiting for it but will not store its result,
+ * and calls made from now on start a new load rather than join it. Returns 0 or MC_ENOENT if no entry
  * was present (in-flight loads are marked either way), or an argument error. */
 MC_API int mc_cached_invalidate(mc_cached *fn, const mc_arg *args, size_t nargs);
 /* Invalidate every key starting with these key fields; `tree` functions only

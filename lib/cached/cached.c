@@ -518,29 +518,54 @@ int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t 
 /* ------------------------------------------------------------------ invalidation */
 
 /* Mark in-flight loads (all of them, or those whose key starts with prefix) so that their
- * results are not stored. Runs before the entries are removed: see mc__load_store. */
+ * results are not stored, and take them out of the in-flight table so that calls from now on
+ * start a fresh load instead of joining a stale one (callers already waiting still get its
+ * result). Runs before the entries are removed: see mc__load_store. */
+static void mc__detach_inflight(mc_load **pp)
+{
+    mc_load *l = *pp;
+    atomic_store_explicit(&l->invalidated, true, memory_order_release);
+    *pp = l->next;
+    l->next = NULL;
+}
+
 static void mc__mark_inflight(mc_cached *fn, const unsigned char *prefix, size_t plen, bool all)
 {
     for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
         struct mc__stripe_c *st = &fn->stripes[s];
         pthread_mutex_lock(&st->lock);
-        for (unsigned b = 0; b < MC__CACHED_BUCKETS; b++)
-            for (mc_load *l = st->inflight[b]; l; l = l->next)
-                if (all || mc_key_has_prefix(l->key, l->klen, prefix, plen))
-                    atomic_store_explicit(&l->invalidated, true, memory_order_release);
+        for (unsigned b = 0; b < MC__CACHED_BUCKETS; b++) {
+            mc_load **pp = &st->inflight[b];
+            while (*pp) {
+                if (all || mc_key_has_prefix((*pp)->key, (*pp)->klen, prefix, plen))
+                    mc__detach_inflight(pp);
+                else
+                    pp = &(*pp)->next;
+            }
+        }
         pthread_mutex_unlock(&st->lock);
     }
 }
 
-static int mc__invalidate_key(mc_cached *fn, const unsigned char *key, size_t klen)
+/* Mark and detach the in-flight load of one key, if any. */
+static void mc__mark_key(mc_cached *fn, const unsigned char *key, size_t klen)
 {
     uint64_t h = mc__khash(key, klen);
     struct mc__stripe_c *st = mc__stripe_of(fn, h);
     pthread_mutex_lock(&st->lock);
-    mc_load *l = mc__inflight_find(st, key, klen, h);
-    if (l)
-        atomic_store_explicit(&l->invalidated, true, memory_order_release);
+    for (mc_load **pp = &st->inflight[mc__bucket_of(h)]; *pp; pp = &(*pp)->next) {
+        mc_load *l = *pp;
+        if (l->khash == h && l->klen == klen && memcmp(l->key, key, klen) == 0) {
+            mc__detach_inflight(pp);
+            break;
+        }
+    }
     pthread_mutex_unlock(&st->lock);
+}
+
+static int mc__invalidate_key(mc_cached *fn, const unsigned char *key, size_t klen)
+{
+    mc__mark_key(fn, key, klen);
     atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
     return mc_cache_remove(fn->cache, key, klen);
 }
@@ -607,13 +632,7 @@ int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const voi
     if (rc != 0)
         return rc == MC_ERANGE ? MC_E2BIG : rc;
     /* A load of this key that started earlier must not overwrite the prefilled value. */
-    uint64_t h = mc__khash(key, klen);
-    struct mc__stripe_c *st = mc__stripe_of(fn, h);
-    pthread_mutex_lock(&st->lock);
-    mc_load *l = mc__inflight_find(st, key, klen, h);
-    if (l)
-        atomic_store_explicit(&l->invalidated, true, memory_order_release);
-    pthread_mutex_unlock(&st->lock);
+    mc__mark_key(fn, key, klen);
     mc__put_args a = {.key = key, .klen = klen, .value = value, .vlen = vlen,
                       .weight = fn->iterable ? 1 : 0};
     return mc__cache_put_ex(fn->cache, &a);
@@ -807,9 +826,11 @@ void mc_cached_destroy(mc_cached *fn)
     for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
         struct mc__stripe_c *st = &fn->stripes[s];
         for (unsigned b = 0; b < MC__CACHED_BUCKETS; b++) {
+            /* The entries go with the function: their callbacks run, once, as for a clear. */
             struct mc__attach *a = st->attached[b];
             while (a) {
                 struct mc__attach *next = a->next;
+                a->cb(a->ud);
                 free(a);
                 a = next;
             }

@@ -102,8 +102,9 @@ MC_API int mc_cached_create(const mc_cached_options *opts, mc_loader_fn loader, 
                             mc_cached **out);
 
 /* Unregister (if registered) and destroy. No call on fn may be running; loads must have
- * completed. Invalidation callbacks still attached run now (the entries are going). Values
- * handed out stay valid until released. NULL is a no-op. */
+ * completed. Invalidation callbacks still attached run now (the entries are going), so a
+ * function other functions depend on is destroyed before them. Values handed out stay valid
+ * until released. NULL is a no-op. */
 MC_API void mc_cached_destroy(mc_cached *fn);
 
 /* Call the function: a hit returns the cached value pinned; a miss runs the loader (or joins

@@ -94,6 +94,21 @@ typedef struct mc_cached_options {
 
 MC_API void mc_cached_options_init(mc_cached_options *opts);
 
+#ifndef __cplusplus
+/* One-line declarations for C module code:
+ *   static mc_cached *dept;
+ *   mc_cached_create(&MC_CACHED_OPTS("example_dept.get_department_for_user", 10000),
+ *                    load_department, db, &dept);
+ *   mc_value *v;
+ *   int rc = MC_CACHED_CALL(dept, &v, MC_ARG_S(user_id));
+ * Unnamed options keep their zero defaults. */
+#define MC_CACHED_OPTS(name_, max_entries_, ...)                                                   \
+    ((mc_cached_options){.name = (name_), .max_entries = (max_entries_), __VA_ARGS__})
+#define MC_CACHED_CALL(fn, out, ...)                                                              \
+    mc_cached_call((fn), (const mc_arg[]){__VA_ARGS__},                                            \
+                   sizeof((const mc_arg[]){__VA_ARGS__}) / sizeof(mc_arg), (out))
+#endif
+
 /* Create a memoized function over `loader` (which may be NULL when only batch_loader is set)
  * with user data `self`. *out is owned by the caller. Returns 0; MC_EINVAL (bad options:
  * no loader of any kind, max_entries 0, an uncached index >= num_args, a name too long);

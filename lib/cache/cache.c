@@ -547,7 +547,19 @@ int mc_cache_get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size
     return rc;
 }
 
+static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bool count);
+
 int mc_cache_get(mc_cache *c, const void *key, size_t klen, mc_value **out)
+{
+    return mc__get(c, key, klen, out, true);
+}
+
+int mc__cache_get_quiet(mc_cache *c, const void *key, size_t klen, mc_value **out)
+{
+    return mc__get(c, key, klen, out, false);
+}
+
+static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bool count)
 {
     if (!c || !out || !mc__key_ok(key, klen))
         return MC_EINVAL;
@@ -574,8 +586,10 @@ int mc_cache_get(mc_cache *c, const void *key, size_t klen, mc_value **out)
         drain = mc__record_hit(c, sh, e, now);
     mc__epoch_exit(rec);
 
-    struct mc__stripe *st = mc__my_stripe(c);
-    mc__count(e ? &st->hits : &st->misses);
+    if (count) {
+        struct mc__stripe *st = mc__my_stripe(c);
+        mc__count(e ? &st->hits : &st->misses);
+    }
     if (drain)
         mc__maybe_drain(sh);
     if (!e)

@@ -96,6 +96,9 @@ int mc__cache_put_ex(mc_cache *c, const mc__put_args *a);
 /* A value outside any cache (a load result that is not stored), pinned once; NULL on failure. */
 mc_value *mc__value_detached(const mc__put_args *a);
 
+/* mc_cache_get without counting a hit or miss (second looks of the same request). */
+int mc__cache_get_quiet(mc_cache *c, const void *key, size_t klen, mc_value **out);
+
 /* The default shard count for these bounds (mc_cache_options.shards = 0). */
 unsigned mc__auto_shards(size_t max_entries, size_t max_bytes);
 

@@ -289,7 +289,7 @@ static int mc__join_or_start(mc_cached *fn, const unsigned char *key, size_t kle
     }
     /* A load that finished between our miss and this lock stored its result first: look
      * again, so that concurrent callers never load the same key twice. */
-    if (mc_cache_get(fn->cache, key, klen, hit) == 0) {
+    if (mc__cache_get_quiet(fn->cache, key, klen, hit) == 0) {
         pthread_mutex_unlock(&st->lock);
         return 1;
     }
@@ -722,7 +722,7 @@ int mc_cached_call_ex(mc_cached *fn, const mc_arg *args, size_t nargs, mc_invali
      * listener may have run before the callback was attached: run it now, unless the
      * listener of a later removal took it first. */
     mc_value *now = NULL;
-    bool same = mc_cache_get(fn->cache, key, klen, &now) == 0 && now == *out;
+    bool same = mc__cache_get_quiet(fn->cache, key, klen, &now) == 0 && now == *out;
     if (now)
         mc_value_release(now);
     if (!same && mc__detach(fn, a, h)) {

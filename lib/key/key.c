@@ -75,6 +75,19 @@ static int utf8_valid(const unsigned char *p, size_t n)
 {
     size_t i = 0;
     while (i < n) {
+        /* Keys are mostly ASCII: skip eight plain bytes at a time. */
+        if (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if ((w & 0x8080808080808080ull) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
         size_t k = mc__utf8_seq(p + i, n - i);
         if (k == 0)
             return 0;
@@ -85,12 +98,7 @@ static int utf8_valid(const unsigned char *p, size_t n)
 
 static size_t uint_bytes(uint64_t v)
 {
-    size_t n = 0;
-    while (v != 0) {
-        n++;
-        v >>= 8;
-    }
-    return n;
+    return v ? (size_t)(71 - __builtin_clzll(v)) / 8 : 0;
 }
 
 static size_t leb_size(size_t v)

@@ -253,7 +253,10 @@ MC_API int mc_registry_invalidate(mc_registry *reg, const char *name, const char
                                   size_t nkeys, mc_error *err);
 
 /* Change the global factor (name NULL) or one function's, resizing at once (entries over the
- * new bound are evicted before this returns). MC_EINVAL for factor <= 0, MC_ENOENT. */
+ * new bound are evicted before this returns). MC_EINVAL for factor <= 0, MC_ENOENT.
+ * Registry locking: invalidation callbacks and listeners that run during registry calls
+ * (set_factor, invalidate, maintain, list) may call the registry's read operations (find,
+ * list, invalidate) but not add, remove, or destroy a registered function. */
 MC_API int mc_registry_set_factor(mc_registry *reg, const char *name, double factor);
 
 /* Start / stop the maintenance thread (expiry cleanup and memory autotuning each interval). */

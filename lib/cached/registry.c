@@ -28,6 +28,7 @@ struct mc_registry {
     struct mc__factor *factors; /* config's, then set_factor's */
     size_t nfactors;
     double global; /* in effect: env, then config, then 1.0 */
+    pthread_mutex_t apply_lock; /* serializes factor application (fn->factor, resizes) */
     /* Maintenance thread. */
     pthread_mutex_t mlock;
     pthread_cond_t mcond;
@@ -132,6 +133,7 @@ int mc_registry_create(const mc_cache_config *cfg, mc_registry **out)
     if (reg->cfg.max_cache_memory_usage && !reg->cfg.target_cache_memory_usage)
         reg->cfg.target_cache_memory_usage = reg->cfg.max_cache_memory_usage;
     pthread_rwlock_init(&reg->lock, NULL);
+    pthread_mutex_init(&reg->apply_lock, NULL);
     pthread_mutex_init(&reg->mlock, NULL);
     pthread_cond_init(&reg->mcond, NULL);
     for (size_t i = 0; i < c.n_per_cache_factors; i++)
@@ -159,6 +161,7 @@ void mc_registry_destroy(mc_registry *reg)
     free(reg->factors);
     free(reg->fns);
     pthread_rwlock_destroy(&reg->lock);
+    pthread_mutex_destroy(&reg->apply_lock);
     pthread_mutex_destroy(&reg->mlock);
     pthread_cond_destroy(&reg->mcond);
     free(reg);
@@ -167,7 +170,9 @@ void mc_registry_destroy(mc_registry *reg)
 void mc__registry_defaults(const mc_registry *reg, const char *name, double *factor, uint64_t *ttl_ns,
                            bool *track_access)
 {
+    pthread_rwlock_rdlock((pthread_rwlock_t *)&reg->lock);
     *factor = mc__factor_for(reg, name);
+    pthread_rwlock_unlock((pthread_rwlock_t *)&reg->lock);
     *ttl_ns = reg->cfg.expire_caches ? reg->cfg.cache_entry_ttl_ns : 0;
     *track_access = reg->cfg.max_cache_memory_usage != 0;
 }
@@ -219,8 +224,10 @@ int mc_registry_add(mc_registry *reg, mc_cached *fn)
     fn->registry = reg;
     double f = mc__factor_for(reg, fn->name);
     pthread_rwlock_unlock(&reg->lock);
+    pthread_mutex_lock(&reg->apply_lock);
     if (f != fn->factor)
         mc__cached_apply_factor(fn, f);
+    pthread_mutex_unlock(&reg->apply_lock);
     return 0;
 }
 
@@ -308,14 +315,21 @@ int mc_registry_set_factor(mc_registry *reg, const char *name, double factor)
     } else {
         reg->global = factor;
     }
-    if (rc == 0)
-        for (size_t i = 0; i < reg->n; i++) {
-            double f = mc__factor_for(reg, reg->fns[i]->name);
-            if (f != reg->fns[i]->factor)
-                mc__cached_apply_factor(reg->fns[i], f);
-        }
     pthread_rwlock_unlock(&reg->lock);
-    return rc;
+    if (rc != 0)
+        return rc;
+    /* Resize under the read lock only: the evictions run invalidation callbacks, which may
+     * call back into the registry (invalidate by name, list). */
+    pthread_rwlock_rdlock(&reg->lock);
+    pthread_mutex_lock(&reg->apply_lock);
+    for (size_t i = 0; i < reg->n; i++) {
+        double f = mc__factor_for(reg, reg->fns[i]->name);
+        if (f != reg->fns[i]->factor)
+            mc__cached_apply_factor(reg->fns[i], f);
+    }
+    pthread_mutex_unlock(&reg->apply_lock);
+    pthread_rwlock_unlock(&reg->lock);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ maintenance */

@@ -734,6 +734,16 @@ int mc_cached_call_ex(mc_cached *fn, const mc_arg *args, size_t nargs, mc_invali
 
 /* ------------------------------------------------------------------ lifecycle */
 
+/* max_entries times a factor, at least 1 and saturated far below overflow. */
+static size_t mc__scaled_bound(size_t base, double factor)
+{
+    const double cap = (double)(SIZE_MAX / 4);
+    double scaled = (double)base * factor;
+    if (!(scaled < cap))
+        return SIZE_MAX / 4;
+    return scaled < 1.0 ? 1 : (size_t)(scaled + 0.5);
+}
+
 int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self, mc_cached **out)
 {
     if (!o || !out)
@@ -777,12 +787,10 @@ int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self
 
     double factor = 1.0;
     uint64_t ttl = 0;
-    bool track = false;
     if (o->registry)
-        mc__registry_defaults(o->registry, fn->name, &factor, &ttl, &track);
+        mc__registry_defaults(o->registry, fn->name, &factor, &ttl);
     fn->factor = factor;
-    double scaled = (double)o->max_entries * factor;
-    size_t bound = scaled < 1.0 ? 1 : (size_t)(scaled + 0.5);
+    size_t bound = mc__scaled_bound(o->max_entries, factor);
 
     mc_cache_options co;
     mc_cache_options_init(&co);
@@ -795,7 +803,9 @@ int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self
     }
     co.policy = o->policy;
     co.ttl_ns = fn->keep_unread ? 0 : ttl;
-    co.track_access = !fn->keep_unread && track;
+    /* Access times (8 bytes per entry) let memory autotuning spare recently read entries;
+     * kept always, since a function may join an autotuning registry after creation. */
+    co.track_access = !fn->keep_unread;
     co.clock = o->clock;
     co.clock_ud = o->clock_ud;
     co.on_evict = mc__on_evict;
@@ -844,8 +854,7 @@ void mc_cached_destroy(mc_cached *fn)
 void mc__cached_apply_factor(mc_cached *fn, double factor)
 {
     fn->factor = factor;
-    double scaled = (double)fn->base_max_entries * factor;
-    size_t bound = scaled < 1.0 ? 1 : (size_t)(scaled + 0.5);
+    size_t bound = mc__scaled_bound(fn->base_max_entries, factor);
     if (fn->iterable)
         mc_cache_resize(fn->cache, 0, bound);
     else

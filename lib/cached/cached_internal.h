@@ -92,6 +92,6 @@ void mc__cached_apply_factor(mc_cached *fn, double factor);
 
 /* Registry side of creation: config values a new function inherits. */
 void mc__registry_defaults(const mc_registry *reg, const char *name, double *factor,
-                           uint64_t *ttl_ns, bool *track_access);
+                           uint64_t *ttl_ns);
 
 #endif

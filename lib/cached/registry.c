@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <jemalloc/jemalloc.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -63,7 +64,7 @@ static bool mc__env_factor(const char *name, double *out)
     char *end;
     errno = 0;
     double f = strtod(v, &end);
-    if (errno || *end || !(f > 0))
+    if (errno || *end || !(f > 0) || !isfinite(f))
         return false; /* a malformed override is ignored rather than taking a cache to 0 */
     *out = f;
     return true;
@@ -167,14 +168,12 @@ void mc_registry_destroy(mc_registry *reg)
     free(reg);
 }
 
-void mc__registry_defaults(const mc_registry *reg, const char *name, double *factor, uint64_t *ttl_ns,
-                           bool *track_access)
+void mc__registry_defaults(const mc_registry *reg, const char *name, double *factor, uint64_t *ttl_ns)
 {
     pthread_rwlock_rdlock((pthread_rwlock_t *)&reg->lock);
     *factor = mc__factor_for(reg, name);
     pthread_rwlock_unlock((pthread_rwlock_t *)&reg->lock);
     *ttl_ns = reg->cfg.expire_caches ? reg->cfg.cache_entry_ttl_ns : 0;
-    *track_access = reg->cfg.max_cache_memory_usage != 0;
 }
 
 /* Position of name in the sorted array (where it is, or would go). */
@@ -222,12 +221,18 @@ int mc_registry_add(mc_registry *reg, mc_cached *fn)
     reg->fns[pos] = fn;
     reg->n++;
     fn->registry = reg;
-    double f = mc__factor_for(reg, fn->name);
     pthread_rwlock_unlock(&reg->lock);
+    /* The factor is read again under the apply lock, so that a concurrent set_factor (which
+     * applies under the same locks, in the same order) cannot be undone by a stale value. */
+    pthread_rwlock_rdlock(&reg->lock);
     pthread_mutex_lock(&reg->apply_lock);
-    if (f != fn->factor)
-        mc__cached_apply_factor(fn, f);
+    if (fn->registry == reg) {
+        double f = mc__factor_for(reg, fn->name);
+        if (f != fn->factor)
+            mc__cached_apply_factor(fn, f);
+    }
     pthread_mutex_unlock(&reg->apply_lock);
+    pthread_rwlock_unlock(&reg->lock);
     return 0;
 }
 
@@ -304,7 +309,7 @@ int mc_registry_invalidate(mc_registry *reg, const char *name, const char *const
 
 int mc_registry_set_factor(mc_registry *reg, const char *name, double factor)
 {
-    if (!reg || !(factor > 0))
+    if (!reg || !(factor > 0) || !isfinite(factor))
         return MC_EINVAL;
     pthread_rwlock_wrlock(&reg->lock);
     int rc = 0;

@@ -1,5 +1,6 @@
 // bench/mc_compare.cc: mc_compare, the comparison runner: modcache (LRU, S3-FIFO) against an
-// exact mutex LRU and a no-eviction lock-free map on Zipf throughput, trace miss ratio and memory.
+// exact mutex LRU and a no-eviction lock-free map on Zipf throughput, trace miss ratio and memory;
+// memoized-function hits against the raw get beneath them, and a single-flight check.
 //
 // Throughput figures are noisy (about +-30% between runs on a small machine), so every system
 // runs in the same process on the same trace and the table reports ratios between them.
@@ -21,6 +22,7 @@
 
 #include <jemalloc/jemalloc.h>
 #include <modcache/cache.h>
+#include <modcache/cached.h>
 #include <modcache/key.h>
 
 #include "mutex_lru.h"
@@ -39,6 +41,17 @@ constexpr size_t kQuickRequests = size_t{1} << 20;
 const size_t kTraceSizes[] = {500, 2000, 5000, 10000, 20000};
 constexpr size_t kNumTraceSizes = sizeof kTraceSizes / sizeof kTraceSizes[0];
 const size_t kMemorySizes[] = {100000, 1000000};
+// Memoized functions: keys of the memo-hit key set, requests in its Zipf access order, and the
+// missing keys the single-flight check loads from two threads at once.
+constexpr size_t kMemoKeys = 100000;
+constexpr size_t kMemoRequests = size_t{1} << 20;
+constexpr size_t kSingleFlightKeys = 1000;
+constexpr int kSingleFlightThreads = 2;
+constexpr int kSingleFlightSleepUs = 50;
+// Twice the keys: shards split a bound evenly, and a shard given more than its share of the
+// keys would evict some, turning hits into loads.
+constexpr size_t kMemoCacheSize = 2 * kMemoKeys;
+constexpr size_t kSingleFlightCacheSize = 2 * kSingleFlightKeys;
 
 // libCacheSim miss ratios on cloudphysics.txt at kTraceSizes (shared/data/README.md).
 struct RefRow {
@@ -175,10 +188,14 @@ struct Row {
     double ops_per_sec = kNull;
     double hit_ratio = kNull;
     double bytes_per_entry = kNull;
+    // Printed in JSON only when set (memo-hit and single-flight records).
+    double ns_per_op = kNull;      // one call's average time on one thread
+    long long loader_calls = -1;
     // Table-only details.
     bool overlap = false;
     size_t entries_held = 0;
     double key_bytes = kNull;
+    uint64_t joined = 0;  // single-flight: calls that waited for another thread's load
 };
 
 std::string label(const Row &r) { return r.policy.empty() ? r.system : r.system + "/" + r.policy; }
@@ -268,23 +285,28 @@ bool trace_positions_met(const std::vector<ThreadCounts> &counts, const std::vec
     return false;
 }
 
-template <class Sys>
-ZipfResult run_zipf(Sys &sys, const std::vector<uint32_t> &trace, int nthreads, bool fill, double warm,
-                    double window) {
-    // Hottest key last, so it is the most recent: a policy that drops entries before it is
-    // full (a shard over its share of the bound) then drops the coldest ones, not the hot set
-    // the read-only run depends on.
-    for (uint64_t k = kZipfCacheEntries; k-- > 0;) sys.put(k);
-    Control ctl;
-    std::vector<ThreadCounts> counts(static_cast<size_t>(nthreads));
-    std::vector<std::thread> threads;
+// One timed run: threads walk `trace` from offsets len/threads apart, warm up, then count
+// requests for `window` seconds. Shared by the Zipf and memo-hit workloads.
+struct WindowRun {
+    std::vector<ThreadCounts> counts;
     std::vector<size_t> starts;
+    uint64_t ops = 0, hits = 0;
+    double secs = 0.0;
+};
+
+template <class Sys>
+WindowRun run_window(Sys &sys, const std::vector<uint32_t> &trace, int nthreads, bool fill, double warm,
+                     double window) {
+    Control ctl;
+    WindowRun w;
+    w.counts.resize(static_cast<size_t>(nthreads));
+    std::vector<std::thread> threads;
     const size_t len = trace.size();
     for (int t = 0; t < nthreads; t++) {
         const size_t start = static_cast<size_t>(t) * len / static_cast<size_t>(nthreads);
-        starts.push_back(start);
+        w.starts.push_back(start);
         threads.emplace_back([&, t, start] {
-            zipf_worker(sys, trace.data(), len, start, fill, ctl, counts[static_cast<size_t>(t)]);
+            zipf_worker(sys, trace.data(), len, start, fill, ctl, w.counts[static_cast<size_t>(t)]);
         });
     }
     // Release all threads at once only when every one is running, so none starts alone.
@@ -297,17 +319,28 @@ ZipfResult run_zipf(Sys &sys, const std::vector<uint32_t> &trace, int nthreads, 
     const auto t1 = Clock::now();
     ctl.phase.store(kStop, std::memory_order_release);
     for (std::thread &th : threads) th.join();
-    uint64_t ops = 0, hits = 0;
-    for (const ThreadCounts &c : counts) {
-        ops += c.ops;
-        hits += c.hits;
+    for (const ThreadCounts &c : w.counts) {
+        w.ops += c.ops;
+        w.hits += c.hits;
     }
-    const double secs = std::chrono::duration<double>(t1 - t0).count();
-    ZipfResult r{static_cast<double>(ops) / secs, ops ? static_cast<double>(hits) / static_cast<double>(ops) : kNull};
+    w.secs = std::chrono::duration<double>(t1 - t0).count();
+    return w;
+}
+
+template <class Sys>
+ZipfResult run_zipf(Sys &sys, const std::vector<uint32_t> &trace, int nthreads, bool fill, double warm,
+                    double window) {
+    // Hottest key last, so it is the most recent: a policy that drops entries before it is
+    // full (a shard over its share of the bound) then drops the coldest ones, not the hot set
+    // the read-only run depends on.
+    for (uint64_t k = kZipfCacheEntries; k-- > 0;) sys.put(k);
+    const WindowRun w = run_window(sys, trace, nthreads, fill, warm, window);
+    ZipfResult r{static_cast<double>(w.ops) / w.secs,
+                 w.ops ? static_cast<double>(w.hits) / static_cast<double>(w.ops) : kNull};
     // An exact LRU of 100,000 entries holds the keys of about the last 330,000 requests of this
     // trace (that many requests carry 100,000 distinct keys): a replay from further back gains
     // little.
-    r.overlap = fill && trace_positions_met(counts, starts, len, 3 * kZipfCacheEntries);
+    r.overlap = fill && trace_positions_met(w.counts, w.starts, trace.size(), 3 * kZipfCacheEntries);
     return r;
 }
 
@@ -405,6 +438,220 @@ Row memory_mutex_lru(size_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Memoized functions. memo-hit: what mc_cached_call adds on a hit (arguments to key bytes,
+// hashing, the layer's bookkeeping) over the mc_cache_get + mc_value_release it ends in, both
+// on the function's own cache with the same keys in the same order. single-flight: threads
+// missing the same keys at the same moment must run each key's loader once.
+
+// The key set: ("@user<5 digits>:example.com", n) tuples, the shape of a typical memo key.
+class MemoKeys {
+public:
+    static constexpr size_t kUserLen = 22;  // "@user12345:example.com"
+
+    explicit MemoKeys(size_t n) : n_(n), users_(n * kUserLen), nums_(n), offsets_(n + 1, 0) {
+        if (n > 100000) die("MemoKeys: at most 100,000 keys keep user names 5 digits long");
+        for (size_t i = 0; i < n; i++) {
+            char buf[32];
+            const int len = std::snprintf(buf, sizeof buf, "@user%05zu:example.com", i);
+            if (len != static_cast<int>(kUserLen)) die("MemoKeys: user name of %d bytes", len);
+            std::memcpy(&users_[i * kUserLen], buf, kUserLen);
+            nums_[i] = static_cast<int64_t>(i) * 7 + 3;
+        }
+        // The raw get's keys, encoded once before any timing: exactly the bytes the memoized
+        // function stores its entries under.
+        uint8_t kb[MC_KEY_MAX];
+        for (size_t i = 0; i < n; i++) {
+            const mc_arg args[2] = {user_arg(i), mc_arg_int(nums_[i])};
+            size_t klen = 0;
+            check_rc(mc_key_encode(args, 2, kb, sizeof kb, &klen), "mc_key_encode");
+            encoded_.insert(encoded_.end(), kb, kb + klen);
+            offsets_[i + 1] = encoded_.size();
+        }
+    }
+
+    size_t size() const { return n_; }
+    mc_arg user_arg(size_t i) const { return mc_arg_strn(&users_[i * kUserLen], kUserLen); }
+    int64_t num(size_t i) const { return nums_[i]; }
+    const uint8_t *key(size_t i, size_t *klen) const {
+        *klen = offsets_[i + 1] - offsets_[i];
+        return &encoded_[offsets_[i]];
+    }
+
+private:
+    size_t n_;
+    std::vector<char> users_;
+    std::vector<int64_t> nums_;
+    std::vector<uint8_t> encoded_;
+    std::vector<size_t> offsets_;
+};
+
+// The memoized value: the key's integer field as 8 bytes, small like most memo results.
+int memo_loader(void *self, const mc_arg *args, size_t nargs, mc_load *load) {
+    (void)self;
+    if (nargs != 2 || args[1].type != MC_ARG_INT) return MC_EINVAL;
+    const uint64_t v = static_cast<uint64_t>(args[1].v.i);
+    return mc_load_set_copy(load, &v, sizeof v);
+}
+
+// For single-flight: slow enough that the second thread arrives while the first loads.
+int sleepy_loader(void *self, const mc_arg *args, size_t nargs, mc_load *load) {
+    static_cast<std::atomic<uint64_t> *>(self)->fetch_add(1, std::memory_order_relaxed);
+    std::this_thread::sleep_for(std::chrono::microseconds(kSingleFlightSleepUs));
+    return memo_loader(nullptr, args, nargs, load);
+}
+
+void check_memo_value(const mc_value *v, int64_t num, const char *what) {
+    uint64_t got = 0;
+    if (mc_value_size(v) != sizeof got) die("%s: a value of %zu bytes, want 8", what, mc_value_size(v));
+    std::memcpy(&got, mc_value_data(v), sizeof got);
+    if (got != static_cast<uint64_t>(num)) die("%s: key %" PRId64 " returned a wrong value", what, num);
+}
+
+class MemoFn {
+public:
+    MemoFn(size_t max_entries, mc_loader_fn loader, void *self) {
+        mc_cached_options opts;
+        mc_cached_options_init(&opts);
+        opts.name = "bench.memo";
+        opts.max_entries = max_entries;
+        check_rc(mc_cached_create(&opts, loader, self, &fn_), "mc_cached_create");
+    }
+    ~MemoFn() { mc_cached_destroy(fn_); }
+    MemoFn(const MemoFn &) = delete;
+    MemoFn &operator=(const MemoFn &) = delete;
+    mc_cached *get() const { return fn_; }
+
+private:
+    mc_cached *fn_ = nullptr;
+};
+
+// A call as module code makes it: the argument array is built from the tuple's fields each time.
+class MemoCallSys {
+public:
+    MemoCallSys(mc_cached *fn, const MemoKeys &keys) : fn_(fn), keys_(keys) {}
+    bool request(uint64_t i, bool) {
+        const mc_arg args[2] = {keys_.user_arg(i), mc_arg_int(keys_.num(i))};
+        mc_value *v = nullptr;
+        check_rc(mc_cached_call(fn_, args, 2, &v), "mc_cached_call");
+        check_memo_value(v, keys_.num(i), "mc_cached_call");
+        mc_value_release(v);
+        return true;
+    }
+
+private:
+    mc_cached *fn_;
+    const MemoKeys &keys_;
+};
+
+// The floor under it: a pinned get of the already encoded key on the function's own cache.
+class MemoRawGetSys {
+public:
+    MemoRawGetSys(mc_cache *cache, const MemoKeys &keys) : cache_(cache), keys_(keys) {}
+    bool request(uint64_t i, bool) {
+        size_t klen = 0;
+        const uint8_t *key = keys_.key(i, &klen);
+        mc_value *v = nullptr;
+        const int rc = mc_cache_get(cache_, key, klen, &v);
+        if (rc == MC_ENOENT) die("memo-hit: key %" PRIu64 " is missing from the warmed cache", i);
+        check_rc(rc, "mc_cache_get");
+        check_memo_value(v, keys_.num(i), "mc_cache_get");
+        mc_value_release(v);
+        return true;
+    }
+
+private:
+    mc_cache *cache_;
+    const MemoKeys &keys_;
+};
+
+void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vector<int> &thread_counts,
+                  double warm, double window) {
+    // Zipf order, as for the cache runs: hot keys stay in the CPU caches, which leaves the
+    // layer's own work, not memory latency, as the difference between the two systems.
+    const std::vector<uint32_t> order = zipf_trace(kMemoRequests, static_cast<uint32_t>(keys.size()));
+    MemoFn fn(kMemoCacheSize, memo_loader, nullptr);
+    MemoCallSys memo(fn.get(), keys);
+    MemoRawGetSys raw(mc_cached_cache(fn.get()), keys);
+    for (size_t i = 0; i < keys.size(); i++) memo.request(i, false);
+    mc_cached_stats st;
+    mc_cached_stats_get(fn.get(), &st);
+    if (st.cache.entries != keys.size() || st.loads != keys.size())
+        die("memo-hit: warming left %" PRIu64 " entries after %" PRIu64 " loads, want %zu of each",
+            st.cache.entries, st.loads, keys.size());
+    const uint64_t warm_loads = st.loads;
+    for (int t : thread_counts) {
+        auto record = [&](const char *system, auto &sys) {
+            std::fprintf(stderr, "memo-hit %s %d thread%s ... ", system, t, t == 1 ? "" : "s");
+            std::fflush(stderr);
+            mc_cache_stats before, after;
+            mc_cache_stats_get(mc_cached_cache(fn.get()), &before);
+            const WindowRun w = run_window(sys, order, t, false, warm, window);
+            mc_cache_stats_get(mc_cached_cache(fn.get()), &after);
+            mc_cached_stats now;
+            mc_cached_stats_get(fn.get(), &now);
+            // A load during the run means some call missed: the figure would not be a hit's.
+            if (now.loads != warm_loads)
+                die("memo-hit: %" PRIu64 " loads during the %s run: not every call hit", now.loads - warm_loads,
+                    system);
+            const double hits = static_cast<double>(after.hits - before.hits);
+            const double misses = static_cast<double>(after.misses - before.misses);
+            Row r;
+            r.system = system;
+            r.workload = "memo-hit";
+            r.threads = t;
+            r.cache_size = kMemoCacheSize;
+            r.ops_per_sec = static_cast<double>(w.ops) / w.secs;
+            r.hit_ratio = hits + misses > 0 ? hits / (hits + misses) : kNull;
+            r.ns_per_op = static_cast<double>(t) * 1e9 / r.ops_per_sec;
+            std::fprintf(stderr, "%.2f M ops/s, %.1f ns/op\n", r.ops_per_sec / 1e6, r.ns_per_op);
+            rows.push_back(r);
+        };
+        record("modcache-memo", memo);
+        record("modcache-raw-get", raw);
+    }
+}
+
+// Threads call the same missing keys in the same order, released together: for each key one
+// of them starts the load and the others join it (or hit once it is stored).
+void run_single_flight(std::vector<Row> &rows, const MemoKeys &keys) {
+    std::fprintf(stderr, "single-flight: %d threads x %zu missing keys, loader sleeping %d us ... ",
+                 kSingleFlightThreads, kSingleFlightKeys, kSingleFlightSleepUs);
+    std::fflush(stderr);
+    std::atomic<uint64_t> loader_calls{0};
+    MemoFn fn(kSingleFlightCacheSize, sleepy_loader, &loader_calls);
+    MemoCallSys sys(fn.get(), keys);
+    std::atomic<int> ready{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kSingleFlightThreads; t++) {
+        threads.emplace_back([&] {
+            ready.fetch_add(1, std::memory_order_acq_rel);
+            while (!go.load(std::memory_order_acquire)) {
+            }
+            for (size_t i = 0; i < kSingleFlightKeys; i++) sys.request(i, false);
+        });
+    }
+    while (ready.load(std::memory_order_acquire) < kSingleFlightThreads) std::this_thread::yield();
+    const auto t0 = Clock::now();
+    go.store(true, std::memory_order_release);
+    for (std::thread &th : threads) th.join();
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    mc_cached_stats st;
+    mc_cached_stats_get(fn.get(), &st);
+    Row r;
+    r.system = "modcache-memo";
+    r.workload = "single-flight";
+    r.threads = kSingleFlightThreads;
+    r.cache_size = kSingleFlightCacheSize;
+    r.ops_per_sec = static_cast<double>(kSingleFlightThreads * kSingleFlightKeys) / secs;
+    r.loader_calls = static_cast<long long>(loader_calls.load());
+    r.joined = st.joined;
+    std::fprintf(stderr, "%lld loader calls (want %zu), %" PRIu64 " calls joined a running load, %.3f s\n",
+                 r.loader_calls, kSingleFlightKeys, r.joined, secs);
+    rows.push_back(r);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Options.
 
 struct Options {
@@ -425,13 +672,16 @@ void usage(FILE *f) {
         "  zipf-getput, zipf-readonly  throughput on the Zipf(0.99, 1M keys) trace, 100k-entry cache\n"
         "  cloudphysics                miss ratio on the trace file, against libCacheSim's figures\n"
         "  memory                      bytes per entry beyond key and value (jemalloc stats)\n"
+        "  memo-hit                    a memoized function's hit (mc_cached_call) against the raw\n"
+        "                              mc_cache_get beneath it, same keys, same cache\n"
+        "  single-flight               2 threads calling the same 1,000 missing keys: 1,000 loads\n"
         "\n"
         "  --quick          2^20-request trace and 0.3 s windows (the whole run in seconds)\n"
         "  --json           print a JSON array of results on stdout; the table goes to stderr\n"
         "  --verbose        also print the exact-LRU cold-start miss ratio of the Zipf trace\n"
         "  --trace FILE     cloudphysics trace (default ../shared/data/cloudphysics.txt)\n"
-        "  --seconds S      measuring window per Zipf run (default 2)\n"
-        "  --threads LIST   comma-separated thread counts for the Zipf runs (default 1,2)\n"
+        "  --seconds S      measuring window per Zipf or memo-hit run (default 2)\n"
+        "  --threads LIST   comma-separated thread counts for the Zipf and memo-hit runs (default 1,2)\n"
         "  --help           this text\n"
         "\n"
         "Exit status: 0 when every run completed (whatever the target checks say), 2 on bad usage.\n",
@@ -604,6 +854,34 @@ void print_memory_table(FILE *f, const std::vector<Row> &rows) {
     }
 }
 
+void print_memo_tables(FILE *f, const std::vector<Row> &rows, const Options &o) {
+    std::fprintf(f,
+                 "\nmemo-hit: a memoized function's hit (mc_cached_call, its 2-field key built per call)\n"
+                 "  against mc_cache_get + mc_value_release of the pre-encoded key on the function's own\n"
+                 "  cache; %zu keys, Zipf(%.2f) order; ns/op is one call's time on one thread\n",
+                 kMemoKeys, kZipfExponent);
+    std::fprintf(f, "  %-18s %7s %9s %9s %10s %9s\n", "system", "threads", "M ops/s", "ns/op", "hit ratio", "memo/raw");
+    for (int t : o.threads) {
+        const Row *raw = find_row(rows, "modcache-raw-get", "", "memo-hit", t, kMemoCacheSize);
+        for (const Row &r : rows) {
+            if (r.workload != "memo-hit" || r.threads != t) continue;
+            std::string ratio = "-";
+            if (r.system == "modcache-memo" && raw && raw->ns_per_op > 0)
+                ratio = fmt("%.2fx", r.ns_per_op / raw->ns_per_op);
+            std::fprintf(f, "  %-18s %7d %9.2f %9.1f %10.4f %9s\n", label(r).c_str(), t, r.ops_per_sec / 1e6,
+                         r.ns_per_op, r.hit_ratio, ratio.c_str());
+        }
+    }
+    const Row *sf = find_row(rows, "modcache-memo", "", "single-flight", kSingleFlightThreads, kSingleFlightCacheSize);
+    std::fprintf(f, "\nsingle-flight: %d threads call the same %zu missing keys together (loader sleeps %d us)\n",
+                 kSingleFlightThreads, kSingleFlightKeys, kSingleFlightSleepUs);
+    if (sf)
+        std::fprintf(f, "  loader calls %lld (must be %zu); calls that joined a running load %" PRIu64 "\n",
+                     sf->loader_calls, kSingleFlightKeys, sf->joined);
+    else
+        std::fprintf(f, "  not run\n");
+}
+
 void print_target(FILE *f, bool known, bool pass, const std::string &what, const std::string &figure) {
     std::fprintf(f, "  %-4s  %-58s %s\n", known ? (pass ? "PASS" : "MISS") : "n/a", what.c_str(),
                  known ? figure.c_str() : "(not measured in this run)");
@@ -652,6 +930,28 @@ void print_targets(FILE *f, const std::vector<Row> &rows, bool have_trace) {
             else
                 print_target(f, false, false, what, "");
         }
+    }
+    for (int t : {1, 2}) {
+        const Row *memo = find_row(rows, "modcache-memo", "", "memo-hit", t, kMemoCacheSize);
+        const Row *raw = find_row(rows, "modcache-raw-get", "", "memo-hit", t, kMemoCacheSize);
+        const std::string what = fmt("modcache-memo hit %d thread%s <= 1.5x raw get time", t, t == 1 ? "" : "s");
+        if (memo && raw) {
+            const double x = memo->ns_per_op / raw->ns_per_op;
+            print_target(f, true, x <= 1.5, what, fmt("%.2fx", x));
+        } else {
+            print_target(f, false, false, what, "");
+        }
+    }
+    {
+        const Row *sf = find_row(rows, "modcache-memo", "", "single-flight", kSingleFlightThreads,
+                                 kSingleFlightCacheSize);
+        const std::string what = fmt("modcache-memo single-flight %dx%zu keys -> %zu loads", kSingleFlightThreads,
+                                     kSingleFlightKeys, kSingleFlightKeys);
+        if (sf)
+            print_target(f, true, sf->loader_calls == static_cast<long long>(kSingleFlightKeys), what,
+                         fmt("%lld loads", sf->loader_calls));
+        else
+            print_target(f, false, false, what, "");
     }
     // Trace checks: worst difference over the five sizes.
     struct TraceTarget {
@@ -713,6 +1013,12 @@ void print_json(FILE *f, const std::vector<Row> &rows) {
         json_number(f, r.hit_ratio, "%.6f");
         std::fputs(", \"bytes_per_entry\": ", f);
         json_number(f, r.bytes_per_entry, "%.2f");
+        // Fields only some workloads have are left out of the others' records.
+        if (!std::isnan(r.ns_per_op)) {
+            std::fputs(", \"ns_per_op\": ", f);
+            json_number(f, r.ns_per_op, "%.2f");
+        }
+        if (r.loader_calls >= 0) std::fprintf(f, ", \"loader_calls\": %lld", r.loader_calls);
         std::fprintf(f, "}%s\n", i + 1 < rows.size() ? "," : "");
     }
     std::fputs("]\n", f);
@@ -851,6 +1157,15 @@ int main(int argc, char **argv) {
                              "skipping the memory workload\n");
     }
 
+    // Memoized functions.
+    {
+        const MemoKeys keys(kMemoKeys);
+        std::fprintf(stderr, "memo-hit: %zu keys (\"@user12345:example.com\", n), Zipf order over %zu requests\n",
+                     kMemoKeys, kMemoRequests);
+        run_memo_hit(rows, keys, o.threads, warm, o.seconds);
+        run_single_flight(rows, keys);
+    }
+
     std::fprintf(table, "modcache %s comparison; %u hardware threads; Zipf trace %zu requests; window %.2f s "
                         "(+%.2f s warm-up); cache %zu entries preloaded with keys %zu..0 (hottest last)\n",
                  mc_version(), std::thread::hardware_concurrency(), requests, o.seconds, warm, kZipfCacheEntries,
@@ -862,6 +1177,7 @@ int main(int argc, char **argv) {
     else
         std::fprintf(table, "\ncloudphysics: skipped (no trace file)\n");
     print_memory_table(table, rows);
+    print_memo_tables(table, rows, o);
     print_targets(table, rows, !cp.empty());
     if (o.json) print_json(stdout, rows);
     return 0;

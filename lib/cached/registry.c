@@ -30,7 +30,9 @@ struct mc_registry {
     size_t nfactors;
     double global; /* in effect: env, then config, then 1.0 */
     pthread_mutex_t apply_lock; /* serializes factor application (fn->factor, resizes) */
-    /* Maintenance thread. */
+    /* Maintenance thread. ctl serializes start and stop (held across the join); mlock and
+     * mcond are what the thread sleeps on. */
+    pthread_mutex_t ctl;
     pthread_mutex_t mlock;
     pthread_cond_t mcond;
     pthread_t thread;
@@ -118,12 +120,14 @@ int mc_registry_create(const mc_cache_config *cfg, mc_registry **out)
         mc_cache_config_init(&c);
     if (c.global_factor == 0)
         c.global_factor = 1.0;
-    if (!(c.global_factor > 0) || (c.n_per_cache_factors && !c.per_cache_factors))
+    if (!(c.global_factor > 0) || !isfinite(c.global_factor) ||
+        (c.n_per_cache_factors && !c.per_cache_factors))
         return MC_EINVAL;
     if (c.max_cache_memory_usage && c.target_cache_memory_usage > c.max_cache_memory_usage)
         return MC_EINVAL;
     for (size_t i = 0; i < c.n_per_cache_factors; i++)
-        if (!c.per_cache_factors[i].name || !(c.per_cache_factors[i].factor > 0))
+        if (!c.per_cache_factors[i].name || !(c.per_cache_factors[i].factor > 0) ||
+            !isfinite(c.per_cache_factors[i].factor))
             return MC_EINVAL;
     mc_registry *reg = calloc(1, sizeof *reg);
     if (!reg)
@@ -135,8 +139,15 @@ int mc_registry_create(const mc_cache_config *cfg, mc_registry **out)
         reg->cfg.target_cache_memory_usage = reg->cfg.max_cache_memory_usage;
     pthread_rwlock_init(&reg->lock, NULL);
     pthread_mutex_init(&reg->apply_lock, NULL);
+    pthread_mutex_init(&reg->ctl, NULL);
     pthread_mutex_init(&reg->mlock, NULL);
-    pthread_cond_init(&reg->mcond, NULL);
+    /* The maintenance period is measured on the monotonic clock: wall-clock changes do not
+     * stretch or shrink it. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&reg->mcond, &ca);
+    pthread_condattr_destroy(&ca);
     for (size_t i = 0; i < c.n_per_cache_factors; i++)
         if (mc__set_named_factor(reg, c.per_cache_factors[i].name, c.per_cache_factors[i].factor, false) != 0) {
             mc_registry_destroy(reg);
@@ -163,6 +174,7 @@ void mc_registry_destroy(mc_registry *reg)
     free(reg->fns);
     pthread_rwlock_destroy(&reg->lock);
     pthread_mutex_destroy(&reg->apply_lock);
+    pthread_mutex_destroy(&reg->ctl);
     pthread_mutex_destroy(&reg->mlock);
     pthread_cond_destroy(&reg->mcond);
     free(reg);
@@ -405,7 +417,7 @@ static void *mc__maintenance_main(void *arg)
     pthread_mutex_lock(&reg->mlock);
     while (!reg->stop) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t ns = (uint64_t)ts.tv_nsec + interval;
         ts.tv_sec += (time_t)(ns / 1000000000u);
         ts.tv_nsec = (long)(ns % 1000000000u);
@@ -424,15 +436,16 @@ int mc_registry_start(mc_registry *reg)
 {
     if (!reg)
         return MC_EINVAL;
-    pthread_mutex_lock(&reg->mlock);
-    if (reg->running) {
+    pthread_mutex_lock(&reg->ctl);
+    int rc = 0;
+    if (!reg->running) {
+        pthread_mutex_lock(&reg->mlock);
+        reg->stop = false;
         pthread_mutex_unlock(&reg->mlock);
-        return 0;
+        rc = pthread_create(&reg->thread, NULL, mc__maintenance_main, reg);
+        reg->running = rc == 0;
     }
-    reg->stop = false;
-    int rc = pthread_create(&reg->thread, NULL, mc__maintenance_main, reg);
-    reg->running = rc == 0;
-    pthread_mutex_unlock(&reg->mlock);
+    pthread_mutex_unlock(&reg->ctl);
     return rc == 0 ? 0 : MC_ENOMEM;
 }
 
@@ -440,14 +453,14 @@ void mc_registry_stop(mc_registry *reg)
 {
     if (!reg)
         return;
-    pthread_mutex_lock(&reg->mlock);
-    if (!reg->running) {
+    pthread_mutex_lock(&reg->ctl);
+    if (reg->running) {
+        pthread_mutex_lock(&reg->mlock);
+        reg->stop = true;
+        pthread_cond_signal(&reg->mcond);
         pthread_mutex_unlock(&reg->mlock);
-        return;
+        pthread_join(reg->thread, NULL);
+        reg->running = false;
     }
-    reg->stop = true;
-    pthread_cond_signal(&reg->mcond);
-    pthread_mutex_unlock(&reg->mlock);
-    pthread_join(reg->thread, NULL);
-    reg->running = false;
+    pthread_mutex_unlock(&reg->ctl);
 }

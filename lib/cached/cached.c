@@ -17,9 +17,28 @@ void mc_cached_options_init(mc_cached_options *opts)
 
 /* ------------------------------------------------------------------ keys */
 
-/* Encode the key of a call (its key arguments) into buf. */
+static int mc__call_key_raw(const mc_cached *fn, const mc_arg *args, size_t nargs,
+                            unsigned char *buf, size_t *klen);
+
+/* Encode the key of a call (its key arguments) into buf (MC_KEY_MAX bytes). */
 static int mc__call_key(const mc_cached *fn, const mc_arg *args, size_t nargs, unsigned char *buf,
                         size_t *klen)
+{
+    int rc = mc__call_key_raw(fn, args, nargs, buf, klen);
+    return rc == MC_ERANGE ? MC_E2BIG : rc;
+}
+
+/* Encode a key tuple given directly (invalidation, prefill). */
+static int mc__tuple_key(const mc_arg *args, size_t nargs, unsigned char *buf, size_t *klen)
+{
+    if (!args && nargs)
+        return MC_EINVAL;
+    int rc = mc_key_encode(args, nargs, buf, MC_KEY_MAX, klen);
+    return rc == MC_ERANGE ? MC_E2BIG : rc;
+}
+
+static int mc__call_key_raw(const mc_cached *fn, const mc_arg *args, size_t nargs,
+                            unsigned char *buf, size_t *klen)
 {
     size_t nk = fn->num_args ? fn->num_args : nargs;
     if (!args && nargs)
@@ -392,7 +411,7 @@ int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **o
     size_t klen;
     int rc = mc__call_key(fn, args, nargs, key, &klen);
     if (rc != 0)
-        return rc == MC_ERANGE ? MC_E2BIG : rc;
+        return rc;
     if (mc_cache_get(fn->cache, key, klen, out) == 0)
         return 0;
     mc_load *l;
@@ -416,7 +435,7 @@ int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_don
     size_t klen;
     int rc = mc__call_key(fn, args, nargs, key, &klen);
     if (rc != 0)
-        return rc == MC_ERANGE ? MC_E2BIG : rc;
+        return rc;
     mc_value *v;
     if (mc_cache_get(fn->cache, key, klen, &v) == 0) {
         done(ud, 0, v);
@@ -466,7 +485,7 @@ int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t 
         size_t klen;
         int rc = mc__call_key(fn, a, nargs, key, &klen);
         if (rc != 0) {
-            rcs[i] = rc == MC_ERANGE ? MC_E2BIG : rc;
+            rcs[i] = rc;
             continue;
         }
         if (mc_cache_get(fn->cache, key, klen, &values[i]) == 0) {
@@ -576,9 +595,9 @@ int mc_cached_invalidate(mc_cached *fn, const mc_arg *args, size_t nargs)
         return MC_EINVAL;
     unsigned char key[MC_KEY_MAX];
     size_t klen;
-    int rc = mc_key_encode(args, nargs, key, sizeof key, &klen);
+    int rc = mc__tuple_key(args, nargs, key, &klen);
     if (rc != 0)
-        return rc == MC_ERANGE ? MC_E2BIG : rc;
+        return rc;
     return mc__invalidate_key(fn, key, klen);
 }
 
@@ -605,9 +624,9 @@ int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t nargs,
         return MC_ENOTSUP;
     unsigned char prefix[MC_KEY_MAX];
     size_t plen;
-    int rc = mc_key_encode(args, nargs, prefix, sizeof prefix, &plen);
+    int rc = mc__tuple_key(args, nargs, prefix, &plen);
     if (rc != 0)
-        return rc == MC_ERANGE ? MC_E2BIG : rc;
+        return rc;
     mc__mark_inflight(fn, prefix, plen, false);
     atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
     return mc_cache_remove_prefix(fn->cache, prefix, plen, removed);
@@ -628,9 +647,9 @@ int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const voi
         return MC_EINVAL;
     unsigned char key[MC_KEY_MAX];
     size_t klen;
-    int rc = mc_key_encode(args, nargs, key, sizeof key, &klen);
+    int rc = mc__tuple_key(args, nargs, key, &klen);
     if (rc != 0)
-        return rc == MC_ERANGE ? MC_E2BIG : rc;
+        return rc;
     /* A load of this key that started earlier must not overwrite the prefilled value. */
     mc__mark_key(fn, key, klen);
     mc__put_args a = {.key = key, .klen = klen, .value = value, .vlen = vlen,

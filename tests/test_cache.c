@@ -669,6 +669,67 @@ static void test_reentrant_listener(void **state)
     mc_cache_destroy(c);
 }
 
+static void test_evict_idle(void **state)
+{
+    (void)state;
+    listener_log log = {0};
+    mc_cache_options o;
+    mc_cache_options_init(&o);
+    o.max_entries = 100;
+    o.shards = 2;
+    o.track_access = true; /* access times without a TTL */
+    o.clock = fake_clock;
+    o.on_evict = on_evict;
+    o.on_evict_ud = &log;
+    fake_now = 1000;
+    mc_cache *c;
+    assert_int_equal(mc_cache_create(&o, &c), 0);
+    char k[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof k, "k%d", i);
+        put_s(c, k, "v");
+    }
+    fake_now += 5000000000ull; /* 5 s later, well past the 1 s access-time step */
+    for (int i = 0; i < 3; i++) {
+        snprintf(k, sizeof k, "k%d", i);
+        assert_non_null(get_s(c, k));
+    }
+    fake_now += 1000;
+    size_t n = 0;
+    /* Not read for 2 s: the seven untouched entries go, the three just read stay. */
+    assert_int_equal(mc_cache_evict_idle(c, 2000000000ull, 100, &n), 0);
+    assert_int_equal(n, 7);
+    assert_int_equal(log.calls[MC_EVICT_MEMORY], 7);
+    assert_int_equal(mc_cache_size(c), 3);
+    for (int i = 0; i < 3; i++) {
+        snprintf(k, sizeof k, "k%d", i);
+        assert_true(mc_cache_contains(c, k, strlen(k)));
+    }
+    /* A limit on how many go. */
+    assert_int_equal(mc_cache_evict_idle(c, 0, 1, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(mc_cache_size(c), 2);
+    mc_cache_stats st;
+    mc_cache_stats_get(c, &st);
+    assert_int_equal(st.evictions[MC_EVICT_MEMORY], 8);
+    verify(c);
+    mc_cache_destroy(c);
+
+    /* Without access times an idle bound cannot be judged. */
+    mc_cache *plain = make_cache(10, 0, MC_POLICY_LRU, 1, NULL);
+    put_s(plain, "a", "1");
+    assert_int_equal(mc_cache_evict_idle(plain, 1, 10, &n), MC_ENOTSUP);
+    assert_int_equal(mc_cache_evict_idle(plain, 0, 10, &n), 0);
+    assert_int_equal(n, 1);
+    mc_value *v;
+    put_s(plain, "b", "2");
+    assert_int_equal(mc_cache_get(plain, "b", 1, &v), 0);
+    assert_false(mc_value_is_none(v)); /* only memoized loads store "no value" */
+    mc_value_release(v);
+    assert_int_equal(mc_cache_evict_idle(NULL, 0, 1, &n), MC_EINVAL);
+    mc_cache_destroy(plain);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -688,6 +749,7 @@ int main(void)
         cmocka_unit_test(test_s3fifo_ops),
         cmocka_unit_test(test_evict_reason_names),
         cmocka_unit_test(test_reentrant_listener),
+        cmocka_unit_test(test_evict_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -175,7 +175,8 @@ MC_API void mc_cache_clear(mc_cache *cache);
 MC_API int mc_cache_resize(mc_cache *cache, size_t max_entries, size_t max_bytes);
 
 /* Evict up to `max` entries not read for at least min_idle_ns (reason MC_EVICT_MEMORY),
- * least recently used first, spread over the shards; *evicted (if not NULL) gets the count.
+ * from the old end of each shard's queues (recently read entries are stepped over, within a
+ * bounded scan per shard), spread over the shards; *evicted (if not NULL) gets the count.
  * Needs access times (ttl_ns or track_access) unless min_idle_ns is 0: MC_ENOTSUP otherwise.
  * Returns 0, MC_EINVAL or MC_ENOTSUP. Memory autotuning calls it across caches. */
 MC_API int mc_cache_evict_idle(mc_cache *cache, uint64_t min_idle_ns, size_t max, size_t *evicted);

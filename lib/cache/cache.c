@@ -887,15 +887,18 @@ int mc_cache_evict_idle(mc_cache *c, uint64_t min_idle_ns, size_t max, size_t *e
         mc__gone gone = {0};
         size_t n = 0;
         mc__shard_lock(c, sh, now, &gone);
+        /* Queue order only approximates access order (S3-FIFO queues by insertion, LRU skips
+         * promotions of recently promoted entries), so recently read entries are stepped over,
+         * within a scan budget that keeps the lock hold short. */
+        size_t budget = quota * 4 + 64;
         for (int q = 0; q < 2 && n < quota && done + n < max; q++) {
             mc__entry *e = mc__policy_oldest(&sh->policy, q);
-            while (e && n < quota && done + n < max) {
+            while (e && n < quota && done + n < max && budget > 0) {
+                budget--;
                 mc__entry *newer = mc__policy_newer(&sh->policy, q, e);
                 uint64_t at = c->track ? atomic_load_explicit(mc__entry_atime(e), memory_order_relaxed) : 0;
                 if (min_idle_ns && !(now > at && now - at >= min_idle_ns)) {
-                    /* LRU keeps access order: everything newer was read more recently. */
-                    if (sh->policy.kind == MC_POLICY_LRU)
-                        break;
+                    /* read recently: keep */
                 } else {
                     mc__shard_remove(sh, e, MC_EVICT_MEMORY, &gone);
                     n++;

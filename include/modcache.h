@@ -1,6 +1,6 @@
 /* modcache.h: the umbrella header. Include this, or the per-layer headers under modcache/.
  * Layers: common (errors, version), key (tuple keys), cache (the concurrent cache),
- * cached (memoized functions, their registry and cache config). */
+ * cached (memoized functions, their registry and cache config), config (YAML). */
 #ifndef MODCACHE_H
 #define MODCACHE_H
 
@@ -8,5 +8,6 @@
 #include "modcache/key.h"
 #include "modcache/cache.h"
 #include "modcache/cached.h"
+#include "modcache/config.h"
 
 #endif

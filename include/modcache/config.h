@@ -1,0 +1,93 @@
+/* modcache/config.h: YAML configuration (libyaml) loaded into a tree of maps, lists and scalars,
+ * with typed getters whose errors name the YAML path and the file's line:column.
+ *
+ * Errors read like `modules[0].config.database: expected a string (host.yaml:14:17)`.
+ * Loading refuses malformed YAML, duplicate keys in a map, anchors/aliases and tags other than
+ * the standard ones, and non-scalar keys, before anything else sees the document.
+ * A loaded document is immutable: every function may be called from any thread. */
+#ifndef MODCACHE_CONFIG_H
+#define MODCACHE_CONFIG_H
+
+#include <stdbool.h>
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mc_config mc_config;
+/* A node of a loaded document, valid as long as the document. */
+typedef struct mc_config_node mc_config_node;
+
+typedef enum mc_config_kind {
+    MC_CONFIG_SCALAR = 0, /* a string as written; `null`, `~` and empty are null scalars */
+    MC_CONFIG_LIST = 1,
+    MC_CONFIG_MAP = 2,
+} mc_config_kind;
+
+/* Load a file or a string (`name` is what errors call it, e.g. the file name). *out is owned by
+ * the caller (mc_config_free). Returns 0; MC_EIO (file unreadable, err names it); MC_EPARSE
+ * (malformed or refused YAML, err has the line:column); MC_ENOMEM; MC_EINVAL. An empty
+ * document loads as an empty map. */
+MC_API int mc_config_load_file(const char *path, mc_config **out, mc_error *err);
+MC_API int mc_config_load_string(const char *text, size_t len, const char *name, mc_config **out,
+                                 mc_error *err);
+MC_API void mc_config_free(mc_config *cfg);
+
+MC_API const mc_config_node *mc_config_root(const mc_config *cfg);
+/* The name given at load (the file path for mc_config_load_file). */
+MC_API const char *mc_config_name(const mc_config *cfg);
+
+MC_API mc_config_kind mc_config_kind_of(const mc_config_node *node);
+/* The node's path from the root: "" for the root, "caches.global_factor", "modules[0].config". */
+MC_API const char *mc_config_path(const mc_config_node *node);
+/* 1-based line and column where the node starts. */
+MC_API unsigned mc_config_line(const mc_config_node *node);
+MC_API unsigned mc_config_column(const mc_config_node *node);
+/* The document a node belongs to. */
+MC_API const mc_config *mc_config_of(const mc_config_node *node);
+
+/* Maps and lists: number of children; the i-th child (NULL out of range); for maps the i-th key
+ * (in document order). */
+MC_API size_t mc_config_count(const mc_config_node *node);
+MC_API const mc_config_node *mc_config_at(const mc_config_node *node, size_t i);
+MC_API const char *mc_config_key_at(const mc_config_node *node, size_t i);
+/* A map's value for `key`, or NULL if absent (or if node is not a map). */
+MC_API const mc_config_node *mc_config_get(const mc_config_node *map, const char *key);
+
+/* A scalar's text as written (NULL for non-scalars); true for a null scalar. */
+MC_API const char *mc_config_text(const mc_config_node *node);
+MC_API bool mc_config_is_null(const mc_config_node *node);
+
+/* Typed getters. Each returns 0 and stores the value, or MC_EINVAL with err set to
+ * "<path>: expected <what> (<name>:<line>:<column>)".
+ * - string: any non-null scalar (numbers and booleans as written).
+ * - bool: true/false/yes/no/on/off (any case).
+ * - int: a decimal integer in int64 range (an optional sign, digits, '_' separators refused).
+ * - double: a finite decimal number.
+ * - duration: a non-negative integer with a unit ms, s, m, h, d, w or y ("250ms", "30m", "5d",
+ *   "1y" = 365 d), or a bare integer of milliseconds; stored in nanoseconds.
+ * - size: a non-negative integer with an optional binary unit K, M, G or T ("512K", "1G"),
+ *   bytes otherwise. */
+MC_API int mc_config_string(const mc_config_node *node, const char **out, mc_error *err);
+MC_API int mc_config_bool(const mc_config_node *node, bool *out, mc_error *err);
+MC_API int mc_config_int(const mc_config_node *node, int64_t *out, mc_error *err);
+MC_API int mc_config_double(const mc_config_node *node, double *out, mc_error *err);
+MC_API int mc_config_duration(const mc_config_node *node, uint64_t *out_ns, mc_error *err);
+MC_API int mc_config_size(const mc_config_node *node, uint64_t *out_bytes, mc_error *err);
+
+/* Report a fault at a node in the standard form ("<path>: <message> (<name>:<line>:<col>)"),
+ * for validation done by the caller (a module's parse_config). Sets err->code to `code` and
+ * returns `code`. printf-style message. */
+MC_API int mc_config_fail(const mc_config_node *node, mc_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Check that a map has only the given keys (NULL-terminated list): the first unknown key is
+ * reported as "<path>.<key>: unknown key (…)" with MC_EINVAL. A non-map node is refused too. */
+MC_API int mc_config_allow_keys(const mc_config_node *map, const char *const *keys, mc_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -86,6 +86,22 @@ MC_API int mc_config_fail(const mc_config_node *node, mc_error *err, int code, c
  * reported as "<path>.<key>: unknown key (…)" with MC_EINVAL. A non-map node is refused too. */
 MC_API int mc_config_allow_keys(const mc_config_node *map, const char *const *keys, mc_error *err);
 
+/* Read the seed's `caches:` block into *out (filled with mc_cache_config_init defaults first):
+ *   global_factor: 1.0
+ *   per_cache_factors: {name: factor, ...}
+ *   expire_caches: true            # default false
+ *   cache_entry_ttl: 30m           # default 30m when expire_caches is true
+ *   cache_autotuning: {max_cache_memory_usage: 1G, target_cache_memory_usage: 768M,
+ *                      min_cache_ttl: 5m}
+ *   maintenance_interval: 1s       # optional
+ * Unknown keys, non-positive factors and a target above the maximum are refused with the path.
+ * *factors receives the per-cache factor array (free() it after mc_registry_create, which
+ * copies it); its names point into the document. `caches` may be NULL (all defaults). */
+struct mc_cache_config;
+struct mc_cache_factor;
+MC_API int mc_config_read_caches(const mc_config_node *caches, struct mc_cache_config *out,
+                                 struct mc_cache_factor **factors, mc_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -373,8 +373,10 @@ static int mc__load(mc__builder *b)
 int mc_config_load_string(const char *text, size_t len, const char *name, mc_config **out,
                           mc_error *err)
 {
-    if (!out || (!text && len))
+    if (!out || (!text && len)) {
+        mc__set_err(err, MC_EINVAL, "invalid argument: NULL text or output");
         return MC_EINVAL;
+    }
     *out = NULL;
     mc_config *doc = calloc(1, sizeof *doc);
     if (!doc || !(doc->name = strdup(name ? name : "<string>"))) {
@@ -401,8 +403,10 @@ int mc_config_load_string(const char *text, size_t len, const char *name, mc_con
 
 int mc_config_load_file(const char *path, mc_config **out, mc_error *err)
 {
-    if (!path || !out)
+    if (!path || !out) {
+        mc__set_err(err, MC_EINVAL, "invalid argument: NULL path or output");
         return MC_EINVAL;
+    }
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -512,6 +516,12 @@ int mc_config_fail(const mc_config_node *n, mc_error *err, int code, const char 
     return rc;
 }
 
+static int mc__null_out(mc_error *err)
+{
+    mc__set_err(err, MC_EINVAL, "invalid argument: NULL output");
+    return MC_EINVAL;
+}
+
 /* The scalar text of a non-null scalar, or NULL after reporting "expected <what>". */
 static const char *mc__scalar(const mc_config_node *n, mc_error *err, const char *what)
 {
@@ -525,7 +535,7 @@ static const char *mc__scalar(const mc_config_node *n, mc_error *err, const char
 int mc_config_string(const mc_config_node *n, const char **out, mc_error *err)
 {
     if (!out)
-        return MC_EINVAL;
+        return mc__null_out(err);
     const char *t = mc__scalar(n, err, "a string");
     if (!t)
         return MC_EINVAL;
@@ -537,7 +547,7 @@ int mc_config_bool(const mc_config_node *n, bool *out, mc_error *err)
 {
     static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
     if (!out)
-        return MC_EINVAL;
+        return mc__null_out(err);
     const char *t = mc__scalar(n, err, "a boolean (true or false)");
     if (!t)
         return MC_EINVAL;
@@ -569,7 +579,7 @@ static bool mc__decimal(const char *t, bool allow_sign)
 int mc_config_int(const mc_config_node *n, int64_t *out, mc_error *err)
 {
     if (!out)
-        return MC_EINVAL;
+        return mc__null_out(err);
     const char *t = mc__scalar(n, err, "an integer");
     if (!t)
         return MC_EINVAL;
@@ -586,7 +596,7 @@ int mc_config_int(const mc_config_node *n, int64_t *out, mc_error *err)
 int mc_config_double(const mc_config_node *n, double *out, mc_error *err)
 {
     if (!out)
-        return MC_EINVAL;
+        return mc__null_out(err);
     const char *t = mc__scalar(n, err, "a number");
     if (!t)
         return MC_EINVAL;
@@ -637,7 +647,7 @@ int mc_config_duration(const mc_config_node *n, uint64_t *out_ns, mc_error *err)
     static const uint64_t ns[] = {1000000ull, 1000000000ull, 60000000000ull, 3600000000000ull,
                                   86400000000000ull, 604800000000000ull, 31536000000000000ull};
     if (!out_ns)
-        return MC_EINVAL;
+        return mc__null_out(err);
     const char *what = "a duration (like 250ms, 30s, 5m, 2h, 1d, 1w, 1y)";
     const char *t = mc__scalar(n, err, what);
     if (!t)
@@ -652,7 +662,7 @@ int mc_config_size(const mc_config_node *n, uint64_t *out_bytes, mc_error *err)
     static const char *const units[] = {"K", "M", "G", "T"};
     static const uint64_t bytes[] = {1ull << 10, 1ull << 20, 1ull << 30, 1ull << 40};
     if (!out_bytes)
-        return MC_EINVAL;
+        return mc__null_out(err);
     const char *what = "a size (like 512K, 100M, 1G)";
     const char *t = mc__scalar(n, err, what);
     if (!t)
@@ -664,8 +674,10 @@ int mc_config_size(const mc_config_node *n, uint64_t *out_bytes, mc_error *err)
 
 int mc_config_allow_keys(const mc_config_node *map, const char *const *keys, mc_error *err)
 {
-    if (!map || !keys)
+    if (!map || !keys) {
+        mc__set_err(err, MC_EINVAL, "invalid argument: NULL map or key list");
         return MC_EINVAL;
+    }
     if (map->kind != MC_CONFIG_MAP)
         return mc_config_fail(map, err, MC_EINVAL, "expected a map");
     for (size_t i = 0; i < map->n; i++) {

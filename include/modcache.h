@@ -1,6 +1,7 @@
 /* modcache.h: the umbrella header. Include this, or the per-layer headers under modcache/.
  * Layers: common (errors, version), key (tuple keys), cache (the concurrent cache),
- * cached (memoized functions, their registry and cache config), config (YAML). */
+ * cached (memoized functions, their registry and cache config), config (YAML), module and
+ * host (modules as shared objects). */
 #ifndef MODCACHE_H
 #define MODCACHE_H
 
@@ -9,5 +10,7 @@
 #include "modcache/cache.h"
 #include "modcache/cached.h"
 #include "modcache/config.h"
+#include "modcache/module.h"
+#include "modcache/host.h"
 
 #endif

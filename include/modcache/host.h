@@ -1,0 +1,55 @@
+/* modcache/host.h: the module host: loads modules (shared objects) listed in the config, in
+ * order, gives each its config and an API handle, and finalises them in reverse order.
+ * All-or-nothing: when a module fails to load, parse its config or initialise, the modules
+ * already initialised are finalised in reverse order and the error names the module and the
+ * config path. A host is used from one thread (the program's setup and shutdown). */
+#ifndef MODCACHE_HOST_H
+#define MODCACHE_HOST_H
+
+#include "module.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mc_host mc_host;
+
+/* Receives every log line: the module's name (NULL for the host itself) and the message. */
+typedef void (*mc_log_fn)(void *ud, mc_log_level level, const char *module, const char *message);
+
+typedef struct mc_host_options {
+    /* Logger; NULL writes "<level> [<module>] <message>" lines to stderr. */
+    mc_log_fn log;
+    void *log_ud;
+    /* Registry for the modules' cached functions; NULL creates one with default config. */
+    mc_registry *registry;
+} mc_host_options;
+
+MC_API void mc_host_options_init(mc_host_options *opts);
+MC_API int mc_host_create(const mc_host_options *opts, mc_host **out);
+/* Finalise every module in reverse order (after unregistering what each registered), unload
+ * them, and free the host (and the registry it created, if any). NULL is a no-op. */
+MC_API void mc_host_destroy(mc_host *host);
+
+/* Load one module from a shared object path: checks the descriptor's ABI version, then
+ * parse_config(config), then init. `config` may be NULL (the module sees a null scalar);
+ * `where` names the entry in errors (e.g. the config node of the `module:` key; NULL: none).
+ * Returns 0; MC_EIO (cannot load, no descriptor), MC_ENOTSUP (ABI version), or the module's
+ * parse_config / init error, with err naming the path. */
+MC_API int mc_host_load_module(mc_host *host, const char *path, const mc_config_node *config,
+                               const mc_config_node *where, mc_error *err);
+
+/* Load the `modules:` list of a config file: each entry a map {module: <path>, config: <any>}.
+ * On any failure, the modules this call initialised are finalised in reverse order. */
+MC_API int mc_host_load_modules(mc_host *host, const mc_config_node *modules, mc_error *err);
+
+MC_API size_t mc_host_module_count(const mc_host *host);
+/* The i-th loaded module's descriptor name, or NULL. */
+MC_API const char *mc_host_module_name(const mc_host *host, size_t i);
+MC_API mc_registry *mc_host_registry(mc_host *host);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

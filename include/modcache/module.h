@@ -1,0 +1,83 @@
+/* modcache/module.h: what a module (a shared object loaded by the host) exports and the API it
+ * is handed. A module includes only this header (and the layers it uses: cached.h, config.h).
+ *
+ * A module exports one descriptor, `mc_module`, declared with MC_MODULE(...). The host checks
+ * its ABI version before calling anything, then calls, in config order: parse_config (optional)
+ * with the module's `config:` node, init with an API handle, and at shutdown (in reverse
+ * order) fini. Registration through the API works only during init. */
+#ifndef MODCACHE_MODULE_H
+#define MODCACHE_MODULE_H
+
+#include "cached.h"
+#include "config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever the descriptor or the API table changes incompatibly; the API table only
+ * grows at its end, so additions keep the version. */
+#define MC_MODULE_ABI_VERSION 1
+
+typedef struct mc_api mc_api;
+
+typedef enum mc_log_level {
+    MC_LOG_DEBUG = 0,
+    MC_LOG_INFO = 1,
+    MC_LOG_WARN = 2,
+    MC_LOG_ERROR = 3,
+} mc_log_level;
+
+typedef struct mc_module_descriptor {
+    uint32_t abi_version; /* MC_MODULE_ABI_VERSION of the headers the module was built with */
+    uint32_t size;        /* sizeof(mc_module_descriptor) at build time */
+    const char *name;     /* short name ("example_dept"), used to qualify cache names */
+    /* Optional: validate and transform the module's `config:` node (may be a null scalar when
+     * absent) into *parsed, owned by the module (freed by free_config, if given, after fini).
+     * On failure return an MC_E* code and fill err, preferably with mc_config_fail so that
+     * the fault names its path. */
+    int (*parse_config)(const mc_config_node *config, void **parsed, mc_error *err);
+    /* Required: set the module up. `parsed` is parse_config's result (or the raw config node
+     * when there is no parse_config). *state is passed to fini. Return 0 or an MC_E* code
+     * (err filled). */
+    int (*init)(mc_api *api, void *parsed, void **state, mc_error *err);
+    /* Optional: tear down, in reverse config order, after every registration is gone. */
+    void (*fini)(void *state);
+    /* Optional: free parse_config's result. */
+    void (*free_config)(void *parsed);
+} mc_module_descriptor;
+
+/* Declare the module's descriptor: MC_MODULE("example_dept", parse, init, fini, free_cfg). */
+#define MC_MODULE(name_, parse_, init_, fini_, free_config_)                                       \
+    __attribute__((visibility("default"))) const mc_module_descriptor mc_module = {               \
+        MC_MODULE_ABI_VERSION, (uint32_t)sizeof(mc_module_descriptor), (name_), (parse_),         \
+        (init_), (fini_), (free_config_)}
+
+/* ---- the API a module uses (valid during init, and afterwards for the non-registering calls) */
+
+/* The module's name and its config node (NULL scalar if absent). */
+MC_API const char *mc_api_module_name(const mc_api *api);
+MC_API const mc_config_node *mc_api_config(const mc_api *api);
+
+/* Log through the host's logger, prefixed with the module name. */
+MC_API void mc_api_log(mc_api *api, mc_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Register a memoized function by its name for admin and remote invalidation (the seed's
+ * register_cached_function). The function stays owned by the module (destroy it in fini;
+ * the host unregisters everything before calling fini). MC_EBUSY outside init; MC_EEXIST for a
+ * taken name; MC_EINVAL for an unnamed function. */
+MC_API int mc_api_register_cached_function(mc_api *api, mc_cached *fn);
+
+/* Invalidate keys of a registered function here and (with a bus) in every other host (the seed's
+ * invalidate_cache). args is the key tuple. Works at any time. */
+MC_API int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *args, size_t nargs);
+
+/* The cache configuration modules' functions should be created with (opts.registry). */
+MC_API mc_registry *mc_api_registry(mc_api *api);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

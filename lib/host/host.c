@@ -1,0 +1,316 @@
+/* The module host: dlopen'd modules with a checked descriptor, parse_config and init in config
+ * order, fini in reverse, and the API handle through which modules register cached functions. */
+#include "modcache/host.h"
+
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mc_api {
+    mc_host *host;
+    const mc_module_descriptor *desc;
+    const mc_config_node *config;
+    bool in_init;
+    /* Functions this module registered, unregistered before its fini. */
+    mc_cached **registered;
+    size_t nregistered;
+};
+
+typedef struct mc__module {
+    void *handle;
+    char *path;
+    mc_api api;
+    void *parsed;
+    bool has_parsed;
+    void *state;
+} mc__module;
+
+struct mc_host {
+    mc_log_fn log;
+    void *log_ud;
+    mc_registry *registry;
+    bool own_registry;
+    mc__module *mods;
+    size_t n, cap;
+    mc_config *empty; /* a null scalar for modules without a config */
+};
+
+static const char *const mc__level_names[] = {"debug", "info", "warn", "error"};
+
+static void mc__stderr_log(void *ud, mc_log_level level, const char *module, const char *message)
+{
+    (void)ud;
+    fprintf(stderr, "%s [%s] %s\n", mc__level_names[level & 3], module ? module : "host", message);
+}
+
+void mc_host_options_init(mc_host_options *opts)
+{
+    if (opts)
+        memset(opts, 0, sizeof *opts);
+}
+
+int mc_host_create(const mc_host_options *opts, mc_host **out)
+{
+    if (!out)
+        return MC_EINVAL;
+    *out = NULL;
+    mc_host *h = calloc(1, sizeof *h);
+    if (!h)
+        return MC_ENOMEM;
+    h->log = opts && opts->log ? opts->log : mc__stderr_log;
+    h->log_ud = opts && opts->log ? opts->log_ud : NULL;
+    h->registry = opts ? opts->registry : NULL;
+    int rc = 0;
+    if (!h->registry) {
+        rc = mc_registry_create(NULL, &h->registry);
+        h->own_registry = rc == 0;
+    }
+    if (rc == 0)
+        rc = mc_config_load_string("~", 1, "<none>", &h->empty, NULL);
+    if (rc != 0) {
+        mc_host_destroy(h);
+        return rc;
+    }
+    *out = h;
+    return 0;
+}
+
+static void mc__log(mc_host *h, mc_log_level level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void mc__log(mc_host *h, mc_log_level level, const char *module, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    h->log(h->log_ud, level, module, msg);
+}
+
+/* Undo one module: its registrations, fini, its parsed config, the shared object. */
+static void mc__module_unload(mc_host *h, mc__module *m, bool initialised)
+{
+    for (size_t i = m->api.nregistered; i-- > 0;)
+        mc_registry_remove(h->registry, m->api.registered[i]);
+    free(m->api.registered);
+    m->api.registered = NULL;
+    m->api.nregistered = 0;
+    if (initialised && m->api.desc->fini)
+        m->api.desc->fini(m->state);
+    if (m->has_parsed && m->api.desc->free_config)
+        m->api.desc->free_config(m->parsed);
+    if (m->handle)
+        dlclose(m->handle);
+    free(m->path);
+}
+
+void mc_host_destroy(mc_host *h)
+{
+    if (!h)
+        return;
+    while (h->n > 0) {
+        mc__module *m = &h->mods[--h->n];
+        mc__log(h, MC_LOG_INFO, NULL, "finalising module %s", m->api.desc->name);
+        mc__module_unload(h, m, true);
+    }
+    free(h->mods);
+    if (h->own_registry)
+        mc_registry_destroy(h->registry);
+    mc_config_free(h->empty);
+    free(h);
+}
+
+/* "<where-path>: <path>: <message> (<file>:<line>:<col>)", or without the location parts. */
+static int mc__load_fail(mc_error *err, int code, const char *path, const mc_config_node *where,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int mc__load_fail(mc_error *err, int code, const char *path, const mc_config_node *where,
+                         const char *fmt, ...)
+{
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (where)
+        return mc_config_fail(where, err, code, "%s: %s", path, msg);
+    if (err) {
+        err->code = code;
+        snprintf(err->message, sizeof err->message, "%s: %s", path, msg);
+    }
+    return code;
+}
+
+int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *config,
+                        const mc_config_node *where, mc_error *err)
+{
+    if (!h || !path)
+        return MC_EINVAL;
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 8;
+        mc__module *mods = realloc(h->mods, cap * sizeof *mods);
+        if (!mods)
+            return MC_ENOMEM;
+        h->mods = mods;
+        h->cap = cap;
+    }
+    mc__module *m = &h->mods[h->n];
+    memset(m, 0, sizeof *m);
+    m->path = strdup(path);
+    if (!m->path)
+        return MC_ENOMEM;
+    /* RTLD_NOW: a missing symbol is an error now, not a crash later; RTLD_LOCAL: modules do
+     * not see each other's symbols. */
+    m->handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!m->handle) {
+        const char *why = dlerror();
+        int rc = mc__load_fail(err, MC_EIO, path, where, "cannot load: %s", why ? why : "unknown error");
+        free(m->path);
+        return rc;
+    }
+    const mc_module_descriptor *d = dlsym(m->handle, "mc_module");
+    int rc = 0;
+    if (!d) {
+        rc = mc__load_fail(err, MC_EIO, path, where, "not a modcache module (no mc_module descriptor)");
+    } else if (d->abi_version != MC_MODULE_ABI_VERSION) {
+        rc = mc__load_fail(err, MC_ENOTSUP, path, where, "module ABI version %u, this host speaks %u",
+                           (unsigned)d->abi_version, (unsigned)MC_MODULE_ABI_VERSION);
+    } else if (d->size < sizeof(mc_module_descriptor) || !d->init || !d->name || !*d->name) {
+        rc = mc__load_fail(err, MC_EINVAL, path, where, "malformed module descriptor");
+    }
+    if (rc != 0) {
+        dlclose(m->handle);
+        free(m->path);
+        return rc;
+    }
+    m->api.host = h;
+    m->api.desc = d;
+    m->api.config = config ? config : mc_config_root(h->empty);
+    void *parsed = (void *)m->api.config;
+    if (d->parse_config) {
+        mc_error merr = {0};
+        rc = d->parse_config(m->api.config, &m->parsed, &merr);
+        if (rc != 0) {
+            mc__load_fail(err, rc, path, NULL, "%s", merr.message[0] ? merr.message : "config refused");
+            mc__module_unload(h, m, false);
+            return rc;
+        }
+        m->has_parsed = true;
+        parsed = m->parsed;
+    }
+    mc_error merr = {0};
+    m->api.in_init = true;
+    rc = d->init(&m->api, parsed, &m->state, &merr);
+    m->api.in_init = false;
+    if (rc != 0) {
+        mc__load_fail(err, rc, path, where, "init failed: %s", merr.message[0] ? merr.message : mc_strerror(rc));
+        mc__module_unload(h, m, false);
+        return rc;
+    }
+    h->n++;
+    mc__log(h, MC_LOG_INFO, NULL, "loaded module %s from %s", d->name, path);
+    return 0;
+}
+
+int mc_host_load_modules(mc_host *h, const mc_config_node *modules, mc_error *err)
+{
+    if (!h)
+        return MC_EINVAL;
+    if (!modules || mc_config_is_null(modules))
+        return 0;
+    if (mc_config_kind_of(modules) != MC_CONFIG_LIST)
+        return mc_config_fail(modules, err, MC_EINVAL, "expected a list of modules");
+    size_t first = h->n;
+    static const char *const keys[] = {"module", "config", NULL};
+    int rc = 0;
+    for (size_t i = 0; i < mc_config_count(modules) && rc == 0; i++) {
+        const mc_config_node *entry = mc_config_at(modules, i);
+        const char *path;
+        if ((rc = mc_config_allow_keys(entry, keys, err)))
+            break;
+        const mc_config_node *where = mc_config_get(entry, "module");
+        if (!where) {
+            rc = mc_config_fail(entry, err, MC_EINVAL, "missing key 'module'");
+            break;
+        }
+        if ((rc = mc_config_string(where, &path, err)))
+            break;
+        rc = mc_host_load_module(h, path, mc_config_get(entry, "config"), where, err);
+    }
+    if (rc != 0) {
+        /* Nothing half-started keeps running. */
+        while (h->n > first) {
+            mc__module *m = &h->mods[--h->n];
+            mc__log(h, MC_LOG_INFO, NULL, "finalising module %s after a load failure", m->api.desc->name);
+            mc__module_unload(h, m, true);
+        }
+    }
+    return rc;
+}
+
+size_t mc_host_module_count(const mc_host *h) { return h ? h->n : 0; }
+
+const char *mc_host_module_name(const mc_host *h, size_t i)
+{
+    return h && i < h->n ? h->mods[i].api.desc->name : NULL;
+}
+
+mc_registry *mc_host_registry(mc_host *h) { return h ? h->registry : NULL; }
+
+/* ------------------------------------------------------------------ the module API */
+
+const char *mc_api_module_name(const mc_api *api) { return api ? api->desc->name : ""; }
+
+const mc_config_node *mc_api_config(const mc_api *api) { return api ? api->config : NULL; }
+
+mc_registry *mc_api_registry(mc_api *api) { return api ? api->host->registry : NULL; }
+
+void mc_api_log(mc_api *api, mc_log_level level, const char *fmt, ...)
+{
+    if (!api || !fmt)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    api->host->log(api->host->log_ud, level, api->desc->name, msg);
+}
+
+int mc_api_register_cached_function(mc_api *api, mc_cached *fn)
+{
+    if (!api || !fn)
+        return MC_EINVAL;
+    if (!api->in_init) {
+        mc__log(api->host, MC_LOG_WARN, api->desc->name,
+                "register_cached_function after init refused (%s)", mc_cached_name(fn));
+        return MC_EBUSY;
+    }
+    mc_cached **r = realloc(api->registered, (api->nregistered + 1) * sizeof *r);
+    if (!r)
+        return MC_ENOMEM;
+    api->registered = r;
+    /* A function created with opts.registry = mc_api_registry(api) is registered already. */
+    int rc = mc_registry_find(api->host->registry, mc_cached_name(fn)) == fn
+                 ? 0
+                 : mc_registry_add(api->host->registry, fn);
+    if (rc == MC_EEXIST)
+        mc__log(api->host, MC_LOG_WARN, api->desc->name, "cached function name %s is taken",
+                mc_cached_name(fn));
+    if (rc != 0)
+        return rc;
+    api->registered[api->nregistered++] = fn;
+    return 0;
+}
+
+int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *args, size_t nargs)
+{
+    if (!api || !fn)
+        return MC_EINVAL;
+    /* The local half; the invalidation bus (other hosts) plugs in here. */
+    int rc = mc_cached_invalidate(fn, args, nargs);
+    return rc == MC_ENOENT ? 0 : rc;
+}

@@ -1,0 +1,193 @@
+/* Tests of the module host: modules loaded from a YAML list in order and finalised in reverse,
+ * configs parsed by the module, registration only during init, and every load fault reported. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "modcache.h"
+
+static char logbuf[8192];
+
+static void capture(void *ud, mc_log_level level, const char *module, const char *message)
+{
+    (void)ud;
+    (void)level;
+    size_t used = strlen(logbuf);
+    snprintf(logbuf + used, sizeof logbuf - used, "[%s] %s\n", module ? module : "host", message);
+}
+
+static mc_host *new_host(void)
+{
+    logbuf[0] = 0;
+    mc_host_options o;
+    mc_host_options_init(&o);
+    o.log = capture;
+    mc_host *h;
+    assert_int_equal(mc_host_create(&o, &h), 0);
+    return h;
+}
+
+/* Load a modules: list given as YAML text (MODULE_DIR substituted for @). */
+static int load_yaml(mc_host *h, const char *yaml, mc_error *err, mc_config **doc)
+{
+    char text[2048];
+    size_t o = 0;
+    for (const char *p = yaml; *p && o < sizeof text - 256; p++) {
+        if (*p == '@')
+            o += (size_t)snprintf(text + o, sizeof text - o, "%s", MODULE_DIR);
+        else
+            text[o++] = *p;
+    }
+    text[o] = 0;
+    int rc = mc_config_load_string(text, o, "h.yaml", doc, err);
+    assert_int_equal(rc, 0);
+    return mc_host_load_modules(h, mc_config_get(mc_config_root(*doc), "modules"), err);
+}
+
+static void test_load_in_order_finalise_in_reverse(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    mc_error err = {0};
+    mc_config *doc;
+    int rc = load_yaml(h,
+                       "modules:\n"
+                       "  - module: @/mod_good.so\n"
+                       "    config: {ttl: 5d, label: first}\n"
+                       "  - module: @/mod_second.so\n",
+                       &err, &doc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(mc_host_module_count(h), 2);
+    assert_string_equal(mc_host_module_name(h, 0), "mod_good");
+    assert_string_equal(mc_host_module_name(h, 1), "mod_second");
+    /* parse_config turned "5d" into milliseconds; the second module had no config. */
+    assert_non_null(strstr(logbuf, "[mod_good] init ttl_ms=432000000 label=first"));
+    assert_non_null(strstr(logbuf, "[mod_second] init ttl_ms=0 label=none"));
+    assert_true(strstr(logbuf, "[mod_good] init") < strstr(logbuf, "[mod_second] init"));
+    /* Their cached functions are registered by name and callable. */
+    mc_registry *reg = mc_host_registry(h);
+    mc_cached *fn = mc_registry_find(reg, "mod_good.lookup");
+    assert_non_null(fn);
+    assert_non_null(mc_registry_find(reg, "mod_second.lookup"));
+    mc_value *v;
+    mc_arg a[] = {MC_ARG_I(1)};
+    assert_int_equal(mc_cached_call(fn, a, 1, &v), 0);
+    assert_memory_equal(mc_value_data(v), "value", 5);
+    mc_value_release(v);
+    assert_int_equal(mc_registry_invalidate(reg, "mod_good.lookup", (const char *[]){"[1]"}, 1, &err), 0);
+
+    logbuf[0] = 0;
+    mc_host_destroy(h);
+    /* Reverse order, and registration after init is refused. */
+    char *second = strstr(logbuf, "[mod_second] fini late-register=MC_EBUSY");
+    char *first = strstr(logbuf, "[mod_good] fini late-register=MC_EBUSY");
+    assert_non_null(second);
+    assert_non_null(first);
+    assert_true(second < first);
+    mc_config_free(doc);
+}
+
+static void expect_fail(const char *yaml, int code, const char *const *parts)
+{
+    mc_host *h = new_host();
+    mc_error err = {0};
+    mc_config *doc;
+    int rc = load_yaml(h, yaml, &err, &doc);
+    if (rc != code)
+        fail_msg("%s: got %s (%s), want %s", yaml, mc_err_name(rc), err.message, mc_err_name(code));
+    for (const char *const *p = parts; *p; p++)
+        if (!strstr(err.message, *p))
+            fail_msg("error '%s' lacks '%s'", err.message, *p);
+    assert_int_equal(mc_host_module_count(h), 0);
+    mc_host_destroy(h);
+    mc_config_free(doc);
+}
+
+static void test_load_faults(void **state)
+{
+    (void)state;
+    expect_fail("modules:\n  - module: @/missing.so\n", MC_EIO,
+                (const char *[]){"modules[0].module: ", "missing.so: cannot load", "(h.yaml:2:13)", NULL});
+    expect_fail("modules:\n  - module: @/mod_none.so\n", MC_EIO,
+                (const char *[]){"mod_none.so: not a modcache module", NULL});
+    expect_fail("modules:\n  - module: @/mod_bad_abi.so\n", MC_ENOTSUP,
+                (const char *[]){"module ABI version 42, this host speaks 1", NULL});
+    expect_fail("modules:\n  - module: @/mod_good.so\n  - module: @/mod_bad_parse.so\n"
+                "    config: {database: [1, 2]}\n",
+                MC_EINVAL,
+                (const char *[]){"mod_bad_parse.so: modules[1].config.database: expected a string (h.yaml:4:24)",
+                                 NULL});
+    expect_fail("modules:\n  - module: @/mod_bad_init.so\n", MC_EIO,
+                (const char *[]){"mod_bad_init.so: init failed: database unreachable", NULL});
+    expect_fail("modules:\n  - module: @/mod_good.so\n    confg: {}\n", MC_EINVAL,
+                (const char *[]){"modules[0].confg: unknown key", NULL});
+    expect_fail("modules:\n  - config: {}\n", MC_EINVAL, (const char *[]){"modules[0]: missing key 'module'", NULL});
+    expect_fail("modules: {a: 1}\n", MC_EINVAL, (const char *[]){"modules: expected a list of modules", NULL});
+    expect_fail("modules:\n  - module: [x]\n", MC_EINVAL, (const char *[]){"modules[0].module: expected a string", NULL});
+}
+
+static void test_nothing_half_started(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    mc_error err = {0};
+    mc_config *doc;
+    int rc = load_yaml(h, "modules:\n  - module: @/mod_good.so\n  - module: @/mod_bad_init.so\n", &err, &doc);
+    assert_int_equal(rc, MC_EIO);
+    /* The first module was initialised, then finalised, and its registration withdrawn. */
+    assert_non_null(strstr(logbuf, "[mod_good] init"));
+    assert_non_null(strstr(logbuf, "[mod_good] fini"));
+    assert_int_equal(mc_host_module_count(h), 0);
+    assert_null(mc_registry_find(mc_host_registry(h), "mod_good.lookup"));
+    /* The host is still usable. */
+    mc_config_free(doc);
+    rc = load_yaml(h, "modules:\n  - module: @/mod_good.so\n", &err, &doc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(mc_host_module_count(h), 1);
+    mc_host_destroy(h);
+    mc_config_free(doc);
+}
+
+static void test_first_registration_keeps_the_name(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    mc_error err = {0};
+    mc_config *doc;
+    /* The same module twice: its second init finds the name taken and fails. */
+    int rc = load_yaml(h, "modules:\n  - module: @/mod_good.so\n  - module: @/mod_good.so\n", &err, &doc);
+    assert_int_equal(rc, MC_EEXIST);
+    assert_non_null(strstr(err.message, "init failed: cannot register"));
+    assert_non_null(strstr(logbuf, "cached function name mod_good.lookup is taken"));
+    mc_host_destroy(h);
+    mc_config_free(doc);
+}
+
+static void test_no_modules(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    mc_error err = {0};
+    assert_int_equal(mc_host_load_modules(h, NULL, &err), 0);
+    assert_int_equal(mc_host_module_count(h), 0);
+    assert_null(mc_host_module_name(h, 0));
+    assert_int_equal(mc_host_load_module(NULL, "x", NULL, NULL, &err), MC_EINVAL);
+    mc_host_destroy(h);
+    mc_host_destroy(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_in_order_finalise_in_reverse),
+        cmocka_unit_test(test_load_faults),
+        cmocka_unit_test(test_nothing_half_started),
+        cmocka_unit_test(test_first_registration_keeps_the_name),
+        cmocka_unit_test(test_no_modules),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

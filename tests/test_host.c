@@ -180,6 +180,68 @@ static void test_no_modules(void **state)
     mc_host_destroy(NULL);
 }
 
+/* The embedding program's adapters: it knows the callbacks' real signatures. */
+static int invoke_check(mc_callback_fn fn, void *ud, void *ctx, void **value)
+{
+    (void)value;
+    return ((int (*)(void *, const char *))fn)(ud, ctx);
+}
+
+static int fail_first(mc_callback_fn fn, void *ud, void *ctx, void **value)
+{
+    (void)fn;
+    (void)ud;
+    (void)value;
+    (*(int *)ctx)++;
+    return MC_EIO;
+}
+
+static void test_callback_categories(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    assert_int_equal(mc_host_declare_category(h, "spam_checker", MC_COMPOSE_FIRST_DECISION,
+                                              (const char *[]){"check_event", NULL}),
+                     0);
+    assert_int_equal(mc_host_declare_category(h, "audit", MC_COMPOSE_ALL, (const char *[]){"on_event", NULL}), 0);
+    assert_int_equal(mc_host_declare_category(h, "audit", MC_COMPOSE_ALL, (const char *[]){"x", NULL}), MC_EEXIST);
+    mc_error err = {0};
+    mc_config *doc;
+    int rc = load_yaml(h, "modules:\n  - module: @/mod_cb_spam.so\n  - module: @/mod_cb_bad.so\n", &err, &doc);
+    assert_int_equal(rc, 0);
+    /* Unknown categories and names are refused and register nothing. */
+    assert_non_null(strstr(logbuf, "[cb_spam] unknown-category=MC_ENOENT"));
+    assert_non_null(strstr(logbuf, "[cb_spam] unknown-name=MC_EINVAL"));
+    assert_int_equal(mc_host_callback_count(h, "spam_checker", "check_event"), 2);
+    assert_int_equal(mc_host_callback_count(h, "audit", "on_event"), 2);
+
+    /* First decision wins and stops the rest; no decision runs them all, in config order. */
+    logbuf[0] = 0;
+    assert_int_equal(mc_host_run_callbacks(h, "spam_checker", "check_event", invoke_check, "buy spam", NULL), 2);
+    assert_non_null(strstr(logbuf, "[cb_spam] checked buy spam"));
+    assert_null(strstr(logbuf, "[cb_bad] checked"));
+    logbuf[0] = 0;
+    assert_int_equal(mc_host_run_callbacks(h, "spam_checker", "check_event", invoke_check, "bad idea", NULL), 2);
+    assert_true(strstr(logbuf, "[cb_spam] checked bad idea") < strstr(logbuf, "[cb_bad] checked bad idea"));
+    assert_int_equal(mc_host_run_callbacks(h, "spam_checker", "check_event", invoke_check, "hello", NULL), 0);
+    /* Notifications reach everyone. */
+    logbuf[0] = 0;
+    assert_int_equal(mc_host_run_callbacks(h, "audit", "on_event", invoke_check, "login", NULL), 0);
+    assert_non_null(strstr(logbuf, "[cb_spam] audit login"));
+    assert_non_null(strstr(logbuf, "[cb_bad] audit login"));
+    /* A failing callback stops the ones after it. */
+    int calls = 0;
+    assert_int_equal(mc_host_run_callbacks(h, "audit", "on_event", fail_first, &calls, NULL), MC_EIO);
+    assert_int_equal(calls, 1);
+    assert_int_equal(mc_host_run_callbacks(h, "nope", "on_event", invoke_check, "x", NULL), MC_ENOENT);
+    assert_int_equal(mc_host_run_callbacks(h, "audit", "nope", invoke_check, "x", NULL), MC_ENOENT);
+
+    logbuf[0] = 0;
+    mc_host_destroy(h);
+    assert_non_null(strstr(logbuf, "[cb_bad] late=MC_EBUSY"));
+    mc_config_free(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -188,6 +250,7 @@ int main(void)
         cmocka_unit_test(test_nothing_half_started),
         cmocka_unit_test(test_first_registration_keeps_the_name),
         cmocka_unit_test(test_no_modules),
+        cmocka_unit_test(test_callback_categories),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,6 +43,37 @@ MC_API int mc_host_load_module(mc_host *host, const char *path, const mc_config_
  * On any failure, the modules this call initialised are finalised in reverse order. */
 MC_API int mc_host_load_modules(mc_host *host, const mc_config_node *modules, mc_error *err);
 
+/* ---- callbacks by category ---- */
+
+/* How the callbacks registered under one name compose. */
+typedef enum mc_compose {
+    /* Each runs in turn until one decides (a spam checker): the first decision wins. */
+    MC_COMPOSE_FIRST_DECISION = 0,
+    /* All run (notifications). */
+    MC_COMPOSE_ALL = 1,
+    /* Each runs in turn until one produces a value: the first value wins. */
+    MC_COMPOSE_FIRST_VALUE = 2,
+} mc_compose;
+
+/* Declare a category and its callback names (NULL-terminated), before loading modules.
+ * MC_EEXIST if declared already. */
+MC_API int mc_host_declare_category(mc_host *host, const char *category, mc_compose rule,
+                                    const char *const *names);
+
+/* Calls one registered callback: the embedding program knows its real signature. Return 0 for
+ * "no decision / no value" (the next callback runs), a positive value for a decision or a
+ * value (set *value if the category carries one), a negative MC_E* code to fail the
+ * operation (the callbacks after it do not run). */
+typedef int (*mc_callback_invoke)(mc_callback_fn fn, void *ud, void *ctx, void **value);
+
+/* Run the callbacks registered for category/name in config order under the category's rule.
+ * Returns the first decision (> 0) or value (> 0, *value set) or error (< 0); 0 when every
+ * callback passed (or none is registered). MC_ENOENT for an unknown category or name. */
+MC_API int mc_host_run_callbacks(mc_host *host, const char *category, const char *name,
+                                 mc_callback_invoke invoke, void *ctx, void **value);
+/* Number of callbacks registered for category/name (0 if unknown). */
+MC_API size_t mc_host_callback_count(mc_host *host, const char *category, const char *name);
+
 MC_API size_t mc_host_module_count(const mc_host *host);
 /* The i-th loaded module's descriptor name, or NULL. */
 MC_API const char *mc_host_module_name(const mc_host *host, size_t i);

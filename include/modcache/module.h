@@ -76,6 +76,22 @@ MC_API int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *arg
 /* The cache configuration modules' functions should be created with (opts.registry). */
 MC_API mc_registry *mc_api_registry(mc_api *api);
 
+/* One named callback of a category (the seed's keyword arguments): `fn` is the function the
+ * embedding program documents for that name (cast to mc_callback_fn), `ud` its user data. */
+typedef void (*mc_callback_fn)(void);
+typedef struct mc_callback_entry {
+    const char *name;
+    mc_callback_fn fn;
+    void *ud;
+} mc_callback_entry;
+
+/* Register callbacks for a category the embedding program declared. All or nothing: MC_ENOENT
+ * for an unknown category, MC_EINVAL for an unknown callback name or a NULL function (nothing
+ * registered, err-free: the host logs the reason), MC_EBUSY outside init. Modules' callbacks
+ * run in config order. */
+MC_API int mc_api_register_callbacks(mc_api *api, const char *category,
+                                     const mc_callback_entry *entries, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -27,7 +27,29 @@ typedef struct mc__module {
     void *state;
 } mc__module;
 
+/* One registered callback, tagged with the module that registered it. */
+struct mc__cb {
+    const mc_api *owner;
+    mc_callback_fn fn;
+    void *ud;
+};
+
+struct mc__cbname {
+    char *name;
+    struct mc__cb *cbs;
+    size_t n;
+};
+
+struct mc__category {
+    char *name;
+    mc_compose rule;
+    struct mc__cbname *names;
+    size_t nnames;
+};
+
 struct mc_host {
+    struct mc__category *cats;
+    size_t ncats;
     mc_log_fn log;
     void *log_ud;
     mc_registry *registry;
@@ -90,9 +112,24 @@ static void mc__log(mc_host *h, mc_log_level level, const char *module, const ch
     h->log(h->log_ud, level, module, msg);
 }
 
+/* Drop every callback a module registered (before its fini, like its cached functions). */
+static void mc__drop_callbacks(mc_host *h, const mc_api *owner)
+{
+    for (size_t c = 0; c < h->ncats; c++)
+        for (size_t i = 0; i < h->cats[c].nnames; i++) {
+            struct mc__cbname *nm = &h->cats[c].names[i];
+            size_t keep = 0;
+            for (size_t j = 0; j < nm->n; j++)
+                if (nm->cbs[j].owner != owner)
+                    nm->cbs[keep++] = nm->cbs[j];
+            nm->n = keep;
+        }
+}
+
 /* Undo one module: its registrations, fini, its parsed config, the shared object. */
 static void mc__module_unload(mc_host *h, mc__module *m, bool initialised)
 {
+    mc__drop_callbacks(h, &m->api);
     for (size_t i = m->api.nregistered; i-- > 0;)
         mc_registry_remove(h->registry, m->api.registered[i]);
     free(m->api.registered);
@@ -117,6 +154,15 @@ void mc_host_destroy(mc_host *h)
         mc__module_unload(h, m, true);
     }
     free(h->mods);
+    for (size_t c = 0; c < h->ncats; c++) {
+        for (size_t i = 0; i < h->cats[c].nnames; i++) {
+            free(h->cats[c].names[i].name);
+            free(h->cats[c].names[i].cbs);
+        }
+        free(h->cats[c].names);
+        free(h->cats[c].name);
+    }
+    free(h->cats);
     if (h->own_registry)
         mc_registry_destroy(h->registry);
     mc_config_free(h->empty);
@@ -313,4 +359,119 @@ int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *args, size
     /* The local half; the invalidation bus (other hosts) plugs in here. */
     int rc = mc_cached_invalidate(fn, args, nargs);
     return rc == MC_ENOENT ? 0 : rc;
+}
+
+/* ------------------------------------------------------------------ callbacks by category */
+
+static struct mc__category *mc__category(mc_host *h, const char *name)
+{
+    for (size_t c = 0; c < h->ncats; c++)
+        if (!strcmp(h->cats[c].name, name))
+            return &h->cats[c];
+    return NULL;
+}
+
+static struct mc__cbname *mc__cbname(struct mc__category *cat, const char *name)
+{
+    for (size_t i = 0; i < cat->nnames; i++)
+        if (!strcmp(cat->names[i].name, name))
+            return &cat->names[i];
+    return NULL;
+}
+
+int mc_host_declare_category(mc_host *h, const char *category, mc_compose rule, const char *const *names)
+{
+    if (!h || !category || !names || (unsigned)rule > MC_COMPOSE_FIRST_VALUE)
+        return MC_EINVAL;
+    if (mc__category(h, category))
+        return MC_EEXIST;
+    size_t n = 0;
+    while (names[n])
+        n++;
+    struct mc__category *cats = realloc(h->cats, (h->ncats + 1) * sizeof *cats);
+    if (!cats)
+        return MC_ENOMEM;
+    h->cats = cats;
+    struct mc__category *cat = &h->cats[h->ncats];
+    memset(cat, 0, sizeof *cat);
+    cat->rule = rule;
+    cat->name = strdup(category);
+    cat->names = calloc(n ? n : 1, sizeof *cat->names);
+    if (!cat->name || !cat->names)
+        goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        cat->names[i].name = strdup(names[i]);
+        if (!cat->names[i].name)
+            goto nomem;
+        cat->nnames++;
+    }
+    h->ncats++;
+    return 0;
+nomem:
+    for (size_t i = 0; i < cat->nnames; i++)
+        free(cat->names[i].name);
+    free(cat->names);
+    free(cat->name);
+    return MC_ENOMEM;
+}
+
+int mc_api_register_callbacks(mc_api *api, const char *category, const mc_callback_entry *entries, size_t n)
+{
+    if (!api || !category || (!entries && n))
+        return MC_EINVAL;
+    mc_host *h = api->host;
+    if (!api->in_init) {
+        mc__log(h, MC_LOG_WARN, api->desc->name, "register_callbacks(%s) after init refused", category);
+        return MC_EBUSY;
+    }
+    struct mc__category *cat = mc__category(h, category);
+    if (!cat) {
+        mc__log(h, MC_LOG_WARN, api->desc->name, "unknown callback category %s", category);
+        return MC_ENOENT;
+    }
+    /* Check everything first: a bad entry registers nothing. */
+    for (size_t i = 0; i < n; i++) {
+        if (!entries[i].name || !entries[i].fn || !mc__cbname(cat, entries[i].name)) {
+            mc__log(h, MC_LOG_WARN, api->desc->name, "category %s has no callback named %s", category,
+                    entries[i].name ? entries[i].name : "(null)");
+            return MC_EINVAL;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct mc__cbname *nm = mc__cbname(cat, entries[i].name);
+        struct mc__cb *cbs = realloc(nm->cbs, (nm->n + 1) * sizeof *cbs);
+        if (!cbs) {
+            mc__drop_callbacks(h, api); /* all or nothing, even on allocation failure */
+            return MC_ENOMEM;
+        }
+        nm->cbs = cbs;
+        nm->cbs[nm->n++] = (struct mc__cb){api, entries[i].fn, entries[i].ud};
+    }
+    return 0;
+}
+
+int mc_host_run_callbacks(mc_host *h, const char *category, const char *name, mc_callback_invoke invoke,
+                          void *ctx, void **value)
+{
+    if (!h || !category || !name || !invoke)
+        return MC_EINVAL;
+    struct mc__category *cat = mc__category(h, category);
+    struct mc__cbname *nm = cat ? mc__cbname(cat, name) : NULL;
+    if (!nm)
+        return MC_ENOENT;
+    for (size_t i = 0; i < nm->n; i++) {
+        int rc = invoke(nm->cbs[i].fn, nm->cbs[i].ud, ctx, value);
+        if (rc < 0)
+            return rc; /* a failing callback stops the ones after it */
+        if (rc > 0 && cat->rule != MC_COMPOSE_ALL)
+            return rc; /* first decision, or first value */
+    }
+    return 0;
+}
+
+size_t mc_host_callback_count(mc_host *h, const char *category, const char *name)
+{
+    struct mc__category *cat = h && category ? mc__category(h, category) : NULL;
+    struct mc__cbname *nm = cat && name ? mc__cbname(cat, name) : NULL;
+    return nm ? nm->n : 0;
 }

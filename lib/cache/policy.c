@@ -263,4 +263,3 @@ mc__entry *mc__policy_newer(const mc__policy *p, int i, const mc__entry *e)
     return n == &p->q[i].head ? NULL : (mc__entry *)n;
 }
 
-size_t mc__policy_count(const mc__policy *p) { return p->q[0].count + p->q[1].count; }

@@ -49,6 +49,5 @@ mc__entry *mc__policy_evict(mc__policy *p, size_t max_entries, uint64_t max_weig
 /* Oldest entry of queue i (NULL if empty), and the next older one, for sweeps. */
 mc__entry *mc__policy_oldest(const mc__policy *p, int i);
 mc__entry *mc__policy_newer(const mc__policy *p, int i, const mc__entry *e);
-size_t mc__policy_count(const mc__policy *p);
 
 #endif

@@ -242,6 +242,79 @@ static void test_callback_categories(void **state)
     mc_config_free(doc);
 }
 
+static int read_host_config(const char *text, mc_host_config *hc, mc_error *err, mc_config **doc)
+{
+    assert_int_equal(mc_config_load_string(text, strlen(text), "host.yaml", doc, err), 0);
+    return mc_host_config_read(*doc, hc, err);
+}
+
+static void test_host_config(void **state)
+{
+    (void)state;
+    const char *design = "server:\n"
+                         "  listen: 127.0.0.1:8008\n"
+                         "  admin_token_file: admin.token\n"
+                         "caches:\n"
+                         "  global_factor: 1.0\n"
+                         "  per_cache_factors: {example_dept.get_department_for_user: 2.0}\n"
+                         "  expire_caches: true\n"
+                         "  cache_entry_ttl: 30m\n"
+                         "  cache_autotuning: {max_cache_memory_usage: 1G, target_cache_memory_usage: 768M, "
+                         "min_cache_ttl: 5m}\n"
+                         "invalidation:\n"
+                         "  backend: redis\n"
+                         "  instance_name: worker1\n"
+                         "  redis: {address: 127.0.0.1:6379, stream: modcache:invalidations, maxlen: 100000}\n"
+                         "modules:\n"
+                         "  - module: examples/dept/libexample_dept.so\n"
+                         "    config: {database: dept.db}\n";
+    mc_host_config hc;
+    mc_error err = {0};
+    mc_config *doc;
+    assert_int_equal(read_host_config(design, &hc, &err, &doc), 0);
+    assert_string_equal(hc.listen, "127.0.0.1:8008");
+    assert_string_equal(hc.admin_token_file, "admin.token");
+    assert_int_equal(hc.backend, MC_BUS_REDIS);
+    assert_string_equal(hc.instance_name, "worker1");
+    assert_string_equal(hc.redis_stream, "modcache:invalidations");
+    assert_int_equal(hc.redis_maxlen, 100000);
+    assert_int_equal(hc.caches.n_per_cache_factors, 1);
+    assert_int_equal(hc.caches.max_cache_memory_usage, 1ull << 30);
+    assert_int_equal(mc_config_count(hc.modules), 1);
+    free(hc.factors);
+    mc_config_free(doc);
+
+    /* Defaults: loopback, local bus, no admin token. */
+    assert_int_equal(read_host_config("", &hc, &err, &doc), 0);
+    assert_string_equal(hc.listen, "127.0.0.1:8008");
+    assert_null(hc.admin_token_file);
+    assert_int_equal(hc.backend, MC_BUS_LOCAL);
+    assert_null(hc.modules);
+    mc_config_free(doc);
+
+    const struct {
+        const char *text;
+        const char *msg;
+    } bad[] = {
+        {"sever: {}\n", "sever: unknown key (host.yaml:1:8)"},
+        {"server: {listen: 8008}\n", "server.listen: expected host:port"},
+        {"server: {port: 1}\n", "server.port: unknown key"},
+        {"invalidation: {backend: kafka}\n", "invalidation.backend: expected local or redis"},
+        {"invalidation: {redis: {maxlen: 0}}\n", "invalidation.redis.maxlen: expected a positive stream length"},
+        {"invalidation: {redis: {host: x}}\n", "invalidation.redis.host: unknown key"},
+        {"caches: {global_factor: -2}\n", "caches.global_factor: expected a factor above 0"},
+        {"modules: {a: 1}\n", "modules: expected a list of modules"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&err, 0, sizeof err);
+        assert_int_equal(read_host_config(bad[i].text, &hc, &err, &doc), MC_EINVAL);
+        if (strncmp(err.message, bad[i].msg, strlen(bad[i].msg)) != 0)
+            fail_msg("for %s got '%s', want '%s...'", bad[i].text, err.message, bad[i].msg);
+        assert_null(hc.factors);
+        mc_config_free(doc);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -251,6 +324,7 @@ int main(void)
         cmocka_unit_test(test_first_registration_keeps_the_name),
         cmocka_unit_test(test_no_modules),
         cmocka_unit_test(test_callback_categories),
+        cmocka_unit_test(test_host_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -74,6 +74,36 @@ MC_API int mc_host_run_callbacks(mc_host *host, const char *category, const char
 /* Number of callbacks registered for category/name (0 if unknown). */
 MC_API size_t mc_host_callback_count(mc_host *host, const char *category, const char *name);
 
+/* ---- the host's configuration file ---- */
+
+typedef enum mc_bus_backend {
+    MC_BUS_LOCAL = 0, /* invalidations stay in this process */
+    MC_BUS_REDIS = 1, /* invalidations go through a Redis stream to every host */
+} mc_bus_backend;
+
+/* The file's sections, read and checked (strings point into the mc_config document).
+ *   server:       {listen: 127.0.0.1:8008, admin_token_file: admin.token}
+ *   caches:       see mc_config_read_caches
+ *   invalidation: {backend: local|redis, instance_name: worker1,
+ *                  redis: {address: 127.0.0.1:6379, stream: modcache:invalidations, maxlen: 100000}}
+ *   modules:      [{module: <path>, config: <any>}, ...]  (loaded by mc_host_load_modules)
+ * Unknown sections and keys are refused with their path, before anything starts. */
+typedef struct mc_host_config {
+    const char *listen;           /* default "127.0.0.1:8008" (loopback) */
+    const char *admin_token_file; /* NULL: the admin API is refused */
+    mc_cache_config caches;
+    mc_cache_factor *factors;     /* owned: free() after mc_registry_create */
+    mc_bus_backend backend;       /* default local */
+    const char *instance_name;    /* default "modcache" */
+    const char *redis_address;    /* default "127.0.0.1:6379" */
+    const char *redis_stream;     /* default "modcache:invalidations" */
+    uint64_t redis_maxlen;        /* default 100000 */
+    const mc_config_node *modules; /* the modules list, or NULL */
+} mc_host_config;
+
+/* Returns 0 or MC_EINVAL/MC_ENOMEM with err naming the path and position. */
+MC_API int mc_host_config_read(const mc_config *doc, mc_host_config *out, mc_error *err);
+
 MC_API size_t mc_host_module_count(const mc_host *host);
 /* The i-th loaded module's descriptor name, or NULL. */
 MC_API const char *mc_host_module_name(const mc_host *host, size_t i);

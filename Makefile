@@ -8,7 +8,8 @@ CMAKE_ARGS ?=
 
 # Build tools, libraries, test and benchmark frameworks (all Debian 12 packages).
 PACKAGES = cmake make gcc g++ pkg-config \
-           libxxhash-dev libck-dev libjemalloc-dev libyaml-dev libcmocka-dev libbenchmark-dev
+           libxxhash-dev libck-dev libjemalloc-dev libyaml-dev libmicrohttpd-dev libcmocka-dev \
+           libbenchmark-dev
 
 .PHONY: all deps build demo test test-unit test-tsan test-asan bench clean
 

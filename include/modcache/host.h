@@ -104,6 +104,19 @@ typedef struct mc_host_config {
 /* Returns 0 or MC_EINVAL/MC_ENOMEM with err naming the path and position. */
 MC_API int mc_host_config_read(const mc_config *doc, mc_host_config *out, mc_error *err);
 
+/* ---- the HTTP server: modules' web resources, the admin API, /metrics ---- */
+
+/* Start serving on `listen` ("127.0.0.1:8008"; port 0 picks a free one) with a thread per
+ * connection. Bodies over max_body bytes get 413 (0: 1 MiB). admin_token is the bearer token
+ * the admin API requires (NULL: the admin API answers 403). Returns 0, MC_EINVAL (bad address),
+ * MC_EIO (cannot bind; err names the address), MC_EBUSY (already serving). */
+MC_API int mc_host_http_start(mc_host *host, const char *listen, size_t max_body,
+                              const char *admin_token, mc_error *err);
+/* The bound port (after start), or 0. */
+MC_API unsigned mc_host_http_port(const mc_host *host);
+/* Stop accepting, let requests in progress finish, then stop. */
+MC_API void mc_host_http_stop(mc_host *host);
+
 MC_API size_t mc_host_module_count(const mc_host *host);
 /* The i-th loaded module's descriptor name, or NULL. */
 MC_API const char *mc_host_module_name(const mc_host *host, size_t i);

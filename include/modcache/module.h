@@ -76,6 +76,42 @@ MC_API int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *arg
 /* The cache configuration modules' functions should be created with (opts.registry). */
 MC_API mc_registry *mc_api_registry(mc_api *api);
 
+/* ---- web resources ---- */
+
+/* An HTTP request as a handler sees it; everything is valid during the handler call only. */
+typedef struct mc_http_request {
+    const char *method; /* "GET", "PUT", ... */
+    const char *path;   /* decoded path, without the query */
+    const char *query;  /* the raw query string after '?', or "" */
+    const char *body;   /* not NUL-terminated; body_len bytes */
+    size_t body_len;
+    void *impl;
+} mc_http_request;
+
+typedef struct mc_http_response mc_http_response;
+
+/* A request header (case-insensitive name), or NULL. */
+MC_API const char *mc_http_header(const mc_http_request *req, const char *name);
+/* Set the status (default 200), add a header, set the body (copied). 0 or MC_EINVAL/MC_ENOMEM. */
+MC_API int mc_http_set_status(mc_http_response *resp, unsigned status);
+MC_API int mc_http_add_header(mc_http_response *resp, const char *name, const char *value);
+MC_API int mc_http_set_body(mc_http_response *resp, const void *data, size_t len);
+/* 405 with an Allow header listing the methods the resource answers. */
+MC_API int mc_http_method_not_allowed(mc_http_response *resp, const char *allow);
+
+/* Handles requests for a registered path and everything below it. Runs on a server thread;
+ * several may run at once. */
+typedef void (*mc_http_handler)(void *ud, const mc_http_request *req, mc_http_response *resp);
+
+/* Register a web resource at an absolute path ("/_modcache/client/<module>/..."): it receives
+ * requests for the path and every path below it (the longest registered match wins). Refused
+ * (MC_EINVAL) under the reserved trees /_matrix/client, /_matrix/federation, /_matrix/key,
+ * /_matrix/media, /_modcache/admin and /metrics, or for a path that is not absolute, has empty
+ * or dot segments or a trailing '/'. The first module to register a path keeps it: a later one
+ * gets MC_EEXIST and a logged warning. MC_EBUSY outside init. */
+MC_API int mc_api_register_web_resource(mc_api *api, const char *path, mc_http_handler handler,
+                                        void *ud);
+
 /* One named callback of a category (the seed's keyword arguments): `fn` is the function the
  * embedding program documents for that name (cast to mc_callback_fn), `ud` its user data. */
 typedef void (*mc_callback_fn)(void);

@@ -1,63 +1,12 @@
 /* The module host: dlopen'd modules with a checked descriptor, parse_config and init in config
  * order, fini in reverse, and the API handle through which modules register cached functions. */
-#include "modcache/host.h"
+#include "host/host_internal.h"
 
 #include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct mc_api {
-    mc_host *host;
-    const mc_module_descriptor *desc;
-    const mc_config_node *config;
-    bool in_init;
-    /* Functions this module registered, unregistered before its fini. */
-    mc_cached **registered;
-    size_t nregistered;
-};
-
-typedef struct mc__module {
-    void *handle;
-    char *path;
-    mc_api api;
-    void *parsed;
-    bool has_parsed;
-    void *state;
-} mc__module;
-
-/* One registered callback, tagged with the module that registered it. */
-struct mc__cb {
-    const mc_api *owner;
-    mc_callback_fn fn;
-    void *ud;
-};
-
-struct mc__cbname {
-    char *name;
-    struct mc__cb *cbs;
-    size_t n;
-};
-
-struct mc__category {
-    char *name;
-    mc_compose rule;
-    struct mc__cbname *names;
-    size_t nnames;
-};
-
-struct mc_host {
-    struct mc__category *cats;
-    size_t ncats;
-    mc_log_fn log;
-    void *log_ud;
-    mc_registry *registry;
-    bool own_registry;
-    mc__module *mods;
-    size_t n, cap;
-    mc_config *empty; /* a null scalar for modules without a config */
-};
 
 static const char *const mc__level_names[] = {"debug", "info", "warn", "error"};
 
@@ -81,6 +30,7 @@ int mc_host_create(const mc_host_options *opts, mc_host **out)
     mc_host *h = calloc(1, sizeof *h);
     if (!h)
         return MC_ENOMEM;
+    pthread_rwlock_init(&h->routes_lock, NULL);
     h->log = opts && opts->log ? opts->log : mc__stderr_log;
     h->log_ud = opts && opts->log ? opts->log_ud : NULL;
     h->registry = opts ? opts->registry : NULL;
@@ -99,10 +49,7 @@ int mc_host_create(const mc_host_options *opts, mc_host **out)
     return 0;
 }
 
-static void mc__log(mc_host *h, mc_log_level level, const char *module, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void mc__log(mc_host *h, mc_log_level level, const char *module, const char *fmt, ...)
+void mc__host_log(mc_host *h, mc_log_level level, const char *module, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -130,6 +77,7 @@ static void mc__drop_callbacks(mc_host *h, const mc_api *owner)
 static void mc__module_unload(mc_host *h, mc__module *m, bool initialised)
 {
     mc__drop_callbacks(h, &m->api);
+    mc__routes_drop(h, &m->api);
     for (size_t i = m->api.nregistered; i-- > 0;)
         mc_registry_remove(h->registry, m->api.registered[i]);
     free(m->api.registered);
@@ -148,9 +96,10 @@ void mc_host_destroy(mc_host *h)
 {
     if (!h)
         return;
+    mc_host_http_stop(h);
     while (h->n > 0) {
         mc__module *m = &h->mods[--h->n];
-        mc__log(h, MC_LOG_INFO, NULL, "finalising module %s", m->api.desc->name);
+        mc__host_log(h, MC_LOG_INFO, NULL, "finalising module %s", m->api.desc->name);
         mc__module_unload(h, m, true);
     }
     free(h->mods);
@@ -163,6 +112,8 @@ void mc_host_destroy(mc_host *h)
         free(h->cats[c].name);
     }
     free(h->cats);
+    free(h->routes);
+    pthread_rwlock_destroy(&h->routes_lock);
     if (h->own_registry)
         mc_registry_destroy(h->registry);
     mc_config_free(h->empty);
@@ -257,7 +208,7 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
         return rc;
     }
     h->n++;
-    mc__log(h, MC_LOG_INFO, NULL, "loaded module %s from %s", d->name, path);
+    mc__host_log(h, MC_LOG_INFO, NULL, "loaded module %s from %s", d->name, path);
     return 0;
 }
 
@@ -290,7 +241,7 @@ int mc_host_load_modules(mc_host *h, const mc_config_node *modules, mc_error *er
         /* Nothing half-started keeps running. */
         while (h->n > first) {
             mc__module *m = &h->mods[--h->n];
-            mc__log(h, MC_LOG_INFO, NULL, "finalising module %s after a load failure", m->api.desc->name);
+            mc__host_log(h, MC_LOG_INFO, NULL, "finalising module %s after a load failure", m->api.desc->name);
             mc__module_unload(h, m, true);
         }
     }
@@ -331,7 +282,7 @@ int mc_api_register_cached_function(mc_api *api, mc_cached *fn)
     if (!api || !fn)
         return MC_EINVAL;
     if (!api->in_init) {
-        mc__log(api->host, MC_LOG_WARN, api->desc->name,
+        mc__host_log(api->host, MC_LOG_WARN, api->desc->name,
                 "register_cached_function after init refused (%s)", mc_cached_name(fn));
         return MC_EBUSY;
     }
@@ -344,7 +295,7 @@ int mc_api_register_cached_function(mc_api *api, mc_cached *fn)
                  ? 0
                  : mc_registry_add(api->host->registry, fn);
     if (rc == MC_EEXIST)
-        mc__log(api->host, MC_LOG_WARN, api->desc->name, "cached function name %s is taken",
+        mc__host_log(api->host, MC_LOG_WARN, api->desc->name, "cached function name %s is taken",
                 mc_cached_name(fn));
     if (rc != 0)
         return rc;
@@ -421,18 +372,18 @@ int mc_api_register_callbacks(mc_api *api, const char *category, const mc_callba
         return MC_EINVAL;
     mc_host *h = api->host;
     if (!api->in_init) {
-        mc__log(h, MC_LOG_WARN, api->desc->name, "register_callbacks(%s) after init refused", category);
+        mc__host_log(h, MC_LOG_WARN, api->desc->name, "register_callbacks(%s) after init refused", category);
         return MC_EBUSY;
     }
     struct mc__category *cat = mc__category(h, category);
     if (!cat) {
-        mc__log(h, MC_LOG_WARN, api->desc->name, "unknown callback category %s", category);
+        mc__host_log(h, MC_LOG_WARN, api->desc->name, "unknown callback category %s", category);
         return MC_ENOENT;
     }
     /* Check everything first: a bad entry registers nothing. */
     for (size_t i = 0; i < n; i++) {
         if (!entries[i].name || !entries[i].fn || !mc__cbname(cat, entries[i].name)) {
-            mc__log(h, MC_LOG_WARN, api->desc->name, "category %s has no callback named %s", category,
+            mc__host_log(h, MC_LOG_WARN, api->desc->name, "category %s has no callback named %s", category,
                     entries[i].name ? entries[i].name : "(null)");
             return MC_EINVAL;
         }

@@ -1,0 +1,82 @@
+/* Internal layout of the module host, shared by host.c (modules, API, callbacks) and http.c
+ * (the server). Nothing here is part of the public API. */
+#ifndef MC_HOST_INTERNAL_H
+#define MC_HOST_INTERNAL_H
+
+#include <pthread.h>
+
+#include "modcache/host.h"
+
+struct mc_api {
+    mc_host *host;
+    const mc_module_descriptor *desc;
+    const mc_config_node *config;
+    bool in_init;
+    /* Functions this module registered, unregistered before its fini. */
+    mc_cached **registered;
+    size_t nregistered;
+};
+
+typedef struct mc__module {
+    void *handle;
+    char *path;
+    mc_api api;
+    void *parsed;
+    bool has_parsed;
+    void *state;
+} mc__module;
+
+/* One registered callback, tagged with the module that registered it. */
+struct mc__cb {
+    const mc_api *owner;
+    mc_callback_fn fn;
+    void *ud;
+};
+
+struct mc__cbname {
+    char *name;
+    struct mc__cb *cbs;
+    size_t n;
+};
+
+struct mc__category {
+    char *name;
+    mc_compose rule;
+    struct mc__cbname *names;
+    size_t nnames;
+};
+
+/* A registered web resource: `path` and everything below it. */
+struct mc__route {
+    char *path;
+    size_t len;
+    mc_http_handler handler;
+    void *ud;
+    const mc_api *owner;
+};
+
+struct mc__http; /* http.c */
+
+struct mc_host {
+    pthread_rwlock_t routes_lock; /* routes change at module load/unload, read per request */
+    struct mc__route *routes;
+    size_t nroutes;
+    struct mc__http *http;
+    struct mc__category *cats;
+    size_t ncats;
+    mc_log_fn log;
+    void *log_ud;
+    mc_registry *registry;
+    bool own_registry;
+    mc__module *mods;
+    size_t n, cap;
+    mc_config *empty; /* a null scalar for modules without a config */
+};
+
+
+void mc__host_log(mc_host *h, mc_log_level level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Withdraw the routes a module registered. */
+void mc__routes_drop(mc_host *h, const mc_api *owner);
+
+#endif

@@ -204,6 +204,22 @@ static void test_metrics(void **state)
     assert_non_null(strstr(r.body, "modcache_cache_misses_total{cache=\"mod_good.lookup\"} "));
     assert_non_null(strstr(r.body, "modcache_cache_evictions_total{cache=\"mod_good.lookup\",reason=\"invalidation\"} "));
     assert_non_null(strstr(r.body, "modcache_cache_size{cache=\"mod_good.lookup\"} 1\n"));
+    assert_non_null(strstr(r.body, "modcache_cache_max_size{cache=\"mod_good.lookup\"} 10\n"));
+    assert_non_null(strstr(r.body, "modcache_jemalloc_allocated_bytes "));
+    /* Every sample line parses as name{labels} value. */
+    for (const char *line = r.body; *line;) {
+        const char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        assert_int_equal(strncmp(line, "modcache_", 9), 0);
+        const char *sp = nl;
+        while (sp > line && sp[-1] != ' ')
+            sp--;
+        assert_true(sp > line);
+        char *end;
+        strtod(sp, &end);
+        assert_ptr_equal(end, nl); /* the value is a number up to the line's end */
+        line = nl + 1;
+    }
     http("POST", "/metrics", NULL, NULL, 0, &r);
     assert_int_equal(r.status, 405);
 }

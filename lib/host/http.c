@@ -1,6 +1,7 @@
 /* The host's HTTP server (libmicrohttpd, a thread per connection): modules' web resources by
  * longest path prefix, the admin API (bearer token) and Prometheus /metrics. */
 #include <arpa/inet.h>
+#include <jemalloc/jemalloc.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -310,6 +311,8 @@ static void mc__metrics_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
                     mc_evict_reason_name((mc_evict_reason)r), (unsigned long long)st->cache.evictions[r]);
     mc__bprintf(b, "modcache_cache_size{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.entries);
     mc__bprintf(b, "modcache_cache_bytes{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.weight);
+    mc__bprintf(b, "modcache_cache_max_size{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.max_entries);
+    mc__bprintf(b, "modcache_cache_memory_bytes{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.memory);
     mc__bprintf(b, "modcache_cache_loads_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->loads);
 }
 
@@ -321,6 +324,18 @@ static void mc__buf_to_resp(mc__buf *b, mc_http_response *r, const char *type)
         mc_http_set_body(r, b->s, b->len);
     mc_http_add_header(r, "Content-Type", type);
     free(b->s);
+}
+
+static size_t mc__jemalloc_allocated(void)
+{
+    uint64_t epoch = 1;
+    size_t sz = sizeof epoch, allocated = 0;
+    /* Writing the epoch refreshes jemalloc's statistics. */
+    mallctl("epoch", &epoch, &sz, &epoch, sz);
+    sz = sizeof allocated;
+    if (mallctl("stats.allocated", &allocated, &sz, NULL, 0) != 0)
+        return 0;
+    return allocated;
 }
 
 /* Equal strings, in time that depends on the length of `a` only (the presented token). */
@@ -485,6 +500,7 @@ static void mc__dispatch(struct mc__http *s, const mc_http_request *req, mc_http
         }
         mc__buf b = {0};
         mc_registry_list(h->registry, mc__metrics_one, &b);
+        mc__bprintf(&b, "modcache_jemalloc_allocated_bytes %zu\n", mc__jemalloc_allocated());
         mc__buf_to_resp(&b, r, "text/plain; version=0.0.4");
         return;
     }

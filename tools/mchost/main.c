@@ -1,0 +1,168 @@
+/* mchost: the module host daemon. Loads the YAML config and its modules, serves HTTP (module
+ * resources, admin API, metrics), reloads cache factors on SIGHUP, stops cleanly on SIGINT/TERM. */
+#include <modcache.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: mchost -c FILE [--check]\n"
+               "\n"
+               "Loads the configuration FILE and its modules, then serves HTTP until SIGINT or SIGTERM.\n"
+               "  -c, --config FILE  the host's YAML configuration\n"
+               "  --check            validate the configuration and load the modules, then exit\n"
+               "  --version          print the version\n"
+               "  --help             this text\n"
+               "SIGHUP re-reads the caches: block and applies its cache factors.\n"
+               "Exit status: 0 on a clean stop, 2 on a configuration or start-up error.\n");
+}
+
+static int fail(const mc_error *err)
+{
+    fprintf(stderr, "mchost: %s\n", err->message[0] ? err->message : mc_strerror(err->code));
+    return 2;
+}
+
+/* The admin token: the file's first line, without trailing whitespace. */
+static char *read_token(const char *path, mc_error *err)
+{
+    FILE *f = fopen(path, "r");
+    char buf[512];
+    if (!f || !fgets(buf, sizeof buf, f)) {
+        if (f)
+            fclose(f);
+        err->code = MC_EIO;
+        snprintf(err->message, sizeof err->message, "server.admin_token_file: cannot read %s", path);
+        return NULL;
+    }
+    fclose(f);
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        buf[--n] = 0;
+    if (n == 0) {
+        err->code = MC_EINVAL;
+        snprintf(err->message, sizeof err->message, "server.admin_token_file: %s is empty", path);
+        return NULL;
+    }
+    return strdup(buf);
+}
+
+/* SIGHUP: the caches: block's factors again (global, then each named one). */
+static void reload_factors(const char *path, mc_registry *reg)
+{
+    mc_error err = {0};
+    mc_config *doc = NULL;
+    mc_host_config hc;
+    if (mc_config_load_file(path, &doc, &err) != 0 || mc_host_config_read(doc, &hc, &err) != 0) {
+        fprintf(stderr, "mchost: reload refused, keeping the running configuration: %s\n", err.message);
+        if (doc)
+            mc_config_free(doc);
+        return;
+    }
+    mc_registry_set_factor(reg, NULL, hc.caches.global_factor);
+    for (size_t i = 0; i < hc.caches.n_per_cache_factors; i++)
+        mc_registry_set_factor(reg, hc.caches.per_cache_factors[i].name, hc.caches.per_cache_factors[i].factor);
+    fprintf(stderr, "info [host] cache factors reloaded from %s\n", path);
+    free(hc.factors);
+    mc_config_free(doc);
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int check = 0;
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
+            path = argv[++i];
+        } else if (!strcmp(argv[i], "--check")) {
+            check = 1;
+        } else if (!strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("mchost %s\n", mc_version());
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!path) {
+        usage(stderr);
+        return 2;
+    }
+
+    /* Signals are taken by sigwait in this thread only: block them before any thread starts. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    mc_error err = {0};
+    mc_config *doc = NULL;
+    mc_host_config hc;
+    if (mc_config_load_file(path, &doc, &err) != 0 || mc_host_config_read(doc, &hc, &err) != 0) {
+        mc_config_free(doc);
+        return fail(&err);
+    }
+    mc_registry *reg = NULL;
+    int rc = mc_registry_create(&hc.caches, &reg);
+    free(hc.factors);
+    if (rc != 0) {
+        err.code = rc;
+        snprintf(err.message, sizeof err.message, "caches: %s", mc_strerror(rc));
+        mc_config_free(doc);
+        return fail(&err);
+    }
+    mc_host_options ho;
+    mc_host_options_init(&ho);
+    ho.registry = reg;
+    mc_host *host = NULL;
+    char *token = NULL;
+    int status = 0;
+    if ((rc = mc_host_create(&ho, &host)) != 0) {
+        err.code = rc;
+        snprintf(err.message, sizeof err.message, "%s", mc_strerror(rc));
+        status = fail(&err);
+        goto out;
+    }
+    if (mc_host_load_modules(host, hc.modules, &err) != 0) {
+        status = fail(&err);
+        goto out;
+    }
+    if (hc.admin_token_file && !(token = read_token(hc.admin_token_file, &err))) {
+        status = fail(&err);
+        goto out;
+    }
+    if (check) {
+        printf("%s: configuration and %zu module(s) OK\n", path, mc_host_module_count(host));
+        goto out;
+    }
+    if (mc_host_http_start(host, hc.listen, 0, token, &err) != 0) {
+        status = fail(&err);
+        goto out;
+    }
+    mc_registry_start(reg);
+    for (;;) {
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        if (sig == SIGHUP) {
+            reload_factors(path, reg);
+            continue;
+        }
+        fprintf(stderr, "info [host] %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        break;
+    }
+out:
+    /* Server first (requests in progress finish), then modules in reverse order. */
+    mc_host_destroy(host);
+    mc_registry_destroy(reg);
+    free(token);
+    mc_config_free(doc);
+    return status;
+}

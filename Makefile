@@ -9,7 +9,7 @@ CMAKE_ARGS ?=
 # Build tools, libraries, test and benchmark frameworks (all Debian 12 packages).
 PACKAGES = cmake make gcc g++ pkg-config \
            libxxhash-dev libck-dev libjemalloc-dev libyaml-dev libmicrohttpd-dev libcmocka-dev \
-           libbenchmark-dev
+           libcurl4-openssl-dev libbenchmark-dev
 
 .PHONY: all deps build demo test test-unit test-tsan test-asan bench clean
 

@@ -1,11 +1,13 @@
 /* Tests of the module host: modules loaded from a YAML list in order and finalised in reverse,
  * configs parsed by the module, registration only during init, and every load fault reported. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "modcache.h"
@@ -181,19 +183,106 @@ static void test_no_modules(void **state)
 }
 
 /* The embedding program's adapters: it knows the callbacks' real signatures. */
-static int invoke_check(mc_callback_fn fn, void *ud, void *ctx, void **value)
+static int invoke_check(mc_callback_fn fn, void *ud, void *ctx, void **value, mc_callback_run *run)
 {
     (void)value;
+    (void)run;
     return ((int (*)(void *, const char *))fn)(ud, ctx);
 }
 
-static int fail_first(mc_callback_fn fn, void *ud, void *ctx, void **value)
+static int fail_first(mc_callback_fn fn, void *ud, void *ctx, void **value, mc_callback_run *run)
 {
     (void)fn;
     (void)ud;
     (void)value;
+    (void)run;
     (*(int *)ctx)++;
     return MC_EIO;
+}
+
+/* Callbacks that complete later: each invoke hands the call to a thread and returns pending. */
+typedef struct {
+    mc_callback_fn fn;
+    void *ud;
+    const char *event;
+    mc_callback_run *run;
+} later_call;
+
+static void *run_later(void *arg)
+{
+    later_call *c = arg;
+    usleep(20000);
+    int rc = ((int (*)(void *, const char *))c->fn)(c->ud, c->event);
+    mc_callback_run *run = c->run;
+    free(c);
+    mc_callback_resume(run, rc, NULL);
+    return NULL;
+}
+
+static int invoke_later(mc_callback_fn fn, void *ud, void *ctx, void **value, mc_callback_run *run)
+{
+    (void)value;
+    later_call *c = malloc(sizeof *c);
+    *c = (later_call){fn, ud, ctx, run};
+    pthread_t t;
+    pthread_create(&t, NULL, run_later, c);
+    pthread_detach(t);
+    return MC_CALLBACK_PENDING;
+}
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done, rc;
+} async_done;
+
+static void on_async_done(void *ud, int rc, void *value)
+{
+    (void)value;
+    async_done *d = ud;
+    pthread_mutex_lock(&d->lock);
+    d->rc = rc;
+    d->done++;
+    pthread_cond_signal(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void test_pending_callbacks(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    assert_int_equal(mc_host_declare_category(h, "spam_checker", MC_COMPOSE_FIRST_DECISION,
+                                              (const char *[]){"check_event", NULL}),
+                     0);
+    assert_int_equal(mc_host_declare_category(h, "audit", MC_COMPOSE_ALL, (const char *[]){"on_event", NULL}), 0);
+    mc_error err = {0};
+    mc_config *doc;
+    assert_int_equal(load_yaml(h, "modules:\n  - module: @/mod_cb_spam.so\n  - module: @/mod_cb_bad.so\n", &err, &doc), 0);
+    /* Blocking: the run waits for each pending callback, in order, and composes as usual. */
+    logbuf[0] = 0;
+    assert_int_equal(mc_host_run_callbacks(h, "spam_checker", "check_event", invoke_later, "bad idea", NULL), 2);
+    assert_true(strstr(logbuf, "[cb_spam] checked bad idea") < strstr(logbuf, "[cb_bad] checked bad idea"));
+    assert_int_equal(mc_host_run_callbacks(h, "spam_checker", "check_event", invoke_later, "fine", NULL), 0);
+    /* Asynchronous: the caller gets a completion. */
+    async_done d = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    logbuf[0] = 0;
+    assert_int_equal(mc_host_run_callbacks_async(h, "spam_checker", "check_event", invoke_later, "spam!",
+                                                 on_async_done, &d), 0);
+    pthread_mutex_lock(&d.lock);
+    while (!d.done)
+        pthread_cond_wait(&d.cond, &d.lock);
+    pthread_mutex_unlock(&d.lock);
+    assert_int_equal(d.rc, 2);
+    assert_int_equal(d.done, 1);
+    assert_null(strstr(logbuf, "[cb_bad] checked")); /* the first decision stopped the rest */
+    /* Completing without any pending callback: done runs before the call returns. */
+    d.done = 0;
+    assert_int_equal(mc_host_run_callbacks_async(h, "audit", "on_event", invoke_check, "x", on_async_done, &d), 0);
+    assert_int_equal(d.done, 1);
+    assert_int_equal(d.rc, 0);
+    assert_int_equal(mc_host_run_callbacks_async(h, "nope", "x", invoke_check, "x", on_async_done, &d), MC_ENOENT);
+    mc_host_destroy(h);
+    mc_config_free(doc);
 }
 
 static void test_callback_categories(void **state)
@@ -324,6 +413,7 @@ int main(void)
         cmocka_unit_test(test_first_registration_keeps_the_name),
         cmocka_unit_test(test_no_modules),
         cmocka_unit_test(test_callback_categories),
+        cmocka_unit_test(test_pending_callbacks),
         cmocka_unit_test(test_host_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -60,17 +60,40 @@ typedef enum mc_compose {
 MC_API int mc_host_declare_category(mc_host *host, const char *category, mc_compose rule,
                                     const char *const *names);
 
-/* Calls one registered callback: the embedding program knows its real signature. Return 0 for
- * "no decision / no value" (the next callback runs), a positive value for a decision or a
- * value (set *value if the category carries one), a negative MC_E* code to fail the
- * operation (the callbacks after it do not run). */
-typedef int (*mc_callback_invoke)(mc_callback_fn fn, void *ud, void *ctx, void **value);
+/* One run of a category's callbacks, for callbacks that complete later. */
+typedef struct mc_callback_run mc_callback_run;
 
-/* Run the callbacks registered for category/name in config order under the category's rule.
- * Returns the first decision (> 0) or value (> 0, *value set) or error (< 0); 0 when every
- * callback passed (or none is registered). MC_ENOENT for an unknown category or name. */
+/* Reserved return value of an invoke: the callback will finish later with mc_callback_resume. */
+#define MC_CALLBACK_PENDING 0x7fffffff
+
+/* Calls one registered callback: the embedding program knows its real signature. Return 0 for
+ * "no decision / no value" (the next callback runs), a positive value (below
+ * MC_CALLBACK_PENDING) for a decision or a value (set *value if the category carries one), a
+ * negative MC_E* code to fail the operation (the callbacks after it do not run), or
+ * MC_CALLBACK_PENDING when the callback completes later (the seed's asynchronous callbacks):
+ * then call mc_callback_resume(run, result, value) once, from any thread (even before
+ * returning). */
+typedef int (*mc_callback_invoke)(mc_callback_fn fn, void *ud, void *ctx, void **value,
+                                  mc_callback_run *run);
+
+/* Completion of an asynchronous run: the composed result and value. */
+typedef void (*mc_callbacks_done)(void *ud, int rc, void *value);
+
+/* Run the callbacks registered for category/name in config order under the category's rule,
+ * blocking until pending ones complete. Returns the first decision (> 0) or value (> 0, *value
+ * set) or error (< 0); 0 when every callback passed (or none is registered). MC_ENOENT for an
+ * unknown category or name; MC_ENOMEM. */
 MC_API int mc_host_run_callbacks(mc_host *host, const char *category, const char *name,
                                  mc_callback_invoke invoke, void *ctx, void **value);
+/* The same without blocking: `done` runs with the composed result when the last callback
+ * completes (before this returns if none was pending). Returns 0 once started, MC_ENOENT /
+ * MC_EINVAL / MC_ENOMEM otherwise (done not called). */
+MC_API int mc_host_run_callbacks_async(mc_host *host, const char *category, const char *name,
+                                       mc_callback_invoke invoke, void *ctx, mc_callbacks_done done,
+                                       void *ud);
+/* Finish a callback that returned MC_CALLBACK_PENDING with its result (and value, if any). */
+MC_API void mc_callback_resume(mc_callback_run *run, int rc, void *value);
+
 /* Number of callbacks registered for category/name (0 if unknown). */
 MC_API size_t mc_host_callback_count(mc_host *host, const char *category, const char *name);
 

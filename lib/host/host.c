@@ -401,23 +401,127 @@ int mc_api_register_callbacks(mc_api *api, const char *category, const mc_callba
     return 0;
 }
 
-int mc_host_run_callbacks(mc_host *h, const char *category, const char *name, mc_callback_invoke invoke,
-                          void *ctx, void **value)
+struct mc_callback_run {
+    mc_compose rule;
+    struct mc__cb *cbs; /* a snapshot: the run does not see later (un)registrations */
+    size_t n, idx;
+    mc_callback_invoke invoke;
+    void *ctx;
+    void *value;
+    mc_callbacks_done done;
+    void *ud;
+};
+
+static void mc__run_finish(mc_callback_run *run, int rc)
 {
-    if (!h || !category || !name || !invoke)
+    mc_callbacks_done done = run->done;
+    void *ud = run->ud, *value = run->value;
+    free(run->cbs);
+    free(run);
+    done(ud, rc, value);
+}
+
+/* Apply one callback's result under the rule; true when the run is over (and freed). */
+static bool mc__run_step(mc_callback_run *run, int rc)
+{
+    if (rc < 0 || (rc > 0 && run->rule != MC_COMPOSE_ALL)) {
+        /* A failure stops the callbacks after it; so does the first decision or value. */
+        mc__run_finish(run, rc);
+        return true;
+    }
+    run->idx++;
+    return false;
+}
+
+static void mc__run_continue(mc_callback_run *run)
+{
+    while (run->idx < run->n) {
+        struct mc__cb *cb = &run->cbs[run->idx];
+        int rc = run->invoke(cb->fn, cb->ud, run->ctx, &run->value, run);
+        if (rc == MC_CALLBACK_PENDING)
+            return; /* resumed later; the run may already be gone: touch nothing */
+        if (mc__run_step(run, rc))
+            return;
+    }
+    mc__run_finish(run, 0);
+}
+
+void mc_callback_resume(mc_callback_run *run, int rc, void *value)
+{
+    if (!run)
+        return;
+    if (value)
+        run->value = value;
+    if (rc == MC_CALLBACK_PENDING)
+        rc = MC_EINVAL; /* pending again is not a result */
+    if (!mc__run_step(run, rc))
+        mc__run_continue(run);
+}
+
+int mc_host_run_callbacks_async(mc_host *h, const char *category, const char *name,
+                                mc_callback_invoke invoke, void *ctx, mc_callbacks_done done, void *ud)
+{
+    if (!h || !category || !name || !invoke || !done)
         return MC_EINVAL;
     struct mc__category *cat = mc__category(h, category);
     struct mc__cbname *nm = cat ? mc__cbname(cat, name) : NULL;
     if (!nm)
         return MC_ENOENT;
-    for (size_t i = 0; i < nm->n; i++) {
-        int rc = invoke(nm->cbs[i].fn, nm->cbs[i].ud, ctx, value);
-        if (rc < 0)
-            return rc; /* a failing callback stops the ones after it */
-        if (rc > 0 && cat->rule != MC_COMPOSE_ALL)
-            return rc; /* first decision, or first value */
+    mc_callback_run *run = calloc(1, sizeof *run);
+    if (!run)
+        return MC_ENOMEM;
+    run->cbs = malloc((nm->n ? nm->n : 1) * sizeof *run->cbs);
+    if (!run->cbs) {
+        free(run);
+        return MC_ENOMEM;
     }
+    memcpy(run->cbs, nm->cbs, nm->n * sizeof *run->cbs);
+    run->n = nm->n;
+    run->rule = cat->rule;
+    run->invoke = invoke;
+    run->ctx = ctx;
+    run->done = done;
+    run->ud = ud;
+    mc__run_continue(run);
     return 0;
+}
+
+/* The blocking form waits for the asynchronous one. */
+struct mc__run_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    int rc;
+    void *value;
+};
+
+static void mc__run_wait_done(void *ud, int rc, void *value)
+{
+    struct mc__run_wait *w = ud;
+    pthread_mutex_lock(&w->lock);
+    w->rc = rc;
+    w->value = value;
+    w->done = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+int mc_host_run_callbacks(mc_host *h, const char *category, const char *name, mc_callback_invoke invoke,
+                          void *ctx, void **value)
+{
+    struct mc__run_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    int rc = mc_host_run_callbacks_async(h, category, name, invoke, ctx, mc__run_wait_done, &w);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&w.lock);
+    while (!w.done)
+        pthread_cond_wait(&w.cond, &w.lock);
+    pthread_mutex_unlock(&w.lock);
+    pthread_mutex_destroy(&w.lock);
+    pthread_cond_destroy(&w.cond);
+    if (value && w.value)
+        *value = w.value;
+    return w.rc;
 }
 
 size_t mc_host_callback_count(mc_host *h, const char *category, const char *name)

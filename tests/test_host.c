@@ -87,6 +87,7 @@ static void test_load_in_order_finalise_in_reverse(void **state)
     /* Reverse order, and registration after init is refused. */
     char *second = strstr(logbuf, "[mod_second] fini late-register=MC_EBUSY");
     char *first = strstr(logbuf, "[mod_good] fini late-register=MC_EBUSY");
+    assert_non_null(strstr(logbuf, "[mod_good] fini late-web=MC_EBUSY"));
     assert_non_null(second);
     assert_non_null(first);
     assert_true(second < first);
@@ -285,6 +286,42 @@ static void test_pending_callbacks(void **state)
     mc_config_free(doc);
 }
 
+/* FIRST_VALUE: the first callback that produces a value wins and stops the rest. */
+static int invoke_value(mc_callback_fn fn, void *ud, void *ctx, void **value, mc_callback_run *run)
+{
+    (void)run;
+    ((int (*)(void *, const char *))fn)(ud, ctx); /* the module logs the call */
+    *value = (void *)"from-first";
+    return 1;
+}
+
+static void test_first_value(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    assert_int_equal(mc_host_declare_category(h, "audit", MC_COMPOSE_FIRST_VALUE, (const char *[]){"on_event", NULL}), 0);
+    assert_int_equal(mc_host_declare_category(h, "spam_checker", MC_COMPOSE_FIRST_DECISION,
+                                              (const char *[]){"check_event", NULL}),
+                     0);
+    mc_error err = {0};
+    mc_config *doc;
+    assert_int_equal(load_yaml(h, "modules:\n  - module: @/mod_cb_spam.so\n  - module: @/mod_cb_bad.so\n", &err, &doc), 0);
+    logbuf[0] = 0;
+    void *value = NULL;
+    assert_int_equal(mc_host_run_callbacks(h, "audit", "on_event", invoke_value, "q", &value), 1);
+    assert_string_equal((const char *)value, "from-first");
+    assert_non_null(strstr(logbuf, "[cb_spam] audit q"));
+    assert_null(strstr(logbuf, "[cb_bad] audit q"));
+    /* No value from anyone: 0, value untouched, everyone asked. */
+    logbuf[0] = 0;
+    value = NULL;
+    assert_int_equal(mc_host_run_callbacks(h, "audit", "on_event", invoke_check, "r", &value), 0);
+    assert_null(value);
+    assert_non_null(strstr(logbuf, "[cb_bad] audit r"));
+    mc_host_destroy(h);
+    mc_config_free(doc);
+}
+
 static void test_callback_categories(void **state)
 {
     (void)state;
@@ -414,6 +451,7 @@ int main(void)
         cmocka_unit_test(test_no_modules),
         cmocka_unit_test(test_callback_categories),
         cmocka_unit_test(test_pending_callbacks),
+        cmocka_unit_test(test_first_value),
         cmocka_unit_test(test_host_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,8 @@
 /* Tests of the host's HTTP server over loopback with a real client (libcurl): module resources and path rules, 404/405/413,
  * the admin API (token, listing, invalidation and its errors) and /metrics. */
+#include <pthread.h>
 #include <setjmp.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -275,6 +277,28 @@ static void test_start_errors(void **state)
     mc_host_destroy(h2);
 }
 
+static void *slow_request(void *arg)
+{
+    reply *r = arg;
+    http("GET", "/_modcache/client/web/v1/slow", NULL, NULL, 0, r);
+    return NULL;
+}
+
+static void test_stop_finishes_requests(void **state)
+{
+    (void)state;
+    /* A request in progress when the server stops still gets its answer. */
+    static reply r;
+    pthread_t t;
+    pthread_create(&t, NULL, slow_request, &r);
+    usleep(100000);
+    mc_host_http_stop(host);
+    pthread_join(t, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "GET /_modcache/client/web/v1/slow"));
+    assert_int_equal(mc_host_http_port(host), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_admin_api),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_start_errors),
+        cmocka_unit_test(test_stop_finishes_requests), /* last: it stops the server */
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int failed = cmocka_run_group_tests(tests, setup, teardown);

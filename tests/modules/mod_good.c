@@ -75,6 +75,14 @@ static int init(mc_api *api, void *parsed, void **state, mc_error *err)
     return 0;
 }
 
+static void no_handler(void *ud, const mc_http_request *req, mc_http_response *resp)
+{
+    (void)ud;
+    (void)req;
+    (void)resp;
+}
+#define NULL_HANDLER no_handler
+
 static void fini(void *state)
 {
     good_state *s = state;
@@ -87,6 +95,8 @@ static void fini(void *state)
     mc_cached_create(&o, loader, NULL, &late);
     int rc = mc_api_register_cached_function(s->api, late);
     mc_api_log(s->api, MC_LOG_INFO, "fini late-register=%s", mc_err_name(rc));
+    mc_api_log(s->api, MC_LOG_INFO, "fini late-web=%s",
+               mc_err_name(mc_api_register_web_resource(s->api, "/_modcache/client/late", NULL_HANDLER, NULL)));
     mc_cached_destroy(late);
     mc_cached_destroy(s->fn);
     free(s);

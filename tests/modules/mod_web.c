@@ -1,8 +1,10 @@
 /* A test module with a web resource: echoes method, path, query, a header and the body; PUT and
  * GET only. It also probes the path rules, logging what the API answered. */
+#define _POSIX_C_SOURCE 200809L
 #include <modcache/module.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static void echo(void *ud, const mc_http_request *req, mc_http_response *resp)
 {
@@ -11,6 +13,9 @@ static void echo(void *ud, const mc_http_request *req, mc_http_response *resp)
         mc_http_method_not_allowed(resp, "GET, PUT");
         return;
     }
+    size_t pl = strlen(req->path);
+    if (pl >= 5 && !strcmp(req->path + pl - 5, "/slow"))
+        nanosleep(&(struct timespec){.tv_nsec = 300000000}, NULL); /* a request still in progress */
     const char *x = mc_http_header(req, "X-Test");
     char buf[2048];
     int n = snprintf(buf, sizeof buf, "%s %s ?%s x=%s body=%.*s", req->method, req->path, req->query,

@@ -23,6 +23,8 @@ typedef struct {
     int none_for;           /* return "no value" for this integer key */
     useconds_t delay_us;    /* make loads slow so that callers pile up */
     mc_cached *invalidate_during; /* invalidate the key from inside the loader */
+    mc_cached *join_fn;     /* if set, hold the load until join_target calls have joined it */
+    uint64_t join_target;
     size_t last_nargs;
     int64_t last_extra;     /* the first argument beyond the key, if any */
 } db_t;
@@ -36,6 +38,14 @@ static int db_loader(void *self, const mc_arg *args, size_t nargs, mc_load *load
         db->last_extra = args[1].v.i;
     if (db->delay_us)
         usleep(db->delay_us);
+    /* Hold the load until every other caller waits for it, however slowly threads start. */
+    for (int i = 0; db->join_fn && i < 20000; i++) {
+        mc_cached_stats st;
+        mc_cached_stats_get(db->join_fn, &st);
+        if (st.joined >= db->join_target)
+            break;
+        usleep(1000);
+    }
     if (db->fail_with)
         return db->fail_with;
     if (nargs >= 1 && args[0].type == MC_ARG_INT && args[0].v.i == db->none_for)
@@ -276,8 +286,10 @@ static void run_callers(mc_cached *fn, int64_t key, caller_t *callers, int n)
 static void test_single_flight(void **state)
 {
     (void)state;
-    db_t db = {.delay_us = 100000};
+    db_t db = {0};
     mc_cached *fn = make_fn(&db, 100);
+    db.join_fn = fn;
+    db.join_target = 63;
     static caller_t callers[64];
     run_callers(fn, 42, callers, 64);
     assert_int_equal(atomic_load(&db.calls), 1);
@@ -288,19 +300,17 @@ static void test_single_flight(void **state)
     mc_cached_stats st;
     mc_cached_stats_get(fn, &st);
     assert_int_equal(st.loads, 1);
-    /* The others joined the load or found its stored value (a second look under the in-flight
-     * lock is not counted as a hit). */
-    assert_true(st.joined + st.cache.hits <= 63);
-    assert_true(st.joined > 0);
+    assert_int_equal(st.joined, 63); /* the loader waited for all of them */
 
     /* A failing load: every waiter gets the error, the next call retries. */
     db.fail_with = MC_ETIMEDOUT;
+    db.join_target = 126;
     run_callers(fn, 43, callers, 64);
     assert_int_equal(atomic_load(&db.calls), 2);
     for (int i = 0; i < 64; i++)
         assert_int_equal(callers[i].rc, MC_ETIMEDOUT);
     db.fail_with = 0;
-    db.delay_us = 0;
+    db.join_fn = NULL;
     char out[32];
     assert_int_equal(call_int(fn, 43, out, sizeof out), 0);
     assert_int_equal(atomic_load(&db.calls), 3);
@@ -646,10 +656,17 @@ static void *slow_call(void *arg)
     return NULL;
 }
 
+/* Let the single load finish only once the batch has joined it (or after 20 s). */
 static void *release_later(void *arg)
 {
-    (void)arg;
-    usleep(50000);
+    mc_cached *fn = arg;
+    for (int i = 0; i < 20000; i++) {
+        mc_cached_stats st;
+        mc_cached_stats_get(fn, &st);
+        if (st.joined >= 1)
+            break;
+        usleep(1000);
+    }
     atomic_store(&joined_release, 1);
     return NULL;
 }
@@ -673,7 +690,7 @@ static void test_batch_joins_inflight(void **state)
         usleep(1000);
     /* Key 7 is in flight in the single loader: the batch must wait for it, not load it. */
     pthread_t rel;
-    pthread_create(&rel, NULL, release_later, NULL);
+    pthread_create(&rel, NULL, release_later, fn);
     mc_arg keys[] = {MC_ARG_I(7), MC_ARG_I(8)};
     mc_value *vals[2];
     int rcs[2];

@@ -28,6 +28,11 @@ static void mc__epoch_thread_exit(void *arg)
     ck_epoch_record_t *rec = arg;
     /* Free what this thread retired before its record goes back to the pool. */
     ck_epoch_barrier(rec);
+#ifdef MC__TSAN
+    /* The next thread to recycle this record must see it as this thread left it; the hand-over
+     * goes through ck's lock-free list, which TSan cannot see. */
+    __tsan_release(rec);
+#endif
     ck_epoch_unregister(rec);
     mc__rec = NULL;
 }
@@ -46,6 +51,10 @@ static ck_epoch_record_t *mc__epoch_record(void)
         return rec;
     pthread_once(&mc__epoch_once, mc__epoch_init);
     rec = ck_epoch_recycle(&mc__epoch, NULL);
+#ifdef MC__TSAN
+    if (rec)
+        __tsan_acquire(rec);
+#endif
     if (!rec) {
         /* Records are never freed: ck_epoch keeps them in its global list for reuse. */
         rec = malloc(sizeof *rec);

@@ -5,13 +5,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
-#include <jemalloc/jemalloc.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "cache/cache_internal.h"
+#include "core/alloc.h"
 
 #define MC__DEFAULT_INTERVAL_NS 1000000000ull
 
@@ -351,24 +351,10 @@ int mc_registry_set_factor(mc_registry *reg, const char *name, double factor)
 
 /* ------------------------------------------------------------------ maintenance */
 
-static size_t mc__jemalloc_allocated(void *ud)
-{
-    (void)ud;
-    uint64_t epoch = 1;
-    size_t sz = sizeof epoch;
-    /* Writing the epoch refreshes jemalloc's statistics snapshot. */
-    mallctl("epoch", &epoch, &sz, &epoch, sz);
-    size_t allocated = 0;
-    sz = sizeof allocated;
-    if (mallctl("stats.allocated", &allocated, &sz, NULL, 0) != 0)
-        return 0;
-    return allocated;
-}
-
 static size_t mc__usage(const mc_registry *reg)
 {
     return reg->cfg.memory_usage ? reg->cfg.memory_usage(reg->cfg.memory_usage_ud)
-                                 : mc__jemalloc_allocated(NULL);
+                                 : mc__allocated_bytes();
 }
 
 void mc_registry_maintain(mc_registry *reg, size_t *evicted)

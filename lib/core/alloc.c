@@ -4,10 +4,23 @@
  * ASan/TSan see every entry. */
 #include "core/alloc.h"
 
+#include <jemalloc/jemalloc.h>
+#include <stdint.h>
 #include <string.h>
 
+size_t mc__allocated_bytes(void)
+{
+    uint64_t epoch = 1;
+    size_t sz = sizeof epoch, allocated = 0;
+    /* Writing the epoch refreshes jemalloc's statistics snapshot. */
+    mallctl("epoch", &epoch, &sz, &epoch, sz);
+    sz = sizeof allocated;
+    if (mallctl("stats.allocated", &allocated, &sz, NULL, 0) != 0)
+        return 0;
+    return allocated;
+}
+
 #ifdef MODCACHE_WITH_JEMALLOC
-#include <jemalloc/jemalloc.h>
 
 void *mc__alloc(size_t size) { return mallocx(size ? size : 1, 0); }
 void *mc__zalloc(size_t size) { return mallocx(size ? size : 1, MALLOCX_ZERO); }

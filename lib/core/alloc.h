@@ -17,4 +17,8 @@ size_t mc__alloc_usable(const void *ptr);
  * (jemalloc's size classes; the size itself when built without jemalloc). */
 size_t mc__alloc_class(size_t size);
 
+/* jemalloc's stats.allocated after an epoch refresh: the bytes the whole process has allocated
+ * through jemalloc (0 if the statistics are unavailable). */
+size_t mc__allocated_bytes(void);
+
 #endif

@@ -1,7 +1,6 @@
 /* The host's HTTP server (libmicrohttpd, a thread per connection): modules' web resources by
  * longest path prefix, the admin API (bearer token) and Prometheus /metrics. */
 #include <arpa/inet.h>
-#include <jemalloc/jemalloc.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -11,6 +10,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "core/alloc.h"
 #include "host/host_internal.h"
 
 #define MC__DEFAULT_MAX_BODY ((size_t)1 << 20)
@@ -326,18 +326,6 @@ static void mc__buf_to_resp(mc__buf *b, mc_http_response *r, const char *type)
     free(b->s);
 }
 
-static size_t mc__jemalloc_allocated(void)
-{
-    uint64_t epoch = 1;
-    size_t sz = sizeof epoch, allocated = 0;
-    /* Writing the epoch refreshes jemalloc's statistics. */
-    mallctl("epoch", &epoch, &sz, &epoch, sz);
-    sz = sizeof allocated;
-    if (mallctl("stats.allocated", &allocated, &sz, NULL, 0) != 0)
-        return 0;
-    return allocated;
-}
-
 /* Equal strings, in time that depends on the length of `a` only (the presented token). */
 static bool mc__token_eq(const char *a, const char *b)
 {
@@ -500,7 +488,7 @@ static void mc__dispatch(struct mc__http *s, const mc_http_request *req, mc_http
         }
         mc__buf b = {0};
         mc_registry_list(h->registry, mc__metrics_one, &b);
-        mc__bprintf(&b, "modcache_jemalloc_allocated_bytes %zu\n", mc__jemalloc_allocated());
+        mc__bprintf(&b, "modcache_jemalloc_allocated_bytes %zu\n", mc__allocated_bytes());
         mc__buf_to_resp(&b, r, "text/plain; version=0.0.4");
         return;
     }

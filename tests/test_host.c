@@ -170,6 +170,25 @@ static void test_first_registration_keeps_the_name(void **state)
     mc_config_free(doc);
 }
 
+/* Many modules: the API handle a module keeps (for its fini) stays valid as more load. */
+static void test_many_modules(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    char yaml[2048] = "modules:\n  - module: @/mod_good.so\n";
+    for (int i = 0; i < 20; i++)
+        strcat(yaml, "  - module: @/mod_plain.so\n");
+    mc_error err = {0};
+    mc_config *doc;
+    assert_int_equal(load_yaml(h, yaml, &err, &doc), 0);
+    assert_int_equal(mc_host_module_count(h), 21);
+    assert_string_equal(mc_host_module_name(h, 20), "faulty");
+    logbuf[0] = 0;
+    mc_host_destroy(h);
+    assert_non_null(strstr(logbuf, "[mod_good] fini late-register=MC_EBUSY"));
+    mc_config_free(doc);
+}
+
 static void test_no_modules(void **state)
 {
     (void)state;
@@ -449,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_nothing_half_started),
         cmocka_unit_test(test_first_registration_keeps_the_name),
         cmocka_unit_test(test_no_modules),
+        cmocka_unit_test(test_many_modules),
         cmocka_unit_test(test_callback_categories),
         cmocka_unit_test(test_pending_callbacks),
         cmocka_unit_test(test_first_value),

@@ -98,9 +98,10 @@ void mc_host_destroy(mc_host *h)
         return;
     mc_host_http_stop(h);
     while (h->n > 0) {
-        mc__module *m = &h->mods[--h->n];
+        mc__module *m = h->mods[--h->n];
         mc__host_log(h, MC_LOG_INFO, NULL, "finalising module %s", m->api.desc->name);
         mc__module_unload(h, m, true);
+        free(m);
     }
     free(h->mods);
     for (size_t c = 0; c < h->ncats; c++) {
@@ -148,17 +149,20 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
         return MC_EINVAL;
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 8;
-        mc__module *mods = realloc(h->mods, cap * sizeof *mods);
+        mc__module **mods = realloc(h->mods, cap * sizeof *mods);
         if (!mods)
             return MC_ENOMEM;
         h->mods = mods;
         h->cap = cap;
     }
-    mc__module *m = &h->mods[h->n];
-    memset(m, 0, sizeof *m);
-    m->path = strdup(path);
-    if (!m->path)
+    mc__module *m = calloc(1, sizeof *m);
+    if (!m)
         return MC_ENOMEM;
+    m->path = strdup(path);
+    if (!m->path) {
+        free(m);
+        return MC_ENOMEM;
+    }
     /* RTLD_NOW: a missing symbol is an error now, not a crash later; RTLD_LOCAL: modules do
      * not see each other's symbols. */
     m->handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
@@ -166,6 +170,7 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
         const char *why = dlerror();
         int rc = mc__load_fail(err, MC_EIO, path, where, "cannot load: %s", why ? why : "unknown error");
         free(m->path);
+        free(m);
         return rc;
     }
     const mc_module_descriptor *d = dlsym(m->handle, "mc_module");
@@ -181,6 +186,7 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
     if (rc != 0) {
         dlclose(m->handle);
         free(m->path);
+        free(m);
         return rc;
     }
     m->api.host = h;
@@ -193,6 +199,7 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
         if (rc != 0) {
             mc__load_fail(err, rc, path, NULL, "%s", merr.message[0] ? merr.message : "config refused");
             mc__module_unload(h, m, false);
+            free(m);
             return rc;
         }
         m->has_parsed = true;
@@ -205,9 +212,10 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
     if (rc != 0) {
         mc__load_fail(err, rc, path, where, "init failed: %s", merr.message[0] ? merr.message : mc_strerror(rc));
         mc__module_unload(h, m, false);
+        free(m);
         return rc;
     }
-    h->n++;
+    h->mods[h->n++] = m;
     mc__host_log(h, MC_LOG_INFO, NULL, "loaded module %s from %s", d->name, path);
     return 0;
 }
@@ -240,9 +248,10 @@ int mc_host_load_modules(mc_host *h, const mc_config_node *modules, mc_error *er
     if (rc != 0) {
         /* Nothing half-started keeps running. */
         while (h->n > first) {
-            mc__module *m = &h->mods[--h->n];
+            mc__module *m = h->mods[--h->n];
             mc__host_log(h, MC_LOG_INFO, NULL, "finalising module %s after a load failure", m->api.desc->name);
             mc__module_unload(h, m, true);
+            free(m);
         }
     }
     return rc;
@@ -252,7 +261,7 @@ size_t mc_host_module_count(const mc_host *h) { return h ? h->n : 0; }
 
 const char *mc_host_module_name(const mc_host *h, size_t i)
 {
-    return h && i < h->n ? h->mods[i].api.desc->name : NULL;
+    return h && i < h->n ? h->mods[i]->api.desc->name : NULL;
 }
 
 mc_registry *mc_host_registry(mc_host *h) { return h ? h->registry : NULL; }

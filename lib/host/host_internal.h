@@ -68,7 +68,7 @@ struct mc_host {
     void *log_ud;
     mc_registry *registry;
     bool own_registry;
-    mc__module *mods;
+    mc__module **mods; /* each allocated once: modules keep their mc_api pointer */
     size_t n, cap;
     mc_config *empty; /* a null scalar for modules without a config */
 };

@@ -82,7 +82,7 @@ MC_API mc_registry *mc_api_registry(mc_api *api);
 typedef struct mc_http_request {
     const char *method; /* "GET", "PUT", ... */
     const char *path;   /* decoded path, without the query */
-    const char *query;  /* the raw query string after '?', or "" */
+    const char *query;  /* the query arguments, decoded, as "k=v&k2=v2" (or "") */
     const char *body;   /* not NUL-terminated; body_len bytes */
     size_t body_len;
     void *impl;

@@ -511,6 +511,21 @@ static void mc__maybe_drain(mc__shard *sh)
     }
 }
 
+/* The entry for key, if present and not expired (inside an epoch section). */
+static inline mc__entry *mc__lookup(mc_cache *c, mc__shard *sh, uint32_t h, const void *key,
+                                    size_t klen, uint64_t now)
+{
+    mc__table *t = atomic_load_explicit(&sh->table, memory_order_acquire);
+    mc__entry *e = mc__table_find(t, h, key, klen);
+    return e && !mc__expired(c, e, now) ? e : NULL;
+}
+
+static inline void mc__count_lookup(mc_cache *c, bool hit)
+{
+    struct mc__stripe *st = mc__my_stripe(c);
+    mc__count(hit ? &st->hits : &st->misses);
+}
+
 int mc_cache_get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
 {
     if (!c || !vlen || !mc__key_ok(key, klen) || (!buf && cap))
@@ -522,9 +537,8 @@ int mc_cache_get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size
     bool drain = false;
 
     ck_epoch_record_t *rec = mc__epoch_enter();
-    mc__table *t = atomic_load_explicit(&sh->table, memory_order_acquire);
-    mc__entry *e = mc__table_find(t, (uint32_t)h, key, klen);
-    if (e && !mc__expired(c, e, now)) {
+    mc__entry *e = mc__lookup(c, sh, (uint32_t)h, key, klen, now);
+    if (e) {
         size_t n = e->vlen;
         *vlen = n;
         if (n > cap) {
@@ -540,8 +554,7 @@ int mc_cache_get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size
     }
     mc__epoch_exit(rec);
 
-    struct mc__stripe *st = mc__my_stripe(c);
-    mc__count(rc == MC_ENOENT ? &st->misses : &st->hits);
+    mc__count_lookup(c, rc != MC_ENOENT);
     if (drain)
         mc__maybe_drain(sh);
     return rc;
@@ -571,25 +584,16 @@ static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bo
     bool drain = false;
 
     ck_epoch_record_t *rec = mc__epoch_enter();
-    for (;;) {
-        mc__table *t = atomic_load_explicit(&sh->table, memory_order_acquire);
-        e = mc__table_find(t, (uint32_t)h, key, klen);
-        if (!e || mc__expired(c, e, now)) {
-            e = NULL;
-            break;
-        }
-        /* A failed pin means the entry was just removed: look again for its replacement. */
-        if (mc__entry_pin(e))
-            break;
-    }
+    /* A failed pin means the entry was just removed: look again for its replacement. */
+    do
+        e = mc__lookup(c, sh, (uint32_t)h, key, klen, now);
+    while (e && !mc__entry_pin(e));
     if (e)
         drain = mc__record_hit(c, sh, e, now);
     mc__epoch_exit(rec);
 
-    if (count) {
-        struct mc__stripe *st = mc__my_stripe(c);
-        mc__count(e ? &st->hits : &st->misses);
-    }
+    if (count)
+        mc__count_lookup(c, e != NULL);
     if (drain)
         mc__maybe_drain(sh);
     if (!e)
@@ -606,9 +610,7 @@ bool mc_cache_contains(mc_cache *c, const void *key, size_t klen)
     mc__shard *sh = mc__shard_of(c, h);
     uint64_t now = mc__now(c);
     ck_epoch_record_t *rec = mc__epoch_enter();
-    mc__table *t = atomic_load_explicit(&sh->table, memory_order_acquire);
-    mc__entry *e = mc__table_find(t, (uint32_t)h, key, klen);
-    bool found = e && !mc__expired(c, e, now);
+    bool found = mc__lookup(c, sh, (uint32_t)h, key, klen, now) != NULL;
     mc__epoch_exit(rec);
     return found;
 }

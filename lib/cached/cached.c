@@ -400,6 +400,17 @@ mc_load *mc_load_item(mc_load *l, size_t i)
 
 /* ------------------------------------------------------------------ calls */
 
+/* Every call's first step: encode the key into key (MC_KEY_MAX bytes) and look it up.
+ * Returns 1 on a hit (*hit pinned), 0 on a miss, or an argument error. */
+static int mc__call_lookup(mc_cached *fn, const mc_arg *args, size_t nargs, unsigned char *key,
+                           size_t *klen, mc_value **hit)
+{
+    int rc = mc__call_key(fn, args, nargs, key, klen);
+    if (rc != 0)
+        return rc;
+    return mc_cache_get(fn->cache, key, *klen, hit) == 0;
+}
+
 int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **out)
 {
     if (!fn || !out)
@@ -409,11 +420,9 @@ int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **o
         return MC_ENOTSUP;
     unsigned char key[MC_KEY_MAX];
     size_t klen;
-    int rc = mc__call_key(fn, args, nargs, key, &klen);
+    int rc = mc__call_lookup(fn, args, nargs, key, &klen, out);
     if (rc != 0)
-        return rc;
-    if (mc_cache_get(fn->cache, key, klen, out) == 0)
-        return 0;
+        return rc < 0 ? rc : 0;
     mc_load *l;
     rc = mc__join_or_start(fn, key, klen, args, nargs, NULL, &l, out);
     if (rc == 1)
@@ -433,11 +442,11 @@ int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_don
         return MC_ENOTSUP;
     unsigned char key[MC_KEY_MAX];
     size_t klen;
-    int rc = mc__call_key(fn, args, nargs, key, &klen);
-    if (rc != 0)
-        return rc;
     mc_value *v;
-    if (mc_cache_get(fn->cache, key, klen, &v) == 0) {
+    int rc = mc__call_lookup(fn, args, nargs, key, &klen, &v);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
         done(ud, 0, v);
         return 0;
     }
@@ -483,13 +492,9 @@ int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t 
         const mc_arg *a = keys + i * nargs;
         unsigned char key[MC_KEY_MAX];
         size_t klen;
-        int rc = mc__call_key(fn, a, nargs, key, &klen);
+        int rc = mc__call_lookup(fn, a, nargs, key, &klen, &values[i]);
         if (rc != 0) {
-            rcs[i] = rc;
-            continue;
-        }
-        if (mc_cache_get(fn->cache, key, klen, &values[i]) == 0) {
-            rcs[i] = 0;
+            rcs[i] = rc < 0 ? rc : 0;
             continue;
         }
         rc = mc__join_or_start(fn, key, klen, a, nargs, NULL, &waits[i], &values[i]);

@@ -12,6 +12,7 @@
 
 #include "cache/cache_internal.h"
 #include "core/alloc.h"
+#include "core/error.h"
 
 #define MC__DEFAULT_INTERVAL_NS 1000000000ull
 
@@ -301,11 +302,7 @@ int mc_registry_invalidate(mc_registry *reg, const char *name, const char *const
     size_t pos = mc__find_pos(reg, name, &found);
     if (!found) {
         pthread_rwlock_unlock(&reg->lock);
-        if (err) {
-            err->code = MC_ENOENT;
-            snprintf(err->message, sizeof err->message, "no cached function named '%s'", name);
-        }
-        return MC_ENOENT;
+        return mc__error_set(err, MC_ENOENT, "no cached function named '%s'", name);
     }
     mc_cached *fn = reg->fns[pos];
     int rc = 0;

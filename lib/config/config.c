@@ -2,6 +2,8 @@
  * positions, and typed getters whose errors point at the path and line:column of the fault. */
 #include "modcache/config.h"
 
+#include "core/error.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -59,20 +61,6 @@ void mc_config_free(mc_config *cfg)
     free(cfg);
 }
 
-static void mc__set_err(mc_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void mc__set_err(mc_error *err, int code, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    err->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
-}
-
 /* ------------------------------------------------------------------ building */
 
 typedef struct {
@@ -86,7 +74,7 @@ static int mc__next(mc__builder *b, yaml_event_t *ev)
 {
     if (!yaml_parser_parse(&b->parser, ev)) {
         yaml_parser_t *p = &b->parser;
-        mc__set_err(b->err, MC_EPARSE, "%s:%u:%u: %s%s%s", b->doc->name,
+        mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: %s%s%s", b->doc->name,
                     (unsigned)p->problem_mark.line + 1, (unsigned)p->problem_mark.column + 1,
                     p->problem ? p->problem : "malformed YAML", p->context ? " " : "",
                     p->context ? p->context : "");
@@ -128,7 +116,7 @@ static struct mc_config_node *mc__node_new(mc__builder *b, mc_config_kind kind, 
     struct mc_config_node *n = calloc(1, sizeof *n);
     if (!n) {
         free(path);
-        mc__set_err(b->err, MC_ENOMEM, "out of memory");
+        mc__error_set(b->err, MC_ENOMEM, "out of memory");
         b->rc = MC_ENOMEM;
         return NULL;
     }
@@ -165,7 +153,7 @@ static int mc__add_child(mc__builder *b, struct mc_config_node *parent, struct m
 nomem:
     mc__node_free(child);
     free(key);
-    mc__set_err(b->err, MC_ENOMEM, "out of memory");
+    mc__error_set(b->err, MC_ENOMEM, "out of memory");
     return b->rc = MC_ENOMEM;
 }
 
@@ -174,12 +162,12 @@ static int mc__check_props(mc__builder *b, const yaml_char_t *anchor, const yaml
                            const yaml_mark_t *mark)
 {
     if (anchor) {
-        mc__set_err(b->err, MC_EPARSE, "%s:%u:%u: anchors and aliases are not allowed", b->doc->name,
+        mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: anchors and aliases are not allowed", b->doc->name,
                     (unsigned)mark->line + 1, (unsigned)mark->column + 1);
         return b->rc = MC_EPARSE;
     }
     if (tag && strncmp((const char *)tag, "tag:yaml.org,2002:", 18) != 0) {
-        mc__set_err(b->err, MC_EPARSE, "%s:%u:%u: unsupported tag %s", b->doc->name,
+        mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: unsupported tag %s", b->doc->name,
                     (unsigned)mark->line + 1, (unsigned)mark->column + 1, (const char *)tag);
         return b->rc = MC_EPARSE;
     }
@@ -211,7 +199,7 @@ static struct mc_config_node *mc__build_children(mc__builder *b, struct mc_confi
         char *key = NULL;
         if (is_map) {
             if (ev.type != YAML_SCALAR_EVENT) {
-                mc__set_err(b->err, MC_EPARSE, "%s:%u:%u: %s%skeys must be plain strings",
+                mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: %s%skeys must be plain strings",
                             b->doc->name, (unsigned)ev.start_mark.line + 1,
                             (unsigned)ev.start_mark.column + 1, n->path, *n->path ? ": " : "");
                 b->rc = MC_EPARSE;
@@ -226,14 +214,14 @@ static struct mc_config_node *mc__build_children(mc__builder *b, struct mc_confi
             yaml_mark_t kmark = ev.start_mark;
             yaml_event_delete(&ev);
             if (!key) {
-                mc__set_err(b->err, MC_ENOMEM, "out of memory");
+                mc__error_set(b->err, MC_ENOMEM, "out of memory");
                 b->rc = MC_ENOMEM;
                 goto fail;
             }
             for (size_t i = 0; i < n->n; i++)
                 if (!strcmp(n->keys[i], key)) {
                     char *dup = mc__child_path(n->path, key, 0, false);
-                    mc__set_err(b->err, MC_EPARSE, "%s: duplicate key (%s:%u:%u)", dup ? dup : key,
+                    mc__error_set(b->err, MC_EPARSE, "%s: duplicate key (%s:%u:%u)", dup ? dup : key,
                                 b->doc->name, (unsigned)kmark.line + 1, (unsigned)kmark.column + 1);
                     free(dup);
                     free(key);
@@ -249,7 +237,7 @@ static struct mc_config_node *mc__build_children(mc__builder *b, struct mc_confi
         if (!cpath) {
             free(key);
             yaml_event_delete(&ev);
-            mc__set_err(b->err, MC_ENOMEM, "out of memory");
+            mc__error_set(b->err, MC_ENOMEM, "out of memory");
             b->rc = MC_ENOMEM;
             goto fail;
         }
@@ -271,7 +259,7 @@ static struct mc_config_node *mc__build(mc__builder *b, yaml_event_t *ev, char *
     struct mc_config_node *n = NULL;
     yaml_mark_t mark = ev->start_mark;
     if (depth > MC__CONFIG_MAX_DEPTH) {
-        mc__set_err(b->err, MC_EPARSE, "%s:%u:%u: nested too deeply", b->doc->name,
+        mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: nested too deeply", b->doc->name,
                     (unsigned)mark.line + 1, (unsigned)mark.column + 1);
         b->rc = MC_EPARSE;
         goto out;
@@ -289,7 +277,7 @@ static struct mc_config_node *mc__build(mc__builder *b, yaml_event_t *ev, char *
         if (!n->text) {
             mc__node_free(n);
             n = NULL;
-            mc__set_err(b->err, MC_ENOMEM, "out of memory");
+            mc__error_set(b->err, MC_ENOMEM, "out of memory");
             b->rc = MC_ENOMEM;
         }
         goto out;
@@ -309,7 +297,7 @@ static struct mc_config_node *mc__build(mc__builder *b, yaml_event_t *ev, char *
         mc__check_props(b, (const yaml_char_t *)"alias", NULL, &mark);
         goto out;
     default:
-        mc__set_err(b->err, MC_EPARSE, "%s:%u:%u: unexpected YAML event", b->doc->name,
+        mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: unexpected YAML event", b->doc->name,
                     (unsigned)mark.line + 1, (unsigned)mark.column + 1);
         b->rc = MC_EPARSE;
         goto out;
@@ -361,7 +349,7 @@ static int mc__load(mc__builder *b)
     if (mc__next(b, &ev))
         return b->rc;
     if (ev.type != YAML_STREAM_END_EVENT) {
-        mc__set_err(b->err, MC_EPARSE, "%s:%u:%u: only one YAML document is allowed", b->doc->name,
+        mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: only one YAML document is allowed", b->doc->name,
                     (unsigned)ev.start_mark.line + 1, (unsigned)ev.start_mark.column + 1);
         yaml_event_delete(&ev);
         return b->rc = MC_EPARSE;
@@ -374,20 +362,20 @@ int mc_config_load_string(const char *text, size_t len, const char *name, mc_con
                           mc_error *err)
 {
     if (!out || (!text && len)) {
-        mc__set_err(err, MC_EINVAL, "invalid argument: NULL text or output");
+        mc__error_set(err, MC_EINVAL, "invalid argument: NULL text or output");
         return MC_EINVAL;
     }
     *out = NULL;
     mc_config *doc = calloc(1, sizeof *doc);
     if (!doc || !(doc->name = strdup(name ? name : "<string>"))) {
         free(doc);
-        mc__set_err(err, MC_ENOMEM, "out of memory");
+        mc__error_set(err, MC_ENOMEM, "out of memory");
         return MC_ENOMEM;
     }
     mc__builder b = {.doc = doc, .err = err};
     if (!yaml_parser_initialize(&b.parser)) {
         mc_config_free(doc);
-        mc__set_err(err, MC_ENOMEM, "out of memory");
+        mc__error_set(err, MC_ENOMEM, "out of memory");
         return MC_ENOMEM;
     }
     yaml_parser_set_input_string(&b.parser, (const unsigned char *)(text ? text : ""), len);
@@ -404,13 +392,13 @@ int mc_config_load_string(const char *text, size_t len, const char *name, mc_con
 int mc_config_load_file(const char *path, mc_config **out, mc_error *err)
 {
     if (!path || !out) {
-        mc__set_err(err, MC_EINVAL, "invalid argument: NULL path or output");
+        mc__error_set(err, MC_EINVAL, "invalid argument: NULL path or output");
         return MC_EINVAL;
     }
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        mc__set_err(err, MC_EIO, "%s: cannot open: %s", path, strerror(errno));
+        mc__error_set(err, MC_EIO, "%s: cannot open: %s", path, strerror(errno));
         return MC_EIO;
     }
     char *buf = NULL;
@@ -422,7 +410,7 @@ int mc_config_load_file(const char *path, mc_config **out, mc_error *err)
             if (!nb) {
                 free(buf);
                 fclose(f);
-                mc__set_err(err, MC_ENOMEM, "out of memory");
+                mc__error_set(err, MC_ENOMEM, "out of memory");
                 return MC_ENOMEM;
             }
             buf = nb;
@@ -437,7 +425,7 @@ int mc_config_load_file(const char *path, mc_config **out, mc_error *err)
     fclose(f);
     if (bad) {
         free(buf);
-        mc__set_err(err, MC_EIO, "%s: read error", path);
+        mc__error_set(err, MC_EIO, "%s: read error", path);
         return MC_EIO;
     }
     int rc = mc_config_load_string(buf, len, path, out, err);
@@ -518,7 +506,7 @@ int mc_config_fail(const mc_config_node *n, mc_error *err, int code, const char 
 
 static int mc__null_out(mc_error *err)
 {
-    mc__set_err(err, MC_EINVAL, "invalid argument: NULL output");
+    mc__error_set(err, MC_EINVAL, "invalid argument: NULL output");
     return MC_EINVAL;
 }
 
@@ -675,7 +663,7 @@ int mc_config_size(const mc_config_node *n, uint64_t *out_bytes, mc_error *err)
 int mc_config_allow_keys(const mc_config_node *map, const char *const *keys, mc_error *err)
 {
     if (!map || !keys) {
-        mc__set_err(err, MC_EINVAL, "invalid argument: NULL map or key list");
+        mc__error_set(err, MC_EINVAL, "invalid argument: NULL map or key list");
         return MC_EINVAL;
     }
     if (map->kind != MC_CONFIG_MAP)

@@ -1,6 +1,9 @@
 /* Error names and messages, and the library version.
  * The tables follow the MC_E* enum in modcache/common.h; codes are stable. */
-#include "modcache/common.h"
+#include "core/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
 
 static const struct {
     int code;
@@ -41,3 +44,15 @@ const char *mc_err_name(int code)
 const char *mc_version(void) { return MC_VERSION_STRING; }
 
 int mc_version_number(void) { return MC_VERSION_NUMBER; }
+
+int mc__error_set(mc_error *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        err->code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}

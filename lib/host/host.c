@@ -1,5 +1,6 @@
 /* The module host: dlopen'd modules with a checked descriptor, parse_config and init in config
  * order, fini in reverse, and the API handle through which modules register cached functions. */
+#include "core/error.h"
 #include "host/host_internal.h"
 
 #include <dlfcn.h>
@@ -73,7 +74,7 @@ static void mc__drop_callbacks(mc_host *h, const mc_api *owner)
         }
 }
 
-/* Undo one module: its registrations, fini, its parsed config, the shared object. */
+/* Undo one module and free it: its registrations, fini, its parsed config, the shared object. */
 static void mc__module_unload(mc_host *h, mc__module *m, bool initialised)
 {
     mc__drop_callbacks(h, &m->api);
@@ -90,6 +91,7 @@ static void mc__module_unload(mc_host *h, mc__module *m, bool initialised)
     if (m->handle)
         dlclose(m->handle);
     free(m->path);
+    free(m);
 }
 
 void mc_host_destroy(mc_host *h)
@@ -101,7 +103,6 @@ void mc_host_destroy(mc_host *h)
         mc__module *m = h->mods[--h->n];
         mc__host_log(h, MC_LOG_INFO, NULL, "finalising module %s", m->api.desc->name);
         mc__module_unload(h, m, true);
-        free(m);
     }
     free(h->mods);
     for (size_t c = 0; c < h->ncats; c++) {
@@ -135,11 +136,7 @@ static int mc__load_fail(mc_error *err, int code, const char *path, const mc_con
     va_end(ap);
     if (where)
         return mc_config_fail(where, err, code, "%s: %s", path, msg);
-    if (err) {
-        err->code = code;
-        snprintf(err->message, sizeof err->message, "%s: %s", path, msg);
-    }
-    return code;
+    return mc__error_set(err, code, "%s: %s", path, msg);
 }
 
 int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *config,
@@ -199,7 +196,6 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
         if (rc != 0) {
             mc__load_fail(err, rc, path, NULL, "%s", merr.message[0] ? merr.message : "config refused");
             mc__module_unload(h, m, false);
-            free(m);
             return rc;
         }
         m->has_parsed = true;
@@ -212,7 +208,6 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
     if (rc != 0) {
         mc__load_fail(err, rc, path, where, "init failed: %s", merr.message[0] ? merr.message : mc_strerror(rc));
         mc__module_unload(h, m, false);
-        free(m);
         return rc;
     }
     h->mods[h->n++] = m;
@@ -251,7 +246,6 @@ int mc_host_load_modules(mc_host *h, const mc_config_node *modules, mc_error *er
             mc__module *m = h->mods[--h->n];
             mc__host_log(h, MC_LOG_INFO, NULL, "finalising module %s after a load failure", m->api.desc->name);
             mc__module_unload(h, m, true);
-            free(m);
         }
     }
     return rc;

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/error.h"
 #include "host/host_internal.h"
 
 #define MC__DEFAULT_MAX_BODY ((size_t)1 << 20)
@@ -592,25 +593,15 @@ int mc_host_http_start(mc_host *h, const char *listen, size_t max_body, const ch
         return MC_EBUSY;
     const char *colon = strrchr(listen, ':');
     char addr[64];
-    if (!colon || (size_t)(colon - listen) >= sizeof addr) {
-        if (err) {
-            err->code = MC_EINVAL;
-            snprintf(err->message, sizeof err->message, "%s: expected host:port", listen);
-        }
-        return MC_EINVAL;
-    }
+    if (!colon || (size_t)(colon - listen) >= sizeof addr)
+        return mc__error_set(err, MC_EINVAL, "%s: expected host:port", listen);
     memcpy(addr, listen, (size_t)(colon - listen));
     addr[colon - listen] = 0;
     char *end;
     unsigned long port = strtoul(colon + 1, &end, 10);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (*end || port > 65535 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
-        if (err) {
-            err->code = MC_EINVAL;
-            snprintf(err->message, sizeof err->message, "%s: expected an IPv4 address and a port", listen);
-        }
-        return MC_EINVAL;
-    }
+    if (*end || port > 65535 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+        return mc__error_set(err, MC_EINVAL, "%s: expected an IPv4 address and a port", listen);
     struct mc__http *s = calloc(1, sizeof *s);
     if (!s)
         return MC_ENOMEM;
@@ -626,13 +617,9 @@ int mc_host_http_start(mc_host *h, const char *listen, size_t max_body, const ch
                                  MHD_OPTION_NOTIFY_COMPLETED, mc__completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
                                  (unsigned int)30, MHD_OPTION_END);
     if (!s->daemon) {
-        if (err) {
-            err->code = MC_EIO;
-            snprintf(err->message, sizeof err->message, "%s: cannot listen", listen);
-        }
         free(s->token);
         free(s);
-        return MC_EIO;
+        return mc__error_set(err, MC_EIO, "%s: cannot listen", listen);
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : (unsigned)port;

@@ -2,11 +2,11 @@
  * Loop-only parser (no recursion, no allocation); printed keys parse back to the same bytes. */
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/error.h"
 #include "modcache/key.h"
 
 size_t mc__utf8_seq(const unsigned char *p, size_t n); /* lib/key/key.c */
@@ -40,25 +40,9 @@ typedef struct sink {
     int nibble;   /* hex mode: pending high nibble, or -1 */
 } sink;
 
-#ifdef __GNUC__
-static void set_err(mc_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-#endif
-
-static void set_err(mc_error *err, int code, const char *fmt, ...)
-{
-    if (err == NULL)
-        return;
-    err->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
-}
-
 static int fail_at(jparser *jp, size_t off, const char *what)
 {
-    set_err(jp->err, MC_EPARSE, "key JSON at offset %zu: %s%s", off,
+    mc__error_set(jp->err, MC_EPARSE, "key JSON at offset %zu: %s%s", off,
             off >= jp->n ? "unexpected end of input, " : "", what);
     return MC_EPARSE;
 }
@@ -510,7 +494,7 @@ int mc_key_from_json(const char *text, size_t text_len, void *out, size_t cap, s
                      mc_error *err)
 {
     if ((text == NULL && text_len > 0) || out == NULL || len == NULL) {
-        set_err(err, MC_EINVAL, "key JSON: NULL argument");
+        mc__error_set(err, MC_EINVAL, "key JSON: NULL argument");
         return MC_EINVAL;
     }
     jparser jp = {(const unsigned char *)text, text_len, 0, err};
@@ -551,12 +535,12 @@ int mc_key_from_json(const char *text, size_t text_len, void *out, size_t cap, s
         return fail_at(&jp, jp.i, "expected the end of input after ']'");
 
     if (kb.full) {
-        set_err(err, MC_E2BIG, "key JSON encodes to more than %d bytes", MC_KEY_MAX);
+        mc__error_set(err, MC_E2BIG, "key JSON encodes to more than %d bytes", MC_KEY_MAX);
         return MC_E2BIG;
     }
     if (kb.len > cap) {
         *len = kb.len;
-        set_err(err, MC_ERANGE, "key needs %zu bytes, the buffer holds %zu", kb.len, cap);
+        mc__error_set(err, MC_ERANGE, "key needs %zu bytes, the buffer holds %zu", kb.len, cap);
         return MC_ERANGE;
     }
     if (kb.len > 0)

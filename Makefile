@@ -7,16 +7,25 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 
 # Build tools, libraries, test and benchmark frameworks (all Debian 12 packages).
+# hiredis + redis-server: the invalidation bus; sqlite3/libpq: the example module's databases.
 PACKAGES = cmake make gcc g++ pkg-config \
            libxxhash-dev libck-dev libjemalloc-dev libyaml-dev libmicrohttpd-dev libcmocka-dev \
-           libcurl4-openssl-dev libbenchmark-dev
+           libcurl4-openssl-dev libbenchmark-dev libhiredis-dev redis-server libsqlite3-dev libpq-dev
+# Only for `make test`: a PostgreSQL server for the example module's tests, clang's libFuzzer
+# for the fuzz targets, valgrind for the memcheck label.
+TEST_PACKAGES = postgresql clang libclang-rt-14-dev valgrind
+# Only for `make bench`: the libcuckoo comparison and gnuplot for the charts.
+BENCH_PACKAGES = libcuckoo-dev gnuplot-nox
 
-.PHONY: all deps build demo test test-unit test-tsan test-asan bench clean
+.PHONY: all deps test-deps bench-deps build demo test test-unit test-tsan test-asan bench clean
 
 all: build
 
-deps:
-	@missing=""; for p in $(PACKAGES); do \
+deps: PKGS = $(PACKAGES)
+test-deps: PKGS = $(PACKAGES) $(TEST_PACKAGES)
+bench-deps: PKGS = $(PACKAGES) $(BENCH_PACKAGES)
+deps test-deps bench-deps:
+	@missing=""; for p in $(PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -36,7 +45,7 @@ build: deps $(BUILD)/CMakeCache.txt
 demo: build
 	$(BUILD)/bench/mc_compare --quick
 
-test: test-unit test-tsan test-asan
+test: test-deps test-unit test-tsan test-asan
 	@echo "All test suites passed (normal build, ThreadSanitizer, AddressSanitizer+UBSan)."
 
 test-unit: build
@@ -55,7 +64,7 @@ test-asan: deps
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
 # The full comparison (several minutes): every workload at full length.
-bench: build
+bench: bench-deps build
 	$(BUILD)/bench/mc_compare
 
 clean:

@@ -128,6 +128,19 @@ typedef struct mc_callback_entry {
 MC_API int mc_api_register_callbacks(mc_api *api, const char *category,
                                      const mc_callback_entry *entries, size_t n);
 
+/* ---- the request check: a callback category every host declares ----
+ * Before a module's web resource handles a request, the host runs the callbacks registered as
+ * category MC_CATEGORY_HTTP, name MC_CALLBACK_CHECK_REQUEST, in config order, each an
+ * mc_check_request_fn. The first to refuse stops the rest and answers the request; a request
+ * every check passes reaches the resource. The admin API and /metrics are not checked.
+ * A check returns 0 to pass, or an HTTP status from 400 to 599 to refuse: it may set the
+ * response's body and headers, otherwise the host answers {"error": "refused"}. Any other
+ * return value (a negative MC_E* code) answers 500. Checks run on server threads, several at
+ * once. */
+#define MC_CATEGORY_HTTP "http"
+#define MC_CALLBACK_CHECK_REQUEST "check_request"
+typedef int (*mc_check_request_fn)(void *ud, const mc_http_request *req, mc_http_response *resp);
+
 #ifdef __cplusplus
 }
 #endif

@@ -42,6 +42,9 @@ int mc_host_create(const mc_host_options *opts, mc_host **out)
     }
     if (rc == 0)
         rc = mc_config_load_string("~", 1, "<none>", &h->empty, NULL);
+    static const char *const http_names[] = {MC_CALLBACK_CHECK_REQUEST, NULL};
+    if (rc == 0)
+        rc = mc_host_declare_category(h, MC_CATEGORY_HTTP, MC_COMPOSE_FIRST_DECISION, http_names);
     if (rc != 0) {
         mc_host_destroy(h);
         return rc;

@@ -37,6 +37,13 @@ struct mc_http_response {
     bool failed;
 };
 
+/* What mc_http_request.impl points to: the connection, or (injected requests) header lines. */
+typedef struct {
+    struct MHD_Connection *conn;
+    const char *headers; /* "Name: value\n" lines, when conn is NULL */
+    char *found;         /* the last header value returned from `headers` */
+} mc__req_impl;
+
 /* Per-request state across MHD's calls: the body being received. */
 typedef struct {
     char *body;
@@ -103,7 +110,24 @@ const char *mc_http_header(const mc_http_request *req, const char *name)
 {
     if (!req || !name || !req->impl)
         return NULL;
-    return MHD_lookup_connection_value((struct MHD_Connection *)req->impl, MHD_HEADER_KIND, name);
+    mc__req_impl *im = req->impl;
+    if (im->conn)
+        return MHD_lookup_connection_value(im->conn, MHD_HEADER_KIND, name);
+    size_t nl = strlen(name);
+    for (const char *l = im->headers; l && *l;) {
+        const char *eol = strchr(l, '\n');
+        size_t ll = eol ? (size_t)(eol - l) : strlen(l);
+        if (ll > nl && l[nl] == ':' && !strncasecmp(l, name, nl)) {
+            const char *v = l + nl + 1;
+            while (v < l + ll && (*v == ' ' || *v == '\t'))
+                v++;
+            free(im->found);
+            im->found = strndup(v, (size_t)(l + ll - v));
+            return im->found;
+        }
+        l += ll + (eol != NULL);
+    }
+    return NULL;
 }
 
 static void mc__resp_free(mc_http_response *r)
@@ -112,6 +136,12 @@ static void mc__resp_free(mc_http_response *r)
         free(r->headers[i]);
     free(r->headers);
     free(r->body);
+}
+
+static void mc__resp_reset(mc_http_response *r)
+{
+    mc__resp_free(r);
+    memset(r, 0, sizeof *r);
 }
 
 static void mc__resp_text(mc_http_response *r, unsigned status, const char *fmt, ...)
@@ -132,8 +162,7 @@ static void mc__resp_text(mc_http_response *r, unsigned status, const char *fmt,
 static enum MHD_Result mc__send(struct MHD_Connection *conn, mc_http_response *r)
 {
     if (r->failed) {
-        mc__resp_free(r);
-        memset(r, 0, sizeof *r);
+        mc__resp_reset(r);
         mc__resp_text(r, 500, "{\"error\": \"out of memory\"}");
     }
     struct MHD_Response *mr = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_COPY);
@@ -475,6 +504,20 @@ static void mc__admin(struct mc__http *s, const mc_http_request *req, mc_http_re
 
 /* ------------------------------------------------------------------ dispatch */
 
+struct mc__check_ctx {
+    const mc_http_request *req;
+    mc_http_response *resp;
+};
+
+static int mc__check_invoke(mc_callback_fn fn, void *ud, void *ctx, void **value, mc_callback_run *run)
+{
+    (void)value;
+    (void)run;
+    struct mc__check_ctx *cc = ctx;
+    return ((mc_check_request_fn)fn)(ud, cc->req, cc->resp);
+}
+
+
 static void mc__dispatch(struct mc__http *s, const mc_http_request *req, mc_http_response *r)
 {
     mc_host *h = s->host;
@@ -492,6 +535,21 @@ static void mc__dispatch(struct mc__http *s, const mc_http_request *req, mc_http
         mc__bprintf(&b, "modcache_jemalloc_allocated_bytes %zu\n", mc__allocated_bytes());
         mc__buf_to_resp(&b, r, "text/plain; version=0.0.4");
         return;
+    }
+    if (mc_host_callback_count(h, MC_CATEGORY_HTTP, MC_CALLBACK_CHECK_REQUEST) > 0) {
+        struct mc__check_ctx cc = {req, r};
+        int rc = mc_host_run_callbacks(h, MC_CATEGORY_HTTP, MC_CALLBACK_CHECK_REQUEST, mc__check_invoke, &cc, NULL);
+        if (rc != 0) {
+            if (rc < 400 || rc > 599) {
+                mc__resp_reset(r);
+                mc__resp_text(r, 500, "{\"error\": \"request check failed: %s\"}", mc_err_name(rc));
+            } else if (!r->body) {
+                mc__resp_text(r, (unsigned)rc, "{\"error\": \"refused\"}");
+            } else {
+                r->status = (unsigned)rc;
+            }
+            return;
+        }
     }
     pthread_rwlock_rdlock(&h->routes_lock);
     const struct mc__route *best = NULL;
@@ -563,8 +621,9 @@ static enum MHD_Result mc__access(void *cls, struct MHD_Connection *conn, const 
     /* MHD hands over the path and the decoded query arguments: rebuild "k=v&k2=v2". */
     mc__buf query = {0};
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, mc__query_arg, &query);
+    mc__req_impl im = {.conn = conn};
     mc_http_request req = {.method = method, .path = url, .query = query.s ? query.s : "", .body = ctx->body ? ctx->body : "",
-                           .body_len = ctx->len, .impl = conn};
+                           .body_len = ctx->len, .impl = &im};
     mc__dispatch(s, &req, &r);
     free(query.s);
     return mc__send(conn, &r);
@@ -648,4 +707,38 @@ void mc_host_http_stop(mc_host *h)
     free(s->token);
     free(s);
     h->http = NULL;
+}
+
+int mc__http_inject(mc_host *h, const char *admin_token, size_t max_body, const char *method,
+                    const char *path, const char *query, const char *headers, const char *body,
+                    size_t body_len, char **out, size_t *out_len)
+{
+    struct mc__http s = {.host = h, .max_body = max_body ? max_body : MC__DEFAULT_MAX_BODY,
+                         .token = (char *)admin_token};
+    mc_http_response r = {0};
+    mc__req_impl im = {.headers = headers ? headers : ""};
+    if (body_len > s.max_body) {
+        mc__resp_text(&r, 413, "{\"error\": \"body over %zu bytes\"}", s.max_body);
+    } else {
+        mc_http_request req = {.method = method, .path = path, .query = query ? query : "",
+                               .body = body ? body : "", .body_len = body_len, .impl = &im};
+        mc__dispatch(&s, &req, &r);
+    }
+    free(im.found);
+    if (r.failed) {
+        mc__resp_reset(&r);
+        mc__resp_text(&r, 500, "{\"error\": \"out of memory\"}");
+    }
+    unsigned status = r.status ? r.status : 200;
+    if (out) {
+        if ((*out = malloc(r.len + 1))) {
+            if (r.len)
+                memcpy(*out, r.body, r.len);
+            (*out)[r.len] = 0;
+        }
+        if (out_len)
+            *out_len = *out ? r.len : 0;
+    }
+    mc__resp_free(&r);
+    return (int)status;
 }

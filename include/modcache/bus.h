@@ -1,0 +1,109 @@
+/* modcache/bus.h: the invalidation bus. Invalidations made in one process reach every process
+ * reading the same Redis stream, and are applied there to the registry's functions by name.
+ *
+ * Messages are stream entries (XADD with an approximate MAXLEN) with the fields
+ *   v        "1" (the format version; entries with another version are ignored)
+ *   instance the sender's configured instance name (for people reading the stream)
+ *   sender   a random identifier of one running bus (readers skip their own entries)
+ *   cache    the registered function's name
+ *   op       "keys" or "all"
+ *   keys     (op "keys") a JSON array of keys in JSON tuple form: [["@alice:example.com"], ...]
+ *
+ * A bus has two connections, each on its own thread: a sender that drains a bounded queue with
+ * pipelined XADDs, and a reader that blocks in XREAD from the last id it applied. Publishing
+ * only appends to the queue (a mutex held for a copy): it never waits for Redis, and nothing in
+ * the bus touches a cache's read path.
+ *
+ * Faults. When Redis goes away both threads log once and reconnect with exponential backoff
+ * (backoff_min_ms doubling to backoff_max_ms). Messages published meanwhile wait in the queue;
+ * when it holds queue_limit messages, the queue is collapsed into one "all" message per cache
+ * name it held, plus the new one, so the bound is kept without losing an invalidation. On
+ * reconnect the reader resumes after its last id when it can prove nothing was lost: the
+ * stream still exists and its max-deleted-entry-id (XINFO STREAM) is not past that id. Otherwise
+ * (trimmed past it, stream deleted or recreated) it invalidates every registered function
+ * ("full flush"), logs it, and goes on from the stream's end. A reader that never reached Redis
+ * since it started does the same at its first connection, because its caches may hold values
+ * whose invalidations it never saw.
+ *
+ * A new reader starts at the stream's end: history written before it connected is not replayed.
+ *
+ * Thread safety: every function may be called from any thread, except mc_bus_stop (no other call
+ * on the bus may be running or follow). */
+#ifndef MODCACHE_BUS_H
+#define MODCACHE_BUS_H
+
+#include "cached.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mc_bus mc_bus;
+
+/* Receives the bus's log lines (level as mc_log_level: 0 debug, 1 info, 2 warn, 3 error). */
+typedef void (*mc_bus_log_fn)(void *ud, int level, const char *message);
+
+typedef struct mc_bus_options {
+    const char *address;       /* "host:port" (default "127.0.0.1:6379") */
+    const char *stream;        /* stream key (default "modcache:invalidations") */
+    uint64_t maxlen;           /* approximate MAXLEN of every XADD (default 100000; 0: no trim) */
+    const char *instance;      /* instance name written with each message (default "modcache") */
+    /* Where received invalidations are applied. NULL: publish only (no reader thread). */
+    mc_registry *registry;
+    size_t queue_limit;        /* messages waiting while Redis is away (default 10000) */
+    unsigned backoff_min_ms;   /* first reconnect delay (default 100) */
+    unsigned backoff_max_ms;   /* longest reconnect delay (default 5000) */
+    unsigned timeout_ms;       /* connect and command timeout (default 2000) */
+    mc_bus_log_fn log;         /* NULL: "<level> [bus] <message>" lines on stderr */
+    void *log_ud;
+} mc_bus_options;
+
+MC_API void mc_bus_options_init(mc_bus_options *opts);
+
+/* Start a bus: copies the options, tries one connection per thread, then returns; an
+ * unreachable Redis is not an error (the threads keep trying; see mc_bus_stats.link_up).
+ * Returns 0; MC_EINVAL (bad address, empty stream or instance, backoff_min > backoff_max);
+ * MC_ENOMEM; MC_EIO (a thread could not start). */
+MC_API int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err);
+
+/* Stop both threads (waiting at most timeout_ms for queued messages to be sent) and free the
+ * bus. Messages still queued after that are dropped and counted in the log. NULL is a no-op. */
+MC_API void mc_bus_stop(mc_bus *bus);
+
+/* Queue an invalidation of `nkeys` keys of the function named `cache`, each key in JSON tuple
+ * form (checked here: MC_EPARSE with err naming the key). Nothing is applied locally: callers
+ * invalidate their own process themselves (the host does both). Returns 0, MC_EINVAL,
+ * MC_EPARSE, MC_ENOMEM. */
+MC_API int mc_bus_publish_keys(mc_bus *bus, const char *cache, const char *const *json_keys,
+                               size_t nkeys, mc_error *err);
+/* The same for an encoded key tuple (mc_key_encode). */
+MC_API int mc_bus_publish_args(mc_bus *bus, const char *cache, const mc_arg *args, size_t nargs);
+/* Queue an invalidation of every entry of the function named `cache`. */
+MC_API int mc_bus_publish_all(mc_bus *bus, const char *cache);
+
+/* Wait until every message queued before this call has been written to Redis. Returns 0;
+ * MC_ETIMEDOUT when timeout_ms passed first (Redis unreachable, for instance). */
+MC_API int mc_bus_flush(mc_bus *bus, unsigned timeout_ms);
+
+typedef struct mc_bus_stats {
+    uint64_t sent;         /* messages written to the stream */
+    uint64_t received;     /* entries read from the stream from other senders */
+    uint64_t own;          /* entries read back that this bus sent (skipped) */
+    uint64_t applied;      /* received entries applied to a registered function */
+    uint64_t ignored;      /* received entries for unknown names, or malformed */
+    uint64_t catchups;     /* reconnects that resumed after the last applied id */
+    uint64_t full_flushes; /* times every registered function was invalidated */
+    uint64_t collapsed;    /* times the outage queue was collapsed into "all" messages */
+    uint64_t reconnects;   /* connections made after a failure (both threads) */
+    uint64_t queued;       /* messages waiting to be sent now */
+    bool link_up;          /* both connections are up */
+    char last_id[48];      /* last stream id the reader handled ("0-0" before any) */
+} mc_bus_stats;
+
+MC_API void mc_bus_stats_get(mc_bus *bus, mc_bus_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

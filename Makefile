@@ -41,9 +41,10 @@ $(BUILD)/CMakeCache.txt: | deps
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-# For now the demo is a short throughput and hit-ratio comparison (a minute at most).
+# The example module under mchost, with and without memoization, under a Zipf load (about a
+# minute): throughput, hit ratio, latency, then a write, an invalidation with mcctl, metrics.
 demo: build
-	$(BUILD)/bench/mc_compare --quick
+	bash examples/dept/demo.sh $(BUILD)
 
 test: test-deps test-unit test-tsan test-asan
 	@echo "All test suites passed (normal build, ThreadSanitizer, AddressSanitizer+UBSan)."
@@ -63,9 +64,35 @@ test-asan: deps
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
-# The full comparison (several minutes): every workload at full length.
-bench: bench-deps build
-	$(BUILD)/bench/mc_compare
+# The full comparison (a few minutes): every workload at full length; tables, JSON and charts
+# in $(BUILD)/bench-results/. cmake runs again first so that a libcuckoo installed by
+# bench-deps since the build was configured is found.
+bench: bench-deps $(BUILD)/CMakeCache.txt
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j $(JOBS)
+	sh bench/run_bench.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(BUILD_TSAN) $(BUILD_ASAN)
+
+# libFuzzer targets (clang, ASan+UBSan, in $(BUILD_FUZZ)): `make test-fuzz` runs each for 20 s
+# on its committed corpus (the CTest label "fuzz"); `make fuzz` runs each for FUZZ_SECONDS,
+# keeping what it finds in $(BUILD_FUZZ)/fuzz-runs/ for the next run.
+BUILD_FUZZ   ?= build-fuzz
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS  = fuzz_config fuzz_json_key fuzz_key_codec fuzz_admin_http
+
+.PHONY: fuzz-build fuzz test-fuzz
+fuzz-build: test-deps
+	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+	  -DMODCACHE_SANITIZER=address,undefined -DMODCACHE_FUZZ=ON -DMODCACHE_BUILD_TESTS=OFF \
+	  -DMODCACHE_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzz_targets
+
+test-fuzz: fuzz-build
+	cd $(BUILD_FUZZ) && ctest --output-on-failure -L fuzz
+
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  sh tests/fuzz/run.sh $(BUILD_FUZZ)/tests/fuzz/$$t $(BUILD_FUZZ)/fuzz-runs/$$t $(FUZZ_SECONDS) || exit 1; \
+	done

@@ -1,9 +1,9 @@
 // bench/mc_compare.cc: mc_compare, the comparison runner: modcache (LRU, S3-FIFO) against an
-// exact mutex LRU and a no-eviction lock-free map on Zipf throughput, trace miss ratio and memory;
-// memoized-function hits against the raw get beneath them, and a single-flight check.
+// exact mutex LRU, no-eviction maps (a lock-free one, libcuckoo) and, for memoized lookups,
+// SQLite and Redis, on Zipf throughput, trace miss ratio, memory and lookup latency.
 //
 // Throughput figures are noisy (about +-30% between runs on a small machine), so every system
-// runs in the same process on the same trace and the table reports ratios between them.
+// runs in the same process on the same trace and the tables report ratios between them.
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -14,67 +14,47 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <limits>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <sys/utsname.h>
+
 #include <jemalloc/jemalloc.h>
 #include <modcache/cache.h>
 #include <modcache/cached.h>
 #include <modcache/key.h>
 
+#include "compare.h"
+#include "harness.h"
 #include "mutex_lru.h"
 #include "nolimit_hash.h"
 #include "trace.h"
 #include "zipf.h"
+#if MODCACHE_HAVE_LIBCUCKOO
+#include "libcuckoo_sys.h"
+#endif
+
+namespace mcbench {
 
 namespace {
+void (*g_die_hook)() = nullptr;
+const Clock::time_point g_start = Clock::now();
+}  // namespace
 
-using namespace mcbench;
-using Clock = std::chrono::steady_clock;
+void set_die_hook(void (*hook)()) { g_die_hook = hook; }
 
-constexpr double kNull = std::numeric_limits<double>::quiet_NaN();
-constexpr size_t kZipfCacheEntries = 100000;
-constexpr size_t kQuickRequests = size_t{1} << 20;
-const size_t kTraceSizes[] = {500, 2000, 5000, 10000, 20000};
-constexpr size_t kNumTraceSizes = sizeof kTraceSizes / sizeof kTraceSizes[0];
-const size_t kMemorySizes[] = {100000, 1000000};
-// Memoized functions: keys of the memo-hit key set, requests in its Zipf access order, and the
-// missing keys the single-flight check loads from two threads at once.
-constexpr size_t kMemoKeys = 100000;
-constexpr size_t kMemoRequests = size_t{1} << 20;
-constexpr size_t kSingleFlightKeys = 1000;
-constexpr int kSingleFlightThreads = 2;
-constexpr int kSingleFlightSleepUs = 50;
-// Twice the keys: shards split a bound evenly, and a shard given more than its share of the
-// keys would evict some, turning hits into loads.
-constexpr size_t kMemoCacheSize = 2 * kMemoKeys;
-constexpr size_t kSingleFlightCacheSize = 2 * kSingleFlightKeys;
-
-// libCacheSim miss ratios on cloudphysics.txt at kTraceSizes (shared/data/README.md).
-struct RefRow {
-    const char *name;
-    double miss[kNumTraceSizes];
-};
-const RefRow kRefRows[] = {
-    {"exact LRU", {0.8378, 0.8271, 0.8038, 0.6976, 0.6328}},
-    {"CLOCK (1 bit)", {0.8368, 0.8262, 0.8032, 0.7443, 0.6336}},
-    {"S3-FIFO", {0.8303, 0.8119, 0.7498, 0.6693, 0.6184}},
-    {"SIEVE", {0.8288, 0.8203, 0.7886, 0.7118, 0.5658}},
-    {"W-TinyLFU", {0.8466, 0.8253, 0.7745, 0.6804, 0.5253}},
-};
-const RefRow &kRefLru = kRefRows[0];
-const RefRow &kRefS3fifo = kRefRows[2];
-
-[[noreturn]] void die(const char *fmt, ...) {
+void die(const char *f, ...) {
     va_list ap;
-    va_start(ap, fmt);
-    std::fputs("mc_compare: FATAL: ", stderr);
-    std::vfprintf(stderr, fmt, ap);
+    va_start(ap, f);
+    std::fputs("\nmc_compare: FATAL: ", stderr);
+    std::vfprintf(stderr, f, ap);
     std::fputc('\n', stderr);
     va_end(ap);
+    if (g_die_hook) g_die_hook();
     std::abort();
 }
 
@@ -83,6 +63,116 @@ const RefRow &kRefS3fifo = kRefRows[2];
 void check_rc(int rc, const char *what) {
     if (rc != 0) die("%s returned %s (%d): %s", what, mc_err_name(rc), rc, mc_strerror(rc));
 }
+
+std::string fmt(const char *f, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, f);
+    std::vsnprintf(buf, sizeof buf, f, ap);
+    va_end(ap);
+    return buf;
+}
+
+namespace {
+void vprogress(bool prefix, bool newline, const char *f, va_list ap) {
+    if (prefix)
+        std::fprintf(stderr, "[%6.1fs] ", std::chrono::duration<double>(Clock::now() - g_start).count());
+    std::vfprintf(stderr, f, ap);
+    if (newline) std::fputc('\n', stderr);
+    std::fflush(stderr);
+}
+}  // namespace
+
+void progress(const char *f, ...) {
+    va_list ap;
+    va_start(ap, f);
+    vprogress(true, true, f, ap);
+    va_end(ap);
+}
+
+void progress_begin(const char *f, ...) {
+    va_list ap;
+    va_start(ap, f);
+    vprogress(true, false, f, ap);
+    va_end(ap);
+}
+
+void progress_end(const char *f, ...) {
+    va_list ap;
+    va_start(ap, f);
+    vprogress(false, true, f, ap);
+    va_end(ap);
+}
+
+bool Options::runs(const char *group) const {
+    return workloads.empty() || std::find(workloads.begin(), workloads.end(), group) != workloads.end();
+}
+
+std::string label(const Row &r) { return r.policy.empty() ? r.system : r.system + "/" + r.policy; }
+
+namespace {
+double median_of(std::vector<double> v) {
+    v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return std::isnan(x); }), v.end());
+    if (v.empty()) return kNull;
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+}  // namespace
+
+std::vector<Row> median_rows(const std::vector<Row> &runs) {
+    std::vector<Row> out;
+    std::vector<bool> done(runs.size(), false);
+    for (size_t i = 0; i < runs.size(); i++) {
+        if (done[i]) continue;
+        std::vector<const Row *> group;
+        for (size_t j = i; j < runs.size(); j++) {
+            const Row &a = runs[i], &b = runs[j];
+            if (!done[j] && a.system == b.system && a.policy == b.policy && a.workload == b.workload &&
+                a.threads == b.threads && a.cache_size == b.cache_size) {
+                group.push_back(&b);
+                done[j] = true;
+            }
+        }
+        std::vector<double> ops, p50, p99;
+        bool overlap = false;
+        for (const Row *r : group) {
+            ops.push_back(r->ops_per_sec);
+            p50.push_back(r->p50_ns);
+            p99.push_back(r->p99_ns);
+            overlap |= r->overlap;
+        }
+        // The run nearest the median throughput lends its other fields (hit ratio and so on).
+        const double mops = median_of(ops);
+        const Row *mid = group[0];
+        for (const Row *r : group)
+            if (std::fabs(r->ops_per_sec - mops) < std::fabs(mid->ops_per_sec - mops)) mid = r;
+        Row m = *mid;
+        m.ops_per_sec = mops;
+        if (!std::isnan(mops) && mops > 0 && m.threads > 0 && !std::isnan(m.ns_per_op))
+            m.ns_per_op = static_cast<double>(m.threads) * 1e9 / mops;
+        m.p50_ns = median_of(p50);
+        m.p99_ns = median_of(p99);
+        m.overlap = overlap;
+        out.push_back(m);
+    }
+    return out;
+}
+
+const Row *find_row(const std::vector<Row> &rows, const std::string &system, const std::string &policy,
+                    const std::string &workload, int threads, size_t cache_size) {
+    for (const Row &r : rows)
+        if (r.system == system && r.policy == policy && r.workload == workload && r.threads == threads &&
+            r.cache_size == cache_size)
+            return &r;
+    return nullptr;
+}
+
+}  // namespace mcbench
+
+namespace {
+
+using namespace mcbench;
 
 // ---------------------------------------------------------------------------------------------
 // The systems under test. Each offers request(key, fill): a get, and on a miss a put of the
@@ -176,156 +266,12 @@ private:
     NolimitHash map_;  // 2^21 slots: at most half full with the 1,000,000 Zipf keys
 };
 
-// ---------------------------------------------------------------------------------------------
-// Results.
-
-struct Row {
-    std::string system;
-    std::string policy;  // empty: null
-    std::string workload;
-    int threads = 0;     // 0: null
-    size_t cache_size = 0;
-    double ops_per_sec = kNull;
-    double hit_ratio = kNull;
-    double bytes_per_entry = kNull;
-    // Printed in JSON only when set (memo-hit and single-flight records).
-    double ns_per_op = kNull;      // one call's average time on one thread
-    long long loader_calls = -1;
-    // Table-only details.
-    bool overlap = false;
-    size_t entries_held = 0;
-    double key_bytes = kNull;
-    uint64_t joined = 0;  // single-flight: calls that waited for another thread's load
-};
-
-std::string label(const Row &r) { return r.policy.empty() ? r.system : r.system + "/" + r.policy; }
-
-const Row *find_row(const std::vector<Row> &rows, const std::string &system, const std::string &policy,
-                    const std::string &workload, int threads, size_t cache_size) {
-    for (const Row &r : rows)
-        if (r.system == system && r.policy == policy && r.workload == workload && r.threads == threads &&
-            r.cache_size == cache_size)
-            return &r;
-    return nullptr;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Zipf throughput: threads walk one shared trace from different offsets for a fixed window.
-
-enum Phase : int { kWait, kWarm, kMeasure, kStop };
-
-struct Control {
-    std::atomic<int> ready{0};
-    std::atomic<int> phase{kWait};
-};
-
-// Padded so that threads publishing their counts never share a line.
-struct alignas(64) ThreadCounts {
-    uint64_t ops = 0;
-    uint64_t hits = 0;
-    uint64_t all_ops = 0;  // including the warm-up: where the thread ended up in the trace
-};
-
-template <class Sys>
-void zipf_worker(Sys &sys, const uint32_t *trace, size_t len, size_t start, bool fill, Control &ctl,
-                 ThreadCounts &out) {
-    ctl.ready.fetch_add(1, std::memory_order_acq_rel);
-    while (ctl.phase.load(std::memory_order_acquire) == kWait) {
-    }
-    uint64_t ops = 0, hits = 0, warm_ops = 0;
-    int seen = kWarm;
-    size_t i = start;
-    for (;;) {
-        // The phase flag is read once per batch so its cache line is not pulled every request.
-        for (int b = 0; b < 64; b++) {
-            hits += sys.request(trace[i], fill);
-            if (++i == len) i = 0;
-        }
-        ops += 64;
-        const int phase = ctl.phase.load(std::memory_order_relaxed);
-        if (phase != seen) {
-            // A thread descheduled through the whole window sees the stop first: its counts
-            // are all warm-up and must not be charged to the window.
-            if (phase == kStop && seen == kMeasure) break;
-            warm_ops += ops;
-            ops = hits = 0;  // warm-up over: count from here
-            if (phase == kStop) break;
-            seen = phase;
-        }
-    }
-    out.ops = ops;
-    out.hits = hits;
-    out.all_ops = warm_ops + ops;
-}
 
 struct ZipfResult {
     double ops_per_sec;
     double hit_ratio;
     bool overlap = false;  // see trace_positions_met
 };
-
-// Threads walk one trace from offsets len/threads apart. A mutex hands the lock unevenly, so
-// one thread can run ahead until it replays, a moment later, the requests another thread has
-// just made: they all hit, and the get+put hit ratio is inflated (throughput is not affected).
-// This says whether two threads' positions came within `margin` requests of each other; the
-// drift between two threads is taken as steady, which is how an unfair lock behaves.
-bool trace_positions_met(const std::vector<ThreadCounts> &counts, const std::vector<size_t> &starts, size_t len,
-                         size_t margin) {
-    const int64_t L = static_cast<int64_t>(len), m = static_cast<int64_t>(margin);
-    for (size_t i = 0; i < counts.size(); i++) {
-        for (size_t j = i + 1; j < counts.size(); j++) {
-            const int64_t d0 = static_cast<int64_t>(starts[j]) - static_cast<int64_t>(starts[i]);
-            const int64_t d1 = d0 + static_cast<int64_t>(counts[j].all_ops) - static_cast<int64_t>(counts[i].all_ops);
-            const int64_t lo = std::min(d0, d1) - m, hi = std::max(d0, d1) + m;
-            // Is there a multiple of len (the positions coincide) in [lo, hi]?
-            const int64_t k = lo >= 0 ? (lo + L - 1) / L : -((-lo) / L);
-            if (k * L <= hi) return true;
-        }
-    }
-    return false;
-}
-
-// One timed run: threads walk `trace` from offsets len/threads apart, warm up, then count
-// requests for `window` seconds. Shared by the Zipf and memo-hit workloads.
-struct WindowRun {
-    std::vector<ThreadCounts> counts;
-    std::vector<size_t> starts;
-    uint64_t ops = 0, hits = 0;
-    double secs = 0.0;
-};
-
-template <class Sys>
-WindowRun run_window(Sys &sys, const std::vector<uint32_t> &trace, int nthreads, bool fill, double warm,
-                     double window) {
-    Control ctl;
-    WindowRun w;
-    w.counts.resize(static_cast<size_t>(nthreads));
-    std::vector<std::thread> threads;
-    const size_t len = trace.size();
-    for (int t = 0; t < nthreads; t++) {
-        const size_t start = static_cast<size_t>(t) * len / static_cast<size_t>(nthreads);
-        w.starts.push_back(start);
-        threads.emplace_back([&, t, start] {
-            zipf_worker(sys, trace.data(), len, start, fill, ctl, w.counts[static_cast<size_t>(t)]);
-        });
-    }
-    // Release all threads at once only when every one is running, so none starts alone.
-    while (ctl.ready.load(std::memory_order_acquire) < nthreads) std::this_thread::yield();
-    ctl.phase.store(kWarm, std::memory_order_release);
-    std::this_thread::sleep_for(std::chrono::duration<double>(warm));
-    const auto t0 = Clock::now();
-    ctl.phase.store(kMeasure, std::memory_order_release);
-    std::this_thread::sleep_for(std::chrono::duration<double>(window));
-    const auto t1 = Clock::now();
-    ctl.phase.store(kStop, std::memory_order_release);
-    for (std::thread &th : threads) th.join();
-    for (const ThreadCounts &c : w.counts) {
-        w.ops += c.ops;
-        w.hits += c.hits;
-    }
-    w.secs = std::chrono::duration<double>(t1 - t0).count();
-    return w;
-}
 
 template <class Sys>
 ZipfResult run_zipf(Sys &sys, const std::vector<uint32_t> &trace, int nthreads, bool fill, double warm,
@@ -581,8 +527,7 @@ void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vecto
     const uint64_t warm_loads = st.loads;
     for (int t : thread_counts) {
         auto record = [&](const char *system, auto &sys) {
-            std::fprintf(stderr, "memo-hit %s %d thread%s ... ", system, t, t == 1 ? "" : "s");
-            std::fflush(stderr);
+            progress_begin("memo-hit %s %d thread%s ... ", system, t, t == 1 ? "" : "s");
             mc_cache_stats before, after;
             mc_cache_stats_get(mc_cached_cache(fn.get()), &before);
             const WindowRun w = run_window(sys, order, t, false, warm, window);
@@ -603,7 +548,7 @@ void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vecto
             r.ops_per_sec = static_cast<double>(w.ops) / w.secs;
             r.hit_ratio = hits + misses > 0 ? hits / (hits + misses) : kNull;
             r.ns_per_op = static_cast<double>(t) * 1e9 / r.ops_per_sec;
-            std::fprintf(stderr, "%.2f M ops/s, %.1f ns/op\n", r.ops_per_sec / 1e6, r.ns_per_op);
+            progress_end("%.2f M ops/s, %.1f ns/op", r.ops_per_sec / 1e6, r.ns_per_op);
             rows.push_back(r);
         };
         record("modcache-memo", memo);
@@ -614,9 +559,8 @@ void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vecto
 // Threads call the same missing keys in the same order, released together: for each key one
 // of them starts the load and the others join it (or hit once it is stored).
 void run_single_flight(std::vector<Row> &rows, const MemoKeys &keys) {
-    std::fprintf(stderr, "single-flight: %d threads x %zu missing keys, loader sleeping %d us ... ",
-                 kSingleFlightThreads, kSingleFlightKeys, kSingleFlightSleepUs);
-    std::fflush(stderr);
+    progress_begin("single-flight: %d threads x %zu missing keys, loader sleeping %d us ... ", kSingleFlightThreads,
+                   kSingleFlightKeys, kSingleFlightSleepUs);
     std::atomic<uint64_t> loader_calls{0};
     MemoFn fn(kSingleFlightCacheSize, sleepy_loader, &loader_calls);
     MemoCallSys sys(fn.get(), keys);
@@ -646,45 +590,48 @@ void run_single_flight(std::vector<Row> &rows, const MemoKeys &keys) {
     r.ops_per_sec = static_cast<double>(kSingleFlightThreads * kSingleFlightKeys) / secs;
     r.loader_calls = static_cast<long long>(loader_calls.load());
     r.joined = st.joined;
-    std::fprintf(stderr, "%lld loader calls (want %zu), %" PRIu64 " calls joined a running load, %.3f s\n",
-                 r.loader_calls, kSingleFlightKeys, r.joined, secs);
+    progress_end("%lld loader calls (want %zu), %" PRIu64 " calls joined a running load, %.3f s", r.loader_calls,
+                 kSingleFlightKeys, r.joined, secs);
     rows.push_back(r);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Options.
-
-struct Options {
-    bool quick = false;
-    bool json = false;
-    bool verbose = false;
-    std::string trace;
-    double seconds = 0.0;  // 0: 2 s, or 0.3 s with --quick
-    std::vector<int> threads{1, 2};
-};
-
 void usage(FILE *f) {
     std::fputs(
-        "usage: mc_compare [--quick] [--json] [--verbose] [--trace FILE] [--seconds S] [--threads LIST]\n"
+        "usage: mc_compare [--quick] [--json] [--report DIR] [--verbose] [--trace FILE] [--seconds S]\n"
+        "                  [--threads LIST] [--repeat N] [--workloads LIST] [--redis-server PATH]\n"
         "\n"
-        "Compares modcache (lru, s3fifo) with an exact LRU under one mutex (mutex-lru) and a\n"
-        "lock-free map that never evicts (nolimit-hash):\n"
+        "Compares modcache (lru, s3fifo) with an exact LRU under one mutex (mutex-lru), maps that\n"
+        "never evict (nolimit-hash, lock-free; libcuckoo, when built with it) and, for memoized\n"
+        "lookups, the SQLite query and a Redis GET they stand in front of:\n"
         "  zipf-getput, zipf-readonly  throughput on the Zipf(0.99, 1M keys) trace, 100k-entry cache\n"
         "  cloudphysics                miss ratio on the trace file, against libCacheSim's figures\n"
         "  memory                      bytes per entry beyond key and value (jemalloc stats)\n"
         "  memo-hit                    a memoized function's hit (mc_cached_call) against the raw\n"
         "                              mc_cache_get beneath it, same keys, same cache\n"
         "  single-flight               2 threads calling the same 1,000 missing keys: 1,000 loads\n"
+        "  db-lookup                   user id -> department for 100k users in Zipf order: a warm\n"
+        "                              memoized function over SQLite (modcache-memo), the indexed\n"
+        "                              SQLite query (sqlite-query), a GET to a redis-server this\n"
+        "                              program starts on a free 127.0.0.1 port (redis-get);\n"
+        "                              ops/s, and p50/p99 of single calls\n"
         "\n"
-        "  --quick          2^20-request trace and 0.3 s windows (the whole run in seconds)\n"
-        "  --json           print a JSON array of results on stdout; the table goes to stderr\n"
-        "  --verbose        also print the exact-LRU cold-start miss ratio of the Zipf trace\n"
-        "  --trace FILE     cloudphysics trace (default ../shared/data/cloudphysics.txt)\n"
-        "  --seconds S      measuring window per Zipf or memo-hit run (default 2)\n"
-        "  --threads LIST   comma-separated thread counts for the Zipf and memo-hit runs (default 1,2)\n"
-        "  --help           this text\n"
+        "  --quick            2^20-request trace and 0.3 s windows (the whole run in seconds)\n"
+        "  --json             print a JSON array of results on stdout; the tables go to stderr\n"
+        "  --report DIR       also write DIR/results.md, DIR/results.json and chart data (plot-*.dat)\n"
+        "  --verbose          also print the exact-LRU cold-start miss ratio of the Zipf trace\n"
+        "  --trace FILE       cloudphysics trace (default ../shared/data/cloudphysics.txt)\n"
+        "  --seconds S        measuring window per throughput run (default 2)\n"
+        "  --threads LIST     comma-separated thread counts for the throughput runs (default 1,2)\n"
+        "  --repeat N         runs of each Zipf and db-lookup measurement, interleaved across\n"
+        "                     systems; the median is reported (default 3, 1 with --quick)\n"
+        "  --workloads LIST   comma-separated groups to run: zipf, cloudphysics, memory, memo,\n"
+        "                     db-lookup (default: all)\n"
+        "  --redis-server P   the redis-server program for db-lookup (default: redis-server in PATH;\n"
+        "                     without one, redis-get is left out and the output says so)\n"
+        "  --help             this text\n"
         "\n"
-        "Exit status: 0 when every run completed (whatever the target checks say), 2 on bad usage.\n",
+        "Exit status: 0 when every run completed (whatever the target checks say), 1 when the\n"
+        "report could not be written, 2 on bad usage.\n",
         f);
 }
 
@@ -708,6 +655,23 @@ bool parse_threads(const char *s, std::vector<int> *out) {
         if (*end == '\0') break;
         if (*end != ',') return false;
         p = end + 1;
+    }
+    return !out->empty();
+}
+
+bool parse_workloads(const std::string &s, std::vector<std::string> *out) {
+    static const char *const kGroups[] = {"zipf", "cloudphysics", "memory", "memo", "db-lookup"};
+    out->clear();
+    size_t pos = 0;
+    for (;;) {
+        const size_t end = std::min(s.find(',', pos), s.size());
+        const std::string g = s.substr(pos, end - pos);
+        if (std::find_if(std::begin(kGroups), std::end(kGroups), [&](const char *k) { return g == k; }) ==
+            std::end(kGroups))
+            return false;
+        if (std::find(out->begin(), out->end(), g) == out->end()) out->push_back(g);
+        if (end == s.size()) break;
+        pos = end + 1;
     }
     return !out->empty();
 }
@@ -750,24 +714,28 @@ Options parse_options(int argc, char **argv) {
         } else if (a == "--threads") {
             const std::string v = need_value();
             if (!parse_threads(v.c_str(), &o.threads)) bad_usage("bad --threads list '%s'", v.c_str());
+        } else if (a == "--repeat") {
+            const std::string v = need_value();
+            char *end;
+            const long n = std::strtol(v.c_str(), &end, 10);
+            if (v.empty() || *end || n < 1 || n > 100) bad_usage("bad --repeat value '%s'", v.c_str());
+            o.repeat = static_cast<int>(n);
+        } else if (a == "--report") {
+            o.report_dir = need_value();
+            if (o.report_dir.empty()) bad_usage("%s needs a directory", "--report");
+        } else if (a == "--redis-server") {
+            o.redis_server = need_value();
+            if (o.redis_server.empty()) bad_usage("%s needs a program", "--redis-server");
+        } else if (a == "--workloads") {
+            const std::string v = need_value();
+            if (!parse_workloads(v, &o.workloads)) bad_usage("bad --workloads list '%s'", v.c_str());
         } else {
             bad_usage("unknown argument '%s'", argv[i]);
         }
     }
     if (o.seconds == 0.0) o.seconds = o.quick ? 0.3 : 2.0;
+    if (o.repeat == 0) o.repeat = o.quick ? 1 : 3;
     return o;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Output.
-
-std::string fmt(const char *f, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, f);
-    std::vsnprintf(buf, sizeof buf, f, ap);
-    va_end(ap);
-    return buf;
 }
 
 std::string ratio_cell(double num, const Row *den) {
@@ -953,6 +921,35 @@ void print_targets(FILE *f, const std::vector<Row> &rows, bool have_trace) {
         else
             print_target(f, false, false, what, "");
     }
+    for (const char *pol : {"lru", "s3fifo"}) {
+        const Row *gp2 = find_row(rows, "modcache", pol, "zipf-getput", 2, kZipfCacheEntries);
+        const Row *lc2 = find_row(rows, "libcuckoo", "", "zipf-getput", 2, kZipfCacheEntries);
+        const std::string what = fmt("modcache/%s getput 2 threads >= 1x libcuckoo", pol);
+        if (gp2 && lc2) {
+            const double x = gp2->ops_per_sec / lc2->ops_per_sec;
+            print_target(f, true, x >= 1.0, what, fmt("%.2fx", x));
+        } else {
+            print_target(f, false, false, what, "");
+        }
+    }
+    {
+        // Latency ratios: the database's p50 over the memoized hit's, one thread.
+        const Row *memo = find_row(rows, "modcache-memo", "", "db-lookup", 1, kDbMemoCacheSize);
+        const struct {
+            const char *system;
+            double goal;
+        } dbs[] = {{"sqlite-query", 100.0}, {"redis-get", 500.0}};
+        for (const auto &d : dbs) {
+            const Row *r = find_row(rows, d.system, "", "db-lookup", 1, kDbUsers);
+            const std::string what = fmt("modcache-memo hit p50 >= %.0fx faster than %s", d.goal, d.system);
+            if (memo && r && memo->p50_ns > 0) {
+                const double x = r->p50_ns / memo->p50_ns;
+                print_target(f, true, x >= d.goal, what, fmt("%.0fx", x));
+            } else {
+                print_target(f, false, false, what, "");
+            }
+        }
+    }
     // Trace checks: worst difference over the five sizes.
     struct TraceTarget {
         const char *system, *policy;
@@ -985,47 +982,6 @@ void print_targets(FILE *f, const std::vector<Row> &rows, bool have_trace) {
     }
 }
 
-void json_number(FILE *f, double v, const char *format) {
-    if (std::isnan(v))
-        std::fputs("null", f);
-    else
-        std::fprintf(f, format, v);
-}
-
-void print_json(FILE *f, const std::vector<Row> &rows) {
-    std::fputs("[\n", f);
-    for (size_t i = 0; i < rows.size(); i++) {
-        const Row &r = rows[i];
-        // Every name printed here is a fixed ASCII identifier: no escaping is needed.
-        std::fprintf(f, "  {\"system\": \"%s\", \"policy\": ", r.system.c_str());
-        if (r.policy.empty())
-            std::fputs("null", f);
-        else
-            std::fprintf(f, "\"%s\"", r.policy.c_str());
-        std::fprintf(f, ", \"workload\": \"%s\", \"threads\": ", r.workload.c_str());
-        if (r.threads)
-            std::fprintf(f, "%d", r.threads);
-        else
-            std::fputs("null", f);
-        std::fprintf(f, ", \"cache_size\": %zu, \"ops_per_sec\": ", r.cache_size);
-        json_number(f, r.ops_per_sec, "%.0f");
-        std::fputs(", \"hit_ratio\": ", f);
-        json_number(f, r.hit_ratio, "%.6f");
-        std::fputs(", \"bytes_per_entry\": ", f);
-        json_number(f, r.bytes_per_entry, "%.2f");
-        // Fields only some workloads have are left out of the others' records.
-        if (!std::isnan(r.ns_per_op)) {
-            std::fputs(", \"ns_per_op\": ", f);
-            json_number(f, r.ns_per_op, "%.2f");
-        }
-        if (r.loader_calls >= 0) std::fprintf(f, ", \"loader_calls\": %lld", r.loader_calls);
-        std::fprintf(f, "}%s\n", i + 1 < rows.size() ? "," : "");
-    }
-    std::fputs("]\n", f);
-}
-
-// The default trace location is given relative to a build directory next to the sources;
-// the compiled-in source path makes the runner work from any directory.
 std::string find_default_trace() {
     std::vector<std::string> candidates{"../shared/data/cloudphysics.txt"};
 #ifdef MODCACHE_SOURCE_DIR
@@ -1040,6 +996,61 @@ std::string find_default_trace() {
     return "";
 }
 
+// What the report says about the machine and the build.
+std::string cpu_model() {
+    FILE *f = std::fopen("/proc/cpuinfo", "r");
+    if (!f) return "unknown";
+    char line[512];
+    std::string model = "unknown";
+    while (std::fgets(line, sizeof line, f)) {
+        if (std::strncmp(line, "model name", 10) != 0) continue;
+        const char *p = std::strchr(line, ':');
+        if (!p) continue;
+        p++;
+        while (*p == ' ' || *p == '\t') p++;
+        model.assign(p, std::strcspn(p, "\n"));
+        break;
+    }
+    std::fclose(f);
+    return model;
+}
+
+RunInfo run_info(const Options &o, size_t requests, double warm) {
+    RunInfo info;
+    info.version = mc_version();
+    char date[64];
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", &tm);
+    info.date = date;
+    info.cpu = cpu_model();
+    info.hw_threads = std::thread::hardware_concurrency();
+    utsname u{};
+    info.kernel = uname(&u) == 0 ? std::string(u.sysname) + " " + u.release : "unknown";
+#if defined(__clang__)
+    info.compiler = "clang " __clang_version__;
+#elif defined(__GNUC__)
+    info.compiler = "gcc " __VERSION__;
+#else
+    info.compiler = "unknown compiler";
+#endif
+#ifdef MODCACHE_BUILD_TYPE
+    info.build_type = *MODCACHE_BUILD_TYPE ? MODCACHE_BUILD_TYPE : "no CMAKE_BUILD_TYPE";
+#else
+    info.build_type = "build type unknown";
+#endif
+#ifndef __OPTIMIZE__
+    info.build_type += ", NOT optimized: figures are meaningless";
+#endif
+    info.zipf_requests = requests;
+    info.window = o.seconds;
+    info.warm = warm;
+    info.quick = o.quick;
+    info.repeat = o.repeat;
+    return info;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -1049,85 +1060,108 @@ int main(int argc, char **argv) {
 
     const double warm = std::min(0.5, o.seconds / 4);
     const size_t requests = o.quick ? kQuickRequests : kZipfRequests;
+    RunInfo info = run_info(o, requests, warm);
+#if !MODCACHE_HAVE_LIBCUCKOO
+    info.notes.push_back("libcuckoo not run: libcuckoo/cuckoohash_map.hh was not found when the build was configured "
+                         "(install libcuckoo-dev, then re-run cmake)");
+    progress("mc_compare: %s", info.notes.back().c_str());
+#endif
+#ifndef __OPTIMIZE__
+    progress("mc_compare: WARNING: built without optimization; use a Release or RelWithDebInfo build");
+#endif
 
     // The cloudphysics trace is resolved first so that a wrong --trace fails before the long runs.
     std::vector<uint64_t> cp;
-    std::string cp_path = o.trace.empty() ? find_default_trace() : o.trace;
-    if (!cp_path.empty()) {
-        std::string err;
-        if (!load_trace(cp_path, &cp, &err)) {
-            std::fprintf(stderr, "mc_compare: %s\n", err.c_str());
-            if (!o.trace.empty()) return 2;  // the file the user named is unusable
-            cp.clear();
+    std::string cp_path;
+    if (o.runs("cloudphysics")) {
+        cp_path = o.trace.empty() ? find_default_trace() : o.trace;
+        if (!cp_path.empty()) {
+            std::string err;
+            if (!load_trace(cp_path, &cp, &err)) {
+                std::fprintf(stderr, "mc_compare: %s\n", err.c_str());
+                if (!o.trace.empty()) return 2;  // the file the user named is unusable
+                cp.clear();
+            }
+        }
+        if (cp.empty()) {
+            info.notes.push_back("cloudphysics not run: no trace file (use --trace FILE)");
+            std::fprintf(stderr, "mc_compare: no cloudphysics trace found (tried ../shared/data/cloudphysics.txt%s); "
+                                 "skipping the cloudphysics workload (use --trace FILE)\n",
+#ifdef MODCACHE_SOURCE_DIR
+                         " and " MODCACHE_SOURCE_DIR "/../shared/data/cloudphysics.txt"
+#else
+                         ""
+#endif
+            );
         }
     }
-    if (cp.empty())
-        std::fprintf(stderr, "mc_compare: no cloudphysics trace found (tried ../shared/data/cloudphysics.txt%s); "
-                             "skipping the cloudphysics workload (use --trace FILE)\n",
-#ifdef MODCACHE_SOURCE_DIR
-                     " and " MODCACHE_SOURCE_DIR "/../shared/data/cloudphysics.txt"
-#else
-                     ""
-#endif
-        );
+    info.have_trace = !cp.empty();
 
-    std::fprintf(stderr, "generating the Zipf trace: %zu requests, s=%.2f over %u keys, splitmix64 seed %" PRIu64 "\n",
-                 requests, kZipfExponent, kZipfKeys, kZipfSeed);
-    const std::vector<uint32_t> trace = zipf_trace(requests);
-    const double cold_share = zipf_share_at_or_above(trace, kZipfCacheEntries);
-    std::fprintf(stderr, "sanity: share of requests with key >= %zu: %.4f (expected about 0.170)\n", kZipfCacheEntries,
+    if (o.runs("zipf")) {
+        progress("generating the Zipf trace: %zu requests, s=%.2f over %u keys, splitmix64 seed %" PRIu64, requests,
+                 kZipfExponent, kZipfKeys, kZipfSeed);
+        const std::vector<uint32_t> trace = zipf_trace(requests);
+        const double cold_share = zipf_share_at_or_above(trace, kZipfCacheEntries);
+        progress("sanity: share of requests with key >= %zu: %.4f (expected about 0.170)", kZipfCacheEntries,
                  cold_share);
-    if (std::fabs(cold_share - 0.170) > 0.005) die("the Zipf trace does not match the workload definition");
-    if (o.verbose) {
-        MutexLruSys lru(kZipfCacheEntries);
-        size_t misses = 0;
-        for (uint32_t k : trace) misses += !lru.request(k, true);
-        std::fprintf(stderr, "sanity: exact LRU (mutex-lru) from cold, %zu entries, 1 thread: miss ratio %.4f%s\n",
+        if (std::fabs(cold_share - 0.170) > 0.005) die("the Zipf trace does not match the workload definition");
+        if (o.verbose) {
+            MutexLruSys lru(kZipfCacheEntries);
+            size_t misses = 0;
+            for (uint32_t k : trace) misses += !lru.request(k, true);
+            progress("sanity: exact LRU (mutex-lru) from cold, %zu entries, 1 thread: miss ratio %.4f%s",
                      kZipfCacheEntries, static_cast<double>(misses) / static_cast<double>(trace.size()),
                      o.quick ? " (0.2350 is the figure for the full 2^24 trace)" : " (expected 0.2350)");
-    }
-
-    // Zipf throughput.
-    for (const bool fill : {true, false}) {
-        const char *workload = fill ? "zipf-getput" : "zipf-readonly";
-        for (int t : o.threads) {
-            auto record = [&](const char *system, const char *policy, auto make) {
-                std::fprintf(stderr, "%s %s%s%s %d thread%s ... ", workload, system, *policy ? "/" : "", policy, t,
-                             t == 1 ? "" : "s");
-                std::fflush(stderr);
-                auto sys = make();
-                const ZipfResult z = run_zipf(*sys, trace, t, fill, warm, o.seconds);
-                std::fprintf(stderr, "%.2f M ops/s, hit ratio %.4f%s\n", z.ops_per_sec / 1e6, z.hit_ratio,
-                             z.overlap ? " (threads met in the trace: hit ratio may be inflated)" : "");
-                Row r;
-                r.system = system;
-                r.policy = policy;
-                r.workload = workload;
-                r.threads = t;
-                r.cache_size = kZipfCacheEntries;
-                r.ops_per_sec = z.ops_per_sec;
-                r.hit_ratio = z.hit_ratio;
-                r.overlap = z.overlap;
-                rows.push_back(r);
-            };
-            record("modcache", "lru", [] { return std::make_unique<ModcacheSys>(kZipfCacheEntries, MC_POLICY_LRU); });
-            record("modcache", "s3fifo",
-                   [] { return std::make_unique<ModcacheSys>(kZipfCacheEntries, MC_POLICY_S3FIFO); });
-            record("mutex-lru", "", [] { return std::make_unique<MutexLruSys>(kZipfCacheEntries); });
-            record("nolimit-hash", "", [] { return std::make_unique<NolimitSys>(); });
         }
+
+        std::vector<Row> runs;
+        for (const bool fill : {true, false}) {
+            const char *workload = fill ? "zipf-getput" : "zipf-readonly";
+            for (int t : o.threads) {
+                int rep = 0;
+                auto record = [&](const char *system, const char *policy, auto make) {
+                    progress_begin("%s %s%s%s %d thread%s%s ... ", workload, system, *policy ? "/" : "", policy, t,
+                                   t == 1 ? "" : "s", o.repeat > 1 ? fmt(" (run %d/%d)", rep, o.repeat).c_str() : "");
+                    auto sys = make();
+                    const ZipfResult z = run_zipf(*sys, trace, t, fill, warm, o.seconds);
+                    progress_end("%.2f M ops/s, hit ratio %.4f%s", z.ops_per_sec / 1e6, z.hit_ratio,
+                                 z.overlap ? " (threads met in the trace: hit ratio may be inflated)" : "");
+                    Row r;
+                    r.system = system;
+                    r.policy = policy;
+                    r.workload = workload;
+                    r.threads = t;
+                    r.cache_size = kZipfCacheEntries;
+                    r.ops_per_sec = z.ops_per_sec;
+                    r.hit_ratio = z.hit_ratio;
+                    r.overlap = z.overlap;
+                    runs.push_back(r);
+                };
+                for (rep = 1; rep <= o.repeat; rep++) {
+                    record("modcache", "lru",
+                           [] { return std::make_unique<ModcacheSys>(kZipfCacheEntries, MC_POLICY_LRU); });
+                    record("modcache", "s3fifo",
+                           [] { return std::make_unique<ModcacheSys>(kZipfCacheEntries, MC_POLICY_S3FIFO); });
+                    record("mutex-lru", "", [] { return std::make_unique<MutexLruSys>(kZipfCacheEntries); });
+                    record("nolimit-hash", "", [] { return std::make_unique<NolimitSys>(); });
+#if MODCACHE_HAVE_LIBCUCKOO
+                    record("libcuckoo", "", [] { return std::make_unique<LibcuckooSys>(); });
+#endif
+                }
+            }
+        }
+        const std::vector<Row> med = median_rows(runs);
+        rows.insert(rows.end(), med.begin(), med.end());
     }
 
-    // Trace miss ratios.
     if (!cp.empty()) {
-        std::fprintf(stderr, "cloudphysics: %s, %zu requests\n", cp_path.c_str(), cp.size());
+        progress("cloudphysics: %s, %zu requests", cp_path.c_str(), cp.size());
         for (size_t size : kTraceSizes) {
             auto record = [&](const char *system, const char *policy, auto make) {
-                std::fprintf(stderr, "cloudphysics %s%s%s %zu entries ... ", system, *policy ? "/" : "", policy, size);
-                std::fflush(stderr);
+                progress_begin("cloudphysics %s%s%s %zu entries ... ", system, *policy ? "/" : "", policy, size);
                 auto sys = make();
                 const ZipfResult z = run_trace(*sys, cp);
-                std::fprintf(stderr, "miss ratio %.4f\n", 1.0 - z.hit_ratio);
+                progress_end("miss ratio %.4f", 1.0 - z.hit_ratio);
                 Row r;
                 r.system = system;
                 r.policy = policy;
@@ -1144,41 +1178,59 @@ int main(int argc, char **argv) {
         }
     }
 
-    // Memory.
-    if (jemalloc_is_malloc()) {
-        for (size_t n : kMemorySizes) {
-            std::fprintf(stderr, "memory modcache/lru, s3fifo, mutex-lru at %zu entries\n", n);
-            rows.push_back(memory_modcache(MC_POLICY_LRU, "lru", n));
-            rows.push_back(memory_modcache(MC_POLICY_S3FIFO, "s3fifo", n));
-            rows.push_back(memory_mutex_lru(n));
+    if (o.runs("memory")) {
+        if (jemalloc_is_malloc()) {
+            for (size_t n : kMemorySizes) {
+                progress("memory modcache/lru, s3fifo, mutex-lru at %zu entries", n);
+                rows.push_back(memory_modcache(MC_POLICY_LRU, "lru", n));
+                rows.push_back(memory_modcache(MC_POLICY_S3FIFO, "s3fifo", n));
+                rows.push_back(memory_mutex_lru(n));
+            }
+        } else {
+            info.notes.push_back("memory not run: malloc is not jemalloc in this process (sanitizer build?)");
+            std::fprintf(stderr, "mc_compare: malloc is not jemalloc in this process (sanitizer build?); "
+                                 "skipping the memory workload\n");
         }
-    } else {
-        std::fprintf(stderr, "mc_compare: malloc is not jemalloc in this process (sanitizer build?); "
-                             "skipping the memory workload\n");
     }
 
-    // Memoized functions.
-    {
+    if (o.runs("memo")) {
         const MemoKeys keys(kMemoKeys);
-        std::fprintf(stderr, "memo-hit: %zu keys (\"@user12345:example.com\", n), Zipf order over %zu requests\n",
-                     kMemoKeys, kMemoRequests);
+        progress("memo-hit: %zu keys (\"@user12345:example.com\", n), Zipf order over %zu requests", kMemoKeys,
+                 kMemoRequests);
         run_memo_hit(rows, keys, o.threads, warm, o.seconds);
         run_single_flight(rows, keys);
+    }
+
+    if (o.runs("db-lookup")) {
+        info.timer_ns = timer_overhead_ns();
+        run_db_lookup(rows, o, warm, &info);
     }
 
     std::fprintf(table, "modcache %s comparison; %u hardware threads; Zipf trace %zu requests; window %.2f s "
                         "(+%.2f s warm-up); cache %zu entries preloaded with keys %zu..0 (hottest last)\n",
                  mc_version(), std::thread::hardware_concurrency(), requests, o.seconds, warm, kZipfCacheEntries,
                  kZipfCacheEntries - 1);
-    print_zipf_table(table, rows, "zipf-getput", "zipf-getput: get, put on miss", o);
-    print_zipf_table(table, rows, "zipf-readonly", "zipf-readonly: get only", o);
+    for (const std::string &n : info.notes) std::fprintf(table, "  note: %s\n", n.c_str());
+    if (o.runs("zipf")) {
+        print_zipf_table(table, rows, "zipf-getput", "zipf-getput: get, put on miss", o);
+        print_zipf_table(table, rows, "zipf-readonly", "zipf-readonly: get only", o);
+    }
     if (!cp.empty())
         print_trace_table(table, rows, cp.size());
-    else
+    else if (o.runs("cloudphysics"))
         std::fprintf(table, "\ncloudphysics: skipped (no trace file)\n");
-    print_memory_table(table, rows);
-    print_memo_tables(table, rows, o);
+    if (o.runs("memory")) print_memory_table(table, rows);
+    if (o.runs("memo")) print_memo_tables(table, rows, o);
+    if (o.runs("db-lookup")) print_db_table(table, rows, o);
     print_targets(table, rows, !cp.empty());
     if (o.json) print_json(stdout, rows);
+    if (!o.report_dir.empty()) {
+        std::string err;
+        if (!write_report(o.report_dir, rows, info, &err)) {
+            std::fprintf(stderr, "mc_compare: report: %s\n", err.c_str());
+            return 1;
+        }
+        progress("report written to %s (results.md, results.json, plot-*.dat)", o.report_dir.c_str());
+    }
     return 0;
 }

@@ -1,7 +1,7 @@
 /* modcache.h: the umbrella header. Include this, or the per-layer headers under modcache/.
  * Layers: common (errors, version), key (tuple keys), cache (the concurrent cache),
  * cached (memoized functions, their registry and cache config), config (YAML), module and
- * host (modules as shared objects). */
+ * host (modules as shared objects), bus (invalidations across processes through Redis). */
 #ifndef MODCACHE_H
 #define MODCACHE_H
 
@@ -12,5 +12,6 @@
 #include "modcache/config.h"
 #include "modcache/module.h"
 #include "modcache/host.h"
+#include "modcache/bus.h"
 
 #endif

@@ -1,6 +1,7 @@
 /* Tests of memoized functions: hits and misses, single-flight, errors, "no value", key
  * arguments, invalidation against in-flight loads, prefill, async and batch calls, callbacks. */
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -858,6 +860,486 @@ static void test_iterable(void **state)
     mc_cached_destroy(fn);
 }
 
+/* ---- load timeouts ---- */
+
+/* A loader that hangs until the test opens its gate; each load remembers the version current
+ * when it started, so a late result can be told from a fresh one. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open;
+    int entered;
+    int version;
+    int batches;
+    pthread_t loader_thread; /* the thread the last load ran on */
+} gate_t;
+
+#define GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0, 0, 0, 0}
+
+static int gate_pass(gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    int version = g->version;
+    g->entered++;
+    g->loader_thread = pthread_self();
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    return version;
+}
+
+static void gate_open(gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Wait (60 s at most) until `n` loader calls reached the gate. */
+static void gate_wait_entered(gate_t *g, int n)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 60;
+    pthread_mutex_lock(&g->mu);
+    while (g->entered < n)
+        if (pthread_cond_timedwait(&g->cv, &g->mu, &ts) != 0)
+            break;
+    int entered = g->entered;
+    pthread_mutex_unlock(&g->mu);
+    assert_int_equal(entered, n);
+}
+
+static int gated_loader(void *self, const mc_arg *args, size_t nargs, mc_load *load)
+{
+    (void)nargs;
+    int version = gate_pass(self);
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%lld:%d", (long long)args[0].v.i, version);
+    return mc_load_set_copy(load, buf, (size_t)n);
+}
+
+static int gated_batch_loader(void *self, const mc_arg *keys, size_t nkeys, size_t nargs,
+                              mc_load *load)
+{
+    gate_t *g = self;
+    int version = gate_pass(g);
+    pthread_mutex_lock(&g->mu);
+    g->batches++;
+    pthread_mutex_unlock(&g->mu);
+    for (size_t i = 0; i < nkeys; i++) {
+        char buf[32];
+        int n = snprintf(buf, sizeof buf, "b%lld:%d", (long long)keys[i * nargs].v.i, version);
+        mc_load_set_copy(mc_load_item(load, i), buf, (size_t)n);
+    }
+    return 0;
+}
+
+/* Loads that are over, seen through the test hook, so the test can wait for a late result to
+ * be stored or dropped. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    mc_cached *fn;
+    int finished;
+} fin = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0};
+
+static void finish_hook(mc_cached *fn, int point, mc_load *load)
+{
+    (void)load;
+    if (point != MC__HOOK_FINISHED || fn != fin.fn)
+        return;
+    pthread_mutex_lock(&fin.mu);
+    fin.finished++;
+    pthread_cond_broadcast(&fin.cv);
+    pthread_mutex_unlock(&fin.mu);
+}
+
+static void fin_watch(mc_cached *fn)
+{
+    pthread_mutex_lock(&fin.mu);
+    fin.fn = fn;
+    fin.finished = 0;
+    pthread_mutex_unlock(&fin.mu);
+    mc__cached_test_hook = finish_hook;
+}
+
+static void fin_wait(int n)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 60;
+    pthread_mutex_lock(&fin.mu);
+    while (fin.finished < n)
+        if (pthread_cond_timedwait(&fin.cv, &fin.mu, &ts) != 0)
+            break;
+    int finished = fin.finished;
+    pthread_mutex_unlock(&fin.mu);
+    assert_int_equal(finished, n);
+}
+
+/* An async result the test can wait for. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    int rc;
+    char out[64];
+} async_wait_t;
+
+static void on_done_wait(void *ud, int rc, mc_value *v)
+{
+    async_wait_t *r = ud;
+    pthread_mutex_lock(&r->mu);
+    r->rc = rc;
+    if (rc == 0) {
+        snprintf(r->out, sizeof r->out, "%.*s", (int)mc_value_size(v), (const char *)mc_value_data(v));
+        mc_value_release(v);
+    }
+    r->calls++;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void async_wait(async_wait_t *r)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 60;
+    pthread_mutex_lock(&r->mu);
+    while (r->calls == 0)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) != 0)
+            break;
+    pthread_mutex_unlock(&r->mu);
+    assert_int_equal(r->calls, 1);
+}
+
+#define TIMEOUT_NS 50000000ull /* 50 ms: waits end on the deadline, never on a guess */
+
+static mc_cached *make_gated_fn(gate_t *g, uint64_t timeout_ns, bool batch)
+{
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = "test.gated";
+    o.max_entries = 100;
+    o.load_timeout_ns = timeout_ns;
+    if (batch)
+        o.batch_loader = gated_batch_loader;
+    mc_cached *fn = NULL;
+    assert_int_equal(mc_cached_create(&o, gated_loader, g, &fn), 0);
+    return fn;
+}
+
+static void test_load_timeout_waiters(void **state)
+{
+    (void)state;
+    gate_t g = GATE_INIT;
+    mc_cached *fn = make_gated_fn(&g, TIMEOUT_NS, false);
+    fin_watch(fn);
+    /* The caller that starts the load gives up too: the loader runs on a thread of its own. */
+    assert_int_equal(call_int(fn, 1, NULL, 0), MC_ETIMEDOUT);
+    gate_wait_entered(&g, 1);
+    assert_false(pthread_equal(g.loader_thread, pthread_self()));
+    /* Callers arriving while it hangs join it and give up at their own deadlines. */
+    caller_t callers[4];
+    run_callers(fn, 1, callers, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(callers[i].rc, MC_ETIMEDOUT);
+    /* An async caller hears of its timeout through its callback. */
+    async_wait_t r = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, {0}};
+    mc_arg k[] = {MC_ARG_I(1)};
+    assert_int_equal(mc_cached_call_async(fn, k, 1, on_done_wait, &r), 0);
+    async_wait(&r);
+    assert_int_equal(r.rc, MC_ETIMEDOUT);
+    mc_cached_stats st;
+    mc_cached_stats_get(fn, &st);
+    assert_int_equal(st.loads, 1); /* one load for the key, however many retries */
+    assert_int_equal(st.joined, 5);
+    assert_int_equal(st.timeouts, 6);
+    assert_int_equal(st.cache.entries, 0);
+    assert_int_equal(g.entered, 1);
+
+    /* The late result is kept: nothing invalidated the key meanwhile. */
+    gate_open(&g);
+    fin_wait(1);
+    mc_cached_stats_get(fn, &st);
+    assert_int_equal(st.cache.entries, 1);
+    assert_int_equal(st.cancelled_fills, 0);
+    assert_int_equal(st.load_errors, 0);
+    char out[32];
+    assert_int_equal(call_int(fn, 1, out, sizeof out), 0);
+    assert_string_equal(out, "1:0");
+    /* And the callback of a later async call runs once, with the value, not a timeout. */
+    async_wait_t r2 = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, {0}};
+    assert_int_equal(mc_cached_call_async(fn, k, 1, on_done_wait, &r2), 0);
+    async_wait(&r2);
+    assert_int_equal(r2.rc, 0);
+    assert_string_equal(r2.out, "1:0");
+    mc_cached_stats_get(fn, &st);
+    assert_int_equal(st.loads, 1);
+    assert_int_equal(st.timeouts, 6);
+    mc__cached_test_hook = NULL;
+    mc_cached_destroy(fn);
+}
+
+static void test_load_timeout_late_result_dropped(void **state)
+{
+    (void)state;
+    gate_t g = GATE_INIT;
+    mc_cached *fn = make_gated_fn(&g, TIMEOUT_NS, false);
+    fin_watch(fn);
+    assert_int_equal(call_int(fn, 2, NULL, 0), MC_ETIMEDOUT);
+    gate_wait_entered(&g, 1);
+    /* The data changes and the key is invalidated while the first load still hangs. */
+    pthread_mutex_lock(&g.mu);
+    g.version = 1;
+    pthread_mutex_unlock(&g.mu);
+    mc_arg k[] = {MC_ARG_I(2)};
+    assert_int_equal(mc_cached_invalidate(fn, k, 1), MC_ENOENT); /* no entry, the load marked */
+    /* A call after the invalidation starts a fresh load instead of joining the stale one. */
+    assert_int_equal(call_int(fn, 2, NULL, 0), MC_ETIMEDOUT);
+    gate_wait_entered(&g, 2);
+    mc_cached_stats st;
+    mc_cached_stats_get(fn, &st);
+    assert_int_equal(st.loads, 2);
+    assert_int_equal(st.joined, 0);
+    gate_open(&g);
+    fin_wait(2);
+    mc_cached_stats_get(fn, &st);
+    assert_int_equal(st.cancelled_fills, 1); /* the first load's result was dropped */
+    assert_int_equal(st.cache.entries, 1);
+    char out[32];
+    assert_int_equal(call_int(fn, 2, out, sizeof out), 0);
+    assert_string_equal(out, "2:1"); /* whichever load finished last, the stale one never stored */
+    mc_cached_stats_get(fn, &st);
+    assert_int_equal(st.loads, 2);
+    mc__cached_test_hook = NULL;
+    mc_cached_destroy(fn);
+}
+
+static void test_load_timeout_batch(void **state)
+{
+    (void)state;
+    gate_t g = GATE_INIT;
+    mc_cached *fn = make_gated_fn(&g, TIMEOUT_NS, true);
+    fin_watch(fn);
+    mc_arg keys[] = {MC_ARG_I(1), MC_ARG_I(2)};
+    mc_value *vals[2];
+    int rcs[2];
+    assert_int_equal(mc_cached_call_many(fn, keys, 2, 1, vals, rcs), 0);
+    assert_int_equal(rcs[0], MC_ETIMEDOUT);
+    assert_int_equal(rcs[1], MC_ETIMEDOUT);
+    assert_null(vals[0]);
+    assert_null(vals[1]);
+    gate_open(&g);
+    fin_wait(2); /* both keys of the batch stored late */
+    assert_int_equal(mc_cached_call_many(fn, keys, 2, 1, vals, rcs), 0);
+    assert_int_equal(rcs[0], 0);
+    assert_int_equal(rcs[1], 0);
+    assert_memory_equal(mc_value_data(vals[0]), "b1:0", 4);
+    assert_memory_equal(mc_value_data(vals[1]), "b2:0", 4);
+    mc_value_release(vals[0]);
+    mc_value_release(vals[1]);
+    mc_cached_stats st;
+    mc_cached_stats_get(fn, &st);
+    assert_int_equal(g.batches, 1);
+    assert_int_equal(st.timeouts, 2);
+    mc__cached_test_hook = NULL;
+    mc_cached_destroy(fn);
+}
+
+static void test_load_timeout_defaults(void **state)
+{
+    (void)state;
+    /* The registry's default comes from the caches block of the configuration. */
+    const char *yaml = "caches:\n  load_timeout: 250ms\n";
+    mc_config *doc;
+    mc_error err;
+    assert_int_equal(mc_config_load_string(yaml, strlen(yaml), "t.yaml", &doc, &err), 0);
+    mc_cache_config cc;
+    mc_cache_factor *factors;
+    assert_int_equal(mc_config_read_caches(mc_config_get(mc_config_root(doc), "caches"), &cc,
+                                           &factors, &err), 0);
+    assert_int_equal(cc.load_timeout_ns, 250000000ull);
+    mc_registry *reg;
+    assert_int_equal(mc_registry_create(&cc, &reg), 0);
+    free(factors);
+    mc_config_free(doc);
+
+    gate_t g = GATE_INIT;
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.max_entries = 10;
+    o.registry = reg;
+    mc_cached *inherit, *own, *never, *alone;
+    o.name = "t.inherit";
+    assert_int_equal(mc_cached_create(&o, gated_loader, &g, &inherit), 0);
+    o.name = "t.own";
+    o.load_timeout_ns = 5000000;
+    assert_int_equal(mc_cached_create(&o, gated_loader, &g, &own), 0);
+    o.name = "t.never";
+    o.load_timeout_ns = MC_TIMEOUT_NEVER;
+    assert_int_equal(mc_cached_create(&o, gated_loader, &g, &never), 0);
+    o.registry = NULL;
+    o.name = "t.alone";
+    o.load_timeout_ns = 0;
+    assert_int_equal(mc_cached_create(&o, gated_loader, &g, &alone), 0);
+    assert_int_equal(inherit->load_timeout_ns, 250000000ull);
+    assert_int_equal(own->load_timeout_ns, 5000000ull);
+    assert_int_equal(never->load_timeout_ns, 0);
+    assert_int_equal(alone->load_timeout_ns, 0);
+    /* The inherited timeout is in force. */
+    assert_int_equal(call_int(inherit, 1, NULL, 0), MC_ETIMEDOUT);
+    gate_open(&g);
+    mc_cached_destroy(inherit); /* waits for the load still running */
+    mc_cached_destroy(own);
+    mc_cached_destroy(never);
+    mc_cached_destroy(alone);
+    mc_registry_destroy(reg);
+}
+
+/* ---- a loader failing at random under many threads ---- */
+
+#define RND_THREADS 8
+#define RND_CALLS 1500
+#define RND_KEYS 32
+
+static struct {
+    atomic_ulong seq;
+    atomic_int loader_calls, loader_errors;
+    atomic_int version;
+    atomic_bool stop;
+} rnd;
+
+static uint64_t rnd_next(void)
+{
+    uint64_t x = atomic_fetch_add(&rnd.seq, 1) + 1;
+    x *= 0x9e3779b97f4a7c15ull;
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ull;
+    return x ^ (x >> 29);
+}
+
+static int random_loader(void *self, const mc_arg *args, size_t nargs, mc_load *load)
+{
+    (void)self;
+    (void)nargs;
+    atomic_fetch_add(&rnd.loader_calls, 1);
+    uint64_t r = rnd_next();
+    if (r % 8 == 0)
+        sched_yield(); /* now and then let other callers pile up on this load */
+    if (r % 4 == 1) {
+        atomic_fetch_add(&rnd.loader_errors, 1);
+        return MC_EIO;
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%lld:%d", (long long)args[0].v.i, atomic_load(&rnd.version));
+    return mc_load_set_copy(load, buf, (size_t)n);
+}
+
+typedef struct {
+    mc_cached *fn;
+    unsigned seed;
+    int ok, eio, other, wrong;
+} rnd_caller_t;
+
+static void *rnd_caller(void *arg)
+{
+    rnd_caller_t *c = arg;
+    for (int i = 0; i < RND_CALLS; i++) {
+        c->seed = c->seed * 1103515245u + 12345u;
+        int64_t key = (int64_t)((c->seed >> 16) % RND_KEYS);
+        mc_arg a[] = {MC_ARG_I(key)};
+        mc_value *v = NULL;
+        int rc = mc_cached_call(c->fn, a, 1, &v);
+        if (rc == 0) {
+            char want[24];
+            int n = snprintf(want, sizeof want, "%lld:", (long long)key);
+            if (mc_value_size(v) < (size_t)n || memcmp(mc_value_data(v), want, (size_t)n) != 0)
+                c->wrong++;
+            mc_value_release(v);
+            c->ok++;
+        } else if (rc == MC_EIO) {
+            c->eio++;
+        } else {
+            c->other++;
+        }
+    }
+    return NULL;
+}
+
+static void *rnd_invalidator(void *arg)
+{
+    mc_cached *fn = arg;
+    unsigned seed = 7;
+    while (!atomic_load(&rnd.stop)) {
+        seed = seed * 1103515245u + 12345u;
+        mc_arg a[] = {MC_ARG_I((int64_t)((seed >> 16) % RND_KEYS))};
+        atomic_fetch_add(&rnd.version, 1);
+        mc_cached_invalidate(fn, a, 1);
+        sched_yield();
+    }
+    return NULL;
+}
+
+static void run_random_errors(uint64_t timeout_ns)
+{
+    atomic_store(&rnd.loader_calls, 0);
+    atomic_store(&rnd.loader_errors, 0);
+    atomic_store(&rnd.stop, false);
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.max_entries = RND_KEYS / 2; /* evictions too */
+    o.load_timeout_ns = timeout_ns;
+    mc_cached *fn;
+    assert_int_equal(mc_cached_create(&o, random_loader, NULL, &fn), 0);
+    rnd_caller_t callers[RND_THREADS];
+    pthread_t th[RND_THREADS], inv;
+    for (int i = 0; i < RND_THREADS; i++) {
+        callers[i] = (rnd_caller_t){.fn = fn, .seed = (unsigned)i * 7919u + 1};
+        assert_int_equal(pthread_create(&th[i], NULL, rnd_caller, &callers[i]), 0);
+    }
+    assert_int_equal(pthread_create(&inv, NULL, rnd_invalidator, fn), 0);
+    for (int i = 0; i < RND_THREADS; i++)
+        pthread_join(th[i], NULL);
+    atomic_store(&rnd.stop, true);
+    pthread_join(inv, NULL);
+
+    int ok = 0, eio = 0;
+    for (int i = 0; i < RND_THREADS; i++) {
+        assert_int_equal(callers[i].other, 0); /* the value or the loader's error, nothing else */
+        assert_int_equal(callers[i].wrong, 0);
+        ok += callers[i].ok;
+        eio += callers[i].eio;
+    }
+    const int total = RND_THREADS * RND_CALLS;
+    assert_int_equal(ok + eio, total);
+    mc_cached_stats st;
+    mc_cached_stats_get(fn, &st);
+    assert_int_equal(st.loads, (uint64_t)atomic_load(&rnd.loader_calls));
+    assert_int_equal(st.load_errors, (uint64_t)atomic_load(&rnd.loader_errors));
+    assert_int_equal(st.timeouts, 0);
+    /* Every call made one counted lookup; every miss loaded, joined, or found the value on
+     * its second look. */
+    assert_int_equal(st.cache.hits + st.cache.misses, (uint64_t)total);
+    assert_true(st.cache.misses >= st.loads + st.joined);
+    /* Each failed load failed the call that started it, and at most the calls that joined. */
+    assert_true((uint64_t)eio >= st.load_errors);
+    assert_true((uint64_t)eio <= st.load_errors + st.joined);
+    assert_true(st.load_errors > 0);
+    assert_true(st.cache.entries <= RND_KEYS / 2);
+    mc_cached_destroy(fn);
+}
+
+static void test_random_loader_errors(void **state)
+{
+    (void)state;
+    run_random_errors(0);
+    run_random_errors(60ull * 1000000000ull); /* loads on their own threads; none times out */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -878,6 +1360,11 @@ int main(void)
         cmocka_unit_test(test_invalidation_callbacks),
         cmocka_unit_test(test_dependent_caches),
         cmocka_unit_test(test_iterable),
+        cmocka_unit_test(test_load_timeout_waiters),
+        cmocka_unit_test(test_load_timeout_late_result_dropped),
+        cmocka_unit_test(test_load_timeout_batch),
+        cmocka_unit_test(test_load_timeout_defaults),
+        cmocka_unit_test(test_random_loader_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,7 @@
  * the admin API (token, listing, invalidation and its errors) and /metrics. */
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,12 +18,25 @@ static char logbuf[16384];
 static mc_host *host;
 static mc_config *doc;
 
+static pthread_mutex_t loglock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Modules log from server threads too (the request checks). */
 static void capture(void *ud, mc_log_level level, const char *module, const char *message)
 {
     (void)ud;
     (void)level;
+    pthread_mutex_lock(&loglock);
     size_t used = strlen(logbuf);
     snprintf(logbuf + used, sizeof logbuf - used, "[%s] %s\n", module ? module : "host", message);
+    pthread_mutex_unlock(&loglock);
+}
+
+static bool logged(const char *needle)
+{
+    pthread_mutex_lock(&loglock);
+    bool found = strstr(logbuf, needle) != NULL;
+    pthread_mutex_unlock(&loglock);
+    return found;
 }
 
 typedef struct {
@@ -56,10 +70,13 @@ static void http(const char *method, const char *path, const char *headers, cons
     out->used = 0;
     out->text[0] = 0;
     struct curl_slist *hdrs = NULL;
-    if (headers) {
+    for (const char *h = headers; h && *h;) { /* "Name: value\r\n" lines */
         char line[256];
-        snprintf(line, sizeof line, "%.*s", (int)strcspn(headers, "\r"), headers);
+        size_t n = strcspn(h, "\r");
+        snprintf(line, sizeof line, "%.*s", (int)n, h);
         hdrs = curl_slist_append(hdrs, line);
+        h += n;
+        h += strspn(h, "\r\n");
     }
     hdrs = curl_slist_append(hdrs, "Expect:"); /* send bodies at once, no 100-continue round */
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -95,8 +112,9 @@ static int setup(void **state)
     assert_int_equal(mc_host_create(&o, &host), 0);
     char text[512];
     snprintf(text, sizeof text,
-             "modules:\n  - module: %s/mod_web.so\n  - module: %s/mod_web2.so\n  - module: %s/mod_good.so\n",
-             MODULE_DIR, MODULE_DIR, MODULE_DIR);
+             "modules:\n  - module: %s/mod_web.so\n  - module: %s/mod_web2.so\n  - module: %s/mod_good.so\n"
+             "  - module: %s/mod_check_a.so\n  - module: %s/mod_check_b.so\n",
+             MODULE_DIR, MODULE_DIR, MODULE_DIR, MODULE_DIR, MODULE_DIR);
     mc_error err = {0};
     assert_int_equal(mc_config_load_string(text, strlen(text), "h.yaml", &doc, &err), 0);
     assert_int_equal(mc_host_load_modules(host, mc_config_get(mc_config_root(doc), "modules"), &err), 0);
@@ -155,6 +173,37 @@ static void test_resources(void **state)
     assert_int_equal(r.status, 413);
 }
 
+/* Request checks run in config order before a module's resource; the first refusal answers. */
+static void test_request_checks(void **state)
+{
+    (void)state;
+    reply r;
+    http("GET", "/_modcache/client/web/v1/blocked", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 403);
+    assert_string_equal(r.body, "{\"error\": \"blocked by check_a\"}");
+    assert_true(logged("[check_a] saw /_modcache/client/web/v1/blocked"));
+    assert_false(logged("[check_b] saw /_modcache/client/web/v1/blocked")); /* stopped at the first */
+    http("GET", "/_modcache/client/web/v1/limited", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 429);
+    assert_string_equal(r.body, "{\"error\": \"refused\"}");
+    assert_true(logged("[check_b] saw /_modcache/client/web/v1/limited"));
+    http("GET", "/_modcache/client/web/v1/broken", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 500);
+    assert_non_null(strstr(r.body, "MC_EIO"));
+    http("GET", "/_modcache/client/web/v1/fine", "X-Block: 1\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 403);
+    http("GET", "/_modcache/client/web/v1/fine", "X-Block: 0\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(logged("[check_b] saw /_modcache/client/web/v1/fine"));
+    /* Neither /metrics nor the admin API are checked. */
+    http("GET", "/metrics", "X-Block: 1\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_false(logged("saw /metrics"));
+    http("GET", "/_modcache/admin/v1/caches", "X-Block: 1\r\nAuthorization: Bearer s3cret-token\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(mc_host_callback_count(host, MC_CATEGORY_HTTP, MC_CALLBACK_CHECK_REQUEST), 2);
+}
+
 static void test_admin_api(void **state)
 {
     (void)state;
@@ -186,7 +235,7 @@ static void test_admin_api(void **state)
     const char *keys = "{\"keys\": [[0], [2]]}";
     http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, keys, strlen(keys), &r);
     assert_int_equal(r.status, 200);
-    assert_string_equal(r.body, "{\"invalidated\": 2}");
+    assert_string_equal(r.body, "{\"invalidated\": 2, \"published\": false}");
     assert_int_equal(mc_cache_size(mc_cached_cache(fn)), 1);
     const char *all = "{\"all\": true}";
     http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, all, strlen(all), &r);
@@ -304,6 +353,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_path_rules),
         cmocka_unit_test(test_resources),
+        cmocka_unit_test(test_request_checks),
         cmocka_unit_test(test_admin_api),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_start_errors),

@@ -95,6 +95,7 @@ typedef struct mc_bus_stats {
     uint64_t full_flushes; /* times every registered function was invalidated */
     uint64_t collapsed;    /* times the outage queue was collapsed into "all" messages */
     uint64_t reconnects;   /* connections made after a failure (both threads) */
+    uint64_t failed;       /* messages Redis refused (an error reply to XADD): dropped, logged */
     uint64_t queued;       /* messages waiting to be sent now */
     bool link_up;          /* both connections are up */
     char last_id[48];      /* last stream id the reader handled ("0-0" before any) */

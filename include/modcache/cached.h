@@ -11,7 +11,8 @@
  * Thread safety: every function may be called from any thread concurrently, except
  * mc_cached_destroy (no other call on the function may be running or follow). Loaders run
  * outside every lock and epoch section, on the thread of the first caller that missed (or
- * wherever an asynchronous loader completes). */
+ * wherever an asynchronous loader completes); for a function with a load timeout, on a thread
+ * of their own (see "Load timeouts" below). */
 #ifndef MODCACHE_CACHED_H
 #define MODCACHE_CACHED_H
 
@@ -90,7 +91,14 @@ typedef struct mc_cached_options {
     /* Optional clock for TTL (tests). */
     mc_clock_fn clock;
     void *clock_ud;
+    /* How long a caller waits for a load before giving up with MC_ETIMEDOUT (see "Load
+     * timeouts" below). 0: the registry's load_timeout_ns when created under a registry, no
+     * timeout otherwise; MC_TIMEOUT_NEVER: no timeout, whatever the registry says. */
+    uint64_t load_timeout_ns;
 } mc_cached_options;
+
+/* A load_timeout_ns meaning "wait as long as the load takes". */
+#define MC_TIMEOUT_NEVER UINT64_MAX
 
 MC_API void mc_cached_options_init(mc_cached_options *opts);
 
@@ -117,15 +125,31 @@ MC_API int mc_cached_create(const mc_cached_options *opts, mc_loader_fn loader, 
                             mc_cached **out);
 
 /* Unregister (if registered) and destroy. No call on fn may be running; loads must have
- * completed. Invalidation callbacks still attached run now (the entries are going), so a
- * function other functions depend on is destroyed before them. Values handed out stay valid
- * until released. NULL is a no-op. */
+ * completed, except loads still running on their own threads after their callers timed out:
+ * destroy waits for those loaders to return. Invalidation callbacks still attached run now
+ * (the entries are going), so a function other functions depend on is destroyed before them.
+ * Values handed out stay valid until released. NULL is a no-op. */
 MC_API void mc_cached_destroy(mc_cached *fn);
 
 /* Call the function: a hit returns the cached value pinned; a miss runs the loader (or joins
  * the load already running for this key) and returns its result. *out must be released.
- * Returns 0; the loader's error; MC_EINVAL (bad arguments, nargs too small for the key,
- * a key over MC_KEY_MAX: MC_E2BIG). Blocks while a load runs. */
+ * Returns 0; the loader's error; MC_ETIMEDOUT (the load ran past the function's load timeout);
+ * MC_ENOMEM; MC_EINVAL (bad arguments, nargs too small for the key, a key over MC_KEY_MAX:
+ * MC_E2BIG). Blocks while a load runs, up to the load timeout if there is one.
+ *
+ * Load timeouts (load_timeout_ns): a blocking caller waits at most that long, counted from
+ * the start of its call, and then returns MC_ETIMEDOUT without a value; this holds for the
+ * caller that started the load too, because loads of a function with a timeout run on a
+ * thread created for each load rather than on the caller's thread (joined by a later load or
+ * by mc_cached_destroy; if no thread can be had, the load runs on the caller's thread and that
+ * caller can only time out once the loader returned). An asynchronous caller's done callback
+ * gets MC_ETIMEDOUT at its deadline, on a timer thread the function starts for this.
+ * The load itself is not cancelled: when it finishes, its result is stored unless its key was
+ * invalidated since it started (then it is dropped, as for any invalidated load), and the
+ * callers still waiting get it. Calls made after a timeout while the load still runs join it,
+ * each with a full timeout of its own, so a stalled backend sees one load per key rather than
+ * one per retry; after an invalidation of the key they start a fresh load instead. Timeouts
+ * are counted in mc_cached_stats.timeouts. */
 MC_API int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **out);
 
 /* Callback for invalidation dependencies: runs once when the entry it was attached to leaves
@@ -135,7 +159,8 @@ typedef void (*mc_invalidate_fn)(void *ud);
 
 /* mc_cached_call, and attach on_invalidate (if not NULL) to the entry the result came from.
  * If the result was not stored (an invalidated load, "no value" included) or the entry is
- * already gone, the callback runs before this returns. */
+ * already gone, the callback runs before this returns. When this returns an error (the
+ * call's, or MC_ENOMEM attaching the callback) the callback is not attached and never runs. */
 MC_API int mc_cached_call_ex(mc_cached *fn, const mc_arg *args, size_t nargs,
                              mc_invalidate_fn on_invalidate, void *ud, mc_value **out);
 
@@ -144,16 +169,21 @@ MC_API int mc_cached_call_ex(mc_cached *fn, const mc_arg *args, size_t nargs,
 typedef void (*mc_done_fn)(void *ud, int rc, mc_value *value);
 
 /* Non-blocking call: on a hit, `done` runs before this returns; on a miss it runs when the
- * load completes (on the completing thread). Waiters of both forms share one load.
- * Returns 0 when `done` will run (or ran); an argument error (done not called) otherwise. */
+ * load completes (on the completing thread), or with MC_ETIMEDOUT at the load timeout (on the
+ * function's timer thread; `done` must not destroy the function). Waiters of both forms share
+ * one load. Without a load timeout, a miss that starts a load runs a synchronous loader on
+ * this thread before returning. Returns 0 when `done` will run (or ran); an argument error,
+ * MC_ENOTSUP or MC_ENOMEM otherwise (done not called). */
 MC_API int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_done_fn done,
                                 void *ud);
 
 /* Batch call: keys holds nkeys tuples of nargs arguments, flattened. Hits come from the cache,
  * keys already loading are joined, the rest go to one batch_loader call. values[i] gets a
- * pinned value (release each) and rcs[i] 0, or values[i] NULL and rcs[i] the error for that key.
- * Returns 0 when every key was attempted (per-key errors in rcs), MC_EINVAL/MC_ENOTSUP (no
- * batch_loader) otherwise. Blocks until all keys are resolved. */
+ * pinned value (release each) and rcs[i] 0, or values[i] NULL and rcs[i] the error for that key
+ * (MC_ETIMEDOUT for keys still loading at the load timeout, counted from the start of this
+ * call). Returns 0 when every key was attempted (per-key errors in rcs), MC_EINVAL/MC_ENOTSUP
+ * (no batch_loader), or MC_ENOMEM with every rcs[i] MC_ENOMEM and values[i] NULL. Blocks until
+ * all keys are resolved or timed out. */
 MC_API int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t nargs,
                                mc_value **values, int *rcs);
 
@@ -184,6 +214,7 @@ typedef struct mc_cached_stats {
     uint64_t joined;       /* calls that waited for a load another call started */
     uint64_t invalidations;
     uint64_t cancelled_fills; /* loads whose result was not stored due to invalidation */
+    uint64_t timeouts;     /* calls (blocking, async or batch keys) that got MC_ETIMEDOUT */
 } mc_cached_stats;
 
 MC_API void mc_cached_stats_get(mc_cached *fn, mc_cached_stats *out);
@@ -221,6 +252,9 @@ struct mc_cache_config {
     void *memory_usage_ud;
     /* Period of the maintenance thread (expiry and autotuning); 0 means 1 s. */
     uint64_t maintenance_interval_ns;
+    /* Load timeout of functions created under the registry whose options leave
+     * load_timeout_ns at 0 (see mc_cached_call); 0: none. */
+    uint64_t load_timeout_ns;
 };
 
 MC_API void mc_cache_config_init(mc_cache_config *cfg);

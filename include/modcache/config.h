@@ -94,6 +94,7 @@ MC_API int mc_config_allow_keys(const mc_config_node *map, const char *const *ke
  *   cache_autotuning: {max_cache_memory_usage: 1G, target_cache_memory_usage: 768M,
  *                      min_cache_ttl: 5m}
  *   maintenance_interval: 1s       # optional
+ *   load_timeout: 30s              # optional: the functions' default load timeout
  * Unknown keys, non-positive factors and a target above the maximum are refused with the path.
  * *factors receives the per-cache factor array (free() it after mc_registry_create, which
  * copies it); its names point into the document. `caches` may be NULL (all defaults). */

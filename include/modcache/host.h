@@ -6,6 +6,7 @@
 #ifndef MODCACHE_HOST_H
 #define MODCACHE_HOST_H
 
+#include "bus.h"
 #include "module.h"
 
 #ifdef __cplusplus
@@ -23,6 +24,11 @@ typedef struct mc_host_options {
     void *log_ud;
     /* Registry for the modules' cached functions; NULL creates one with default config. */
     mc_registry *registry;
+    /* Invalidation bus (modcache/bus.h), borrowed: invalidate_cache and admin invalidations are
+     * published on it after being applied here. NULL: invalidations stay in this process. The
+     * bus must outlive the host (stop it after mc_host_destroy, so that modules' fini can still
+     * invalidate), and its registry should be this host's. */
+    struct mc_bus *bus;
 } mc_host_options;
 
 MC_API void mc_host_options_init(mc_host_options *opts);

@@ -69,9 +69,18 @@ MC_API void mc_api_log(mc_api *api, mc_log_level level, const char *fmt, ...)
  * taken name; MC_EINVAL for an unnamed function. */
 MC_API int mc_api_register_cached_function(mc_api *api, mc_cached *fn);
 
-/* Invalidate keys of a registered function here and (with a bus) in every other host (the seed's
- * invalidate_cache). args is the key tuple. Works at any time. */
+/* Invalidate one key of a function here and, when the host has an invalidation bus, in every
+ * other host reading the same stream (the seed's invalidate_cache). args is the key tuple (as
+ * for mc_cached_invalidate). The local invalidation is done when this returns; the remote one
+ * is queued (it never waits for Redis). Works at any time, from any thread. Returns 0 (also
+ * when no entry was present), an argument error from the key encoding, or MC_ENOMEM (the
+ * message could not be queued; the local invalidation is done). Other hosts find the function
+ * by its name: it should be registered (mc_api_register_cached_function). */
 MC_API int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *args, size_t nargs);
+
+/* Invalidate every entry of a function here and, with a bus, in every other host. Returns 0,
+ * MC_EINVAL, or MC_ENOMEM as mc_api_invalidate_cache. */
+MC_API int mc_api_invalidate_all(mc_api *api, mc_cached *fn);
 
 /* The cache configuration modules' functions should be created with (opts.registry). */
 MC_API mc_registry *mc_api_registry(mc_api *api);
@@ -129,7 +138,7 @@ MC_API int mc_api_register_callbacks(mc_api *api, const char *category,
                                      const mc_callback_entry *entries, size_t n);
 
 /* ---- the request check: a callback category every host declares ----
- * Before a module's web resource handles a request, the host runs the callbacks registered as
+ * Before it looks for the module web resource a request is for, the host runs the callbacks registered as
  * category MC_CATEGORY_HTTP, name MC_CALLBACK_CHECK_REQUEST, in config order, each an
  * mc_check_request_fn. The first to refuse stops the rest and answers the request; a request
  * every check passes reaches the resource. The admin API and /metrics are not checked.

@@ -1,11 +1,14 @@
 /* Memoized functions: key building, single-flight loads (blocking, async, batch), storing
- * results unless invalidated meanwhile, invalidation, and invalidation callbacks. */
+ * results unless invalidated meanwhile, load timeouts, invalidation, invalidation callbacks. */
 #include "cached/cached_internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache/cache_internal.h"
+#include "core/alloc.h"
 
 void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
 
@@ -68,6 +71,80 @@ static struct mc__stripe_c *mc__stripe_of(mc_cached *fn, uint64_t h)
 
 static size_t mc__bucket_of(uint64_t h) { return (h >> 8) & (MC__CACHED_BUCKETS - 1); }
 
+/* ------------------------------------------------------------------ deadlines */
+
+static uint64_t mc__mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The deadline of a wait that starts now: 0 (none) without a load timeout. */
+static uint64_t mc__deadline(const mc_cached *fn)
+{
+    if (!fn->load_timeout_ns)
+        return 0;
+    uint64_t now = mc__mono_ns();
+    return fn->load_timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + fn->load_timeout_ns;
+}
+
+static struct timespec mc__abstime(uint64_t deadline)
+{
+    struct timespec ts;
+    /* Far deadlines are clamped to a century: time_t arithmetic must not overflow. */
+    const uint64_t century = 100ull * 365 * 86400 * 1000000000ull;
+    uint64_t now = mc__mono_ns();
+    if (deadline > now + century)
+        deadline = now + century;
+    ts.tv_sec = (time_t)(deadline / 1000000000u);
+    ts.tv_nsec = (long)(deadline % 1000000000u);
+    return ts;
+}
+
+/* Condition variables the stripes and the timer wait on with deadlines: on the monotonic
+ * clock, so that wall-clock steps neither stretch nor cut a load timeout. */
+static void mc__cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* The stripe's deadline list, earliest first (stripe lock held). Deadlines mostly arrive in
+ * order (one timeout per function), so insertion walks back from the tail a step or two. */
+static void mc__timed_insert(struct mc__stripe_c *st, struct mc__waiter *w)
+{
+    struct mc__waiter *after = st->timed_last;
+    while (after && after->deadline > w->deadline)
+        after = after->tprev;
+    w->tprev = after;
+    w->tnext = after ? after->tnext : st->timed_first;
+    if (w->tnext)
+        w->tnext->tprev = w;
+    else
+        st->timed_last = w;
+    if (after)
+        after->tnext = w;
+    else
+        st->timed_first = w;
+}
+
+static void mc__timed_remove(struct mc__stripe_c *st, struct mc__waiter *w)
+{
+    if (w->tprev)
+        w->tprev->tnext = w->tnext;
+    else
+        st->timed_first = w->tnext;
+    if (w->tnext)
+        w->tnext->tprev = w->tprev;
+    else
+        st->timed_last = w->tprev;
+    w->tprev = w->tnext = NULL;
+}
+
 /* ------------------------------------------------------------------ loads */
 
 static void mc__result_clear(mc_load *l)
@@ -97,7 +174,7 @@ static void mc__load_free(mc_load *l)
 static mc_load *mc__load_new(mc_cached *fn, const unsigned char *key, size_t klen, uint64_t h,
                              const mc_arg *args, size_t nargs)
 {
-    mc_load *l = calloc(1, sizeof *l + klen);
+    mc_load *l = mc__calloc(1, sizeof *l + klen);
     if (!l)
         return NULL;
     l->fn = fn;
@@ -114,8 +191,8 @@ static mc_load *mc__load_new(mc_cached *fn, const unsigned char *key, size_t kle
         int rc = mc_key_encode(args, nargs, &probe, 0, &len);
         if (rc != MC_ERANGE && rc != 0)
             goto fail;
-        l->argbuf = malloc(len ? len : 1);
-        l->args = calloc(nargs, sizeof *l->args);
+        l->argbuf = mc__malloc(len ? len : 1);
+        l->args = mc__calloc(nargs, sizeof *l->args);
         if (!l->argbuf || !l->args || mc_key_encode(args, nargs, l->argbuf, len, &len) != 0)
             goto fail;
         size_t pos = 0;
@@ -224,6 +301,10 @@ static void mc__load_finish(mc_load *l, int rc)
     l->done = true;
     struct mc__waiter *w = l->waiters;
     l->waiters = NULL;
+    /* From here on the timer cannot reach these waiters: this completion answers them. */
+    for (struct mc__waiter *x = w; x; x = x->next)
+        if (x->deadline)
+            mc__timed_remove(st, x);
     pthread_cond_broadcast(&st->cond);
     /* Async waiters are served before the table's reference goes. */
     l->refs++;
@@ -237,6 +318,8 @@ static void mc__load_finish(mc_load *l, int rc)
         free(w);
         w = next;
     }
+    if (mc__cached_test_hook)
+        mc__cached_test_hook(fn, MC__HOOK_FINISHED, l);
     pthread_mutex_lock(&st->lock);
     l->refs -= 2; /* the reference taken above and the in-flight table's */
     if (l->refs == 0)
@@ -263,19 +346,27 @@ void mc_load_complete(mc_load *l, int rc)
     free(l);
 }
 
-/* Wait for a load to finish and take its result; drops the caller's reference. */
-static int mc__load_wait(mc_load *l, mc_value **out)
+/* Wait for a load to finish and take its result, or give up at `deadline` (monotonic ns;
+ * 0: never) with MC_ETIMEDOUT; drops the caller's reference either way. */
+static int mc__load_wait(mc_load *l, mc_value **out, uint64_t deadline)
 {
     struct mc__stripe_c *st = mc__stripe_of(l->fn, l->khash);
     mc_load *to_free = NULL;
+    struct timespec ts = deadline ? mc__abstime(deadline) : (struct timespec){0};
     pthread_mutex_lock(&st->lock);
-    while (!l->done)
-        pthread_cond_wait(&st->cond, &st->lock);
-    int rc = l->rc;
+    while (!l->done) {
+        if (!deadline)
+            pthread_cond_wait(&st->cond, &st->lock);
+        else if (pthread_cond_timedwait(&st->cond, &st->lock, &ts) == ETIMEDOUT && !l->done)
+            break;
+    }
+    int rc = l->done ? l->rc : MC_ETIMEDOUT;
     if (rc == 0) {
         mc_value_retain(l->value);
         *out = l->value;
     }
+    if (!l->done)
+        atomic_fetch_add_explicit(&l->fn->timeouts, 1, memory_order_relaxed);
     mc__unref_locked(l, &to_free);
     pthread_mutex_unlock(&st->lock);
     if (to_free)
@@ -298,6 +389,9 @@ static int mc__join_or_start(mc_cached *fn, const unsigned char *key, size_t kle
         if (async_waiter) {
             async_waiter->next = l->waiters;
             l->waiters = async_waiter;
+            async_waiter->load = l;
+            if (async_waiter->deadline)
+                mc__timed_insert(st, async_waiter);
         } else {
             l->refs++;
         }
@@ -319,6 +413,11 @@ static int mc__join_or_start(mc_cached *fn, const unsigned char *key, size_t kle
     }
     l->refs = async_waiter ? 1 : 2;
     l->waiters = async_waiter;
+    if (async_waiter) {
+        async_waiter->load = l;
+        if (async_waiter->deadline)
+            mc__timed_insert(st, async_waiter);
+    }
     size_t b = mc__bucket_of(h);
     l->next = st->inflight[b];
     st->inflight[b] = l;
@@ -336,6 +435,199 @@ static void mc__run_loader(mc_load *l)
         mc__load_finish(l, rc > 0 ? MC_EINVAL : rc);
 }
 
+/* One batch-loader call for a batch shell; takes `flat` (the keys) and frees it. */
+static void mc__run_batch(mc_load *batch, mc_arg *flat, size_t nkeys, size_t nargs)
+{
+    mc_cached *fn = batch->fn;
+    int rc = fn->batch_loader(fn->self, flat, nkeys, nargs, batch);
+    free(flat);
+    if (rc != MC_LOAD_PENDING)
+        mc_load_complete(batch, rc > 0 ? MC_EINVAL : rc);
+}
+
+static void *mc__runner_main(void *arg)
+{
+    struct mc__runner *r = arg;
+    if (r->load->batch)
+        mc__run_batch(r->load, r->flat, r->nkeys, r->nargs);
+    else
+        mc__run_loader(r->load);
+    /* Release: whoever joins us after seeing this finds the loader's effects done. The load
+     * itself may be gone already (its callers timed out): only our own record is left. */
+    atomic_store_explicit(&r->finished, true, memory_order_release);
+    return NULL;
+}
+
+/* Join and free the runners whose loader returned (rlock held). They only have their
+ * return left, so the joins are short; they keep the number of idle threads bounded by the
+ * number of loads running. */
+static void mc__reap_runners_locked(mc_cached *fn)
+{
+    struct mc__runner **pp = &fn->runners;
+    while (*pp) {
+        struct mc__runner *r = *pp;
+        if (atomic_load_explicit(&r->finished, memory_order_acquire)) {
+            *pp = r->next;
+            pthread_join(r->thread, NULL);
+            free(r);
+        } else {
+            pp = &r->next;
+        }
+    }
+}
+
+/* Run a new load (or batch, with its keys `flat`, taken): on a thread of its own when the
+ * function has a load timeout, so that the caller can give up waiting; on this thread
+ * otherwise, or when no thread can be had (the caller's wait then starts after the loader). */
+static void mc__start_load(mc_cached *fn, mc_load *l, mc_arg *flat, size_t nkeys, size_t nargs)
+{
+    if (fn->load_timeout_ns) {
+        struct mc__runner *r = mc__malloc(sizeof *r);
+        if (r) {
+            r->load = l;
+            r->flat = flat;
+            r->nkeys = nkeys;
+            r->nargs = nargs;
+            atomic_init(&r->finished, false);
+            pthread_mutex_lock(&fn->rlock);
+            mc__reap_runners_locked(fn);
+            bool started = pthread_create(&r->thread, NULL, mc__runner_main, r) == 0;
+            if (started) {
+                r->next = fn->runners;
+                fn->runners = r;
+            }
+            pthread_mutex_unlock(&fn->rlock);
+            if (started)
+                return;
+            free(r);
+        }
+    }
+    if (l->batch)
+        mc__run_batch(l, flat, nkeys, nargs);
+    else
+        mc__run_loader(l);
+}
+
+/* Join every runner (destroy): loops, since a loader may start loads of its own meanwhile. */
+static void mc__join_runners(mc_cached *fn)
+{
+    for (;;) {
+        pthread_mutex_lock(&fn->rlock);
+        struct mc__runner *r = fn->runners;
+        fn->runners = NULL;
+        pthread_mutex_unlock(&fn->rlock);
+        if (!r)
+            return;
+        while (r) {
+            struct mc__runner *next = r->next;
+            pthread_join(r->thread, NULL);
+            free(r);
+            r = next;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ the timer (async deadlines) */
+
+/* Answer with MC_ETIMEDOUT every async waiter whose deadline passed. Returns the earliest
+ * deadline still pending (UINT64_MAX if none). */
+static uint64_t mc__fire_expired(mc_cached *fn)
+{
+    uint64_t now = mc__mono_ns(), next = UINT64_MAX;
+    struct mc__waiter *fire = NULL;
+    for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
+        struct mc__stripe_c *st = &fn->stripes[s];
+        pthread_mutex_lock(&st->lock);
+        while (st->timed_first && st->timed_first->deadline <= now) {
+            struct mc__waiter *w = st->timed_first;
+            mc__timed_remove(st, w);
+            /* Still on its load (a completion would have taken it off both lists). */
+            for (struct mc__waiter **pp = &w->load->waiters; *pp; pp = &(*pp)->next)
+                if (*pp == w) {
+                    *pp = w->next;
+                    break;
+                }
+            w->next = fire;
+            fire = w;
+        }
+        if (st->timed_first && st->timed_first->deadline < next)
+            next = st->timed_first->deadline;
+        pthread_mutex_unlock(&st->lock);
+    }
+    while (fire) {
+        struct mc__waiter *next_w = fire->next;
+        atomic_fetch_add_explicit(&fn->timeouts, 1, memory_order_relaxed);
+        fire->done(fire->ud, MC_ETIMEDOUT, NULL);
+        free(fire);
+        fire = next_w;
+    }
+    return next;
+}
+
+static void *mc__timer_main(void *arg)
+{
+    mc_cached *fn = arg;
+    pthread_mutex_lock(&fn->tlock);
+    while (!fn->timer_stop) {
+        uint64_t wake = fn->timer_wake;
+        if (wake == UINT64_MAX) {
+            pthread_cond_wait(&fn->tcond, &fn->tlock);
+            continue;
+        }
+        if (mc__mono_ns() < wake) {
+            struct timespec ts = mc__abstime(wake);
+            pthread_cond_timedwait(&fn->tcond, &fn->tlock, &ts);
+            continue; /* re-read: an earlier deadline or a stop may have come */
+        }
+        /* Waiters added from now on lower timer_wake again after they are listed, so none
+         * is missed between this reset and the scan. */
+        fn->timer_wake = UINT64_MAX;
+        pthread_mutex_unlock(&fn->tlock);
+        uint64_t next = mc__fire_expired(fn);
+        pthread_mutex_lock(&fn->tlock);
+        if (next < fn->timer_wake)
+            fn->timer_wake = next;
+    }
+    pthread_mutex_unlock(&fn->tlock);
+    return NULL;
+}
+
+/* Start the timer if it is not running. Returns 0 or MC_ENOMEM (no thread). */
+static int mc__timer_ensure(mc_cached *fn)
+{
+    int rc = 0;
+    pthread_mutex_lock(&fn->tlock);
+    if (!fn->timer_running) {
+        fn->timer_wake = UINT64_MAX;
+        fn->timer_running = pthread_create(&fn->timer, NULL, mc__timer_main, fn) == 0;
+        rc = fn->timer_running ? 0 : MC_ENOMEM;
+    }
+    pthread_mutex_unlock(&fn->tlock);
+    return rc;
+}
+
+/* Tell the timer about a new deadline (after the waiter is listed). */
+static void mc__timer_notify(mc_cached *fn, uint64_t deadline)
+{
+    pthread_mutex_lock(&fn->tlock);
+    if (deadline < fn->timer_wake) {
+        fn->timer_wake = deadline;
+        pthread_cond_signal(&fn->tcond);
+    }
+    pthread_mutex_unlock(&fn->tlock);
+}
+
+static void mc__timer_stop(mc_cached *fn)
+{
+    pthread_mutex_lock(&fn->tlock);
+    bool running = fn->timer_running;
+    fn->timer_stop = true;
+    pthread_cond_signal(&fn->tcond);
+    pthread_mutex_unlock(&fn->tlock);
+    if (running)
+        pthread_join(fn->timer, NULL);
+}
+
 /* ------------------------------------------------------------------ result setters */
 
 int mc_load_set_copy(mc_load *l, const void *data, size_t len)
@@ -344,7 +636,7 @@ int mc_load_set_copy(mc_load *l, const void *data, size_t len)
         return MC_EINVAL;
     if (len > UINT32_MAX)
         return MC_E2BIG;
-    void *copy = malloc(len ? len : 1);
+    void *copy = mc__malloc(len ? len : 1);
     if (!copy)
         return MC_ENOMEM;
     if (len)
@@ -418,6 +710,7 @@ int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **o
     *out = NULL;
     if (!fn->loader)
         return MC_ENOTSUP;
+    uint64_t deadline = mc__deadline(fn);
     unsigned char key[MC_KEY_MAX];
     size_t klen;
     int rc = mc__call_lookup(fn, args, nargs, key, &klen, out);
@@ -430,8 +723,8 @@ int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **o
     if (rc < 0)
         return rc;
     if (rc == 2)
-        mc__run_loader(l);
-    return mc__load_wait(l, out);
+        mc__start_load(fn, l, NULL, 0, 0);
+    return mc__load_wait(l, out, deadline);
 }
 
 int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_done_fn done, void *ud)
@@ -450,13 +743,16 @@ int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_don
         done(ud, 0, v);
         return 0;
     }
-    struct mc__waiter *w = malloc(sizeof *w);
+    if (fn->load_timeout_ns && (rc = mc__timer_ensure(fn)) != 0)
+        return rc;
+    struct mc__waiter *w = mc__calloc(1, sizeof *w);
     if (!w)
         return MC_ENOMEM;
     w->done = done;
     w->ud = ud;
-    w->next = NULL;
+    w->deadline = mc__deadline(fn);
     mc_load *l;
+    uint64_t deadline = w->deadline; /* w may be answered and freed once it is listed */
     rc = mc__join_or_start(fn, key, klen, args, nargs, w, &l, &v);
     if (rc == 1) {
         free(w);
@@ -467,8 +763,10 @@ int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_don
         free(w);
         return rc;
     }
+    if (deadline)
+        mc__timer_notify(fn, deadline);
     if (rc == 2)
-        mc__run_loader(l);
+        mc__start_load(fn, l, NULL, 0, 0);
     return 0;
 }
 
@@ -479,11 +777,16 @@ int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t 
         return MC_EINVAL;
     if (!fn->batch_loader)
         return MC_ENOTSUP;
-    mc_load **waits = calloc(nkeys ? nkeys : 1, sizeof *waits);
-    mc_load **mine = calloc(nkeys ? nkeys : 1, sizeof *mine);
+    uint64_t deadline = mc__deadline(fn);
+    mc_load **waits = mc__calloc(nkeys ? nkeys : 1, sizeof *waits);
+    mc_load **mine = mc__calloc(nkeys ? nkeys : 1, sizeof *mine);
     if (!waits || !mine) {
         free(waits);
         free(mine);
+        for (size_t i = 0; i < nkeys; i++) {
+            values[i] = NULL;
+            rcs[i] = MC_ENOMEM;
+        }
         return MC_ENOMEM;
     }
     size_t nmine = 0;
@@ -510,8 +813,8 @@ int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t 
     }
     if (nmine) {
         /* One batch-loader call for every key this call started. */
-        mc_load *batch = calloc(1, sizeof *batch);
-        mc_arg *flat = malloc(nmine * (nargs ? nargs : 1) * sizeof *flat);
+        mc_load *batch = mc__calloc(1, sizeof *batch);
+        mc_arg *flat = mc__malloc(nmine * (nargs ? nargs : 1) * sizeof *flat);
         if (!batch || !flat) {
             free(batch);
             free(flat);
@@ -525,15 +828,12 @@ int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t 
             mine = NULL; /* the batch owns the array now */
             for (size_t j = 0; j < nmine && nargs; j++)
                 memcpy(flat + j * nargs, batch->items[j]->args, nargs * sizeof *flat);
-            int rc = fn->batch_loader(fn->self, flat, nmine, nargs, batch);
-            free(flat);
-            if (rc != MC_LOAD_PENDING)
-                mc_load_complete(batch, rc > 0 ? MC_EINVAL : rc);
+            mc__start_load(fn, batch, flat, nmine, nargs);
         }
     }
     for (size_t i = 0; i < nkeys; i++)
         if (waits[i])
-            rcs[i] = mc__load_wait(waits[i], &values[i]);
+            rcs[i] = mc__load_wait(waits[i], &values[i], deadline);
     free(waits);
     free(mine);
     return 0;
@@ -726,7 +1026,7 @@ int mc_cached_call_ex(mc_cached *fn, const mc_arg *args, size_t nargs, mc_invali
     size_t klen;
     const void *key = mc_value_key(*out, &klen);
     uint64_t h = mc__khash(key, klen);
-    struct mc__attach *a = malloc(sizeof *a + klen);
+    struct mc__attach *a = mc__malloc(sizeof *a + klen);
     if (!a) {
         mc_value_release(*out);
         *out = NULL;
@@ -783,7 +1083,7 @@ int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self
         if (o->uncached_args[i] >= 64 || (o->num_args && o->uncached_args[i] >= o->num_args))
             return MC_EINVAL;
 
-    mc_cached *fn = calloc(1, sizeof *fn);
+    mc_cached *fn = mc__calloc(1, sizeof *fn);
     if (!fn)
         return MC_ENOMEM;
     if (o->name)
@@ -806,13 +1106,20 @@ int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self
     }
     for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
         pthread_mutex_init(&fn->stripes[s].lock, NULL);
-        pthread_cond_init(&fn->stripes[s].cond, NULL);
+        mc__cond_init_monotonic(&fn->stripes[s].cond);
     }
+    pthread_mutex_init(&fn->rlock, NULL);
+    pthread_mutex_init(&fn->tlock, NULL);
+    mc__cond_init_monotonic(&fn->tcond);
+    fn->timer_wake = UINT64_MAX;
 
     double factor = 1.0;
-    uint64_t ttl = 0;
+    uint64_t ttl = 0, timeout = 0;
     if (o->registry)
-        mc__registry_defaults(o->registry, fn->name, &factor, &ttl);
+        mc__registry_defaults(o->registry, fn->name, &factor, &ttl, &timeout);
+    if (o->load_timeout_ns)
+        timeout = o->load_timeout_ns;
+    fn->load_timeout_ns = timeout == MC_TIMEOUT_NEVER ? 0 : timeout;
     fn->factor = factor;
     size_t bound = mc__scaled_bound(o->max_entries, factor);
 
@@ -856,6 +1163,10 @@ void mc_cached_destroy(mc_cached *fn)
         return;
     if (fn->registry)
         mc_registry_remove(fn->registry, fn);
+    /* Loads still running for callers that timed out finish first: they store into the
+     * cache and run its listener. */
+    mc__join_runners(fn);
+    mc__timer_stop(fn);
     mc_cache_destroy(fn->cache);
     for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
         struct mc__stripe_c *st = &fn->stripes[s];
@@ -872,6 +1183,9 @@ void mc_cached_destroy(mc_cached *fn)
         pthread_mutex_destroy(&st->lock);
         pthread_cond_destroy(&st->cond);
     }
+    pthread_mutex_destroy(&fn->rlock);
+    pthread_mutex_destroy(&fn->tlock);
+    pthread_cond_destroy(&fn->tcond);
     free(fn);
 }
 
@@ -896,6 +1210,7 @@ void mc_cached_stats_get(mc_cached *fn, mc_cached_stats *out)
     out->joined = atomic_load_explicit(&fn->joined, memory_order_relaxed);
     out->invalidations = atomic_load_explicit(&fn->invalidations, memory_order_relaxed);
     out->cancelled_fills = atomic_load_explicit(&fn->cancelled, memory_order_relaxed);
+    out->timeouts = atomic_load_explicit(&fn->timeouts, memory_order_relaxed);
 }
 
 const char *mc_cached_name(const mc_cached *fn) { return fn ? fn->name : ""; }

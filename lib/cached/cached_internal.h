@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 
 #include "modcache/cached.h"
 
@@ -12,11 +13,28 @@
 #define MC__CACHED_BUCKETS 64
 #define MC__NAME_MAX 200
 
-/* A caller waiting through mc_cached_call_async. */
+/* A caller waiting through mc_cached_call_async. All links are under the stripe lock of its
+ * load; whoever unlinks it from its load (the completion or the timer) calls done and frees it. */
 struct mc__waiter {
     mc_done_fn done;
     void *ud;
-    struct mc__waiter *next;
+    struct mc__waiter *next; /* the load's waiters */
+    /* With a load timeout: the monotonic deadline (0: none), the load waited for, and the
+     * links of the stripe's deadline list. */
+    uint64_t deadline;
+    struct mc_load *load;
+    struct mc__waiter *tprev, *tnext;
+};
+
+/* A thread running one load, or one batch, of a function with a load timeout, so that the
+ * caller that started it can stop waiting. Listed in its function until joined. */
+struct mc__runner {
+    pthread_t thread;
+    struct mc_load *load; /* a single load or a batch */
+    mc_arg *flat;         /* a batch's keys, owned */
+    size_t nkeys, nargs;
+    _Atomic bool finished; /* the loader returned: joining will not block */
+    struct mc__runner *next;
 };
 
 /* An invalidation callback attached to a key. */
@@ -60,9 +78,11 @@ struct mc_load {
 
 struct mc__stripe_c {
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t cond; /* on CLOCK_MONOTONIC, for timed waits */
     struct mc_load *inflight[MC__CACHED_BUCKETS];
     struct mc__attach *attached[MC__CACHED_BUCKETS];
+    /* Async waiters with a deadline, earliest first. */
+    struct mc__waiter *timed_first, *timed_last;
 };
 
 struct mc_cached {
@@ -79,12 +99,26 @@ struct mc_cached {
     mc_registry *registry; /* set while registered */
     double factor;         /* the factor in effect */
     atomic_size_t n_attached;
-    _Atomic uint64_t loads, load_errors, joined, invalidations, cancelled;
+    _Atomic uint64_t loads, load_errors, joined, invalidations, cancelled, timeouts;
+    uint64_t load_timeout_ns; /* 0: callers wait as long as the load takes */
+    /* Runner threads (load timeouts), under rlock. */
+    pthread_mutex_t rlock;
+    struct mc__runner *runners;
+    /* Timer thread for async waiters' deadlines, started on first need. tlock guards the
+     * fields below; timer_wake is the earliest deadline the timer must wake for. */
+    pthread_mutex_t tlock;
+    pthread_cond_t tcond;
+    pthread_t timer;
+    bool timer_running, timer_stop;
+    uint64_t timer_wake;
     struct mc__stripe_c stripes[MC__CACHED_STRIPES];
 };
 
-/* Test hook: called after a loader returned a result and before it is stored (point 1). */
+/* Test hook: called after a loader returned a result and before it is stored (point 1), and
+ * once a load is over (stored, dropped or failed) and its async waiters were answered
+ * (point 2; l->rc holds the outcome). */
 #define MC__HOOK_BEFORE_STORE 1
+#define MC__HOOK_FINISHED 2
 extern void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
 
 /* Apply a factor (resizing the cache at once). Used by the registry. */
@@ -92,6 +126,6 @@ void mc__cached_apply_factor(mc_cached *fn, double factor);
 
 /* Registry side of creation: config values a new function inherits. */
 void mc__registry_defaults(const mc_registry *reg, const char *name, double *factor,
-                           uint64_t *ttl_ns);
+                           uint64_t *ttl_ns, uint64_t *load_timeout_ns);
 
 #endif

@@ -95,11 +95,11 @@ static int mc__set_named_factor(mc_registry *reg, const char *name, double facto
             reg->factors[i].runtime = runtime;
             return 0;
         }
-    struct mc__factor *nf = realloc(reg->factors, (reg->nfactors + 1) * sizeof *nf);
+    struct mc__factor *nf = mc__realloc(reg->factors, (reg->nfactors + 1) * sizeof *nf);
     if (!nf)
         return MC_ENOMEM;
     reg->factors = nf;
-    char *copy = strdup(name);
+    char *copy = mc__strdup(name);
     if (!copy)
         return MC_ENOMEM;
     reg->factors[reg->nfactors].name = copy;
@@ -130,7 +130,7 @@ int mc_registry_create(const mc_cache_config *cfg, mc_registry **out)
         if (!c.per_cache_factors[i].name || !(c.per_cache_factors[i].factor > 0) ||
             !isfinite(c.per_cache_factors[i].factor))
             return MC_EINVAL;
-    mc_registry *reg = calloc(1, sizeof *reg);
+    mc_registry *reg = mc__calloc(1, sizeof *reg);
     if (!reg)
         return MC_ENOMEM;
     reg->cfg = c;
@@ -181,12 +181,14 @@ void mc_registry_destroy(mc_registry *reg)
     free(reg);
 }
 
-void mc__registry_defaults(const mc_registry *reg, const char *name, double *factor, uint64_t *ttl_ns)
+void mc__registry_defaults(const mc_registry *reg, const char *name, double *factor, uint64_t *ttl_ns,
+                           uint64_t *load_timeout_ns)
 {
     pthread_rwlock_rdlock((pthread_rwlock_t *)&reg->lock);
     *factor = mc__factor_for(reg, name);
     pthread_rwlock_unlock((pthread_rwlock_t *)&reg->lock);
     *ttl_ns = reg->cfg.expire_caches ? reg->cfg.cache_entry_ttl_ns : 0;
+    *load_timeout_ns = reg->cfg.load_timeout_ns;
 }
 
 /* Position of name in the sorted array (where it is, or would go). */
@@ -222,7 +224,7 @@ int mc_registry_add(mc_registry *reg, mc_cached *fn)
     }
     if (reg->n == reg->cap) {
         size_t cap = reg->cap ? reg->cap * 2 : 16;
-        mc_cached **a = realloc(reg->fns, cap * sizeof *a);
+        mc_cached **a = mc__realloc(reg->fns, cap * sizeof *a);
         if (!a) {
             pthread_rwlock_unlock(&reg->lock);
             return MC_ENOMEM;

@@ -2,6 +2,8 @@
  * memory autotuning, each fault reported with its YAML path and position. */
 #include <stdlib.h>
 
+#include "core/alloc.h"
+#include "core/error.h"
 #include "modcache/cached.h"
 #include "modcache/config.h"
 
@@ -47,7 +49,7 @@ int mc_config_read_caches(const mc_config_node *caches, mc_cache_config *out, mc
 {
     static const char *const keys[] = {"global_factor", "per_cache_factors", "expire_caches",
                                        "cache_entry_ttl", "cache_autotuning", "maintenance_interval",
-                                       NULL};
+                                       "load_timeout", NULL};
     if (!out || !factors)
         return MC_EINVAL;
     mc_cache_config_init(out);
@@ -68,15 +70,17 @@ int mc_config_read_caches(const mc_config_node *caches, mc_cache_config *out, mc
     if ((n = mc_config_get(caches, "maintenance_interval")) &&
         (rc = mc_config_duration(n, &out->maintenance_interval_ns, err)))
         return rc;
+    if ((n = mc_config_get(caches, "load_timeout")) && (rc = mc_config_duration(n, &out->load_timeout_ns, err)))
+        return rc;
     if ((n = mc_config_get(caches, "cache_autotuning")) && (rc = mc__read_autotuning(n, out, err)))
         return rc;
     if ((n = mc_config_get(caches, "per_cache_factors"))) {
         if (mc_config_kind_of(n) != MC_CONFIG_MAP)
             return mc_config_fail(n, err, MC_EINVAL, "expected a map of cache names to factors");
         size_t count = mc_config_count(n);
-        mc_cache_factor *f = calloc(count ? count : 1, sizeof *f);
+        mc_cache_factor *f = mc__calloc(count ? count : 1, sizeof *f);
         if (!f)
-            return MC_ENOMEM;
+            return mc__error_set(err, MC_ENOMEM, "out of memory");
         for (size_t i = 0; i < count; i++) {
             f[i].name = mc_config_key_at(n, i);
             if ((rc = mc__positive_factor(mc_config_at(n, i), &f[i].factor, err))) {

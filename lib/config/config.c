@@ -2,6 +2,7 @@
  * positions, and typed getters whose errors point at the path and line:column of the fault. */
 #include "modcache/config.h"
 
+#include "core/alloc.h"
 #include "core/error.h"
 
 #include <ctype.h>
@@ -74,6 +75,11 @@ static int mc__next(mc__builder *b, yaml_event_t *ev)
 {
     if (!yaml_parser_parse(&b->parser, ev)) {
         yaml_parser_t *p = &b->parser;
+        if (p->error == YAML_MEMORY_ERROR) {
+            /* libyaml ran out of memory: not a fault of the document. */
+            mc__error_set(b->err, MC_ENOMEM, "%s: out of memory while parsing", b->doc->name);
+            return b->rc = MC_ENOMEM;
+        }
         mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: %s%s%s", b->doc->name,
                     (unsigned)p->problem_mark.line + 1, (unsigned)p->problem_mark.column + 1,
                     p->problem ? p->problem : "malformed YAML", p->context ? " " : "",
@@ -89,7 +95,7 @@ static char *mc__child_path(const char *parent, const char *key, size_t index, b
     size_t plen = strlen(parent);
     if (is_list) {
         snprintf(idx, sizeof idx, "[%zu]", index);
-        char *p = malloc(plen + strlen(idx) + 1);
+        char *p = mc__malloc(plen + strlen(idx) + 1);
         if (p) {
             memcpy(p, parent, plen);
             strcpy(p + plen, idx);
@@ -97,7 +103,7 @@ static char *mc__child_path(const char *parent, const char *key, size_t index, b
         return p;
     }
     size_t klen = strlen(key);
-    char *p = malloc(plen + 1 + klen + 1);
+    char *p = mc__malloc(plen + 1 + klen + 1);
     if (!p)
         return NULL;
     if (plen) {
@@ -113,7 +119,7 @@ static char *mc__child_path(const char *parent, const char *key, size_t index, b
 static struct mc_config_node *mc__node_new(mc__builder *b, mc_config_kind kind, char *path,
                                            const yaml_mark_t *mark)
 {
-    struct mc_config_node *n = calloc(1, sizeof *n);
+    struct mc_config_node *n = mc__calloc(1, sizeof *n);
     if (!n) {
         free(path);
         mc__error_set(b->err, MC_ENOMEM, "out of memory");
@@ -133,12 +139,12 @@ static int mc__add_child(mc__builder *b, struct mc_config_node *parent, struct m
 {
     if (parent->n == parent->cap) {
         size_t cap = parent->cap ? parent->cap * 2 : 4;
-        struct mc_config_node **items = realloc(parent->items, cap * sizeof *items);
+        struct mc_config_node **items = mc__realloc(parent->items, cap * sizeof *items);
         if (!items)
             goto nomem;
         parent->items = items;
         if (parent->kind == MC_CONFIG_MAP) {
-            char **keys = realloc(parent->keys, cap * sizeof *keys);
+            char **keys = mc__realloc(parent->keys, cap * sizeof *keys);
             if (!keys)
                 goto nomem;
             parent->keys = keys;
@@ -210,7 +216,7 @@ static struct mc_config_node *mc__build_children(mc__builder *b, struct mc_confi
                 yaml_event_delete(&ev);
                 goto fail;
             }
-            key = strdup((const char *)ev.data.scalar.value);
+            key = mc__strdup((const char *)ev.data.scalar.value);
             yaml_mark_t kmark = ev.start_mark;
             yaml_event_delete(&ev);
             if (!key) {
@@ -273,7 +279,7 @@ static struct mc_config_node *mc__build(mc__builder *b, yaml_event_t *ev, char *
         if (!n)
             goto out;
         n->is_null = mc__plain_null(ev);
-        n->text = strdup((const char *)ev->data.scalar.value);
+        n->text = mc__strdup((const char *)ev->data.scalar.value);
         if (!n->text) {
             mc__node_free(n);
             n = NULL;
@@ -320,16 +326,21 @@ static int mc__load(mc__builder *b)
         /* An empty file: an empty map. */
         yaml_mark_t m = ev.start_mark;
         yaml_event_delete(&ev);
-        char *p = strdup("");
-        b->doc->root = p ? mc__node_new(b, MC_CONFIG_MAP, p, &m) : NULL;
-        return b->doc->root ? 0 : (b->rc = MC_ENOMEM);
+        char *p = mc__strdup("");
+        if (!p) {
+            mc__error_set(b->err, MC_ENOMEM, "out of memory");
+            return b->rc = MC_ENOMEM;
+        }
+        b->doc->root = mc__node_new(b, MC_CONFIG_MAP, p, &m); /* reports its own failure */
+        return b->doc->root ? 0 : b->rc;
     }
     yaml_event_delete(&ev); /* document start */
     if (mc__next(b, &ev))
         return b->rc;
-    char *p = strdup("");
+    char *p = mc__strdup("");
     if (!p) {
         yaml_event_delete(&ev);
+        mc__error_set(b->err, MC_ENOMEM, "out of memory");
         return b->rc = MC_ENOMEM;
     }
     struct mc_config_node *root = mc__build(b, &ev, p, 0);
@@ -366,8 +377,8 @@ int mc_config_load_string(const char *text, size_t len, const char *name, mc_con
         return MC_EINVAL;
     }
     *out = NULL;
-    mc_config *doc = calloc(1, sizeof *doc);
-    if (!doc || !(doc->name = strdup(name ? name : "<string>"))) {
+    mc_config *doc = mc__calloc(1, sizeof *doc);
+    if (!doc || !(doc->name = mc__strdup(name ? name : "<string>"))) {
         free(doc);
         mc__error_set(err, MC_ENOMEM, "out of memory");
         return MC_ENOMEM;
@@ -406,7 +417,7 @@ int mc_config_load_file(const char *path, mc_config **out, mc_error *err)
     for (;;) {
         if (len == cap) {
             size_t ncap = cap ? cap * 2 : 4096;
-            char *nb = realloc(buf, ncap);
+            char *nb = mc__realloc(buf, ncap);
             if (!nb) {
                 free(buf);
                 fclose(f);

@@ -35,6 +35,7 @@ int mc_host_create(const mc_host_options *opts, mc_host **out)
     h->log = opts && opts->log ? opts->log : mc__stderr_log;
     h->log_ud = opts && opts->log ? opts->log_ud : NULL;
     h->registry = opts ? opts->registry : NULL;
+    h->bus = opts ? opts->bus : NULL;
     int rc = 0;
     if (!h->registry) {
         rc = mc_registry_create(NULL, &h->registry);
@@ -313,9 +314,22 @@ int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *args, size
 {
     if (!api || !fn)
         return MC_EINVAL;
-    /* The local half; the invalidation bus (other hosts) plugs in here. */
     int rc = mc_cached_invalidate(fn, args, nargs);
-    return rc == MC_ENOENT ? 0 : rc;
+    if (rc == MC_ENOENT)
+        rc = 0;
+    const char *name = mc_cached_name(fn);
+    if (rc == 0 && api->host->bus && name)
+        rc = mc_bus_publish_args(api->host->bus, name, args, nargs);
+    return rc;
+}
+
+int mc_api_invalidate_all(mc_api *api, mc_cached *fn)
+{
+    if (!api || !fn)
+        return MC_EINVAL;
+    mc_cached_invalidate_all(fn);
+    const char *name = mc_cached_name(fn);
+    return api->host->bus && name ? mc_bus_publish_all(api->host->bus, name) : 0;
 }
 
 /* ------------------------------------------------------------------ callbacks by category */

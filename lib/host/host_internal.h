@@ -68,6 +68,7 @@ struct mc_host {
     void *log_ud;
     mc_registry *registry;
     bool own_registry;
+    mc_bus *bus; /* borrowed; NULL: invalidations stay local */
     mc__module **mods; /* each allocated once: modules keep their mc_api pointer */
     size_t n, cap;
     mc_config *empty; /* a null scalar for modules without a config */

@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "host/host_internal.h"
+#include "key/keylist.h"
 
 #define MC__DEFAULT_MAX_BODY ((size_t)1 << 20)
 #define MC__ADMIN "/_modcache/admin"
@@ -346,6 +347,32 @@ static void mc__metrics_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
     mc__bprintf(b, "modcache_cache_loads_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->loads);
 }
 
+/* The invalidation bus's counters, Prometheus style. */
+static void mc__bus_metrics(mc__buf *b, mc_bus *bus)
+{
+    mc_bus_stats st;
+    mc_bus_stats_get(bus, &st);
+    const struct {
+        const char *name;
+        uint64_t v;
+    } rows[] = {
+        {"modcache_bus_sent_total", st.sent},
+        {"modcache_bus_received_total", st.received},
+        {"modcache_bus_own_total", st.own},
+        {"modcache_bus_applied_total", st.applied},
+        {"modcache_bus_ignored_total", st.ignored},
+        {"modcache_bus_catchups_total", st.catchups},
+        {"modcache_bus_full_flushes_total", st.full_flushes},
+        {"modcache_bus_collapsed_total", st.collapsed},
+        {"modcache_bus_reconnects_total", st.reconnects},
+        {"modcache_bus_failed_total", st.failed},
+        {"modcache_bus_queued", st.queued},
+        {"modcache_bus_link_up", st.link_up},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        mc__bprintf(b, "%s %llu\n", rows[i].name, (unsigned long long)rows[i].v);
+}
+
 static void mc__buf_to_resp(mc__buf *b, mc_http_response *r, const char *type)
 {
     if (b->failed)
@@ -374,37 +401,8 @@ static const char *mc__ws(const char *p, const char *end)
     return p;
 }
 
-/* The end of the JSON value starting at p (an array or a literal/string), or NULL. */
-static const char *mc__json_end(const char *p, const char *end)
-{
-    int depth = 0;
-    bool str = false;
-    for (; p < end; p++) {
-        char c = *p;
-        if (str) {
-            if (c == '\\')
-                p++;
-            else if (c == '"')
-                str = false;
-            continue;
-        }
-        if (c == '"')
-            str = true;
-        else if (c == '[' || c == '{')
-            depth++;
-        else if (c == ']' || c == '}') {
-            if (--depth == 0)
-                return p + 1;
-            if (depth < 0)
-                return NULL;
-        }
-        if (depth == 0 && (c == ',' || c == ' ' || c == '\n'))
-            return p;
-    }
-    return depth == 0 && !str ? p : NULL;
-}
-
-/* POST .../caches/<name>/invalidate with {"all": true} or {"keys": [[...], ...]}. */
+/* POST .../caches/<name>/invalidate with {"all": true} or {"keys": [[...], ...]}: every key is
+ * checked before anything is invalidated; then this host, then (with a bus) every other host. */
 static void mc__admin_invalidate(mc_host *h, const char *name, const char *body, size_t len,
                                  mc_http_response *r)
 {
@@ -417,40 +415,86 @@ static void mc__admin_invalidate(mc_host *h, const char *name, const char *body,
     if (p == end || *p != '{')
         goto bad;
     p = mc__ws(p + 1, end);
+    bool all = false;
+    const char *arr = NULL;
+    size_t arr_len = 0, n = 0;
     if (end - p >= 5 && !strncmp(p, "\"all\"", 5)) {
         p = mc__ws(p + 5, end);
-        if (p < end && *p == ':' && (p = mc__ws(p + 1, end)) && end - p >= 4 && !strncmp(p, "true", 4)) {
-            mc_cached_invalidate_all(fn);
-            mc__resp_text(r, 200, "{\"invalidated\": \"all\"}");
-            return;
-        }
-        goto bad;
-    }
-    if (end - p < 6 || strncmp(p, "\"keys\"", 6))
-        goto bad;
-    p = mc__ws(p + 6, end);
-    if (p == end || *p != ':')
-        goto bad;
-    p = mc__ws(p + 1, end);
-    if (p == end || *p != '[')
-        goto bad;
-    p = mc__ws(p + 1, end);
-    size_t n = 0;
-    while (p < end && *p != ']') {
-        const char *k_end = mc__json_end(p, end);
-        if (!k_end)
+        if (p == end || *p != ':')
             goto bad;
-        mc_error err = {0};
-        if (mc_cached_invalidate_json(fn, p, (size_t)(k_end - p), &err) != 0) {
-            mc__resp_text(r, 400, "{\"error\": \"key %zu: %.300s\"}", n, err.message);
+        p = mc__ws(p + 1, end);
+        if (end - p < 4 || strncmp(p, "true", 4) != 0)
+            goto bad;
+        p += 4;
+        all = true;
+    } else if (end - p >= 6 && !strncmp(p, "\"keys\"", 6)) {
+        p = mc__ws(p + 6, end);
+        if (p == end || *p != ':')
+            goto bad;
+        arr = mc__ws(p + 1, end);
+        size_t pos = 0, ilen;
+        const char *item;
+        int rc;
+        unsigned char key[4096];
+        size_t klen;
+        while ((rc = mc__keylist_next(arr, (size_t)(end - arr), &pos, &item, &ilen)) == 1) {
+            mc_error err = {0};
+            if (mc_key_from_json(item, ilen, key, sizeof key, &klen, &err) != 0) {
+                mc__resp_text(r, 400, "{\"error\": \"key %zu: %.300s\"}", n, err.message);
+                return;
+            }
+            n++;
+        }
+        if (rc != 0)
+            goto bad;
+        arr_len = pos;
+        p = arr + pos;
+    } else {
+        goto bad;
+    }
+    p = mc__ws(p, end);
+    if (p == end || *p != '}' || mc__ws(p + 1, end) != end)
+        goto bad;
+
+    int brc = 0;
+    if (all) {
+        mc_cached_invalidate_all(fn);
+        if (h->bus)
+            brc = mc_bus_publish_all(h->bus, name);
+    } else {
+        /* Keys as NUL-terminated strings for the registry call and the bus. */
+        char *buf = malloc(arr_len + n + 1);
+        const char **keys = malloc((n ? n : 1) * sizeof *keys);
+        if (!buf || !keys) {
+            free(buf);
+            free(keys);
+            r->failed = true;
             return;
         }
-        n++;
-        p = mc__ws(k_end, end);
-        if (p < end && *p == ',')
-            p = mc__ws(p + 1, end);
+        size_t pos = 0, ilen, i = 0;
+        const char *item;
+        char *w = buf;
+        while (mc__keylist_next(arr, arr_len, &pos, &item, &ilen) == 1) {
+            memcpy(w, item, ilen);
+            w[ilen] = 0;
+            keys[i++] = w;
+            w += ilen + 1;
+        }
+        mc_error err = {0};
+        brc = mc_registry_invalidate(h->registry, name, keys, n, &err);
+        if (brc == 0 && h->bus && n)
+            brc = mc_bus_publish_keys(h->bus, name, keys, n, &err);
+        free(buf);
+        free(keys);
     }
-    mc__resp_text(r, 200, "{\"invalidated\": %zu}", n);
+    if (brc != 0) {
+        mc__resp_text(r, 500, "{\"error\": \"%s\"}", mc_strerror(brc));
+        return;
+    }
+    if (all)
+        mc__resp_text(r, 200, "{\"invalidated\": \"all\", \"published\": %s}", h->bus ? "true" : "false");
+    else
+        mc__resp_text(r, 200, "{\"invalidated\": %zu, \"published\": %s}", n, h->bus ? "true" : "false");
     return;
 bad:
     mc__resp_text(r, 400, "{\"error\": \"expected {\\\"keys\\\": [[...], ...]} or {\\\"all\\\": true}\"}");
@@ -533,6 +577,8 @@ static void mc__dispatch(struct mc__http *s, const mc_http_request *req, mc_http
         mc__buf b = {0};
         mc_registry_list(h->registry, mc__metrics_one, &b);
         mc__bprintf(&b, "modcache_jemalloc_allocated_bytes %zu\n", mc__allocated_bytes());
+        if (h->bus)
+            mc__bus_metrics(&b, h->bus);
         mc__buf_to_resp(&b, r, "text/plain; version=0.0.4");
         return;
     }

@@ -119,12 +119,30 @@ int main(int argc, char **argv)
         mc_config_free(doc);
         return fail(&err);
     }
+    mc_host *host = NULL;
+    mc_bus *bus = NULL;
+    char *token = NULL;
+    int status = 0;
+    if (hc.backend == MC_BUS_REDIS && !check) {
+        /* Started before the modules, so that no invalidation they make is missed. */
+        mc_bus_options bo;
+        mc_bus_options_init(&bo);
+        bo.address = hc.redis_address;
+        bo.stream = hc.redis_stream;
+        bo.maxlen = hc.redis_maxlen;
+        bo.instance = hc.instance_name;
+        bo.registry = reg;
+        if (mc_bus_start(&bo, &bus, &err) != 0) {
+            status = fail(&err);
+            goto out;
+        }
+        fprintf(stderr, "info [host] invalidation bus: redis %s, stream %s, instance %s\n", hc.redis_address,
+                hc.redis_stream, hc.instance_name);
+    }
     mc_host_options ho;
     mc_host_options_init(&ho);
     ho.registry = reg;
-    mc_host *host = NULL;
-    char *token = NULL;
-    int status = 0;
+    ho.bus = bus;
     if ((rc = mc_host_create(&ho, &host)) != 0) {
         err.code = rc;
         snprintf(err.message, sizeof err.message, "%s", mc_strerror(rc));
@@ -159,8 +177,10 @@ int main(int argc, char **argv)
         break;
     }
 out:
-    /* Server first (requests in progress finish), then modules in reverse order. */
+    /* Server first (requests in progress finish), then modules in reverse order; the bus after
+     * them (their fini may still invalidate), the registry last (the bus applies to it). */
     mc_host_destroy(host);
+    mc_bus_stop(bus);
     mc_registry_destroy(reg);
     free(token);
     mc_config_free(doc);

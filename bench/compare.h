@@ -1,0 +1,156 @@
+// bench/compare.h: what the parts of mc_compare share: the result record, the workloads' fixed
+// parameters and reference figures, error helpers, and the entry points of its other files.
+#ifndef MODCACHE_BENCH_COMPARE_H
+#define MODCACHE_BENCH_COMPARE_H
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace mcbench {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr double kNull = std::numeric_limits<double>::quiet_NaN();
+
+// Zipf throughput: the cache bound, preloaded with keys kZipfCacheEntries-1..0.
+constexpr size_t kZipfCacheEntries = 100000;
+constexpr size_t kQuickRequests = size_t{1} << 20;
+
+// Trace miss ratio: cache sizes in objects, and libCacheSim's miss ratios on cloudphysics.txt
+// at those sizes (shared/data/README.md).
+inline constexpr size_t kTraceSizes[] = {500, 2000, 5000, 10000, 20000};
+constexpr size_t kNumTraceSizes = sizeof kTraceSizes / sizeof kTraceSizes[0];
+struct RefRow {
+    const char *name;
+    double miss[kNumTraceSizes];
+};
+inline constexpr RefRow kRefRows[] = {
+    {"exact LRU", {0.8378, 0.8271, 0.8038, 0.6976, 0.6328}},
+    {"CLOCK (1 bit)", {0.8368, 0.8262, 0.8032, 0.7443, 0.6336}},
+    {"S3-FIFO", {0.8303, 0.8119, 0.7498, 0.6693, 0.6184}},
+    {"SIEVE", {0.8288, 0.8203, 0.7886, 0.7118, 0.5658}},
+    {"W-TinyLFU", {0.8466, 0.8253, 0.7745, 0.6804, 0.5253}},
+};
+constexpr size_t kNumRefRows = sizeof kRefRows / sizeof kRefRows[0];
+inline constexpr const RefRow &kRefLru = kRefRows[0];
+inline constexpr const RefRow &kRefS3fifo = kRefRows[2];
+
+// Memory per entry: entries inserted.
+inline constexpr size_t kMemorySizes[] = {100000, 1000000};
+
+// Memoized functions: keys of the memo-hit key set, requests in its Zipf access order, and the
+// missing keys the single-flight check loads from two threads at once.
+constexpr size_t kMemoKeys = 100000;
+constexpr size_t kMemoRequests = size_t{1} << 20;
+constexpr size_t kSingleFlightKeys = 1000;
+constexpr int kSingleFlightThreads = 2;
+constexpr int kSingleFlightSleepUs = 50;
+// Twice the keys: shards split a bound evenly, and a shard given more than its share of the
+// keys would evict some, turning hits into loads.
+constexpr size_t kMemoCacheSize = 2 * kMemoKeys;
+constexpr size_t kSingleFlightCacheSize = 2 * kSingleFlightKeys;
+
+// db-lookup: users user0..user99999 looked up in Zipf order (key = rank - 1). The memoized
+// function's bound is twice the users for the reason given above; redis-get and sqlite-query
+// records carry the number of users they hold as their cache_size.
+constexpr size_t kDbUsers = 100000;
+constexpr size_t kDbRequests = size_t{1} << 20;
+constexpr size_t kDbMemoCacheSize = 2 * kDbUsers;
+
+// Stop the run: a broken cache or harness must not print a plausible but wrong figure.
+// The hook set with set_die_hook runs first (it stops child processes, removes temp files).
+[[noreturn]] void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void set_die_hook(void (*hook)());
+// die() unless rc is 0, naming the call and the MC_E* code.
+void check_rc(int rc, const char *what);
+std::string fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+// One line of progress on stderr, prefixed with the seconds since the run started.
+void progress(const char *f, ...) __attribute__((format(printf, 1, 2)));
+// Finish a progress line started with progress_begin (no prefix, newline added).
+void progress_begin(const char *f, ...) __attribute__((format(printf, 1, 2)));
+void progress_end(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
+struct Options {
+    bool quick = false;
+    bool json = false;
+    bool verbose = false;
+    std::string trace;
+    std::string report_dir;    // empty: no report files
+    std::string redis_server;  // empty: "redis-server" from PATH
+    double seconds = 0.0;      // 0: 2 s, or 0.3 s with --quick
+    // Runs of each throughput and latency measurement, interleaved across systems so that a
+    // change in the machine's load falls on all of them; the median is reported.
+    int repeat = 0;            // 0: 3, or 1 with --quick
+    std::vector<int> threads{1, 2};
+    // Workload groups to run (all by default): zipf, cloudphysics, memory, memo, db-lookup.
+    std::vector<std::string> workloads;
+    bool runs(const char *group) const;
+};
+
+// One measured figure set: a system (with its policy) on a workload at a thread count. NaN
+// fields print as null, or are left out of the JSON record for fields only some workloads have.
+struct Row {
+    std::string system;
+    std::string policy;  // empty: null
+    std::string workload;
+    int threads = 0;     // 0: null
+    size_t cache_size = 0;
+    double ops_per_sec = kNull;
+    double hit_ratio = kNull;
+    double bytes_per_entry = kNull;
+    double ns_per_op = kNull;  // one call's average time on one thread (memo-hit, db-lookup)
+    double p50_ns = kNull;     // latency percentiles of single calls (db-lookup)
+    double p99_ns = kNull;
+    long long loader_calls = -1;  // single-flight
+    // Table-only details.
+    bool overlap = false;
+    size_t entries_held = 0;
+    double key_bytes = kNull;
+    uint64_t joined = 0;  // single-flight: calls that waited for another thread's load
+};
+
+std::string label(const Row &r);
+// One row per system, policy, workload, thread count and cache size, in order of first
+// appearance: the median of each of its runs' ops_per_sec, p50_ns and p99_ns (taken apart),
+// with the other fields of the run whose throughput is the median.
+std::vector<Row> median_rows(const std::vector<Row> &runs);
+const Row *find_row(const std::vector<Row> &rows, const std::string &system, const std::string &policy,
+                    const std::string &workload, int threads, size_t cache_size);
+
+// What the report says about the run besides the rows.
+struct RunInfo {
+    std::string version;       // mc_version()
+    std::string date;          // UTC, ISO 8601
+    std::string cpu;           // /proc/cpuinfo model name
+    unsigned hw_threads = 0;
+    std::string kernel;        // uname -sr
+    std::string compiler;      // the compiler that built mc_compare
+    std::string build_type;
+    size_t zipf_requests = 0;
+    double window = 0.0, warm = 0.0;
+    int repeat = 1;
+    bool quick = false;
+    bool have_trace = false;
+    double timer_ns = kNull;   // what one clock read adds to a latency sample
+    std::vector<std::string> notes;  // systems or workloads left out, and why; versions
+};
+
+// db_lookup.cc: the db-lookup workload (modcache-memo, redis-get, sqlite-query). Appends its
+// rows; explains in info->notes anything it could not run.
+void run_db_lookup(std::vector<Row> &rows, const Options &o, double warm, RunInfo *info);
+void print_db_table(FILE *f, const std::vector<Row> &rows, const Options &o);
+
+// report.cc: the machine-readable record list and the report directory.
+void print_json(FILE *f, const std::vector<Row> &rows);
+// Write results.md, results.json and the charts' data (plot-*.dat) into dir (created if
+// missing). Returns false with *err set on an I/O failure.
+bool write_report(const std::string &dir, const std::vector<Row> &rows, const RunInfo &info, std::string *err);
+
+}  // namespace mcbench
+
+#endif

@@ -1,0 +1,435 @@
+// bench/report.cc: mc_compare's outputs for other programs and for people: the JSON record
+// list, and the report directory (results.md, results.json, the charts' data files).
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <filesystem>
+
+#include "compare.h"
+#include "zipf.h"
+
+namespace mcbench {
+namespace {
+
+void json_number(FILE *f, double v, const char *format) {
+    if (std::isnan(v))
+        std::fputs("null", f);
+    else
+        std::fprintf(f, format, v);
+}
+
+// A figure for a table cell, "-" when it was not measured.
+std::string cell(double v, const char *format) { return std::isnan(v) ? "-" : fmt(format, v); }
+
+// For gnuplot: "?" is declared as the missing-data marker in bench/charts.gp.
+std::string datum(double v, const char *format) { return std::isnan(v) ? "?" : fmt(format, v); }
+
+// ---------------------------------------------------------------------------------------------
+// The targets: ratios between systems measured in this run, stated, never enforced.
+
+struct Target {
+    std::string what, basis, goal, measured;
+    int met;  // 1 met, 0 missed, -1 not measured
+};
+
+void ratio_target(std::vector<Target> &out, const std::string &what, const std::string &basis, double goal,
+                  double num, double den, const char *why_missing) {
+    Target t{what, basis, fmt(">= %gx", goal), why_missing, -1};
+    if (!std::isnan(num) && !std::isnan(den) && den > 0) {
+        const double x = num / den;
+        t.measured = fmt(x >= 10 ? "%.0fx" : "%.2fx", x);
+        t.met = x >= goal;
+    }
+    out.push_back(t);
+}
+
+double ops(const Row *r) { return r ? r->ops_per_sec : kNull; }
+double p50(const Row *r) { return r ? r->p50_ns : kNull; }
+
+std::vector<Target> targets(const std::vector<Row> &rows) {
+    std::vector<Target> out;
+    const Row *mx2 = find_row(rows, "mutex-lru", "", "zipf-getput", 2, kZipfCacheEntries);
+    const Row *lc2 = find_row(rows, "libcuckoo", "", "zipf-getput", 2, kZipfCacheEntries);
+    for (const char *pol : {"lru", "s3fifo"}) {
+        const Row *gp2 = find_row(rows, "modcache", pol, "zipf-getput", 2, kZipfCacheEntries);
+        ratio_target(out, fmt("modcache/%s get+put, 2 threads, vs mutex-lru 2 threads", pol), "ops/s", 4.0, ops(gp2),
+                     ops(mx2), "not measured");
+    }
+    for (const char *pol : {"lru", "s3fifo"}) {
+        const Row *gp2 = find_row(rows, "modcache", pol, "zipf-getput", 2, kZipfCacheEntries);
+        ratio_target(out, fmt("modcache/%s get+put, 2 threads, vs libcuckoo 2 threads", pol), "ops/s", 1.0, ops(gp2),
+                     ops(lc2), lc2 ? "not measured" : "libcuckoo not built or not run");
+    }
+    const Row *memo = find_row(rows, "modcache-memo", "", "db-lookup", 1, kDbMemoCacheSize);
+    const Row *sql = find_row(rows, "sqlite-query", "", "db-lookup", 1, kDbUsers);
+    const Row *red = find_row(rows, "redis-get", "", "db-lookup", 1, kDbUsers);
+    // A latency ratio is the slower system's time over the memoized hit's.
+    ratio_target(out, "memoized hit (modcache-memo) vs sqlite-query, 1 thread", "p50 latency", 100.0, p50(sql),
+                 p50(memo), "not measured");
+    ratio_target(out, "memoized hit (modcache-memo) vs sqlite-query, 1 thread", "ops/s", 100.0, ops(memo), ops(sql),
+                 "not measured");
+    ratio_target(out, "memoized hit (modcache-memo) vs redis-get, 1 thread", "p50 latency", 500.0, p50(red), p50(memo),
+                 red ? "not measured" : "redis-get not run");
+    ratio_target(out, "memoized hit (modcache-memo) vs redis-get, 1 thread", "ops/s", 500.0, ops(memo), ops(red),
+                 red ? "not measured" : "redis-get not run");
+    for (const char *pol : {"lru", "s3fifo"}) {
+        for (size_t n : kMemorySizes) {
+            const Row *m = find_row(rows, "modcache", pol, "memory", 0, n);
+            Target t{fmt("modcache/%s bytes per entry beyond key and value, %zu entries", pol, n), "jemalloc bytes",
+                     "<= 48", "not measured", -1};
+            if (m && !std::isnan(m->bytes_per_entry)) {
+                t.measured = fmt("%.1f", m->bytes_per_entry);
+                t.met = m->bytes_per_entry <= 48.0;
+            }
+            out.push_back(t);
+        }
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// results.md
+
+void md_header(FILE *f, const RunInfo &info) {
+    std::fprintf(f, "# modcache benchmark results\n\n");
+    std::fprintf(f, "modcache %s, `mc_compare` %s, %s.\n\n", info.version.c_str(),
+                 info.quick ? "--quick run (short windows, 2^20-request Zipf trace: indicative only)" : "full run",
+                 info.date.c_str());
+    std::fprintf(f, "| machine | |\n|---|---|\n");
+    std::fprintf(f, "| CPU | %s |\n", info.cpu.c_str());
+    std::fprintf(f, "| hardware threads | %u |\n", info.hw_threads);
+    std::fprintf(f, "| kernel | %s |\n", info.kernel.c_str());
+    std::fprintf(f, "| compiler | %s (%s) |\n", info.compiler.c_str(), info.build_type.c_str());
+    std::fprintf(f, "| allocator | jemalloc, linked into mc_compare |\n\n");
+    std::fprintf(f,
+                 "Every figure comes from this one run: the systems ran one after another in one process on the\n"
+                 "same request traces. Runs on a shared machine vary by about 10-30%%, so read systems against\n"
+                 "each other (the ratios), not against figures from another run.\n");
+    if (!info.notes.empty()) {
+        std::fprintf(f, "\n");
+        for (const std::string &n : info.notes) std::fprintf(f, "- %s\n", n.c_str());
+    }
+}
+
+void md_targets(FILE *f, const std::vector<Row> &rows) {
+    std::fprintf(f, "\n## Targets\n\n"
+                    "Ratios computed side by side from this run. They are reported, not enforced.\n"
+                    "Latency ratios divide the other system's p50 by the memoized hit's p50; ops/s ratios\n"
+                    "divide the faster system's throughput by the slower one's.\n\n");
+    std::fprintf(f, "| comparison | basis | target | measured | met |\n|---|---|---|---|---|\n");
+    for (const Target &t : targets(rows))
+        std::fprintf(f, "| %s | %s | %s | %s | %s |\n", t.what.c_str(), t.basis.c_str(), t.goal.c_str(),
+                     t.measured.c_str(), t.met < 0 ? "-" : t.met ? "yes" : "**no**");
+}
+
+std::string runs_phrase(const RunInfo &info) {
+    return info.repeat > 1 ? fmt("the median of %d runs, interleaved with the other systems' runs", info.repeat)
+                           : std::string("one run each");
+}
+
+bool has_workload(const std::vector<Row> &rows, const char *workload) {
+    for (const Row &r : rows)
+        if (r.workload == workload) return true;
+    return false;
+}
+
+void md_zipf(FILE *f, const std::vector<Row> &rows, const RunInfo &info) {
+    if (!has_workload(rows, "zipf-getput") && !has_workload(rows, "zipf-readonly")) return;
+    std::fprintf(f,
+                 "\n## Zipf throughput\n\n"
+                 "Zipf(%.2f) over %u keys, %zu requests (splitmix64 seed %llu); a %zu-entry cache preloaded with\n"
+                 "keys %zu..0; each thread walks the trace from its own offset for %.2f s after %.2f s of\n"
+                 "warm-up; %s. get+put: a get, and a put on a miss; read-only: gets. Millions of\n"
+                 "operations per second, hit ratio in parentheses. nolimit-hash and libcuckoo never evict\n"
+                 "(hit ratio 1 on get+put once a key has been seen).\n\n",
+                 kZipfExponent, kZipfKeys, info.zipf_requests, static_cast<unsigned long long>(kZipfSeed),
+                 kZipfCacheEntries, kZipfCacheEntries - 1, info.window, info.warm, runs_phrase(info).c_str());
+    std::fprintf(f, "| system | get+put 1 thread | get+put 2 threads | 2T / 1T | read-only 1 thread | "
+                    "read-only 2 threads | 2T / 1T |\n|---|---|---|---|---|---|---|\n");
+    std::vector<std::string> seen;
+    for (const Row &r : rows) {
+        if (r.workload != "zipf-getput" && r.workload != "zipf-readonly") continue;
+        const std::string name = label(r);
+        bool dup = false;
+        for (const std::string &s : seen) dup |= s == name;
+        if (dup) continue;
+        seen.push_back(name);
+        std::fprintf(f, "| %s", name.c_str());
+        for (const char *w : {"zipf-getput", "zipf-readonly"}) {
+            const Row *a = find_row(rows, r.system, r.policy, w, 1, kZipfCacheEntries);
+            const Row *b = find_row(rows, r.system, r.policy, w, 2, kZipfCacheEntries);
+            for (const Row *x : {a, b}) {
+                if (x)
+                    std::fprintf(f, " | %.2f (%.3f%s)", x->ops_per_sec / 1e6, x->hit_ratio, x->overlap ? "*" : "");
+                else
+                    std::fprintf(f, " | -");
+            }
+            std::fprintf(f, " | %s", a && b ? fmt("%.2fx", b->ops_per_sec / a->ops_per_sec).c_str() : "-");
+        }
+        std::fprintf(f, " |\n");
+    }
+    bool overlap = false;
+    for (const Row &r : rows) overlap |= r.overlap;
+    if (overlap)
+        std::fprintf(f, "\n\\* one thread ran ahead until it replayed requests another had just made: that hit ratio\n"
+                        "may be inflated (ops/s is not affected).\n");
+}
+
+void md_db(FILE *f, const std::vector<Row> &rows, const RunInfo &info) {
+    if (!has_workload(rows, "db-lookup")) return;
+    std::fprintf(f,
+                 "\n## db-lookup: user id to department\n\n"
+                 "%zu users (`users(user_id TEXT PRIMARY KEY, department TEXT NOT NULL)`, user0..user%zu) looked\n"
+                 "up in Zipf(%.2f) order. modcache-memo: an `mc_cached` function whose loader runs the SQLite\n"
+                 "query, warmed with every user first (every measured call is a hit); sqlite-query: the same\n"
+                 "prepared, indexed SELECT on a connection per thread, with the whole database in its page\n"
+                 "cache; redis-get: one GET per round trip over 127.0.0.1 to a redis-server started by the\n"
+                 "benchmark, a connection per thread. Every answer is checked. ops/s come from a %.2f s window;\n"
+                 "p50 and p99 from a second pass that times each call on its own (each sample includes one\n"
+                 "clock read, about %s ns here); each figure is %s.\n\n",
+                 kDbUsers, kDbUsers - 1, kZipfExponent, info.window, cell(info.timer_ns, "%.0f").c_str(),
+                 runs_phrase(info).c_str());
+    std::fprintf(f, "| system | threads | ops/s | mean ns per call | p50 ns | p99 ns | p50 vs memo | memo ops/s vs this |\n"
+                    "|---|---|---|---|---|---|---|---|\n");
+    for (int t : {1, 2}) {
+        const Row *memo = find_row(rows, "modcache-memo", "", "db-lookup", t, kDbMemoCacheSize);
+        for (const Row &r : rows) {
+            if (r.workload != "db-lookup" || r.threads != t) continue;
+            const bool self = &r == memo;
+            const std::string px = !self && memo && memo->p50_ns > 0 ? fmt("%.0fx", r.p50_ns / memo->p50_ns) : "-";
+            const std::string ox = !self && memo ? fmt("%.0fx", memo->ops_per_sec / r.ops_per_sec) : "-";
+            std::fprintf(f, "| %s | %d | %.0f | %.1f | %s | %s | %s | %s |\n", label(r).c_str(), t, r.ops_per_sec,
+                         r.ns_per_op, cell(r.p50_ns, "%.0f").c_str(), cell(r.p99_ns, "%.0f").c_str(), px.c_str(),
+                         ox.c_str());
+        }
+    }
+}
+
+void md_trace(FILE *f, const std::vector<Row> &rows, const RunInfo &info) {
+    // A trace that was asked for but missing is explained among the notes.
+    if (!info.have_trace || !has_workload(rows, "cloudphysics")) return;
+    std::fprintf(f, "\n## Miss ratio on cloudphysics.txt\n\n");
+    std::fprintf(f, "One thread, one pass from an empty cache; size in objects. The `ref` rows are libCacheSim's\n"
+                    "figures for the same file (shared/data/README.md); `- ref` rows are measured minus reference.\n\n");
+    std::fprintf(f, "| system |");
+    for (size_t s : kTraceSizes) std::fprintf(f, " %zu |", s);
+    std::fprintf(f, "\n|---|");
+    for (size_t i = 0; i < kNumTraceSizes; i++) std::fprintf(f, "---|");
+    std::fprintf(f, "\n");
+    struct Measured {
+        const char *system, *policy;
+        const RefRow *ref;
+    };
+    const Measured measured[] = {
+        {"modcache", "lru", &kRefLru},
+        {"modcache", "s3fifo", &kRefS3fifo},
+        {"mutex-lru", "", &kRefLru},
+    };
+    for (const Measured &m : measured) {
+        const std::string name = *m.policy ? std::string(m.system) + "/" + m.policy : m.system;
+        std::string line = "| **" + name + "** |", diff = "| " + name + " - ref " + m.ref->name + " |";
+        for (size_t i = 0; i < kNumTraceSizes; i++) {
+            const Row *r = find_row(rows, m.system, m.policy, "cloudphysics", 1, kTraceSizes[i]);
+            line += r ? fmt(" %.4f |", 1.0 - r->hit_ratio) : " - |";
+            // Rounded first so that a difference of zero does not print as -0.0000.
+            diff += r ? fmt(" %+.4f |", std::round(((1.0 - r->hit_ratio) - m.ref->miss[i]) * 1e4) / 1e4 + 0.0) : " - |";
+        }
+        std::fprintf(f, "%s\n%s\n", line.c_str(), diff.c_str());
+    }
+    for (const RefRow &ref : kRefRows) {
+        std::fprintf(f, "| ref %s |", ref.name);
+        for (double v : ref.miss) std::fprintf(f, " %.4f |", v);
+        std::fprintf(f, "\n");
+    }
+}
+
+void md_memory(FILE *f, const std::vector<Row> &rows) {
+    if (!has_workload(rows, "memory")) return;
+    std::fprintf(f, "\n## Memory per entry\n\n"
+                    "jemalloc `stats.allocated` after inserting N keys minus before creating the cache, divided by\n"
+                    "the entries held, minus the key bytes and the 8-byte value: what the structure costs beyond\n"
+                    "the data. modcache keys are one-field tuples (`mc_arg_uint`), mutex-lru's raw 8-byte integers.\n\n");
+    std::fprintf(f, "| system | N | entries held | key bytes | bytes per entry beyond key and value |\n"
+                    "|---|---|---|---|---|\n");
+    for (const Row &r : rows)
+        if (r.workload == "memory")
+            std::fprintf(f, "| %s | %zu | %zu | %.2f | %.1f |\n", label(r).c_str(), r.cache_size, r.entries_held,
+                         r.key_bytes, r.bytes_per_entry);
+}
+
+void md_memo(FILE *f, const std::vector<Row> &rows) {
+    if (has_workload(rows, "memo-hit")) {
+        std::fprintf(f, "\n## Memoized hit against the raw get beneath it\n\n"
+                        "`mc_cached_call` with its 2-field key `(\"@user12345:example.com\", n)` built per call, against\n"
+                        "`mc_cache_get` + `mc_value_release` of the pre-encoded key on the function's own cache;\n"
+                        "%zu keys in Zipf order. ns per call is one call's time on one thread.\n\n",
+                     kMemoKeys);
+        std::fprintf(f, "| system | threads | M ops/s | ns per call | memo / raw |\n|---|---|---|---|---|\n");
+        for (int t : {1, 2}) {
+            const Row *raw = find_row(rows, "modcache-raw-get", "", "memo-hit", t, kMemoCacheSize);
+            for (const Row &r : rows) {
+                if (r.workload != "memo-hit" || r.threads != t) continue;
+                const std::string x =
+                    r.system == "modcache-memo" && raw && raw->ns_per_op > 0 ? fmt("%.2fx", r.ns_per_op / raw->ns_per_op) : "-";
+                std::fprintf(f, "| %s | %d | %.2f | %.1f | %s |\n", label(r).c_str(), t, r.ops_per_sec / 1e6,
+                             r.ns_per_op, x.c_str());
+            }
+        }
+    }
+    const Row *sf = find_row(rows, "modcache-memo", "", "single-flight", kSingleFlightThreads, kSingleFlightCacheSize);
+    if (sf)
+        std::fprintf(f, "\nSingle-flight: %d threads calling the same %zu missing keys together caused %lld loader calls\n"
+                        "(%zu expected); %llu calls joined a load another thread had started.\n",
+                     kSingleFlightThreads, kSingleFlightKeys, sf->loader_calls, kSingleFlightKeys,
+                     static_cast<unsigned long long>(sf->joined));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chart data: one file per chart panel, read by bench/charts.gp.
+
+bool write_file(const std::string &path, const std::string &text, std::string *err) {
+    FILE *f = std::fopen(path.c_str(), "wb");
+    if (!f) {
+        *err = path + ": " + std::strerror(errno);
+        return false;
+    }
+    const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    if (std::fclose(f) != 0 || !ok) {
+        *err = path + ": write failed";
+        return false;
+    }
+    return true;
+}
+
+// Rows: system, M ops/s at 1 and at 2 threads.
+std::string throughput_data(const std::vector<Row> &rows, const char *workload) {
+    std::string out = fmt("# %s: system, M ops/s at 1 thread, at 2 threads\n", workload);
+    std::vector<std::string> seen;
+    for (const Row &r : rows) {
+        if (r.workload != workload) continue;
+        const std::string name = label(r);
+        bool dup = false;
+        for (const std::string &s : seen) dup |= s == name;
+        if (dup) continue;
+        seen.push_back(name);
+        const Row *a = nullptr, *b = nullptr;
+        for (const Row &x : rows) {
+            if (x.workload != workload || label(x) != name) continue;
+            if (x.threads == 1) a = &x;
+            if (x.threads == 2) b = &x;
+        }
+        out += fmt("\"%s\" %s %s\n", name.c_str(), datum(a ? a->ops_per_sec / 1e6 : kNull, "%.4f").c_str(),
+                   datum(b ? b->ops_per_sec / 1e6 : kNull, "%.4f").c_str());
+    }
+    return out;
+}
+
+std::string missratio_data(const std::vector<Row> &rows) {
+    std::string out = "# cache size, miss ratio of modcache/lru, modcache/s3fifo, mutex-lru, then the reference rows:";
+    for (const RefRow &ref : kRefRows) out += fmt(" %s;", ref.name);
+    out += "\n";
+    for (size_t i = 0; i < kNumTraceSizes; i++) {
+        out += fmt("%zu", kTraceSizes[i]);
+        static const struct {
+            const char *system, *policy;
+        } kMeasured[] = {{"modcache", "lru"}, {"modcache", "s3fifo"}, {"mutex-lru", ""}};
+        for (const auto &m : kMeasured) {
+            const Row *r = find_row(rows, m.system, m.policy, "cloudphysics", 1, kTraceSizes[i]);
+            out += " " + datum(r ? 1.0 - r->hit_ratio : kNull, "%.4f");
+        }
+        for (const RefRow &ref : kRefRows) out += fmt(" %.4f", ref.miss[i]);
+        out += "\n";
+    }
+    return out;
+}
+
+}  // namespace
+
+void print_json(FILE *f, const std::vector<Row> &rows) {
+    std::fputs("[\n", f);
+    for (size_t i = 0; i < rows.size(); i++) {
+        const Row &r = rows[i];
+        // Every name printed here is a fixed ASCII identifier: no escaping is needed.
+        std::fprintf(f, "  {\"system\": \"%s\", \"policy\": ", r.system.c_str());
+        if (r.policy.empty())
+            std::fputs("null", f);
+        else
+            std::fprintf(f, "\"%s\"", r.policy.c_str());
+        std::fprintf(f, ", \"workload\": \"%s\", \"threads\": ", r.workload.c_str());
+        if (r.threads)
+            std::fprintf(f, "%d", r.threads);
+        else
+            std::fputs("null", f);
+        std::fprintf(f, ", \"cache_size\": %zu, \"ops_per_sec\": ", r.cache_size);
+        json_number(f, r.ops_per_sec, "%.0f");
+        std::fputs(", \"hit_ratio\": ", f);
+        json_number(f, r.hit_ratio, "%.6f");
+        std::fputs(", \"bytes_per_entry\": ", f);
+        json_number(f, r.bytes_per_entry, "%.2f");
+        // Fields only some workloads have are left out of the others' records.
+        if (!std::isnan(r.ns_per_op)) {
+            std::fputs(", \"ns_per_op\": ", f);
+            json_number(f, r.ns_per_op, "%.2f");
+        }
+        if (!std::isnan(r.p50_ns)) {
+            std::fputs(", \"p50_ns\": ", f);
+            json_number(f, r.p50_ns, "%.0f");
+        }
+        if (!std::isnan(r.p99_ns)) {
+            std::fputs(", \"p99_ns\": ", f);
+            json_number(f, r.p99_ns, "%.0f");
+        }
+        if (r.loader_calls >= 0) std::fprintf(f, ", \"loader_calls\": %lld", r.loader_calls);
+        std::fprintf(f, "}%s\n", i + 1 < rows.size() ? "," : "");
+    }
+    std::fputs("]\n", f);
+}
+
+bool write_report(const std::string &dir, const std::vector<Row> &rows, const RunInfo &info, std::string *err) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+        *err = dir + ": " + ec.message();
+        return false;
+    }
+    // Each file is written whole through a memory stream, then to disk in one go.
+    auto render = [](auto body) {
+        char *buf = nullptr;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        if (!m) return std::string();
+        body(m);
+        std::fclose(m);
+        std::string s(buf, len);
+        std::free(buf);
+        return s;
+    };
+    const std::string json = render([&](FILE *m) { print_json(m, rows); });
+    const std::string md = render([&](FILE *m) {
+        md_header(m, info);
+        md_targets(m, rows);
+        md_zipf(m, rows, info);
+        md_db(m, rows, info);
+        md_trace(m, rows, info);
+        md_memory(m, rows);
+        md_memo(m, rows);
+        std::fprintf(m, "\nCharts: throughput.png (Zipf and db-lookup throughput by system and threads) and\n"
+                        "missratio.png (cloudphysics miss ratio by cache size, with the reference rows).\n");
+    });
+    if (json.empty() || md.empty()) {
+        *err = "out of memory";
+        return false;
+    }
+    return write_file(dir + "/results.json", json, err) && write_file(dir + "/results.md", md, err) &&
+           write_file(dir + "/plot-zipf-getput.dat", throughput_data(rows, "zipf-getput"), err) &&
+           write_file(dir + "/plot-zipf-readonly.dat", throughput_data(rows, "zipf-readonly"), err) &&
+           write_file(dir + "/plot-db-lookup.dat", throughput_data(rows, "db-lookup"), err) &&
+           write_file(dir + "/plot-missratio.dat", missratio_data(rows), err);
+}
+
+}  // namespace mcbench

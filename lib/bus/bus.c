@@ -1,0 +1,1009 @@
+/* The invalidation bus over a Redis stream: a sender thread draining a bounded queue with
+ * pipelined XADDs, and a reader thread applying other senders' entries to a registry by name. */
+#include "modcache/bus.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "key/keylist.h"
+
+#define MC__BUS_BATCH 256         /* XADDs per pipeline round trip */
+#define MC__BUS_READ_COUNT 512    /* entries per XREAD */
+#define MC__BUS_BLOCK_MS 1000     /* XREAD BLOCK: the reader re-checks the stream this often */
+#define MC__BUS_CHECK_NS 50000000 /* at most one continuity check per 50 ms while busy */
+#define MC__BUS_KEY_MAX 4096      /* an encoded key, as mc_cached accepts */
+
+/* A stream id "ms-seq". */
+typedef struct {
+    uint64_t ms, seq;
+} mc__sid;
+
+typedef struct {
+    char *cache;
+    char *keys;   /* JSON array of keys, or NULL for "all" */
+    uint64_t seq; /* publish order, for mc_bus_flush; a collapsed message keeps the largest */
+} mc__bmsg;
+
+struct mc_bus {
+    /* Options, copied. */
+    char *host;
+    int port;
+    char *stream, *instance;
+    uint64_t maxlen;
+    size_t queue_limit;
+    unsigned backoff_min, backoff_max, timeout_ms;
+    mc_bus_log_fn log;
+    void *log_ud;
+    mc_registry *reg;
+    char sender[33]; /* 128 random bits, hex */
+
+    /* The queue and the sender's state, under `lock`. */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;    /* publish, stop -> sender; stop -> reader's backoff */
+    pthread_cond_t flushed; /* sender -> mc_bus_flush */
+    mc__bmsg *q;            /* ring of qcap */
+    size_t qhead, qlen, qcap;
+    mc__bmsg *inflight; /* the batch the sender is writing now (not in q) */
+    size_t ninflight;
+    uint64_t next_seq;
+    bool stopping;
+
+    /* The reader's connection, published so that stop can interrupt a blocking XREAD. */
+    pthread_mutex_t rlock;
+    redisContext *rctx;
+
+    pthread_t sender_thr, reader_thr;
+    bool has_reader;
+
+    _Atomic uint64_t sent, received, own, applied, ignored, catchups, full_flushes, collapsed,
+        reconnects, failed;
+    _Atomic bool send_up, read_up;
+    atomic_flag outage_logged; /* one "unreachable" line per outage, whichever thread sees it */
+    pthread_mutex_t idlock;
+    char last_id[48];
+};
+
+/* ------------------------------------------------------------------ small helpers */
+
+static void mc__bus_log(mc_bus *b, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void mc__bus_log(mc_bus *b, int level, const char *fmt, ...)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (b->log)
+        b->log(b->log_ud, level, msg);
+    else
+        fprintf(stderr, "%s [bus] %s\n", names[level & 3], msg);
+}
+
+static uint64_t mc__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A deadline for pthread_cond_timedwait (CLOCK_REALTIME, the condition's default clock). */
+static struct timespec mc__deadline(unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static bool mc__sid_parse(const char *s, size_t len, mc__sid *out)
+{
+    char buf[48];
+    if (len == 0 || len >= sizeof buf)
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = 0;
+    char *end;
+    errno = 0;
+    out->ms = strtoull(buf, &end, 10);
+    out->seq = 0;
+    if (*end == '-')
+        out->seq = strtoull(end + 1, &end, 10);
+    return errno == 0 && *end == 0;
+}
+
+static int mc__sid_cmp(mc__sid a, mc__sid b)
+{
+    if (a.ms != b.ms)
+        return a.ms < b.ms ? -1 : 1;
+    return a.seq < b.seq ? -1 : a.seq > b.seq;
+}
+
+static void mc__msg_free(mc__bmsg *m)
+{
+    free(m->cache);
+    free(m->keys);
+}
+
+/* The connection down: log once per outage. */
+static void mc__link_down(mc_bus *b, const char *what, const char *why)
+{
+    if (!atomic_flag_test_and_set(&b->outage_logged))
+        mc__bus_log(b, 2, "redis %s:%d unreachable (%s: %s); serving from local caches, retrying", b->host,
+                    b->port, what, why);
+}
+
+static void mc__link_check_up(mc_bus *b)
+{
+    if (atomic_load(&b->send_up) && (!b->has_reader || atomic_load(&b->read_up))) {
+        /* Clear only if an outage was logged, so that the "reconnected" line pairs with it. */
+        if (atomic_flag_test_and_set(&b->outage_logged)) {
+            atomic_flag_clear(&b->outage_logged);
+            mc__bus_log(b, 1, "redis %s:%d reachable again", b->host, b->port);
+        } else {
+            atomic_flag_clear(&b->outage_logged);
+        }
+    }
+}
+
+static redisContext *mc__connect(mc_bus *b, unsigned extra_ms, const char *what)
+{
+    struct timeval tv = {(time_t)(b->timeout_ms / 1000), (suseconds_t)(b->timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(b->host, b->port, tv);
+    if (!c || c->err) {
+        mc__link_down(b, what, c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    unsigned ms = b->timeout_ms + extra_ms;
+    struct timeval rw = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    redisSetTimeout(c, rw);
+    redisEnableKeepAlive(c);
+    return c;
+}
+
+/* Sleep for the backoff, or until stop. Returns the next backoff. Called with `lock` held. */
+static unsigned mc__backoff_locked(mc_bus *b, unsigned ms)
+{
+    struct timespec dl = mc__deadline(ms);
+    while (!b->stopping && pthread_cond_timedwait(&b->wake, &b->lock, &dl) != ETIMEDOUT)
+        ;
+    return ms * 2 > b->backoff_max ? b->backoff_max : ms * 2;
+}
+
+/* ------------------------------------------------------------------ the queue */
+
+static mc__bmsg *mc__q_at(mc_bus *b, size_t i) { return &b->q[(b->qhead + i) % b->qcap]; }
+
+/* Replace the queue (and `extra`, if any) with one "all" message per cache name they hold.
+ * Called with `lock` held; cannot fail: it only frees and reuses what the queue holds. */
+static void mc__q_collapse(mc_bus *b)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < b->qlen; i++) {
+        mc__bmsg m = *mc__q_at(b, i);
+        size_t j;
+        for (j = 0; j < out; j++) {
+            mc__bmsg *kept = mc__q_at(b, j);
+            if (!strcmp(kept->cache, m.cache)) {
+                if (m.seq > kept->seq)
+                    kept->seq = m.seq;
+                mc__msg_free(&m);
+                break;
+            }
+        }
+        if (j == out) {
+            free(m.keys);
+            m.keys = NULL;
+            *mc__q_at(b, out++) = m;
+        }
+    }
+    b->qlen = out;
+    atomic_fetch_add(&b->collapsed, 1);
+}
+
+/* Append a message (taking its strings). When the queue is full it is collapsed first; if a
+ * collapsed queue is still full (as many distinct names as the limit), the new message folds
+ * into an "all" for its cache too. Called with `lock` held. */
+static int mc__q_push(mc_bus *b, mc__bmsg m, bool front)
+{
+    if (b->qlen >= b->queue_limit) {
+        mc__q_collapse(b);
+        for (size_t j = 0; j < b->qlen; j++) {
+            mc__bmsg *kept = mc__q_at(b, j);
+            if (!strcmp(kept->cache, m.cache)) {
+                if (m.seq > kept->seq)
+                    kept->seq = m.seq;
+                mc__msg_free(&m);
+                return 0;
+            }
+        }
+        free(m.keys);
+        m.keys = NULL;
+    }
+    if (b->qlen == b->qcap) {
+        size_t cap = b->qcap ? b->qcap * 2 : 64;
+        mc__bmsg *q = malloc(cap * sizeof *q);
+        if (!q) {
+            mc__msg_free(&m);
+            return MC_ENOMEM;
+        }
+        for (size_t i = 0; i < b->qlen; i++)
+            q[i] = *mc__q_at(b, i);
+        free(b->q);
+        b->q = q;
+        b->qcap = cap;
+        b->qhead = 0;
+    }
+    if (front) {
+        b->qhead = (b->qhead + b->qcap - 1) % b->qcap;
+        b->q[b->qhead] = m;
+    } else {
+        *mc__q_at(b, b->qlen) = m;
+    }
+    b->qlen++;
+    return 0;
+}
+
+static int mc__publish(mc_bus *b, const char *cache, char *keys)
+{
+    mc__bmsg m = {.cache = strdup(cache), .keys = keys};
+    if (!m.cache) {
+        free(keys);
+        return MC_ENOMEM;
+    }
+    pthread_mutex_lock(&b->lock);
+    m.seq = ++b->next_seq;
+    int rc = mc__q_push(b, m, false);
+    pthread_cond_broadcast(&b->wake);
+    pthread_mutex_unlock(&b->lock);
+    return rc;
+}
+
+int mc_bus_publish_keys(mc_bus *b, const char *cache, const char *const *json_keys, size_t nkeys, mc_error *err)
+{
+    if (!b || !cache || !*cache || (!json_keys && nkeys))
+        return MC_EINVAL;
+    if (nkeys == 0)
+        return 0;
+    /* Each key is parsed and printed again: the stream carries canonical compact text. */
+    size_t cap = 64, len = 0;
+    char *out = malloc(cap);
+    unsigned char *enc = malloc(MC__BUS_KEY_MAX);
+    int rc = out && enc ? 0 : MC_ENOMEM;
+    if (rc == 0)
+        out[len++] = '[';
+    for (size_t i = 0; i < nkeys && rc == 0; i++) {
+        size_t elen, jlen;
+        mc_error kerr = {0};
+        if (!json_keys[i]) {
+            rc = mc__error_set(err, MC_EINVAL, "key %zu: NULL", i);
+            break;
+        }
+        rc = mc_key_from_json(json_keys[i], strlen(json_keys[i]), enc, MC__BUS_KEY_MAX, &elen, &kerr);
+        if (rc != 0) {
+            rc = mc__error_set(err, rc, "key %zu: %s", i, kerr.message[0] ? kerr.message : mc_strerror(rc));
+            break;
+        }
+        for (;;) {
+            rc = mc_key_to_json(enc, elen, out + len + (i > 0), cap - len - (i > 0) - 1, &jlen);
+            if (rc != MC_ERANGE)
+                break;
+            size_t ncap = (len + jlen + 4) * 2;
+            char *o = realloc(out, ncap);
+            if (!o) {
+                rc = MC_ENOMEM;
+                break;
+            }
+            out = o;
+            cap = ncap;
+        }
+        if (rc == 0) {
+            if (i > 0)
+                out[len] = ',';
+            len += jlen + (i > 0);
+        }
+    }
+    free(enc);
+    if (rc != 0) {
+        free(out);
+        return rc;
+    }
+    out[len++] = ']';
+    out[len] = 0;
+    return mc__publish(b, cache, out);
+}
+
+int mc_bus_publish_args(mc_bus *b, const char *cache, const mc_arg *args, size_t nargs)
+{
+    if (!b || !cache || !*cache)
+        return MC_EINVAL;
+    unsigned char *enc = malloc(MC__BUS_KEY_MAX);
+    if (!enc)
+        return MC_ENOMEM;
+    size_t elen, jlen = 0;
+    int rc = mc_key_encode(args, nargs, enc, MC__BUS_KEY_MAX, &elen);
+    char *out = NULL;
+    if (rc == 0 && mc_key_to_json(enc, elen, NULL, 0, &jlen) == MC_ERANGE && (out = malloc(jlen + 3))) {
+        out[0] = '[';
+        rc = mc_key_to_json(enc, elen, out + 1, jlen + 1, &jlen);
+        out[jlen + 1] = ']';
+        out[jlen + 2] = 0;
+    } else if (rc == 0) {
+        rc = MC_ENOMEM;
+    }
+    free(enc);
+    if (rc != 0) {
+        free(out);
+        return rc;
+    }
+    return mc__publish(b, cache, out);
+}
+
+int mc_bus_publish_all(mc_bus *b, const char *cache)
+{
+    if (!b || !cache || !*cache)
+        return MC_EINVAL;
+    return mc__publish(b, cache, NULL);
+}
+
+/* Lowest sequence number not yet written (queue and in-flight batch), or UINT64_MAX. */
+static uint64_t mc__pending_min(mc_bus *b)
+{
+    uint64_t min = UINT64_MAX;
+    for (size_t i = 0; i < b->qlen; i++)
+        if (mc__q_at(b, i)->seq < min)
+            min = mc__q_at(b, i)->seq;
+    for (size_t i = 0; i < b->ninflight; i++)
+        if (b->inflight[i].seq < min)
+            min = b->inflight[i].seq;
+    return min;
+}
+
+int mc_bus_flush(mc_bus *b, unsigned timeout_ms)
+{
+    if (!b)
+        return MC_EINVAL;
+    struct timespec dl = mc__deadline(timeout_ms);
+    pthread_mutex_lock(&b->lock);
+    uint64_t target = b->next_seq;
+    int rc = 0;
+    while (mc__pending_min(b) <= target) {
+        if (pthread_cond_timedwait(&b->flushed, &b->lock, &dl) == ETIMEDOUT) {
+            rc = mc__pending_min(b) <= target ? MC_ETIMEDOUT : 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&b->lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ the sender */
+
+/* Write the in-flight batch with one pipeline. Returns how many were written (replies read);
+ * *conn_lost is set when the connection failed (the rest are unknown: resent). */
+static size_t mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
+{
+    char maxlen[24];
+    snprintf(maxlen, sizeof maxlen, "%" PRIu64, b->maxlen);
+    for (size_t i = 0; i < b->ninflight; i++) {
+        const mc__bmsg *m = &b->inflight[i];
+        const char *argv[18];
+        int argc = 0;
+        argv[argc++] = "XADD";
+        argv[argc++] = b->stream;
+        if (b->maxlen) {
+            argv[argc++] = "MAXLEN";
+            argv[argc++] = "~";
+            argv[argc++] = maxlen;
+        }
+        argv[argc++] = "*";
+        argv[argc++] = "v";
+        argv[argc++] = "1";
+        argv[argc++] = "instance";
+        argv[argc++] = b->instance;
+        argv[argc++] = "sender";
+        argv[argc++] = b->sender;
+        argv[argc++] = "cache";
+        argv[argc++] = m->cache;
+        argv[argc++] = "op";
+        argv[argc++] = m->keys ? "keys" : "all";
+        if (m->keys) {
+            argv[argc++] = "keys";
+            argv[argc++] = m->keys;
+        }
+        if (redisAppendCommandArgv(c, argc, argv, NULL) != REDIS_OK) {
+            *conn_lost = true;
+            return 0;
+        }
+    }
+    size_t done = 0;
+    for (size_t i = 0; i < b->ninflight; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
+            *conn_lost = true;
+            return done;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            /* Redis refused this entry (the key holds another type, say): resending cannot help. */
+            atomic_fetch_add(&b->failed, 1);
+            mc__bus_log(b, 3, "XADD to %s refused: %s; invalidation of %s dropped", b->stream, r->str,
+                        b->inflight[i].cache);
+        } else {
+            atomic_fetch_add(&b->sent, 1);
+        }
+        freeReplyObject(r);
+        done++;
+    }
+    return done;
+}
+
+static void *mc__sender_main(void *arg)
+{
+    mc_bus *b = arg;
+    redisContext *c = NULL;
+    unsigned backoff = b->backoff_min;
+    bool ever = false;
+    pthread_mutex_lock(&b->lock);
+    for (;;) {
+        if (b->stopping && (b->qlen == 0 || !c))
+            break;
+        if (!c) {
+            pthread_mutex_unlock(&b->lock);
+            c = mc__connect(b, 0, "sender");
+            pthread_mutex_lock(&b->lock);
+            if (!c) {
+                atomic_store(&b->send_up, false);
+                backoff = mc__backoff_locked(b, backoff);
+                continue;
+            }
+            if (ever)
+                atomic_fetch_add(&b->reconnects, 1);
+            ever = true;
+            backoff = b->backoff_min;
+            atomic_store(&b->send_up, true);
+            mc__link_check_up(b);
+        }
+        if (b->qlen == 0) {
+            pthread_cond_wait(&b->wake, &b->lock);
+            continue;
+        }
+        size_t n = b->qlen < MC__BUS_BATCH ? b->qlen : MC__BUS_BATCH;
+        for (size_t i = 0; i < n; i++)
+            b->inflight[i] = *mc__q_at(b, i);
+        b->qhead = (b->qhead + n) % b->qcap;
+        b->qlen -= n;
+        b->ninflight = n;
+        pthread_mutex_unlock(&b->lock);
+
+        bool lost = false;
+        size_t done = mc__send_batch(b, c, &lost);
+
+        pthread_mutex_lock(&b->lock);
+        for (size_t i = 0; i < done; i++)
+            mc__msg_free(&b->inflight[i]);
+        /* Unconfirmed ones go back to the front, in order (a duplicate is harmless). */
+        for (size_t i = n; i > done; i--)
+            if (mc__q_push(b, b->inflight[i - 1], true) != 0)
+                atomic_fetch_add(&b->failed, 1);
+        b->ninflight = 0;
+        pthread_cond_broadcast(&b->flushed);
+        if (lost) {
+            mc__link_down(b, "sender", c->errstr[0] ? c->errstr : "connection lost");
+            redisFree(c);
+            c = NULL;
+            atomic_store(&b->send_up, false);
+        }
+    }
+    if (b->qlen)
+        mc__bus_log(b, 2, "stopping with %zu invalidation(s) not sent", b->qlen);
+    pthread_mutex_unlock(&b->lock);
+    if (c)
+        redisFree(c);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ the reader */
+
+typedef struct {
+    bool exists;
+    mc__sid last_generated, max_deleted;
+    bool has_max_deleted, has_added;
+    uint64_t entries_added;
+} mc__xinfo;
+
+/* XINFO STREAM, fields by name (RESP2: a flat array of names and values). Returns 0, 1 when the
+ * stream does not exist, -1 on a connection error, -2 on another reply error. */
+static int mc__stream_info(mc_bus *b, redisContext *c, mc__xinfo *xi)
+{
+    memset(xi, 0, sizeof *xi);
+    redisReply *r = redisCommand(c, "XINFO STREAM %s", b->stream);
+    if (!r)
+        return -1;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        rc = strstr(r->str, "no such key") ? 1 : -2;
+        if (rc == -2)
+            mc__bus_log(b, 3, "XINFO STREAM %s: %s", b->stream, r->str);
+    } else if (r->type == REDIS_REPLY_ARRAY) {
+        xi->exists = true;
+        for (size_t i = 0; i + 1 < r->elements; i += 2) {
+            const redisReply *k = r->element[i], *v = r->element[i + 1];
+            if (k->type != REDIS_REPLY_STRING && k->type != REDIS_REPLY_STATUS)
+                continue;
+            if (!strcmp(k->str, "last-generated-id") && v->type == REDIS_REPLY_STRING)
+                mc__sid_parse(v->str, v->len, &xi->last_generated);
+            else if (!strcmp(k->str, "max-deleted-entry-id") && v->type == REDIS_REPLY_STRING)
+                xi->has_max_deleted = mc__sid_parse(v->str, v->len, &xi->max_deleted);
+            else if (!strcmp(k->str, "entries-added") && v->type == REDIS_REPLY_INTEGER) {
+                xi->has_added = true;
+                xi->entries_added = (uint64_t)v->integer;
+            }
+        }
+    } else {
+        rc = -2;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+typedef struct {
+    mc__sid last;    /* last entry handled */
+    uint64_t seen;   /* entries-added value matching `last`: counts every entry handled */
+    bool positioned; /* last/seen are meaningful */
+} mc__rpos;
+
+static void mc__set_last_id(mc_bus *b, mc__sid id)
+{
+    pthread_mutex_lock(&b->idlock);
+    snprintf(b->last_id, sizeof b->last_id, "%" PRIu64 "-%" PRIu64, id.ms, id.seq);
+    pthread_mutex_unlock(&b->idlock);
+}
+
+static void mc__flush_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
+{
+    (void)ud;
+    (void)st;
+    mc_cached_invalidate_all(fn);
+}
+
+/* Invalidate everything and go on from the stream's current end (xi: taken before the flush, so
+ * entries written after it are still read). */
+static void mc__full_flush(mc_bus *b, mc__rpos *pos, const mc__xinfo *xi, const char *why)
+{
+    mc_registry_list(b->reg, mc__flush_one, NULL);
+    atomic_fetch_add(&b->full_flushes, 1);
+    pos->last = xi->exists ? xi->last_generated : (mc__sid){0, 0};
+    pos->seen = xi->exists ? xi->entries_added : 0;
+    pos->positioned = true;
+    mc__set_last_id(b, pos->last);
+    mc__bus_log(b, 2, "invalidated every cache (full flush): %s", why);
+}
+
+/* Decide, from a fresh XINFO, whether entries after pos->last may have been lost.
+ * at_connect: a (re)connection; otherwise a check while reading. */
+static void mc__continuity(mc_bus *b, mc__rpos *pos, const mc__xinfo *xi, bool at_connect)
+{
+    if (!pos->positioned) {
+        /* The first connection. */
+        pos->last = xi->exists ? xi->last_generated : (mc__sid){0, 0};
+        pos->seen = xi->exists ? xi->entries_added : 0;
+        pos->positioned = true;
+        mc__set_last_id(b, pos->last);
+        return;
+    }
+    bool had_stream = pos->last.ms || pos->last.seq || pos->seen;
+    if (!xi->exists) {
+        if (had_stream)
+            mc__full_flush(b, pos, xi, "the stream is gone");
+        else if (at_connect)
+            atomic_fetch_add(&b->catchups, 1);
+        return;
+    }
+    if (xi->has_max_deleted && mc__sid_cmp(xi->max_deleted, pos->last) > 0) {
+        mc__full_flush(b, pos, xi, "entries after the last one applied were trimmed");
+        return;
+    }
+    int tail = mc__sid_cmp(xi->last_generated, pos->last);
+    if (tail < 0) {
+        mc__full_flush(b, pos, xi, "the stream was recreated");
+        return;
+    }
+    /* At the tail, every entry ever added has been handled, unless some vanished unread. */
+    if (tail == 0 && xi->has_added && xi->entries_added != pos->seen) {
+        mc__full_flush(b, pos, xi, "entries were deleted before they were read");
+        return;
+    }
+    if (at_connect) {
+        atomic_fetch_add(&b->catchups, 1);
+        mc__bus_log(b, 1, "resuming the stream after %" PRIu64 "-%" PRIu64, pos->last.ms, pos->last.seq);
+    }
+}
+
+static const redisReply *mc__field(const redisReply *fields, const char *name)
+{
+    for (size_t i = 0; i + 1 < fields->elements; i += 2)
+        if (fields->element[i]->type == REDIS_REPLY_STRING && !strcmp(fields->element[i]->str, name) &&
+            fields->element[i + 1]->type == REDIS_REPLY_STRING)
+            return fields->element[i + 1];
+    return NULL;
+}
+
+/* Apply one entry's fields. */
+static void mc__apply(mc_bus *b, const redisReply *fields)
+{
+    const redisReply *v = mc__field(fields, "v"), *sender = mc__field(fields, "sender"),
+                     *cache = mc__field(fields, "cache"), *op = mc__field(fields, "op");
+    if (sender && !strcmp(sender->str, b->sender)) {
+        atomic_fetch_add(&b->own, 1);
+        return;
+    }
+    atomic_fetch_add(&b->received, 1);
+    if (!v || strcmp(v->str, "1") != 0 || !cache || !op) {
+        atomic_fetch_add(&b->ignored, 1);
+        return;
+    }
+    mc_error err = {0};
+    int rc;
+    if (!strcmp(op->str, "all")) {
+        rc = mc_registry_invalidate(b->reg, cache->str, NULL, 0, &err);
+    } else if (!strcmp(op->str, "keys")) {
+        const redisReply *keys = mc__field(fields, "keys");
+        if (!keys) {
+            atomic_fetch_add(&b->ignored, 1);
+            return;
+        }
+        /* Split into NUL-terminated keys for the registry (which guards against unregistering). */
+        size_t n = 0, pos = 0, ilen;
+        const char *item;
+        while ((rc = mc__keylist_next(keys->str, keys->len, &pos, &item, &ilen)) == 1)
+            n++;
+        if (rc != 0 || n == 0) {
+            atomic_fetch_add(&b->ignored, 1);
+            return;
+        }
+        char *buf = malloc(keys->len + n);
+        const char **list = malloc(n * sizeof *list);
+        if (!buf || !list) {
+            free(buf);
+            free(list);
+            /* Cannot apply precisely: apply broadly rather than lose the invalidation. */
+            rc = mc_registry_invalidate(b->reg, cache->str, NULL, 0, &err);
+        } else {
+            char *w = buf;
+            size_t i = 0;
+            pos = 0;
+            while (mc__keylist_next(keys->str, keys->len, &pos, &item, &ilen) == 1) {
+                memcpy(w, item, ilen);
+                w[ilen] = 0;
+                list[i++] = w;
+                w += ilen + 1;
+            }
+            rc = mc_registry_invalidate(b->reg, cache->str, list, n, &err);
+            free(buf);
+            free(list);
+        }
+    } else {
+        atomic_fetch_add(&b->ignored, 1);
+        return;
+    }
+    atomic_fetch_add(rc == 0 ? &b->applied : &b->ignored, 1);
+}
+
+/* One XREAD round. Returns the number of entries handled, or -1 on a connection error. */
+static long mc__read_round(mc_bus *b, redisContext *c, mc__rpos *pos)
+{
+    char count[16], block[16], id[48];
+    snprintf(count, sizeof count, "%d", MC__BUS_READ_COUNT);
+    snprintf(block, sizeof block, "%d", MC__BUS_BLOCK_MS);
+    snprintf(id, sizeof id, "%" PRIu64 "-%" PRIu64, pos->last.ms, pos->last.seq);
+    const char *argv[] = {"XREAD", "COUNT", count, "BLOCK", block, "STREAMS", b->stream, id};
+    redisReply *r = redisCommandArgv(c, 8, argv, NULL);
+    if (!r)
+        return -1;
+    long handled = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        mc__bus_log(b, 3, "XREAD %s: %s", b->stream, r->str);
+        handled = -2;
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
+               r->element[0]->elements == 2 && r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *entries = r->element[0]->element[1];
+        for (size_t i = 0; i < entries->elements; i++) {
+            const redisReply *e = entries->element[i];
+            mc__sid sid;
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+                !mc__sid_parse(e->element[0]->str, e->element[0]->len, &sid))
+                continue;
+            if (e->element[1]->type == REDIS_REPLY_ARRAY)
+                mc__apply(b, e->element[1]);
+            else
+                atomic_fetch_add(&b->ignored, 1);
+            pos->last = sid;
+            pos->seen++;
+            handled++;
+        }
+        if (handled)
+            mc__set_last_id(b, pos->last);
+    }
+    freeReplyObject(r);
+    return handled;
+}
+
+static void *mc__reader_main(void *arg)
+{
+    mc_bus *b = arg;
+    mc__rpos pos = {0};
+    unsigned backoff = b->backoff_min;
+    bool tried = false, ever = false;
+    for (;;) {
+        pthread_mutex_lock(&b->lock);
+        bool stop = b->stopping;
+        pthread_mutex_unlock(&b->lock);
+        if (stop)
+            break;
+        redisContext *c = mc__connect(b, MC__BUS_BLOCK_MS, "reader");
+        mc__xinfo xi;
+        int irc = c ? mc__stream_info(b, c, &xi) : -1;
+        if (irc < 0 && c)
+            mc__link_down(b, "reader", c->errstr[0] ? c->errstr : "XINFO failed");
+        if (irc < 0) {
+            if (c)
+                redisFree(c);
+            tried = true;
+            atomic_store(&b->read_up, false);
+            pthread_mutex_lock(&b->lock);
+            backoff = mc__backoff_locked(b, backoff);
+            pthread_mutex_unlock(&b->lock);
+            continue;
+        }
+        backoff = b->backoff_min;
+        if (ever)
+            atomic_fetch_add(&b->reconnects, 1);
+        if (!ever && tried) {
+            /* Serving began without the bus: invalidations sent meanwhile were never seen. */
+            mc__full_flush(b, &pos, &xi, "the first connection came after start-up");
+        } else {
+            mc__continuity(b, &pos, &xi, ever);
+        }
+        ever = true;
+        pthread_mutex_lock(&b->rlock);
+        b->rctx = c;
+        pthread_mutex_unlock(&b->rlock);
+        atomic_store(&b->read_up, true);
+        mc__link_check_up(b);
+
+        uint64_t last_check = mc__now_ns();
+        for (;;) {
+            pthread_mutex_lock(&b->lock);
+            stop = b->stopping;
+            pthread_mutex_unlock(&b->lock);
+            if (stop)
+                break;
+            long n = mc__read_round(b, c, &pos);
+            if (n == -1)
+                break;
+            if (n == -2) { /* a reply error: wait, then try again on the same connection */
+                pthread_mutex_lock(&b->lock);
+                backoff = mc__backoff_locked(b, backoff);
+                pthread_mutex_unlock(&b->lock);
+                continue;
+            }
+            /* Behind the tail (a full batch): read on; otherwise check continuity now and then. */
+            if (n < MC__BUS_READ_COUNT && (n == 0 || mc__now_ns() - last_check > MC__BUS_CHECK_NS)) {
+                int rc = mc__stream_info(b, c, &xi);
+                if (rc == -1)
+                    break;
+                if (rc >= 0)
+                    mc__continuity(b, &pos, &xi, false);
+                last_check = mc__now_ns();
+            }
+        }
+        pthread_mutex_lock(&b->rlock);
+        b->rctx = NULL;
+        pthread_mutex_unlock(&b->rlock);
+        pthread_mutex_lock(&b->lock);
+        stop = b->stopping;
+        pthread_mutex_unlock(&b->lock);
+        if (!stop) {
+            atomic_store(&b->read_up, false);
+            mc__link_down(b, "reader", c->errstr[0] ? c->errstr : "connection lost");
+        }
+        redisFree(c);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ life cycle */
+
+void mc_bus_options_init(mc_bus_options *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->address = "127.0.0.1:6379";
+    o->stream = "modcache:invalidations";
+    o->maxlen = 100000;
+    o->instance = "modcache";
+    o->queue_limit = 10000;
+    o->backoff_min_ms = 100;
+    o->backoff_max_ms = 5000;
+    o->timeout_ms = 2000;
+}
+
+static void mc__bus_free(mc_bus *b)
+{
+    for (size_t i = 0; i < b->qlen; i++)
+        mc__msg_free(mc__q_at(b, i));
+    free(b->q);
+    free(b->inflight);
+    free(b->host);
+    free(b->stream);
+    free(b->instance);
+    pthread_mutex_destroy(&b->lock);
+    pthread_mutex_destroy(&b->rlock);
+    pthread_mutex_destroy(&b->idlock);
+    pthread_cond_destroy(&b->wake);
+    pthread_cond_destroy(&b->flushed);
+    free(b);
+}
+
+int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
+{
+    if (!out)
+        return MC_EINVAL;
+    *out = NULL;
+    mc_bus_options o;
+    mc_bus_options_init(&o);
+    if (opts) {
+        o = *opts;
+        mc_bus_options defaults;
+        mc_bus_options_init(&defaults);
+        if (!o.address)
+            o.address = defaults.address;
+        if (!o.stream)
+            o.stream = defaults.stream;
+        if (!o.instance)
+            o.instance = defaults.instance;
+        if (!o.queue_limit)
+            o.queue_limit = defaults.queue_limit;
+        if (!o.backoff_min_ms)
+            o.backoff_min_ms = defaults.backoff_min_ms;
+        if (!o.backoff_max_ms)
+            o.backoff_max_ms = o.backoff_min_ms > defaults.backoff_max_ms ? o.backoff_min_ms : defaults.backoff_max_ms;
+        if (!o.timeout_ms)
+            o.timeout_ms = defaults.timeout_ms;
+    }
+    const char *colon = strrchr(o.address, ':');
+    char *end = NULL;
+    unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
+    if (!colon || colon == o.address || !end || *end || port == 0 || port > 65535)
+        return mc__error_set(err, MC_EINVAL, "redis address %s: expected host:port", o.address);
+    if (!*o.stream)
+        return mc__error_set(err, MC_EINVAL, "empty stream name");
+    if (!*o.instance)
+        return mc__error_set(err, MC_EINVAL, "empty instance name");
+    if (o.backoff_min_ms > o.backoff_max_ms)
+        return mc__error_set(err, MC_EINVAL, "backoff_min_ms %u is above backoff_max_ms %u", o.backoff_min_ms,
+                             o.backoff_max_ms);
+
+    mc_bus *b = calloc(1, sizeof *b);
+    if (!b)
+        return MC_ENOMEM;
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_mutex_init(&b->rlock, NULL);
+    pthread_mutex_init(&b->idlock, NULL);
+    pthread_cond_init(&b->wake, NULL);
+    pthread_cond_init(&b->flushed, NULL);
+    atomic_flag_clear(&b->outage_logged);
+    b->host = strndup(o.address, (size_t)(colon - o.address));
+    b->port = (int)port;
+    b->stream = strdup(o.stream);
+    b->instance = strdup(o.instance);
+    b->inflight = malloc(MC__BUS_BATCH * sizeof *b->inflight);
+    b->maxlen = o.maxlen;
+    b->queue_limit = o.queue_limit;
+    b->backoff_min = o.backoff_min_ms;
+    b->backoff_max = o.backoff_max_ms;
+    b->timeout_ms = o.timeout_ms;
+    b->log = o.log;
+    b->log_ud = o.log_ud;
+    b->reg = o.registry;
+    strcpy(b->last_id, "0-0");
+    unsigned char rnd[16];
+    if (!b->host || !b->stream || !b->instance || !b->inflight) {
+        mc__bus_free(b);
+        return MC_ENOMEM;
+    }
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        /* No entropy source: time and address still tell this bus from others. */
+        uint64_t t = mc__now_ns() ^ (uint64_t)(uintptr_t)b;
+        memcpy(rnd, &t, 8);
+        memcpy(rnd + 8, &b, sizeof b < 8 ? sizeof b : 8);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(b->sender + 2 * i, 3, "%02x", rnd[i]);
+
+    b->has_reader = b->reg != NULL; /* read by the sender: set before any thread starts */
+    if (pthread_create(&b->sender_thr, NULL, mc__sender_main, b) != 0) {
+        mc__bus_free(b);
+        return mc__error_set(err, MC_EIO, "cannot start the bus sender thread");
+    }
+    if (b->reg) {
+        if (pthread_create(&b->reader_thr, NULL, mc__reader_main, b) != 0) {
+            pthread_mutex_lock(&b->lock);
+            b->stopping = true;
+            pthread_cond_broadcast(&b->wake);
+            pthread_mutex_unlock(&b->lock);
+            pthread_join(b->sender_thr, NULL);
+            mc__bus_free(b);
+            return mc__error_set(err, MC_EIO, "cannot start the bus reader thread");
+        }
+    }
+    *out = b;
+    return 0;
+}
+
+void mc_bus_stop(mc_bus *b)
+{
+    if (!b)
+        return;
+    /* Give queued messages their chance first, then stop both threads. */
+    mc_bus_flush(b, b->timeout_ms);
+    pthread_mutex_lock(&b->lock);
+    b->stopping = true;
+    pthread_cond_broadcast(&b->wake);
+    pthread_mutex_unlock(&b->lock);
+    /* A reader blocked in XREAD wakes when its socket is shut down under it. */
+    pthread_mutex_lock(&b->rlock);
+    if (b->rctx)
+        shutdown(b->rctx->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&b->rlock);
+    pthread_join(b->sender_thr, NULL);
+    if (b->has_reader)
+        pthread_join(b->reader_thr, NULL);
+    mc__bus_free(b);
+}
+
+void mc_bus_stats_get(mc_bus *b, mc_bus_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!b)
+        return;
+    out->sent = atomic_load(&b->sent);
+    out->received = atomic_load(&b->received);
+    out->own = atomic_load(&b->own);
+    out->applied = atomic_load(&b->applied);
+    out->ignored = atomic_load(&b->ignored);
+    out->catchups = atomic_load(&b->catchups);
+    out->full_flushes = atomic_load(&b->full_flushes);
+    out->collapsed = atomic_load(&b->collapsed);
+    out->reconnects = atomic_load(&b->reconnects);
+    out->failed = atomic_load(&b->failed);
+    out->link_up = atomic_load(&b->send_up) && (!b->has_reader || atomic_load(&b->read_up));
+    pthread_mutex_lock(&b->lock);
+    out->queued = b->qlen + b->ninflight;
+    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_lock(&b->idlock);
+    memcpy(out->last_id, b->last_id, sizeof out->last_id);
+    pthread_mutex_unlock(&b->idlock);
+}

@@ -1,0 +1,734 @@
+/* The invalidation bus against a real redis-server: buses in this process (two "hosts" with
+ * their own registries), then mchost processes sharing a stream, through Redis outages,
+ * restarts with and without the stream, trimming past a stalled host, and late starters. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <modcache.h>
+
+#include "proc.h"
+
+#define FN_NAME "t.value"
+#define WAIT_MS 15000
+
+static mct_redis redis;
+
+static void sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
+
+/* Poll `cond` every 10 ms for up to ms milliseconds. */
+#define WAIT_UNTIL(cond, ms)                                                                       \
+    ({                                                                                             \
+        bool ok_ = false;                                                                          \
+        for (int i_ = 0; i_ < (ms) / 10 && !(ok_ = (cond)); i_++)                                  \
+            sleep_ms(10);                                                                          \
+        ok_ || (cond);                                                                             \
+    })
+
+/* ------------------------------------------------------------------ in-process "hosts" */
+
+static _Atomic int db[64]; /* the "database": one version number per key */
+
+typedef struct {
+    mc_registry *reg;
+    mc_cached *fn;
+    mc_bus *bus;
+    char log[8192];
+    pthread_mutex_t log_lock;
+} node;
+
+static int load_version(void *self, const mc_arg *args, size_t nargs, mc_load *load)
+{
+    (void)self;
+    assert_int_equal(nargs, 1);
+    int v = atomic_load(&db[args[0].v.i]);
+    return mc_load_set_copy(load, &v, sizeof v);
+}
+
+static void node_log(void *ud, int level, const char *msg)
+{
+    node *n = ud;
+    (void)level;
+    pthread_mutex_lock(&n->log_lock);
+    size_t l = strlen(n->log);
+    snprintf(n->log + l, sizeof n->log - l, "%s\n", msg);
+    pthread_mutex_unlock(&n->log_lock);
+}
+
+static bool node_logged(node *n, const char *needle)
+{
+    pthread_mutex_lock(&n->log_lock);
+    bool found = strstr(n->log, needle) != NULL;
+    pthread_mutex_unlock(&n->log_lock);
+    return found;
+}
+
+static void node_start(node *n, unsigned port, const char *stream, uint64_t maxlen, size_t queue_limit)
+{
+    memset(n, 0, sizeof *n);
+    pthread_mutex_init(&n->log_lock, NULL);
+    assert_int_equal(mc_registry_create(NULL, &n->reg), 0);
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = FN_NAME;
+    o.max_entries = 100;
+    o.registry = n->reg;
+    assert_int_equal(mc_cached_create(&o, load_version, NULL, &n->fn), 0);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", port);
+    mc_bus_options bo;
+    mc_bus_options_init(&bo);
+    bo.address = addr;
+    bo.stream = stream;
+    bo.maxlen = maxlen;
+    bo.registry = n->reg;
+    bo.queue_limit = queue_limit;
+    bo.backoff_min_ms = 20;
+    bo.backoff_max_ms = 200;
+    bo.timeout_ms = 500;
+    bo.log = node_log;
+    bo.log_ud = n;
+    mc_error err = {0};
+    assert_int_equal(mc_bus_start(&bo, &n->bus, &err), 0);
+}
+
+static void node_stop(node *n)
+{
+    mc_bus_stop(n->bus);
+    mc_cached_destroy(n->fn);
+    mc_registry_destroy(n->reg);
+    pthread_mutex_destroy(&n->log_lock);
+}
+
+static int node_get(node *n, int key)
+{
+    mc_value *v = NULL;
+    mc_arg a = mc_arg_int(key);
+    assert_int_equal(mc_cached_call(n->fn, &a, 1, &v), 0);
+    int out;
+    memcpy(&out, mc_value_data(v), sizeof out);
+    mc_value_release(v);
+    return out;
+}
+
+static bool node_cached(node *n, int key)
+{
+    unsigned char k[32];
+    size_t kl;
+    mc_arg a = mc_arg_int(key);
+    assert_int_equal(mc_key_encode(&a, 1, k, sizeof k, &kl), 0);
+    return mc_cache_contains(mc_cached_cache(n->fn), k, kl);
+}
+
+/* What a host does on invalidate_cache: here, then the bus. */
+static void node_invalidate(node *n, int key)
+{
+    mc_arg a = mc_arg_int(key);
+    mc_cached_invalidate(n->fn, &a, 1);
+    assert_int_equal(mc_bus_publish_args(n->bus, FN_NAME, &a, 1), 0);
+}
+
+static mc_bus_stats stats(node *n)
+{
+    mc_bus_stats st;
+    mc_bus_stats_get(n->bus, &st);
+    return st;
+}
+
+static bool linked(node *n) { return stats(n).link_up; }
+
+static int setup_redis(void **state)
+{
+    (void)state;
+    memset(&redis, 0, sizeof redis);
+    return mct_redis_start(&redis, 0);
+}
+
+static int teardown_redis(void **state)
+{
+    (void)state;
+    mct_redis_stop(&redis, true);
+    mct_redis_cleanup(&redis);
+    return 0;
+}
+
+static void redis_cmd(char *out, size_t cap, const char *const *argv)
+{
+    assert_int_equal(mct_redis_cmd(redis.port, out, cap, argv), 0);
+}
+
+static void test_roundtrip(void **state)
+{
+    (void)state;
+    node a, b;
+    node_start(&a, redis.port, "s.roundtrip", 1000, 100);
+    node_start(&b, redis.port, "s.roundtrip", 1000, 100);
+    assert_true(WAIT_UNTIL(linked(&a) && linked(&b), WAIT_MS));
+    atomic_store(&db[1], 10);
+    atomic_store(&db[2], 20);
+    assert_int_equal(node_get(&a, 1), 10);
+    assert_int_equal(node_get(&b, 1), 10);
+    assert_int_equal(node_get(&b, 2), 20);
+
+    /* One key: gone in b, reloaded with the new version; b's other key untouched. */
+    atomic_store(&db[1], 11);
+    node_invalidate(&a, 1);
+    assert_true(WAIT_UNTIL(!node_cached(&b, 1), WAIT_MS));
+    assert_int_equal(node_get(&b, 1), 11);
+    assert_true(node_cached(&b, 2));
+    assert_true(WAIT_UNTIL(stats(&a).own == 1, WAIT_MS));
+    assert_int_equal(stats(&a).received, 0); /* its own entry is skipped, not applied */
+    assert_int_equal(stats(&a).applied, 0);
+    assert_int_equal(stats(&b).received, 1);
+    assert_int_equal(stats(&b).applied, 1);
+    assert_int_equal(stats(&a).sent, 1);
+
+    /* a's cache was invalidated locally only once: its entry read back did not apply again. */
+    assert_int_equal(node_get(&a, 1), 11);
+    mc_cached_stats cs;
+    mc_cached_stats_get(a.fn, &cs);
+    assert_int_equal(cs.invalidations, 1);
+
+    /* Keys in JSON form, several in one message; then "all". */
+    assert_int_equal(node_get(&b, 3), 0);
+    const char *keys[] = {"[2]", " [ 3 ] "};
+    mc_error err = {0};
+    assert_int_equal(mc_bus_publish_keys(a.bus, FN_NAME, keys, 2, &err), 0);
+    assert_true(WAIT_UNTIL(!node_cached(&b, 2) && !node_cached(&b, 3), WAIT_MS));
+    node_get(&b, 2);
+    assert_int_equal(mc_bus_publish_all(a.bus, FN_NAME), 0);
+    assert_true(WAIT_UNTIL(!node_cached(&b, 2), WAIT_MS));
+
+    /* A bad key is refused before anything is queued. */
+    const char *bad[] = {"[1]", "[1,"};
+    assert_int_equal(mc_bus_publish_keys(a.bus, FN_NAME, bad, 2, &err), MC_EPARSE);
+    assert_non_null(strstr(err.message, "key 1"));
+
+    /* Unknown names and malformed entries are counted as ignored. */
+    node_get(&b, 1);
+    uint64_t ignored = stats(&b).ignored;
+    assert_int_equal(mc_bus_publish_all(a.bus, "no.such.function"), 0);
+    char out[256];
+    redis_cmd(out, sizeof out, (const char *[]){"XADD", "s.roundtrip", "*", "v", "2", "cache", FN_NAME, "op", "all", NULL});
+    redis_cmd(out, sizeof out, (const char *[]){"XADD", "s.roundtrip", "*", "v", "1", "cache", FN_NAME, NULL});
+    redis_cmd(out, sizeof out, (const char *[]){"XADD", "s.roundtrip", "*", "v", "1", "cache", FN_NAME, "op", "keys", "keys", "[1", NULL});
+    assert_true(WAIT_UNTIL(stats(&b).ignored == ignored + 4, WAIT_MS));
+    assert_true(node_cached(&b, 1)); /* none of them invalidated anything */
+
+    /* The entry format, as other tools see it. */
+    redis_cmd(out, sizeof out, (const char *[]){"XRANGE", "s.roundtrip", "-", "+", "COUNT", "1", NULL});
+    assert_non_null(strstr(out, "v\n1\ninstance\nmodcache\nsender\n"));
+    assert_non_null(strstr(out, "cache\n" FN_NAME "\nop\nkeys\nkeys\n[[1]]\n"));
+    node_stop(&a);
+    node_stop(&b);
+}
+
+static void test_new_reader_does_not_replay(void **state)
+{
+    (void)state;
+    node a, c;
+    node_start(&a, redis.port, "s.late", 1000, 100);
+    for (int i = 0; i < 5; i++)
+        node_invalidate(&a, i);
+    assert_int_equal(mc_bus_flush(a.bus, WAIT_MS), 0);
+    assert_int_equal(stats(&a).sent, 5);
+    node_start(&c, redis.port, "s.late", 1000, 100);
+    assert_true(WAIT_UNTIL(linked(&c), WAIT_MS));
+    node_get(&c, 7);
+    node_invalidate(&a, 7);
+    assert_true(WAIT_UNTIL(stats(&c).received == 1, WAIT_MS));
+    assert_false(node_cached(&c, 7));
+    sleep_ms(100);
+    assert_int_equal(stats(&c).received, 1); /* the five older entries were never read */
+    assert_int_equal(stats(&c).full_flushes, 0);
+    node_stop(&a);
+    node_stop(&c);
+}
+
+/* Redis goes away and comes back with its data: the reader resumes from its last id. */
+static void test_outage_catch_up(void **state)
+{
+    (void)state;
+    mct_redis r = {.persist = true};
+    assert_int_equal(mct_redis_start(&r, 0), 0);
+    node a, b;
+    node_start(&a, r.port, "s.outage", 1000, 100);
+    node_start(&b, r.port, "s.outage", 1000, 100);
+    assert_true(WAIT_UNTIL(linked(&a) && linked(&b), WAIT_MS));
+    node_invalidate(&a, 9); /* the stream exists before the outage */
+    assert_true(WAIT_UNTIL(stats(&b).received == 1, WAIT_MS));
+    atomic_store(&db[4], 40);
+    atomic_store(&db[5], 50);
+    assert_int_equal(node_get(&b, 4), 40);
+    assert_int_equal(node_get(&b, 5), 50);
+
+    mct_redis_stop(&r, false);
+    assert_true(WAIT_UNTIL(!linked(&b), WAIT_MS));
+    atomic_store(&db[4], 41);
+    node_invalidate(&a, 4);
+    assert_true(stats(&a).queued >= 1);
+    /* Hits are served from the cache meanwhile (the old value: the bus cannot reach b). */
+    assert_int_equal(node_get(&b, 4), 40);
+    assert_int_equal(mc_bus_flush(a.bus, 50), MC_ETIMEDOUT);
+
+    assert_int_equal(mct_redis_start(&r, r.port), 0);
+    assert_true(WAIT_UNTIL(!node_cached(&b, 4), WAIT_MS));
+    assert_int_equal(node_get(&b, 4), 41);
+    assert_true(node_cached(&b, 5)); /* resumed, not flushed */
+    assert_true(stats(&b).catchups >= 1);
+    assert_int_equal(stats(&b).full_flushes, 0);
+    assert_int_equal(stats(&a).queued, 0);
+    assert_true(node_logged(&b, "unreachable"));
+    assert_true(node_logged(&b, "reachable again"));
+    node_stop(&a);
+    node_stop(&b);
+    mct_redis_stop(&r, true);
+    mct_redis_cleanup(&r);
+}
+
+/* Redis comes back empty: the stream is gone, so b cannot know what it missed and flushes. */
+static void test_outage_stream_lost(void **state)
+{
+    (void)state;
+    mct_redis r = {0};
+    assert_int_equal(mct_redis_start(&r, 0), 0);
+    node a, b;
+    node_start(&a, r.port, "s.lost", 1000, 100);
+    node_start(&b, r.port, "s.lost", 1000, 100);
+    assert_true(WAIT_UNTIL(linked(&a) && linked(&b), WAIT_MS));
+    node_invalidate(&a, 9);
+    assert_true(WAIT_UNTIL(stats(&b).received == 1, WAIT_MS));
+    node_get(&b, 4);
+    node_get(&b, 5);
+    mct_redis_stop(&r, true);
+    node_invalidate(&a, 4);
+    assert_int_equal(mct_redis_start(&r, r.port), 0);
+    assert_true(WAIT_UNTIL(stats(&b).full_flushes == 1, WAIT_MS));
+    assert_false(node_cached(&b, 4));
+    assert_false(node_cached(&b, 5));
+    assert_true(node_logged(&b, "full flush"));
+    node_stop(&a);
+    node_stop(&b);
+    mct_redis_stop(&r, true);
+    mct_redis_cleanup(&r);
+}
+
+/* While Redis is unreachable the queue stays bounded by collapsing into "all" messages. A
+ * reader whose first connection comes after it started flushes its caches then. */
+static void test_queue_collapse_and_late_first_connection(void **state)
+{
+    (void)state;
+    unsigned port = mct_free_port();
+    node a, b;
+    node_start(&a, port, "s.collapse", 1000, 4);
+    node_start(&b, port, "s.collapse", 1000, 4);
+    node_get(&b, 1);
+    for (int i = 0; i < 10; i++)
+        node_invalidate(&a, i);
+    assert_int_equal(mc_bus_publish_all(a.bus, "other.function"), 0);
+    mc_bus_stats st = stats(&a);
+    assert_true(st.collapsed >= 1);
+    assert_true(st.queued <= 4);
+    assert_false(st.link_up);
+
+    mct_redis r = {0};
+    assert_int_equal(mct_redis_start(&r, port), 0);
+    assert_int_equal(mc_bus_flush(a.bus, WAIT_MS), 0);
+    char out[4096];
+    assert_int_equal(mct_redis_cmd(port, out, sizeof out, (const char *[]){"XRANGE", "s.collapse", "-", "+", NULL}), 0);
+    assert_non_null(strstr(out, "cache\n" FN_NAME "\nop\nall\n"));
+    assert_non_null(strstr(out, "cache\nother.function\nop\nall\n"));
+    assert_int_equal(mct_redis_cmd(port, out, sizeof out, (const char *[]){"XLEN", "s.collapse", NULL}), 0);
+    assert_true(atoi(out) <= 4); /* never more than the queue's bound */
+    assert_true(WAIT_UNTIL(stats(&b).full_flushes == 1, WAIT_MS));
+    assert_false(node_cached(&b, 1));
+    node_stop(&a);
+    node_stop(&b);
+    mct_redis_stop(&r, true);
+    mct_redis_cleanup(&r);
+}
+
+/* A short stream trimmed on every write: a reader keeping up raises no false alarm; a reader
+ * overrun (more entries written at once than the stream keeps) flushes. */
+static void test_trimming(void **state)
+{
+    (void)state;
+    char out[256];
+    redis_cmd(out, sizeof out, (const char *[]){"CONFIG", "SET", "stream-node-max-entries", "4", NULL});
+    node a, b;
+    node_start(&a, redis.port, "s.trim", 8, 100000);
+    node_start(&b, redis.port, "s.trim", 8, 100000);
+    assert_true(WAIT_UNTIL(linked(&a) && linked(&b), WAIT_MS));
+    /* Bursts of 4 (half the stream's length), each read before the next. */
+    for (int round = 0; round < 300; round++) {
+        for (int i = 0; i < 4; i++)
+            node_invalidate(&a, (round * 4 + i) % 64);
+        assert_true(WAIT_UNTIL(stats(&b).received == (uint64_t)(round + 1) * 4 || stats(&b).full_flushes > 0, WAIT_MS));
+    }
+    assert_int_equal(stats(&b).received, 1200);
+    assert_int_equal(stats(&b).full_flushes, 0);
+    redis_cmd(out, sizeof out, (const char *[]){"XLEN", "s.trim", NULL});
+    assert_true(atoi(out) < 100);
+
+    /* 500 entries in one pipeline: most are trimmed before b can read them. */
+    node_get(&b, 1);
+    for (int i = 0; i < 500; i++)
+        assert_int_equal(mc_bus_publish_all(a.bus, "some.other.function"), 0);
+    assert_int_equal(mc_bus_flush(a.bus, WAIT_MS), 0);
+    assert_true(WAIT_UNTIL(stats(&b).full_flushes == 1, WAIT_MS));
+    assert_false(node_cached(&b, 1));
+    assert_true(stats(&b).received < 1700);
+    redis_cmd(out, sizeof out, (const char *[]){"CONFIG", "SET", "stream-node-max-entries", "100", NULL});
+    node_stop(&a);
+    node_stop(&b);
+}
+
+/* The stream deleted under a connected reader: the next writes recreate it; the reader notices
+ * that entries it never read are gone and flushes. */
+static void test_stream_deleted(void **state)
+{
+    (void)state;
+    node a, b;
+    node_start(&a, redis.port, "s.deleted", 1000, 100);
+    node_start(&b, redis.port, "s.deleted", 1000, 100);
+    assert_true(WAIT_UNTIL(linked(&a) && linked(&b), WAIT_MS));
+    node_invalidate(&a, 1);
+    assert_true(WAIT_UNTIL(stats(&b).received == 1, WAIT_MS));
+    node_get(&b, 2);
+    char out[256];
+    redis_cmd(out, sizeof out, (const char *[]){"DEL", "s.deleted", NULL});
+    assert_true(WAIT_UNTIL(stats(&b).full_flushes == 1, WAIT_MS));
+    assert_false(node_cached(&b, 2));
+    node_stop(&a);
+    node_stop(&b);
+}
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    mc_bus *bus = NULL;
+    mc_error err = {0};
+    mc_bus_options o;
+    mc_bus_options_init(&o);
+    o.address = "localhost";
+    assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
+    assert_non_null(strstr(err.message, "expected host:port"));
+    o.address = "127.0.0.1:70000";
+    assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
+    o.address = "127.0.0.1:6379";
+    o.stream = "";
+    assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
+    o.stream = "s";
+    o.backoff_min_ms = 500;
+    o.backoff_max_ms = 100;
+    assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
+    assert_null(bus);
+    assert_int_equal(mc_bus_publish_all(NULL, "x"), MC_EINVAL);
+
+    /* Stopping a bus that never reached Redis, with messages queued: they are dropped. */
+    mc_bus_options_init(&o);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", mct_free_port());
+    o.address = addr;
+    o.timeout_ms = 100;
+    o.log = NULL;
+    assert_int_equal(mc_bus_start(&o, &bus, &err), 0);
+    assert_int_equal(mc_bus_publish_all(bus, "x"), 0);
+    assert_int_equal(mc_bus_flush(bus, 10), MC_ETIMEDOUT);
+    mc_bus_stop(bus);
+}
+
+/* ------------------------------------------------------------------ mchost processes */
+
+typedef struct {
+    mct_proc proc;
+    unsigned port;
+    char cfg[256];
+} host;
+
+static char dir[] = "/tmp/mc-bus-test-XXXXXX";
+
+static void data_write(const char *key, const char *value)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/data/%s", dir, key);
+    assert_int_equal(mct_write_file(path, value), 0);
+}
+
+static void host_start(host *h, int idx, unsigned redis_port, uint64_t maxlen)
+{
+    char text[2048];
+    snprintf(h->cfg, sizeof h->cfg, "%s/host%d.yaml", dir, idx);
+    snprintf(text, sizeof text,
+             "server:\n  listen: 127.0.0.1:0\n  admin_token_file: %s/token\n"
+             "invalidation:\n  backend: redis\n  instance_name: host%d\n"
+             "  redis: {address: 127.0.0.1:%u, stream: hosts, maxlen: %" PRIu64 "}\n"
+             "modules:\n  - module: %s/mod_bus.so\n    config: {dir: %s/data}\n",
+             dir, idx, redis_port, maxlen, MODULE_DIR, dir);
+    assert_int_equal(mct_write_file(h->cfg, text), 0);
+    assert_int_equal(mct_spawn(&h->proc, (const char *[]){MCHOST, "-c", h->cfg, NULL}, NULL), 0);
+    assert_true(mct_wait_for(&h->proc, 0, "serving HTTP on 127.0.0.1:", WAIT_MS));
+    const char *p = strstr(h->proc.log, "serving HTTP on 127.0.0.1:");
+    h->port = (unsigned)atoi(p + strlen("serving HTTP on 127.0.0.1:"));
+    assert_true(h->port > 0);
+}
+
+static void host_stop(host *h)
+{
+    assert_int_equal(mct_finish(&h->proc, SIGTERM), 0);
+    free(h->proc.log);
+}
+
+/* The value the host serves for key (through its cache). */
+static void host_value(host *h, const char *key, char *out, size_t cap)
+{
+    char path[256], body[1024];
+    snprintf(path, sizeof path, "/_modcache/client/bus/v1/value/%s", key);
+    assert_int_equal(mct_http(h->port, "GET", path, NULL, NULL, body, sizeof body), 200);
+    const char *v = strstr(body, "\"value\": \"");
+    assert_non_null(v);
+    v += strlen("\"value\": \"");
+    size_t n = strcspn(v, "\"");
+    snprintf(out, cap, "%.*s", (int)n, v);
+}
+
+static bool host_cached(host *h, const char *key)
+{
+    char path[256], body[256];
+    snprintf(path, sizeof path, "/_modcache/client/bus/v1/cached/%s", key);
+    return mct_http(h->port, "GET", path, NULL, NULL, body, sizeof body) == 200 && strstr(body, "true");
+}
+
+static void host_invalidate(host *h, const char *key)
+{
+    char path[256], body[256];
+    snprintf(path, sizeof path, "/_modcache/client/bus/v1/invalidate/%s", key);
+    assert_int_equal(mct_http(h->port, "POST", path, NULL, NULL, body, sizeof body), 200);
+}
+
+static uint64_t host_metric(host *h, const char *name)
+{
+    static char body[65536];
+    if (mct_http(h->port, "GET", "/metrics", NULL, NULL, body, sizeof body) != 200)
+        return UINT64_MAX;
+    char needle[128];
+    snprintf(needle, sizeof needle, "\n%s ", name);
+    const char *p = strstr(body, needle);
+    return p ? strtoull(p + strlen(needle), NULL, 10) : UINT64_MAX;
+}
+
+static bool value_is(host *h, const char *key, const char *want)
+{
+    char v[256];
+    host_value(h, key, v, sizeof v);
+    return !strcmp(v, want);
+}
+
+static int setup_hosts(void **state)
+{
+    (void)state;
+    if (!mkdtemp(dir))
+        return -1;
+    char path[300];
+    snprintf(path, sizeof path, "%s/data", dir);
+    if (mkdir(path, 0700) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/token", dir);
+    return mct_write_file(path, "tok\n");
+}
+
+static int teardown_hosts(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Three hosts: an invalidation in one (module API, then admin API) reaches the other two; the
+ * sender applies its own only once, locally. */
+static void test_three_hosts(void **state)
+{
+    (void)state;
+    host h[3];
+    for (int i = 0; i < 3; i++)
+        host_start(&h[i], i + 1, redis.port, 10000);
+    for (int i = 0; i < 3; i++)
+        assert_true(WAIT_UNTIL(host_metric(&h[i], "modcache_bus_link_up") == 1, WAIT_MS));
+    data_write("alice", "sales");
+    for (int i = 0; i < 3; i++)
+        assert_true(value_is(&h[i], "alice", "sales"));
+    data_write("alice", "research");
+    for (int i = 0; i < 3; i++)
+        assert_true(value_is(&h[i], "alice", "sales")); /* cached */
+    host_invalidate(&h[0], "alice");
+    assert_true(value_is(&h[0], "alice", "research"));
+    for (int i = 1; i < 3; i++) {
+        assert_true(WAIT_UNTIL(!host_cached(&h[i], "alice"), WAIT_MS));
+        assert_true(value_is(&h[i], "alice", "research"));
+        assert_int_equal(host_metric(&h[i], "modcache_bus_applied_total"), 1);
+    }
+    assert_true(WAIT_UNTIL(host_metric(&h[0], "modcache_bus_own_total") == 1, WAIT_MS));
+    assert_int_equal(host_metric(&h[0], "modcache_bus_applied_total"), 0);
+    assert_int_equal(host_metric(&h[0], "modcache_bus_sent_total"), 1);
+
+    /* The admin API of the second host reaches the first and the third. */
+    data_write("alice", "legal");
+    char body[512];
+    assert_int_equal(mct_http(h[1].port, "POST", "/_modcache/admin/v1/caches/mod_bus.read/invalidate",
+                              "Authorization: Bearer tok\r\n", "{\"keys\": [[\"alice\"]]}", body, sizeof body),
+                     200);
+    assert_non_null(strstr(body, "\"published\": true"));
+    assert_true(WAIT_UNTIL(!host_cached(&h[0], "alice") && !host_cached(&h[2], "alice"), WAIT_MS));
+    for (int i = 0; i < 3; i++)
+        assert_true(value_is(&h[i], "alice", "legal"));
+    for (int i = 0; i < 3; i++)
+        host_stop(&h[i]);
+}
+
+/* Redis stopped while invalidations happen, then restarted with its data (catch-up), and then
+ * without it (full flush): afterwards no host serves a value invalidated during the outage. */
+static void test_hosts_through_redis_restarts(void **state)
+{
+    (void)state;
+    mct_redis r = {.persist = true};
+    assert_int_equal(mct_redis_start(&r, 0), 0);
+    host h[2];
+    for (int i = 0; i < 2; i++)
+        host_start(&h[i], 10 + i, r.port, 10000);
+    for (int i = 0; i < 2; i++)
+        assert_true(WAIT_UNTIL(host_metric(&h[i], "modcache_bus_link_up") == 1, WAIT_MS));
+    data_write("k1", "a1");
+    data_write("k2", "a2");
+    host_invalidate(&h[0], "warmup"); /* the stream exists before the outage */
+    assert_true(WAIT_UNTIL(host_metric(&h[1], "modcache_bus_applied_total") == 1, WAIT_MS));
+    for (int i = 0; i < 2; i++)
+        assert_true(value_is(&h[i], "k1", "a1") && value_is(&h[i], "k2", "a2"));
+
+    mct_redis_stop(&r, false);
+    assert_true(WAIT_UNTIL(host_metric(&h[1], "modcache_bus_link_up") == 0, WAIT_MS));
+    data_write("k1", "b1");
+    host_invalidate(&h[0], "k1");
+    assert_true(value_is(&h[1], "k1", "a1")); /* still served from the cache meanwhile */
+    assert_int_equal(mct_redis_start(&r, r.port), 0);
+    assert_true(WAIT_UNTIL(!host_cached(&h[1], "k1"), WAIT_MS));
+    assert_true(value_is(&h[1], "k1", "b1"));
+    assert_true(host_cached(&h[1], "k2")); /* caught up, not flushed */
+    assert_true(host_metric(&h[1], "modcache_bus_catchups_total") >= 1);
+    assert_int_equal(host_metric(&h[1], "modcache_bus_full_flushes_total"), 0);
+
+    /* Now Redis comes back empty. */
+    mct_redis_stop(&r, true);
+    mct_redis_cleanup(&r);
+    r.persist = false;
+    data_write("k2", "b2");
+    host_invalidate(&h[0], "k2");
+    assert_int_equal(mct_redis_start(&r, r.port), 0);
+    assert_true(WAIT_UNTIL(host_metric(&h[1], "modcache_bus_full_flushes_total") == 1, WAIT_MS));
+    assert_true(value_is(&h[1], "k2", "b2"));
+    assert_true(mct_wait_for(&h[1].proc, 0, "full flush", WAIT_MS));
+    for (int i = 0; i < 2; i++)
+        host_stop(&h[i]);
+    mct_redis_stop(&r, true);
+    mct_redis_cleanup(&r);
+}
+
+/* A host stalled (SIGSTOP) while the stream is trimmed past its position flushes when it wakes. */
+static void test_stalled_host_trimmed_past(void **state)
+{
+    (void)state;
+    char out[256];
+    redis_cmd(out, sizeof out, (const char *[]){"CONFIG", "SET", "stream-node-max-entries", "2", NULL});
+    redis_cmd(out, sizeof out, (const char *[]){"DEL", "hosts", NULL});
+    host h[2];
+    for (int i = 0; i < 2; i++)
+        host_start(&h[i], 20 + i, redis.port, 4);
+    for (int i = 0; i < 2; i++)
+        assert_true(WAIT_UNTIL(host_metric(&h[i], "modcache_bus_link_up") == 1, WAIT_MS));
+    data_write("t", "old");
+    assert_true(value_is(&h[1], "t", "old"));
+    kill(h[1].proc.pid, SIGSTOP);
+    /* The first entry may still reach the stalled host (its blocked XREAD was answered into its
+     * socket); the one about "t" comes after it and is trimmed before the host reads on. */
+    host_invalidate(&h[0], "x-first");
+    data_write("t", "new");
+    host_invalidate(&h[0], "t");
+    char key[16];
+    for (int i = 0; i < 39; i++) {
+        snprintf(key, sizeof key, "x%d", i);
+        host_invalidate(&h[0], key);
+    }
+    assert_true(WAIT_UNTIL(host_metric(&h[0], "modcache_bus_sent_total") == 41, WAIT_MS));
+    kill(h[1].proc.pid, SIGCONT);
+    assert_true(WAIT_UNTIL(host_metric(&h[1], "modcache_bus_full_flushes_total") == 1, WAIT_MS));
+    assert_true(value_is(&h[1], "t", "new"));
+    redis_cmd(out, sizeof out, (const char *[]){"CONFIG", "SET", "stream-node-max-entries", "100", NULL});
+    for (int i = 0; i < 2; i++)
+        host_stop(&h[i]);
+}
+
+/* A host started after invalidations were written does not replay them. */
+static void test_late_host(void **state)
+{
+    (void)state;
+    char out[256];
+    redis_cmd(out, sizeof out, (const char *[]){"DEL", "hosts", NULL});
+    host h[2];
+    host_start(&h[0], 30, redis.port, 10000);
+    assert_true(WAIT_UNTIL(host_metric(&h[0], "modcache_bus_link_up") == 1, WAIT_MS));
+    char key[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof key, "old%d", i);
+        host_invalidate(&h[0], key);
+    }
+    assert_true(WAIT_UNTIL(host_metric(&h[0], "modcache_bus_sent_total") == 10, WAIT_MS));
+    host_start(&h[1], 31, redis.port, 10000);
+    assert_true(WAIT_UNTIL(host_metric(&h[1], "modcache_bus_link_up") == 1, WAIT_MS));
+    data_write("late", "v1");
+    assert_true(value_is(&h[1], "late", "v1"));
+    data_write("late", "v2");
+    host_invalidate(&h[0], "late");
+    assert_true(WAIT_UNTIL(host_metric(&h[1], "modcache_bus_received_total") == 1, WAIT_MS));
+    assert_true(value_is(&h[1], "late", "v2"));
+    assert_int_equal(host_metric(&h[1], "modcache_bus_full_flushes_total"), 0);
+    for (int i = 0; i < 2; i++)
+        host_stop(&h[i]);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest in_process[] = {
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_new_reader_does_not_replay),
+        cmocka_unit_test(test_outage_catch_up),
+        cmocka_unit_test(test_outage_stream_lost),
+        cmocka_unit_test(test_queue_collapse_and_late_first_connection),
+        cmocka_unit_test(test_trimming),
+        cmocka_unit_test(test_stream_deleted),
+        cmocka_unit_test(test_bad_options),
+    };
+    const struct CMUnitTest hosts[] = {
+        cmocka_unit_test(test_three_hosts),
+        cmocka_unit_test(test_hosts_through_redis_restarts),
+        cmocka_unit_test(test_stalled_host_trimmed_past),
+        cmocka_unit_test(test_late_host),
+    };
+    int failed = cmocka_run_group_tests_name("bus", in_process, setup_redis, teardown_redis);
+    if (setup_redis(NULL) != 0)
+        return 1;
+    failed += cmocka_run_group_tests_name("hosts", hosts, setup_hosts, teardown_hosts);
+    teardown_redis(NULL);
+    return failed;
+}

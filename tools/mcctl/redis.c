@@ -1,0 +1,123 @@
+/* mcctl invalidate --redis: publishes one invalidation on the fleet's Redis stream through a
+ * publish-only bus, so every host reading the stream applies it, without talking to any host. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <modcache/bus.h>
+
+#include "mcctl.h"
+
+/* The bus logs from its own threads; mcctl keeps the last complaint for its one message. */
+typedef struct {
+    pthread_mutex_t lock;
+    char last[256];
+} quiet_log;
+
+static void on_bus_log(void *ud, int level, const char *message)
+{
+    quiet_log *q = ud;
+    if (level < 2)
+        return;
+    /* What failed, without the advice meant for hosts that follows a ';'. */
+    size_t n = strcspn(message, ";");
+    pthread_mutex_lock(&q->lock);
+    snprintf(q->last, sizeof q->last, "%.*s", (int)n, message);
+    pthread_mutex_unlock(&q->lock);
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int mcctl_cmd_invalidate_redis(const mcctl_args *a, const mcctl_keys *keys)
+{
+    const char *name = a->pos[0];
+    const char *stream = a->stream ? a->stream : MCCTL_DEFAULT_STREAM;
+    const long long start = now_ms();
+    quiet_log q = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+    mc_bus_options o;
+    mc_bus_options_init(&o);
+    o.address = a->redis;
+    o.stream = stream;
+    o.instance = a->instance ? a->instance : MCCTL_DEFAULT_INSTANCE;
+    o.registry = NULL; /* publish only: mcctl applies nothing and reads nothing */
+    /* Trimming is the hosts' business (their configured maxlen); a one-off publisher that
+     * trimmed with its own bound could cut entries lagging hosts still need. */
+    o.maxlen = 0;
+    /* Starting and stopping each may wait for one connection attempt, and stopping waits that
+     * long for the queue: a slice of the budget for them, the rest for the flush, keeps the whole
+     * run within --timeout. */
+    unsigned half = a->timeout_ms / 2, slice = a->timeout_ms / 4;
+    if (slice < 100)
+        slice = half < 100 ? half : 100;
+    if (slice == 0)
+        slice = 1;
+    o.timeout_ms = slice;
+    if (o.backoff_max_ms > slice)
+        o.backoff_max_ms = slice > o.backoff_min_ms ? slice : o.backoff_min_ms;
+    o.log = on_bus_log;
+    o.log_ud = &q;
+
+    mc_bus *bus = NULL;
+    mc_error err = {0};
+    int rc = mc_bus_start(&o, &bus, &err);
+    if (rc != 0) {
+        mcctl_say("cannot start publishing to %s: %s", a->redis, err.message[0] ? err.message : mc_strerror(rc));
+        return rc == MC_EINVAL ? MCCTL_USAGE : MCCTL_FAIL;
+    }
+
+    if (a->all) {
+        rc = mc_bus_publish_all(bus, name);
+    } else {
+        rc = mc_bus_publish_keys(bus, name, (const char *const *)keys->json, keys->n, &err);
+    }
+    int status = MCCTL_OK;
+    if (rc != 0) {
+        /* The keys were checked already; a refusal here is the bus disagreeing with the name. */
+        mcctl_say("cannot publish the invalidation of %s: %s", name, err.message[0] ? err.message : mc_strerror(rc));
+        status = rc == MC_EPARSE ? MCCTL_BAD_KEY : MCCTL_FAIL;
+    } else {
+        long long left = (long long)a->timeout_ms - (now_ms() - start) - slice;
+        rc = mc_bus_flush(bus, left > 1 ? (unsigned)left : 1u);
+        if (rc == MC_ETIMEDOUT) {
+            pthread_mutex_lock(&q.lock);
+            mcctl_say("cannot reach Redis at %s within %u ms%s%s%s; the invalidation was not confirmed written. "
+                      "Is redis-server running there? (--redis HOST:PORT names it, --timeout MS waits longer)",
+                      a->redis, a->timeout_ms, q.last[0] ? " (" : "", q.last, q.last[0] ? ")" : "");
+            pthread_mutex_unlock(&q.lock);
+            status = MCCTL_UNREACHABLE;
+        } else if (rc != 0) {
+            mcctl_say("publishing to %s failed: %s", a->redis, mc_strerror(rc));
+            status = MCCTL_FAIL;
+        } else {
+            /* Flushed also counts a message Redis answered with an error (the stream key holds
+             * another type, say): written nowhere, so not a success. */
+            mc_bus_stats st;
+            mc_bus_stats_get(bus, &st);
+            if (st.failed) {
+                pthread_mutex_lock(&q.lock);
+                mcctl_say("Redis at %s refused the invalidation%s%s%s; is %s a stream? (--stream NAME names it)",
+                          a->redis, q.last[0] ? " (" : "", q.last, q.last[0] ? ")" : "", stream);
+                pthread_mutex_unlock(&q.lock);
+                status = MCCTL_FAIL;
+            }
+        }
+    }
+    mc_bus_stop(bus);
+    pthread_mutex_destroy(&q.lock);
+    if (status != MCCTL_OK)
+        return status;
+    if (a->all)
+        printf("invalidated all entries of %s on every host reading %s at %s\n", name, stream, a->redis);
+    else
+        printf("invalidated %zu key%s of %s on every host reading %s at %s\n", keys->n, keys->n == 1 ? "" : "s",
+               name, stream, a->redis);
+    return fflush(stdout) == 0 ? MCCTL_OK : MCCTL_FAIL;
+}

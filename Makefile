@@ -12,8 +12,8 @@ PACKAGES = cmake make gcc g++ pkg-config \
            libxxhash-dev libck-dev libjemalloc-dev libyaml-dev libmicrohttpd-dev libcmocka-dev \
            libcurl4-openssl-dev libbenchmark-dev libhiredis-dev redis-server libsqlite3-dev libpq-dev
 # Only for `make test`: a PostgreSQL server for the example module's tests, clang's libFuzzer
-# for the fuzz targets, valgrind for the memcheck label.
-TEST_PACKAGES = postgresql clang libclang-rt-14-dev valgrind
+# for the fuzz targets, valgrind for the memcheck label, doxygen for the API reference check.
+TEST_PACKAGES = postgresql clang libclang-rt-14-dev valgrind doxygen
 # Only for `make bench`: the libcuckoo comparison and gnuplot for the charts.
 BENCH_PACKAGES = libcuckoo-dev gnuplot-nox
 
@@ -46,8 +46,8 @@ build: deps $(BUILD)/CMakeCache.txt
 demo: build
 	bash examples/dept/demo.sh $(BUILD)
 
-test: test-deps test-unit test-tsan test-asan
-	@echo "All test suites passed (normal build, ThreadSanitizer, AddressSanitizer+UBSan)."
+test: test-deps test-unit test-tsan test-asan test-valgrind test-fuzz
+	@echo "All test suites passed (normal build, ThreadSanitizer, AddressSanitizer+UBSan, valgrind memcheck, fuzzing)."
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -73,7 +73,7 @@ bench: bench-deps $(BUILD)/CMakeCache.txt
 	sh bench/run_bench.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_TSAN) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_TSAN) $(BUILD_ASAN) $(BUILD_FUZZ) $(BUILD_VALGRIND)
 
 # libFuzzer targets (clang, ASan+UBSan, in $(BUILD_FUZZ)): `make test-fuzz` runs each for 20 s
 # on its committed corpus (the CTest label "fuzz"); `make fuzz` runs each for FUZZ_SECONDS,
@@ -96,3 +96,15 @@ fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
 	  sh tests/fuzz/run.sh $(BUILD_FUZZ)/tests/fuzz/$$t $(BUILD_FUZZ)/fuzz-runs/$$t $(FUZZ_SECONDS) || exit 1; \
 	done
+
+# The unit tests outside the "concurrency" label again under valgrind's memcheck (the CTest
+# label "memcheck"), in $(BUILD_VALGRIND): cache entries come from malloc there
+# (MODCACHE_JEMALLOC=OFF), so that memcheck sees every one of them.
+BUILD_VALGRIND ?= build-valgrind
+
+.PHONY: test-valgrind
+test-valgrind: test-deps
+	cmake -S . -B $(BUILD_VALGRIND) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMODCACHE_JEMALLOC=OFF \
+	  -DMODCACHE_MEMCHECK=ON -DMODCACHE_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD_VALGRIND) -j $(JOBS)
+	cd $(BUILD_VALGRIND) && ctest --output-on-failure -j $(JOBS) -L memcheck

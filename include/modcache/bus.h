@@ -81,7 +81,8 @@ MC_API int mc_bus_publish_args(mc_bus *bus, const char *cache, const mc_arg *arg
 /* Queue an invalidation of every entry of the function named `cache`. */
 MC_API int mc_bus_publish_all(mc_bus *bus, const char *cache);
 
-/* Wait until every message queued before this call has been written to Redis. Returns 0;
+/* Wait until every message queued before this call has been handed to Redis: written, or
+ * refused by it (an error reply, counted in mc_bus_stats.failed and logged). Returns 0;
  * MC_ETIMEDOUT when timeout_ms passed first (Redis unreachable, for instance). */
 MC_API int mc_bus_flush(mc_bus *bus, unsigned timeout_ms);
 

@@ -89,7 +89,8 @@ derive uncached_slow false "$LATENCY"
 # start NAME: run mchost on NAME.yaml; sets PID and PORT once it serves.
 start() {
     local name=$1 i
-    "$MCHOST" -c "$name.yaml" 2>"$name.log" &
+    : >"$name.log" # exists before the background job opens it, for the polling below
+    "$MCHOST" -c "$name.yaml" 2>>"$name.log" &
     PID=$!
     PIDS+=("$PID")
     for ((i = 0; i < 1200; i++)); do

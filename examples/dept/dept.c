@@ -190,8 +190,11 @@ static void dept_get(dept_state *st, const char *user, size_t ulen, mc_http_resp
             dept_user_reply(resp, user, ulen, dept, dlen);
         else if (rc == MC_ENOENT)
             dept_error(resp, 404, "no such user");
-        else
+        else {
+            mc_api_log(st->api, MC_LOG_WARN, "lookup of %.*s failed: %s", (int)ulen, user,
+                       err.message[0] ? err.message : mc_strerror(rc));
             dept_error(resp, 503, "the database is unavailable");
+        }
         return;
     }
     mc_value *v = NULL;
@@ -231,8 +234,10 @@ static void dept_put(dept_state *st, const char *user, size_t ulen, const mc_htt
     }
     /* After the write: a load that read the old row before this point will not be stored,
      * and the next GET loads the new one (here and, with the bus, in every other host). */
-    if (st->fn)
-        mc_api_invalidate_cache(st->api, st->fn, (const mc_arg[]){MC_ARG_SN(user, ulen)}, 1);
+    if (st->fn && (rc = mc_api_invalidate_cache(st->api, st->fn, (const mc_arg[]){MC_ARG_SN(user, ulen)}, 1)))
+        /* The local entry is gone either way; other hosts may keep theirs until their TTL. */
+        mc_api_log(st->api, MC_LOG_WARN, "invalidation of %.*s not passed on: %s", (int)ulen, user,
+                   mc_strerror(rc));
     dept_user_reply(resp, user, ulen, dept, dlen);
 }
 

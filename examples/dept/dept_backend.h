@@ -1,9 +1,9 @@
 /* examples/dept/dept_backend.h: what the connection pool (dept_db.c) needs from a database: set
  * it up once, open and close one connection, run the two queries on a connection.
  *
- * Internal to the example module. A connection is used by one thread at a time (the pool
- * guarantees it), so backends need no locking of their own; `setup` runs alone, before any
- * connection is opened. */
+ * Internal to the example module. A connection belongs to the pool that opened it (closed with
+ * disconnect) and is used by one thread at a time, which the pool guarantees, so backends need
+ * no locking of their own; `setup` runs alone, before any connection is opened. */
 #ifndef DEPT_BACKEND_H
 #define DEPT_BACKEND_H
 

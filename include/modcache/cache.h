@@ -23,10 +23,12 @@
 extern "C" {
 #endif
 
+/* A cache (opaque), owned by the caller of mc_cache_create (mc_cache_destroy). */
 typedef struct mc_cache mc_cache;
 /* A pinned value. Read with mc_value_data/mc_value_size; release exactly once. */
 typedef struct mc_value mc_value;
 
+/* Eviction policy (mc_cache_options.policy). */
 typedef enum mc_policy {
     /* Least recently used, exact within a shard: hits are recorded in per-shard striped
      * buffers and applied in order before the shard's next write. The default. */
@@ -44,6 +46,7 @@ typedef enum mc_evict_reason {
     MC_EVICT_INVALIDATION = 3, /* mc_cache_remove, mc_cache_clear, or removal by predicate */
     MC_EVICT_REPLACED = 4,     /* a put stored a new value under the same key */
 } mc_evict_reason;
+/* Number of mc_evict_reason values (the length of mc_cache_stats.evictions). */
 #define MC_EVICT_NREASONS 5
 
 /* The short lower-case name of a reason ("size", "memory", "time", "invalidation", "replaced"). */
@@ -61,6 +64,7 @@ typedef void (*mc_free_fn)(void *value);
 /* Monotonic clock in nanoseconds. */
 typedef uint64_t (*mc_clock_fn)(void *ud);
 
+/* Options of mc_cache_create: mc_cache_options_init fills the defaults, then set a bound. */
 typedef struct mc_cache_options {
     /* Bounds. At least one of max_entries and max_bytes must be non-zero; 0 means unbounded
      * in that dimension. Bounds are split evenly over shards. max_bytes counts entry weights:
@@ -70,6 +74,7 @@ typedef struct mc_cache_options {
     /* Expire-after-access: an entry not read or written for ttl_ns is a miss and is removed
      * (reason MC_EVICT_TIME). 0 disables expiry. */
     uint64_t ttl_ns;
+    /* Eviction policy (default MC_POLICY_LRU). */
     mc_policy policy;
     /* Number of shards, a power of two up to 256; 0 picks one from max_entries (about one
      * shard per 8192 entries, or per MiB of max_bytes without an entry bound, at most 64):
@@ -98,8 +103,9 @@ MC_API void mc_cache_options_init(mc_cache_options *opts);
 MC_API int mc_cache_create(const mc_cache_options *opts, mc_cache **out);
 
 /* Destroy a cache: every entry is dropped (the eviction listener is not called) and its
- * memory freed, except entries still pinned by handles, which are freed at their release.
- * Must not run concurrently with any other call on this cache. NULL is a no-op. */
+ * memory freed before this returns (after an epoch grace period), except entries still pinned
+ * by handles, which are freed after their release. Must not run concurrently with any other
+ * call on this cache. NULL is a no-op. */
 MC_API void mc_cache_destroy(mc_cache *cache);
 
 /* Look up `key` and return a pinned handle in *out. Returns 0; MC_ENOENT on a miss (or an
@@ -187,6 +193,7 @@ MC_API int mc_cache_evict_idle(mc_cache *cache, uint64_t min_idle_ns, size_t max
  * at the next write. Hosts call it from a timer when a cache may sit idle. */
 MC_API void mc_cache_cleanup(mc_cache *cache);
 
+/* What mc_cache_stats_get reports: counters since creation, sizes and bounds now. */
 typedef struct mc_cache_stats {
     uint64_t hits;
     uint64_t misses;

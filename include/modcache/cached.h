@@ -23,10 +23,13 @@
 extern "C" {
 #endif
 
+/* A memoized function (opaque), owned by the caller of mc_cached_create (mc_cached_destroy). */
 typedef struct mc_cached mc_cached;
 /* One in-flight load (or a batch of them): what a loader fills in. */
 typedef struct mc_load mc_load;
+/* Memoized functions by name, with the cache configuration they are created under. */
 typedef struct mc_registry mc_registry;
+/* The cache configuration a registry applies (the seed's `caches:` block), defined below. */
 typedef struct mc_cache_config mc_cache_config;
 
 /* A loader returns this when it will finish later with mc_load_complete. */
@@ -53,6 +56,7 @@ MC_API int mc_load_set_copy(mc_load *load, const void *data, size_t len);
 /* Hand `data` over: the cache calls free_fn(data) once it is no longer used, even if the
  * result is never stored (an invalidated load) and even on error returns of this function. */
 MC_API int mc_load_set_owned(mc_load *load, void *data, size_t len, mc_free_fn free_fn);
+/* Set "no value": cached like a value, seen by callers as mc_value_is_none. */
 MC_API int mc_load_set_none(mc_load *load);
 /* For `iterable` functions: how many elements the result holds (its weight; default 1). */
 MC_API void mc_load_set_weight(mc_load *load, uint64_t elements);
@@ -62,6 +66,7 @@ MC_API mc_load *mc_load_item(mc_load *load, size_t i);
  * negative error. Exactly once. Any thread, but not from inside the loader call itself. */
 MC_API void mc_load_complete(mc_load *load, int rc);
 
+/* Options of mc_cached_create (mc_cached_options_init, or MC_CACHED_OPTS in C). */
 typedef struct mc_cached_options {
     /* Unique name, module-qualified ("example_dept.get_department_for_user"); copied.
      * Required when registering; NULL is allowed for an unregistered function. */
@@ -82,6 +87,7 @@ typedef struct mc_cached_options {
     /* false: exempt from TTL expiry and memory autotuning (the seed's
      * prune_unread_entries=False); entries then leave only by size, invalidation, replacement. */
     bool keep_unread_entries;
+    /* Eviction policy of the function's cache (default MC_POLICY_LRU). */
     mc_policy policy;
     /* Optional batch loader, for mc_cached_call_many. */
     mc_batch_loader_fn batch_loader;
@@ -100,6 +106,7 @@ typedef struct mc_cached_options {
 /* A load_timeout_ns meaning "wait as long as the load takes". */
 #define MC_TIMEOUT_NEVER UINT64_MAX
 
+/* Fill *opts with defaults: every field zero (then set name and max_entries). */
 MC_API void mc_cached_options_init(mc_cached_options *opts);
 
 #ifndef __cplusplus
@@ -207,6 +214,7 @@ MC_API int mc_cached_invalidate_json(mc_cached *fn, const char *json, size_t len
 MC_API int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const void *value,
                              size_t vlen);
 
+/* What mc_cached_stats_get reports: the cache's statistics and the function's counters. */
 typedef struct mc_cached_stats {
     mc_cache_stats cache;
     uint64_t loads;        /* loader (or batch item) runs started */
@@ -217,6 +225,7 @@ typedef struct mc_cached_stats {
     uint64_t timeouts;     /* calls (blocking, async or batch keys) that got MC_ETIMEDOUT */
 } mc_cached_stats;
 
+/* Snapshot of a function's statistics, summed when read as in mc_cache_stats_get. */
 MC_API void mc_cached_stats_get(mc_cached *fn, mc_cached_stats *out);
 /* The name given at creation ("" if none). */
 MC_API const char *mc_cached_name(const mc_cached *fn);
@@ -225,12 +234,13 @@ MC_API mc_cache *mc_cached_cache(mc_cached *fn);
 
 /* ------------------------------------------------------------------ registry and config */
 
-/* The seed's `caches:` block. */
+/* One entry of per_cache_factors: a function's name and the factor of its max_entries. */
 typedef struct mc_cache_factor {
     const char *name;
     double factor;
 } mc_cache_factor;
 
+/* The seed's `caches:` block, as a registry applies it to the functions created under it. */
 struct mc_cache_config {
     /* Multiplies every function's max_entries (default 1.0 when 0). */
     double global_factor;
@@ -257,6 +267,7 @@ struct mc_cache_config {
     uint64_t load_timeout_ns;
 };
 
+/* Fill *cfg with defaults: global_factor 1.0, everything else 0 (off). */
 MC_API void mc_cache_config_init(mc_cache_config *cfg);
 
 /* Create a registry with a config (NULL: defaults). Environment overrides:
@@ -272,10 +283,12 @@ MC_API void mc_registry_destroy(mc_registry *reg);
 /* Register a function created without a registry under its name: MC_EEXIST if taken,
  * MC_EINVAL if it has no name or is registered elsewhere. Its current factor applies. */
 MC_API int mc_registry_add(mc_registry *reg, mc_cached *fn);
+/* Unregister a function (it is not destroyed). MC_ENOENT if it is not registered here. */
 MC_API int mc_registry_remove(mc_registry *reg, mc_cached *fn);
 /* The function registered under `name`, or NULL. */
 MC_API mc_cached *mc_registry_find(mc_registry *reg, const char *name);
 
+/* Visitor of mc_registry_list: one registered function and its statistics. */
 typedef void (*mc_registry_visit_fn)(void *ud, mc_cached *fn, const mc_cached_stats *stats);
 /* Visit every function in name order, with its stats (registry read-locked during the walk). */
 MC_API void mc_registry_list(mc_registry *reg, mc_registry_visit_fn visit, void *ud);

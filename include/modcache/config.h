@@ -15,10 +15,12 @@
 extern "C" {
 #endif
 
+/* A loaded document (opaque), owned by the caller of mc_config_load_* (mc_config_free). */
 typedef struct mc_config mc_config;
 /* A node of a loaded document, valid as long as the document. */
 typedef struct mc_config_node mc_config_node;
 
+/* What a node is. */
 typedef enum mc_config_kind {
     MC_CONFIG_SCALAR = 0, /* a string as written; `null`, `~` and empty are null scalars */
     MC_CONFIG_LIST = 1,
@@ -32,12 +34,15 @@ typedef enum mc_config_kind {
 MC_API int mc_config_load_file(const char *path, mc_config **out, mc_error *err);
 MC_API int mc_config_load_string(const char *text, size_t len, const char *name, mc_config **out,
                                  mc_error *err);
+/* Free a document and every node in it. NULL is a no-op. */
 MC_API void mc_config_free(mc_config *cfg);
 
+/* The document's root node. */
 MC_API const mc_config_node *mc_config_root(const mc_config *cfg);
 /* The name given at load (the file path for mc_config_load_file). */
 MC_API const char *mc_config_name(const mc_config *cfg);
 
+/* Whether a node is a scalar, a list or a map. */
 MC_API mc_config_kind mc_config_kind_of(const mc_config_node *node);
 /* The node's path from the root: "" for the root, "caches.global_factor", "modules[0].config". */
 MC_API const char *mc_config_path(const mc_config_node *node);

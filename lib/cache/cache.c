@@ -450,6 +450,9 @@ void mc_cache_destroy(mc_cache *c)
     }
     pthread_mutex_destroy(&c->resize_lock);
     mc__free(c, sizeof *c);
+    /* The entries and indexes retired above are freed now, not at this thread's next
+     * retirements or its exit (which never comes for a process's main thread). */
+    mc__epoch_barrier();
 }
 
 /* ---------------------------------------------------------------- lookups */

@@ -710,12 +710,13 @@ int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **o
     *out = NULL;
     if (!fn->loader)
         return MC_ENOTSUP;
-    uint64_t deadline = mc__deadline(fn);
     unsigned char key[MC_KEY_MAX];
     size_t klen;
     int rc = mc__call_lookup(fn, args, nargs, key, &klen, out);
     if (rc != 0)
         return rc < 0 ? rc : 0;
+    /* Hits never read the clock; a miss's wait counts from here. */
+    uint64_t deadline = mc__deadline(fn);
     mc_load *l;
     rc = mc__join_or_start(fn, key, klen, args, nargs, NULL, &l, out);
     if (rc == 1)

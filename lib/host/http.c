@@ -319,12 +319,12 @@ static void mc__list_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
     mc__bprintf(b,
                 "\", \"entries\": %llu, \"max_entries\": %llu, \"bytes\": %llu, \"memory\": %llu, "
                 "\"hits\": %llu, \"misses\": %llu, \"loads\": %llu, \"load_errors\": %llu, "
-                "\"invalidations\": %llu, \"evictions\": {",
+                "\"invalidations\": %llu, \"timeouts\": %llu, \"evictions\": {",
                 (unsigned long long)st->cache.entries, (unsigned long long)st->cache.max_entries,
                 (unsigned long long)st->cache.weight, (unsigned long long)st->cache.memory,
                 (unsigned long long)st->cache.hits, (unsigned long long)st->cache.misses,
                 (unsigned long long)st->loads, (unsigned long long)st->load_errors,
-                (unsigned long long)st->invalidations);
+                (unsigned long long)st->invalidations, (unsigned long long)st->timeouts);
     for (int r = 0; r < MC_EVICT_NREASONS; r++)
         mc__bprintf(b, "%s\"%s\": %llu", r ? ", " : "", mc_evict_reason_name((mc_evict_reason)r),
                     (unsigned long long)st->cache.evictions[r]);
@@ -345,6 +345,8 @@ static void mc__metrics_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
     mc__bprintf(b, "modcache_cache_max_size{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.max_entries);
     mc__bprintf(b, "modcache_cache_memory_bytes{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.memory);
     mc__bprintf(b, "modcache_cache_loads_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->loads);
+    mc__bprintf(b, "modcache_cache_load_errors_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->load_errors);
+    mc__bprintf(b, "modcache_cache_load_timeouts_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->timeouts);
 }
 
 /* The invalidation bus's counters, Prometheus style. */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -283,7 +284,15 @@ static void test_outage_catch_up(void **state)
     assert_int_equal(mc_bus_flush(a.bus, 50), MC_ETIMEDOUT);
 
     assert_int_equal(mct_redis_start(&r, r.port), 0);
-    assert_true(WAIT_UNTIL(!node_cached(&b, 4), WAIT_MS));
+    if (!WAIT_UNTIL(!node_cached(&b, 4), WAIT_MS)) {
+        mc_bus_stats sa = stats(&a), sb = stats(&b);
+        fail_msg("b still caches key 4: a sent %llu queued %llu up %d; b received %llu applied %llu "
+                 "catchups %llu flushes %llu up %d last %s\nlog a:\n%s\nlog b:\n%s",
+                 (unsigned long long)sa.sent, (unsigned long long)sa.queued, sa.link_up,
+                 (unsigned long long)sb.received, (unsigned long long)sb.applied,
+                 (unsigned long long)sb.catchups, (unsigned long long)sb.full_flushes, sb.link_up, sb.last_id,
+                 a.log, b.log);
+    }
     assert_int_equal(node_get(&b, 4), 41);
     assert_true(node_cached(&b, 5)); /* resumed, not flushed */
     assert_true(stats(&b).catchups >= 1);
@@ -459,11 +468,14 @@ typedef struct {
 
 static char dir[] = "/tmp/mc-bus-test-XXXXXX";
 
+/* The "database" write: atomic (rename), so a loader never reads a half-written value. */
 static void data_write(const char *key, const char *value)
 {
-    char path[512];
+    char path[512], tmp[520];
     snprintf(path, sizeof path, "%s/data/%s", dir, key);
-    assert_int_equal(mct_write_file(path, value), 0);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    assert_int_equal(mct_write_file(tmp, value), 0);
+    assert_int_equal(rename(tmp, path), 0);
 }
 
 static void host_start(host *h, int idx, unsigned redis_port, uint64_t maxlen)
@@ -706,6 +718,110 @@ static void test_late_host(void **state)
         host_stop(&h[i]);
 }
 
+/* The checker process: reads the keys from a host in a loop until SIGTERM and fails (exit 1)
+ * on any read older than one it saw before: a value loaded before an invalidation must never be
+ * served after a newer one. Exit 0 on SIGTERM when it made at least one read of each key. */
+static volatile sig_atomic_t checker_stop;
+static void checker_on_term(int sig) { (void)sig; checker_stop = 1; }
+
+static int checker_main(unsigned port, int nkeys)
+{
+    signal(SIGTERM, checker_on_term);
+    long last[8] = {0};
+    unsigned long reads = 0;
+    while (!checker_stop) {
+        for (int k = 0; k < nkeys; k++) {
+            char path[128], body[512];
+            snprintf(path, sizeof path, "/_modcache/client/bus/v1/value/kill%d", k);
+            if (mct_http(port, "GET", path, NULL, NULL, body, sizeof body) != 200)
+                continue;
+            const char *v = strstr(body, "\"value\": \"");
+            if (!v)
+                continue;
+            long ver = strtol(v + strlen("\"value\": \""), NULL, 10);
+            if (ver < last[k]) {
+                fprintf(stderr, "checker: key kill%d went back from %ld to %ld\n", k, last[k], ver);
+                return 1;
+            }
+            last[k] = ver;
+            reads++;
+        }
+    }
+    fprintf(stderr, "checker: %lu reads\n", reads);
+    return reads > 0 ? 0 : 2;
+}
+
+/* Redis killed (SIGKILL) and restarted in a loop, alternately keeping its data and losing it,
+ * while one host writes new versions and invalidates: a checker process reading from the other
+ * host never sees a version go back, and after each restart the other host converges. */
+static void test_redis_kill_loop(void **state)
+{
+    (void)state;
+    enum { NKEYS = 4, ROUNDS = 6 };
+    mct_redis r = {.persist = true};
+    assert_int_equal(mct_redis_start(&r, 0), 0);
+    host h[2];
+    for (int i = 0; i < 2; i++)
+        host_start(&h[i], 40 + i, r.port, 10000);
+    for (int i = 0; i < 2; i++)
+        assert_true(WAIT_UNTIL(host_metric(&h[i], "modcache_bus_link_up") == 1, WAIT_MS));
+    long version = 1;
+    char key[16], val[32];
+    for (int k = 0; k < NKEYS; k++) {
+        snprintf(key, sizeof key, "kill%d", k);
+        snprintf(val, sizeof val, "%ld", version);
+        data_write(key, val);
+    }
+    pid_t checker = fork();
+    assert_true(checker >= 0);
+    if (checker == 0)
+        _exit(checker_main(h[1].port, NKEYS));
+
+    for (int round = 0; round < ROUNDS; round++) {
+        /* Writes with Redis up, then Redis killed in the middle of more writes. */
+        for (int i = 0; i < 20; i++) {
+            version++;
+            int k = i % NKEYS;
+            snprintf(key, sizeof key, "kill%d", k);
+            snprintf(val, sizeof val, "%ld", version);
+            data_write(key, val);
+            host_invalidate(&h[0], key);
+            if (i == 10)
+                mct_redis_stop(&r, true);
+        }
+        if (round % 2 == 1) { /* this time Redis comes back without its data */
+            mct_redis_cleanup(&r);
+            r.persist = round % 4 != 1;
+        }
+        assert_int_equal(mct_redis_start(&r, r.port), 0);
+        for (int i = 0; i < 2; i++)
+            assert_true(WAIT_UNTIL(host_metric(&h[i], "modcache_bus_link_up") == 1, WAIT_MS));
+        /* After reconnection the other host serves the last version of every key. */
+        for (int k = 0; k < NKEYS; k++) {
+            char want[32];
+            long last_of_k = version - ((version - 2 - k) % NKEYS + NKEYS) % NKEYS;
+            snprintf(key, sizeof key, "kill%d", k);
+            snprintf(want, sizeof want, "%ld", last_of_k);
+            if (!WAIT_UNTIL(value_is(&h[1], key, want), WAIT_MS)) {
+                char got[64];
+                host_value(&h[1], key, got, sizeof got);
+                fail_msg("round %d: host 2 serves %s=%s, want %s", round, key, got, want);
+            }
+        }
+    }
+    kill(checker, SIGTERM);
+    int status = 0;
+    waitpid(checker, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_true(host_metric(&h[1], "modcache_bus_catchups_total") >= 1);
+    assert_true(host_metric(&h[1], "modcache_bus_full_flushes_total") >= 1);
+    for (int i = 0; i < 2; i++)
+        host_stop(&h[i]);
+    mct_redis_stop(&r, true);
+    mct_redis_cleanup(&r);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -724,6 +840,7 @@ int main(void)
         cmocka_unit_test(test_hosts_through_redis_restarts),
         cmocka_unit_test(test_stalled_host_trimmed_past),
         cmocka_unit_test(test_late_host),
+        cmocka_unit_test(test_redis_kill_loop),
     };
     int failed = cmocka_run_group_tests_name("bus", in_process, setup_redis, teardown_redis);
     if (setup_redis(NULL) != 0)

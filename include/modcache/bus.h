@@ -38,11 +38,13 @@
 extern "C" {
 #endif
 
+/* An invalidation bus (opaque), owned by the caller of mc_bus_start (mc_bus_stop). */
 typedef struct mc_bus mc_bus;
 
 /* Receives the bus's log lines (level as mc_log_level: 0 debug, 1 info, 2 warn, 3 error). */
 typedef void (*mc_bus_log_fn)(void *ud, int level, const char *message);
 
+/* Options of mc_bus_start; mc_bus_options_init fills the defaults given below. */
 typedef struct mc_bus_options {
     const char *address;       /* "host:port" (default "127.0.0.1:6379") */
     const char *stream;        /* stream key (default "modcache:invalidations") */
@@ -58,6 +60,7 @@ typedef struct mc_bus_options {
     void *log_ud;
 } mc_bus_options;
 
+/* Fill *opts with the defaults listed in mc_bus_options. */
 MC_API void mc_bus_options_init(mc_bus_options *opts);
 
 /* Start a bus: copies the options, tries one connection per thread, then returns; an
@@ -82,10 +85,11 @@ MC_API int mc_bus_publish_args(mc_bus *bus, const char *cache, const mc_arg *arg
 MC_API int mc_bus_publish_all(mc_bus *bus, const char *cache);
 
 /* Wait until every message queued before this call has been handed to Redis: written, or
- * refused by it (an error reply, counted in mc_bus_stats.failed and logged). Returns 0;
+ * refused by it for good (counted in mc_bus_stats.failed and logged). Returns 0;
  * MC_ETIMEDOUT when timeout_ms passed first (Redis unreachable, for instance). */
 MC_API int mc_bus_flush(mc_bus *bus, unsigned timeout_ms);
 
+/* Counters of a bus since it started, and its state now (mc_bus_stats_get). */
 typedef struct mc_bus_stats {
     uint64_t sent;         /* messages written to the stream */
     uint64_t received;     /* entries read from the stream from other senders */
@@ -96,12 +100,14 @@ typedef struct mc_bus_stats {
     uint64_t full_flushes; /* times every registered function was invalidated */
     uint64_t collapsed;    /* times the outage queue was collapsed into "all" messages */
     uint64_t reconnects;   /* connections made after a failure (both threads) */
-    uint64_t failed;       /* messages Redis refused (an error reply to XADD): dropped, logged */
+    uint64_t failed;       /* messages Redis refused for good (WRONGTYPE, ERR): dropped, logged;
+                            * other error replies (LOADING, BUSY, OOM...) are retried */
     uint64_t queued;       /* messages waiting to be sent now */
     bool link_up;          /* both connections are up */
     char last_id[48];      /* last stream id the reader handled ("0-0" before any) */
 } mc_bus_stats;
 
+/* Snapshot of a bus's counters (zeros for a NULL bus). */
 MC_API void mc_bus_stats_get(mc_bus *bus, mc_bus_stats *out);
 
 #ifdef __cplusplus

@@ -56,6 +56,7 @@ struct mc_bus {
     size_t qhead, qlen, qcap;
     mc__bmsg *inflight; /* the batch the sender is writing now (not in q) */
     size_t ninflight;
+    bool retry[MC__BUS_BATCH]; /* sender only: which of the batch must go again */
     uint64_t next_seq;
     bool stopping;
 
@@ -398,10 +399,26 @@ int mc_bus_flush(mc_bus *b, unsigned timeout_ms)
 
 /* ------------------------------------------------------------------ the sender */
 
-/* Write the in-flight batch with one pipeline. Returns how many were written (replies read);
- * *conn_lost is set when the connection failed (the rest are unknown: resent). */
-static size_t mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
+/* An error reply that may go away by itself (a server loading its data, busy, out of memory,
+ * a replica): the message is kept and sent again after a backoff. Other errors (WRONGTYPE, a
+ * malformed command) would be refused forever: the message is dropped and counted. */
+static bool mc__transient(const char *err)
 {
+    static const char *const permanent[] = {"WRONGTYPE", "ERR", NULL};
+    for (const char *const *p = permanent; *p; p++)
+        if (!strncmp(err, *p, strlen(*p)) && (err[strlen(*p)] == ' ' || err[strlen(*p)] == 0))
+            return false;
+    return true;
+}
+
+/* Write the in-flight batch with one pipeline; b->retry[i] says which messages must go again
+ * (after a transient error reply, or unconfirmed when the connection failed: a duplicate is
+ * harmless). Returns true when the caller should back off; *conn_lost when the connection
+ * failed. */
+static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
+{
+    for (size_t i = 0; i < b->ninflight; i++)
+        b->retry[i] = true;
     char maxlen[24];
     snprintf(maxlen, sizeof maxlen, "%" PRIu64, b->maxlen);
     for (size_t i = 0; i < b->ninflight; i++) {
@@ -432,28 +449,32 @@ static size_t mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
         }
         if (redisAppendCommandArgv(c, argc, argv, NULL) != REDIS_OK) {
             *conn_lost = true;
-            return 0;
+            return true;
         }
     }
-    size_t done = 0;
+    bool backoff = false;
     for (size_t i = 0; i < b->ninflight; i++) {
         redisReply *r = NULL;
         if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
             *conn_lost = true;
-            return done;
+            return true;
         }
-        if (r->type == REDIS_REPLY_ERROR) {
-            /* Redis refused this entry (the key holds another type, say): resending cannot help. */
+        if (r->type != REDIS_REPLY_ERROR) {
+            atomic_fetch_add(&b->sent, 1);
+            b->retry[i] = false;
+        } else if (mc__transient(r->str)) {
+            if (!backoff)
+                mc__bus_log(b, 2, "XADD to %s: %s; retrying", b->stream, r->str);
+            backoff = true;
+        } else {
             atomic_fetch_add(&b->failed, 1);
+            b->retry[i] = false;
             mc__bus_log(b, 3, "XADD to %s refused: %s; invalidation of %s dropped", b->stream, r->str,
                         b->inflight[i].cache);
-        } else {
-            atomic_fetch_add(&b->sent, 1);
         }
         freeReplyObject(r);
-        done++;
     }
-    return done;
+    return backoff;
 }
 
 static void *mc__sender_main(void *arg)
@@ -495,15 +516,16 @@ static void *mc__sender_main(void *arg)
         pthread_mutex_unlock(&b->lock);
 
         bool lost = false;
-        size_t done = mc__send_batch(b, c, &lost);
+        bool again = mc__send_batch(b, c, &lost);
 
         pthread_mutex_lock(&b->lock);
-        for (size_t i = 0; i < done; i++)
-            mc__msg_free(&b->inflight[i]);
-        /* Unconfirmed ones go back to the front, in order (a duplicate is harmless). */
-        for (size_t i = n; i > done; i--)
-            if (mc__q_push(b, b->inflight[i - 1], true) != 0)
+        /* What must go again returns to the front, in order. */
+        for (size_t i = n; i > 0; i--) {
+            if (!b->retry[i - 1])
+                mc__msg_free(&b->inflight[i - 1]);
+            else if (mc__q_push(b, b->inflight[i - 1], true) != 0)
                 atomic_fetch_add(&b->failed, 1);
+        }
         b->ninflight = 0;
         pthread_cond_broadcast(&b->flushed);
         if (lost) {
@@ -511,6 +533,12 @@ static void *mc__sender_main(void *arg)
             redisFree(c);
             c = NULL;
             atomic_store(&b->send_up, false);
+        } else if (again) {
+            if (b->stopping)
+                break; /* no more waiting for a server that keeps refusing */
+            backoff = mc__backoff_locked(b, backoff);
+        } else {
+            backoff = b->backoff_min;
         }
     }
     if (b->qlen)
@@ -790,7 +818,9 @@ static void *mc__reader_main(void *arg)
         atomic_store(&b->read_up, true);
         mc__link_check_up(b);
 
-        uint64_t last_check = mc__now_ns();
+        /* Check continuity as soon as the first catch-up batch is read: entries lost during the
+         * outage are then found at once, not at the next quiet moment. */
+        uint64_t last_check = 0;
         for (;;) {
             pthread_mutex_lock(&b->lock);
             stop = b->stopping;
@@ -807,7 +837,7 @@ static void *mc__reader_main(void *arg)
                 continue;
             }
             /* Behind the tail (a full batch): read on; otherwise check continuity now and then. */
-            if (n < MC__BUS_READ_COUNT && (n == 0 || mc__now_ns() - last_check > MC__BUS_CHECK_NS)) {
+            if (n < MC__BUS_READ_COUNT && (n == 0 || last_check == 0 || mc__now_ns() - last_check > MC__BUS_CHECK_NS)) {
                 int rc = mc__stream_info(b, c, &xi);
                 if (rc == -1)
                     break;

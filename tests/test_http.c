@@ -71,13 +71,15 @@ static void http(const char *method, const char *path, const char *headers, cons
     out->text[0] = 0;
     struct curl_slist *hdrs = NULL;
     for (const char *h = headers; h && *h;) { /* "Name: value\r\n" lines */
-        char line[256];
         size_t n = strcspn(h, "\r");
-        snprintf(line, sizeof line, "%.*s", (int)n, h);
+        char *line = strndup(h, n);
+        assert_non_null(line);
         hdrs = curl_slist_append(hdrs, line);
+        free(line);
         h += n;
         h += strspn(h, "\r\n");
     }
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L); /* send dot segments as they are */
     hdrs = curl_slist_append(hdrs, "Expect:"); /* send bodies at once, no 100-continue round */
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
@@ -256,6 +258,56 @@ static void test_admin_api(void **state)
     assert_int_equal(r.status, 404);
 }
 
+/* Hostile requests: dot segments and encoded separators never reach another handler; tokens
+ * that are missing, wrong, of another length, lower-cased scheme or far too long never pass. */
+static void test_hostile_requests(void **state)
+{
+    (void)state;
+    reply r;
+    const char *escapes[] = {"/_modcache/client/web/v1/../../../metrics",
+                             "/_modcache/client/web/v1/%2e%2e/%2e%2e/admin/v1/caches",
+                             "/_modcache/client/web/v1/..%2f..%2fadmin%2fv1%2fcaches",
+                             "/_modcache/client/web/v1/%00/../../admin/v1/caches"};
+    for (size_t i = 0; i < sizeof escapes / sizeof escapes[0]; i++) {
+        http("GET", escapes[i], NULL, NULL, 0, &r);
+        /* Served (literally) by the web module, or refused: never the metrics or admin handlers. */
+        assert_null(strstr(r.body, "modcache_cache_hits_total"));
+        assert_null(strstr(r.body, "\"max_entries\""));
+        if (r.status == 200)
+            assert_non_null(strstr(r.body, "GET /_modcache/client/web/v1"));
+    }
+    /* Climbing out of the admin tree still needs the token, and finds nothing. */
+    http("GET", "/_modcache/admin/../client/web/v1", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 401);
+    http("GET", "//_modcache/admin/v1/caches", NULL, NULL, 0, &r);
+    assert_null(strstr(r.body, "\"max_entries\""));
+    http("GET", "/_modcache/admin%2fv1%2fcaches", NULL, NULL, 0, &r);
+    assert_null(strstr(r.body, "\"max_entries\""));
+
+    const char *bad_tokens[] = {"Authorization: Bearer s3cret-tokeN\r\n", "Authorization: Bearer s3cret-toke\r\n",
+                                "Authorization: Bearer s3cret-token2\r\n", "Authorization: Bearer \r\n",
+                                "Authorization: s3cret-token\r\n", "Authorization: Basic s3cret-token\r\n",
+                                "X-Authorization: Bearer s3cret-token\r\n"};
+    for (size_t i = 0; i < sizeof bad_tokens / sizeof bad_tokens[0]; i++) {
+        http("GET", "/_modcache/admin/v1/caches", bad_tokens[i], NULL, 0, &r);
+        assert_int_equal(r.status, 401);
+        assert_non_null(strstr(r.text, "WWW-Authenticate: Bearer"));
+    }
+    /* The scheme is case-insensitive (RFC 7235). */
+    http("GET", "/_modcache/admin/v1/caches", "Authorization: bearer s3cret-token\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    /* A 64 KiB token: refused (401, or the server's header limit), never accepted. */
+    static char big[70000];
+    int n = snprintf(big, sizeof big, "Authorization: Bearer ");
+    memset(big + n, 'a', 65536);
+    big[n + 65536] = 0;
+    http("GET", "/_modcache/admin/v1/caches", big, NULL, 0, &r);
+    assert_true(r.status == 401 || r.status == 413 || r.status == 431 || r.status == 400);
+    /* The server is still healthy. */
+    http("GET", "/_modcache/admin/v1/caches", "Authorization: Bearer s3cret-token\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+}
+
 static void test_metrics(void **state)
 {
     (void)state;
@@ -355,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_resources),
         cmocka_unit_test(test_request_checks),
         cmocka_unit_test(test_admin_api),
+        cmocka_unit_test(test_hostile_requests),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_start_errors),
         cmocka_unit_test(test_stop_finishes_requests), /* last: it stops the server */

@@ -13,11 +13,13 @@
 extern "C" {
 #endif
 
+/* A module host (opaque), owned by the caller of mc_host_create (mc_host_destroy). */
 typedef struct mc_host mc_host;
 
 /* Receives every log line: the module's name (NULL for the host itself) and the message. */
 typedef void (*mc_log_fn)(void *ud, mc_log_level level, const char *module, const char *message);
 
+/* Options of mc_host_create (mc_host_options_init: every field NULL, the defaults). */
 typedef struct mc_host_options {
     /* Logger; NULL writes "<level> [<module>] <message>" lines to stderr. */
     mc_log_fn log;
@@ -31,7 +33,9 @@ typedef struct mc_host_options {
     struct mc_bus *bus;
 } mc_host_options;
 
+/* Fill *opts with defaults (every field NULL). */
 MC_API void mc_host_options_init(mc_host_options *opts);
+/* Create a host (opts NULL: defaults); *out is the caller's. 0, MC_EINVAL or MC_ENOMEM. */
 MC_API int mc_host_create(const mc_host_options *opts, mc_host **out);
 /* Finalise every module in reverse order (after unregistering what each registered), unload
  * them, and free the host (and the registry it created, if any). NULL is a no-op. */
@@ -105,6 +109,7 @@ MC_API size_t mc_host_callback_count(mc_host *host, const char *category, const 
 
 /* ---- the host's configuration file ---- */
 
+/* Where invalidations go (invalidation.backend). */
 typedef enum mc_bus_backend {
     MC_BUS_LOCAL = 0, /* invalidations stay in this process */
     MC_BUS_REDIS = 1, /* invalidations go through a Redis stream to every host */
@@ -146,9 +151,11 @@ MC_API unsigned mc_host_http_port(const mc_host *host);
 /* Stop accepting, let requests in progress finish, then stop. */
 MC_API void mc_host_http_stop(mc_host *host);
 
+/* Number of modules loaded. */
 MC_API size_t mc_host_module_count(const mc_host *host);
 /* The i-th loaded module's descriptor name, or NULL. */
 MC_API const char *mc_host_module_name(const mc_host *host, size_t i);
+/* The registry of the modules' cached functions (borrowed from the host). */
 MC_API mc_registry *mc_host_registry(mc_host *host);
 
 #ifdef __cplusplus

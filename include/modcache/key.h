@@ -31,6 +31,7 @@ extern "C" {
  * always holds an encoded key; encoding a larger tuple fails with MC_E2BIG. */
 #define MC_KEY_MAX 1024
 
+/* The type of a tuple field (mc_arg.type). */
 typedef enum mc_arg_type {
     MC_ARG_NULL = 0,
     MC_ARG_BOOL = 1,

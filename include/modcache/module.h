@@ -19,8 +19,10 @@ extern "C" {
  * grows at its end, so additions keep the version. */
 #define MC_MODULE_ABI_VERSION 1
 
+/* The API handle a module is given (opaque, owned by the host, valid until fini returns). */
 typedef struct mc_api mc_api;
 
+/* Severity of a log line (mc_api_log). */
 typedef enum mc_log_level {
     MC_LOG_DEBUG = 0,
     MC_LOG_INFO = 1,
@@ -28,6 +30,7 @@ typedef enum mc_log_level {
     MC_LOG_ERROR = 3,
 } mc_log_level;
 
+/* What a module exports as `mc_module` (declared with MC_MODULE). */
 typedef struct mc_module_descriptor {
     uint32_t abi_version; /* MC_MODULE_ABI_VERSION of the headers the module was built with */
     uint32_t size;        /* sizeof(mc_module_descriptor) at build time */
@@ -97,6 +100,7 @@ typedef struct mc_http_request {
     void *impl;
 } mc_http_request;
 
+/* The response a handler fills (opaque, owned by the server, valid during the call). */
 typedef struct mc_http_response mc_http_response;
 
 /* A request header (case-insensitive name), or NULL. */
@@ -124,6 +128,7 @@ MC_API int mc_api_register_web_resource(mc_api *api, const char *path, mc_http_h
 /* One named callback of a category (the seed's keyword arguments): `fn` is the function the
  * embedding program documents for that name (cast to mc_callback_fn), `ud` its user data. */
 typedef void (*mc_callback_fn)(void);
+/* A callback's name, function and user data, for mc_api_register_callbacks. */
 typedef struct mc_callback_entry {
     const char *name;
     mc_callback_fn fn;

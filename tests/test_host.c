@@ -126,6 +126,10 @@ static void test_load_faults(void **state)
                                  NULL});
     expect_fail("modules:\n  - module: @/mod_bad_init.so\n", MC_EIO,
                 (const char *[]){"mod_bad_init.so: init failed: database unreachable", NULL});
+    /* A module that destroyed the function it registered before failing: the host's clean-up
+     * must not touch the freed function (ASan and valgrind watch this one). */
+    expect_fail("modules:\n  - module: @/mod_bad_init_destroys.so\n", MC_EIO,
+                (const char *[]){"mod_bad_init_destroys.so: init failed: database unreachable", NULL});
     expect_fail("modules:\n  - module: @/mod_good.so\n    confg: {}\n", MC_EINVAL,
                 (const char *[]){"modules[0].confg: unknown key", NULL});
     expect_fail("modules:\n  - config: {}\n", MC_EINVAL, (const char *[]){"modules[0]: missing key 'module'", NULL});

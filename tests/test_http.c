@@ -252,6 +252,15 @@ static void test_admin_api(void **state)
     http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, badkey, strlen(badkey), &r);
     assert_int_equal(r.status, 400);
     assert_non_null(strstr(r.body, "offset"));
+    /* Error texts carrying quotes stay valid JSON. */
+    const char *quoted = "{\"keys\": [[{\"nohex\": 1}]]}";
+    http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, quoted, strlen(quoted), &r);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\\\""));
+    assert_int_equal(strncmp(r.body, "{\"error\": \"key 0: ", 18), 0);
+    http("POST", "/_modcache/admin/v1/caches/no%22pe/invalidate", auth, all, strlen(all), &r);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(r.body, "{\"error\": \"no cache named no\\\"pe\"}");
     http("GET", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, NULL, 0, &r);
     assert_int_equal(r.status, 405);
     http("GET", "/_modcache/admin/v2/other", auth, NULL, 0, &r);

@@ -696,6 +696,55 @@ static void test_factor_env_per_name(void **state)
     mc_registry_destroy(reg);
 }
 
+/* A configuration reload (SIGHUP) replaces the file's factors with the same precedence as at
+ * creation: the environment still wins, and run-time overrides are forgotten. */
+static void test_reload_factors(void **state)
+{
+    (void)state;
+    counter ctr = {0};
+    mc_cache_config cfg;
+    mc_cache_config_init(&cfg);
+    cfg.global_factor = 2.0;
+    mc_cache_factor f[] = {{"r.env", 3.0}, {"r.file", 3.0}};
+    cfg.per_cache_factors = f;
+    cfg.n_per_cache_factors = 2;
+    setenv("MODCACHE_CACHE_FACTOR_R_ENV", "5", 1);
+    mc_registry *reg = make_reg(&cfg);
+    mc_cached *env = make_fn(reg, "r.env", 10, &ctr);
+    mc_cached *file = make_fn(reg, "r.file", 10, &ctr);
+    mc_cached *plain = make_fn(reg, "r.plain", 10, &ctr);
+    assert_int_equal(bound_of(env), 50);
+    assert_int_equal(bound_of(file), 30);
+    assert_int_equal(bound_of(plain), 20);
+    assert_int_equal(mc_registry_set_factor(reg, "r.plain", 9.0), 0);
+    assert_int_equal(bound_of(plain), 90);
+
+    mc_cache_factor g[] = {{"r.env", 7.0}, {"r.plain", 1.5}};
+    cfg.global_factor = 4.0;
+    cfg.per_cache_factors = g;
+    assert_int_equal(mc_registry_reload_factors(reg, &cfg), 0);
+    assert_int_equal(bound_of(env), 50);   /* the environment still wins over the file */
+    assert_int_equal(bound_of(file), 40);  /* no longer named in the file: the new global */
+    assert_int_equal(bound_of(plain), 15); /* the run-time 9.0 is forgotten */
+
+    setenv("MODCACHE_CACHE_FACTOR", "6", 1);
+    assert_int_equal(mc_registry_reload_factors(reg, &cfg), 0);
+    assert_int_equal(bound_of(file), 60); /* the global environment override over global_factor */
+    unsetenv("MODCACHE_CACHE_FACTOR");
+    unsetenv("MODCACHE_CACHE_FACTOR_R_ENV");
+
+    /* Refused as a whole: nothing changes. */
+    mc_cache_factor bad[] = {{"r.file", 2.0}, {"r.plain", -1.0}};
+    cfg.per_cache_factors = bad;
+    assert_int_equal(mc_registry_reload_factors(reg, &cfg), MC_EINVAL);
+    assert_int_equal(bound_of(plain), 15);
+    assert_int_equal(mc_registry_reload_factors(NULL, &cfg), MC_EINVAL);
+    mc_cached_destroy(env);
+    mc_cached_destroy(file);
+    mc_cached_destroy(plain);
+    mc_registry_destroy(reg);
+}
+
 /* A factor that is well-formed and positive but scales a bound past what a size_t holds
  * must not make function creation fail: the bound saturates (or the value is ignored). */
 static void test_factor_overflow(void **state)
@@ -1338,6 +1387,7 @@ int main(void)
         cmocka_unit_test_setup(test_factors_from_config, clear_env),
         cmocka_unit_test_setup(test_factor_env_global, clear_env),
         cmocka_unit_test_setup(test_factor_env_per_name, clear_env),
+        cmocka_unit_test_setup(test_reload_factors, clear_env),
         cmocka_unit_test_setup(test_factor_overflow, clear_env),
         cmocka_unit_test_setup(test_set_factor_resizes, clear_env),
         cmocka_unit_test_setup(test_ttl_expiry, clear_env),

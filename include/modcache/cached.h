@@ -306,6 +306,13 @@ MC_API int mc_registry_invalidate(mc_registry *reg, const char *name, const char
  * list, invalidate) but not add, remove, or destroy a registered function. */
 MC_API int mc_registry_set_factor(mc_registry *reg, const char *name, double factor);
 
+/* Replace the configured factors with cfg's global_factor and per_cache_factors (other fields
+ * are ignored), as a configuration reload does: the environment overrides keep their
+ * precedence over them, as at creation, and factors set with mc_registry_set_factor are
+ * forgotten. Functions are resized at once. Returns 0, MC_EINVAL (a factor <= 0, a NULL name)
+ * or MC_ENOMEM (nothing changed). Same locking rules as mc_registry_set_factor. */
+MC_API int mc_registry_reload_factors(mc_registry *reg, const mc_cache_config *cfg);
+
 /* Start / stop the maintenance thread (expiry cleanup and memory autotuning each interval). */
 MC_API int mc_registry_start(mc_registry *reg);
 MC_API void mc_registry_stop(mc_registry *reg);

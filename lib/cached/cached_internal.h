@@ -121,6 +121,11 @@ struct mc_cached {
 #define MC__HOOK_FINISHED 2
 extern void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
 
+/* Unregister fn if it is still registered, without reading fn unless it is found there: a
+ * module may have destroyed a function it registered (which unregisters it) before the host
+ * cleans up after it. */
+void mc__registry_forget(mc_registry *reg, const mc_cached *fn);
+
 /* Apply a factor (resizing the cache at once). Used by the registry. */
 void mc__cached_apply_factor(mc_cached *fn, double factor);
 

@@ -269,6 +269,20 @@ int mc_registry_remove(mc_registry *reg, mc_cached *fn)
     return 0;
 }
 
+void mc__registry_forget(mc_registry *reg, const mc_cached *fn)
+{
+    pthread_rwlock_wrlock(&reg->lock);
+    for (size_t i = 0; i < reg->n; i++)
+        if (reg->fns[i] == fn) {
+            /* Still registered, hence still alive: it may be touched. */
+            reg->fns[i]->registry = NULL;
+            memmove(&reg->fns[i], &reg->fns[i + 1], (reg->n - i - 1) * sizeof *reg->fns);
+            reg->n--;
+            break;
+        }
+    pthread_rwlock_unlock(&reg->lock);
+}
+
 mc_cached *mc_registry_find(mc_registry *reg, const char *name)
 {
     if (!reg || !name)
@@ -318,6 +332,58 @@ int mc_registry_invalidate(mc_registry *reg, const char *name, const char *const
     return rc;
 }
 
+/* Resize every function whose factor changed. Under the read lock only: the evictions run
+ * invalidation callbacks, which may call back into the registry (invalidate by name, list). */
+static void mc__apply_factors(mc_registry *reg)
+{
+    pthread_rwlock_rdlock(&reg->lock);
+    pthread_mutex_lock(&reg->apply_lock);
+    for (size_t i = 0; i < reg->n; i++) {
+        double f = mc__factor_for(reg, reg->fns[i]->name);
+        if (f != reg->fns[i]->factor)
+            mc__cached_apply_factor(reg->fns[i], f);
+    }
+    pthread_mutex_unlock(&reg->apply_lock);
+    pthread_rwlock_unlock(&reg->lock);
+}
+
+int mc_registry_reload_factors(mc_registry *reg, const mc_cache_config *cfg)
+{
+    if (!reg || !cfg || (cfg->n_per_cache_factors && !cfg->per_cache_factors))
+        return MC_EINVAL;
+    double global = cfg->global_factor == 0 ? 1.0 : cfg->global_factor;
+    if (!(global > 0) || !isfinite(global))
+        return MC_EINVAL;
+    for (size_t i = 0; i < cfg->n_per_cache_factors; i++)
+        if (!cfg->per_cache_factors[i].name || !(cfg->per_cache_factors[i].factor > 0) ||
+            !isfinite(cfg->per_cache_factors[i].factor))
+            return MC_EINVAL;
+    /* The new list is built aside, so that a failed allocation changes nothing. */
+    struct mc__factor *nf = mc__calloc(cfg->n_per_cache_factors ? cfg->n_per_cache_factors : 1, sizeof *nf);
+    if (!nf)
+        return MC_ENOMEM;
+    for (size_t i = 0; i < cfg->n_per_cache_factors; i++) {
+        nf[i].factor = cfg->per_cache_factors[i].factor;
+        if (!(nf[i].name = mc__strdup(cfg->per_cache_factors[i].name))) {
+            for (size_t j = 0; j < i; j++)
+                free(nf[j].name);
+            free(nf);
+            return MC_ENOMEM;
+        }
+    }
+    pthread_rwlock_wrlock(&reg->lock);
+    double env;
+    reg->global = mc__env_factor(NULL, &env) ? env : global;
+    for (size_t i = 0; i < reg->nfactors; i++)
+        free(reg->factors[i].name);
+    free(reg->factors);
+    reg->factors = nf;
+    reg->nfactors = cfg->n_per_cache_factors;
+    pthread_rwlock_unlock(&reg->lock);
+    mc__apply_factors(reg);
+    return 0;
+}
+
 int mc_registry_set_factor(mc_registry *reg, const char *name, double factor)
 {
     if (!reg || !(factor > 0) || !isfinite(factor))
@@ -334,17 +400,7 @@ int mc_registry_set_factor(mc_registry *reg, const char *name, double factor)
     pthread_rwlock_unlock(&reg->lock);
     if (rc != 0)
         return rc;
-    /* Resize under the read lock only: the evictions run invalidation callbacks, which may
-     * call back into the registry (invalidate by name, list). */
-    pthread_rwlock_rdlock(&reg->lock);
-    pthread_mutex_lock(&reg->apply_lock);
-    for (size_t i = 0; i < reg->n; i++) {
-        double f = mc__factor_for(reg, reg->fns[i]->name);
-        if (f != reg->fns[i]->factor)
-            mc__cached_apply_factor(reg->fns[i], f);
-    }
-    pthread_mutex_unlock(&reg->apply_lock);
-    pthread_rwlock_unlock(&reg->lock);
+    mc__apply_factors(reg);
     return 0;
 }
 

@@ -1,5 +1,6 @@
 /* The module host: dlopen'd modules with a checked descriptor, parse_config and init in config
  * order, fini in reverse, and the API handle through which modules register cached functions. */
+#include "cached/cached_internal.h"
 #include "core/error.h"
 #include "host/host_internal.h"
 
@@ -84,7 +85,7 @@ static void mc__module_unload(mc_host *h, mc__module *m, bool initialised)
     mc__drop_callbacks(h, &m->api);
     mc__routes_drop(h, &m->api);
     for (size_t i = m->api.nregistered; i-- > 0;)
-        mc_registry_remove(h->registry, m->api.registered[i]);
+        mc__registry_forget(h->registry, m->api.registered[i]); /* it may be destroyed already */
     free(m->api.registered);
     m->api.registered = NULL;
     m->api.nregistered = 0;

@@ -405,12 +405,24 @@ static const char *mc__ws(const char *p, const char *end)
 
 /* POST .../caches/<name>/invalidate with {"all": true} or {"keys": [[...], ...]}: every key is
  * checked before anything is invalidated; then this host, then (with a bus) every other host. */
+/* An error answer whose text comes from outside (a cache name, a parse message): escaped. */
+static void mc__resp_error(mc_http_response *r, unsigned status, const char *prefix, const char *detail)
+{
+    mc__buf b = {0};
+    mc__bprintf(&b, "{\"error\": \"");
+    mc__bjson(&b, prefix);
+    mc__bjson(&b, detail);
+    mc__bprintf(&b, "\"}");
+    r->status = status;
+    mc__buf_to_resp(&b, r, "application/json");
+}
+
 static void mc__admin_invalidate(mc_host *h, const char *name, const char *body, size_t len,
                                  mc_http_response *r)
 {
     mc_cached *fn = mc_registry_find(h->registry, name);
     if (!fn) {
-        mc__resp_text(r, 404, "{\"error\": \"no cache named %.200s\"}", name);
+        mc__resp_error(r, 404, "no cache named ", name);
         return;
     }
     const char *p = mc__ws(body, body + len), *end = body + len;
@@ -442,7 +454,9 @@ static void mc__admin_invalidate(mc_host *h, const char *name, const char *body,
         while ((rc = mc__keylist_next(arr, (size_t)(end - arr), &pos, &item, &ilen)) == 1) {
             mc_error err = {0};
             if (mc_key_from_json(item, ilen, key, sizeof key, &klen, &err) != 0) {
-                mc__resp_text(r, 400, "{\"error\": \"key %zu: %.300s\"}", n, err.message);
+                char prefix[32];
+                snprintf(prefix, sizeof prefix, "key %zu: ", n);
+                mc__resp_error(r, 400, prefix, err.message);
                 return;
             }
             n++;

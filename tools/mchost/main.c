@@ -62,10 +62,12 @@ static void reload_factors(const char *path, mc_registry *reg)
             mc_config_free(doc);
         return;
     }
-    mc_registry_set_factor(reg, NULL, hc.caches.global_factor);
-    for (size_t i = 0; i < hc.caches.n_per_cache_factors; i++)
-        mc_registry_set_factor(reg, hc.caches.per_cache_factors[i].name, hc.caches.per_cache_factors[i].factor);
-    fprintf(stderr, "info [host] cache factors reloaded from %s\n", path);
+    /* As at start: MODCACHE_CACHE_FACTOR[_<NAME>] in the environment still win over the file. */
+    int rc = mc_registry_reload_factors(reg, &hc.caches);
+    if (rc != 0)
+        fprintf(stderr, "mchost: reload refused, keeping the running factors: %s\n", mc_strerror(rc));
+    else
+        fprintf(stderr, "info [host] cache factors reloaded from %s\n", path);
     free(hc.factors);
     mc_config_free(doc);
 }

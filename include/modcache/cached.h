@@ -84,8 +84,9 @@ typedef struct mc_cached_options {
     bool tree;
     /* An entry weighs its element count (mc_load_set_weight) (the seed's iterable). */
     bool iterable;
-    /* false: exempt from TTL expiry and memory autotuning (the seed's
-     * prune_unread_entries=False); entries then leave only by size, invalidation, replacement. */
+    /* true: entries are exempt from TTL expiry and memory autotuning (the seed's
+     * prune_unread_entries=False) and leave only by size, invalidation or replacement.
+     * Default false. */
     bool keep_unread_entries;
     /* Eviction policy of the function's cache (default MC_POLICY_LRU). */
     mc_policy policy;

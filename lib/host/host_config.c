@@ -42,12 +42,13 @@ static int mc__read_invalidation(const mc_config_node *n, mc_host_config *out, m
             rc = mc_config_string(v, &out->redis_address, err);
         if (rc == 0 && (v = mc_config_get(r, "stream")))
             rc = mc_config_string(v, &out->redis_stream, err);
-        int64_t maxlen;
+        int64_t maxlen = 0;
         if (rc == 0 && (v = mc_config_get(r, "maxlen"))) {
             rc = mc_config_int(v, &maxlen, err);
             if (rc == 0 && maxlen < 1)
                 rc = mc_config_fail(v, err, MC_EINVAL, "expected a positive stream length");
-            out->redis_maxlen = (uint64_t)maxlen;
+            if (rc == 0)
+                out->redis_maxlen = (uint64_t)maxlen;
         }
     }
     return rc;

@@ -39,10 +39,17 @@ struct mc_http_response {
 };
 
 /* What mc_http_request.impl points to: the connection, or (injected requests) header lines. */
+/* A header value found in injected header lines: kept until the request ends, as the API
+ * promises for every value it hands out. */
+struct mc__found {
+    struct mc__found *next;
+    char value[];
+};
+
 typedef struct {
     struct MHD_Connection *conn;
-    const char *headers; /* "Name: value\n" lines, when conn is NULL */
-    char *found;         /* the last header value returned from `headers` */
+    const char *headers;    /* "Name: value\n" lines, when conn is NULL */
+    struct mc__found *found; /* values returned from `headers`, freed with the request */
 } mc__req_impl;
 
 /* Per-request state across MHD's calls: the body being received. */
@@ -122,9 +129,15 @@ const char *mc_http_header(const mc_http_request *req, const char *name)
             const char *v = l + nl + 1;
             while (v < l + ll && (*v == ' ' || *v == '\t'))
                 v++;
-            free(im->found);
-            im->found = strndup(v, (size_t)(l + ll - v));
-            return im->found;
+            size_t vl = (size_t)(l + ll - v);
+            struct mc__found *f = malloc(sizeof *f + vl + 1);
+            if (!f)
+                return NULL;
+            memcpy(f->value, v, vl);
+            f->value[vl] = 0;
+            f->next = im->found;
+            im->found = f;
+            return f->value;
         }
         l += ll + (eol != NULL);
     }
@@ -331,10 +344,29 @@ static void mc__list_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
     mc__bprintf(b, "}}");
 }
 
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void mc__label(char *out, size_t cap, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 3 < cap; s++) {
+        if (*s == '\\' || *s == '"') {
+            out[o++] = '\\';
+            out[o++] = *s;
+        } else if (*s == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else {
+            out[o++] = *s;
+        }
+    }
+    out[o] = 0;
+}
+
 static void mc__metrics_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
 {
     mc__buf *b = ud;
-    const char *n = mc_cached_name(fn);
+    char n[512];
+    mc__label(n, sizeof n, mc_cached_name(fn));
     mc__bprintf(b, "modcache_cache_hits_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.hits);
     mc__bprintf(b, "modcache_cache_misses_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.misses);
     for (int r = 0; r < MC_EVICT_NREASONS; r++)
@@ -574,7 +606,8 @@ static int mc__check_invoke(mc_callback_fn fn, void *ud, void *ctx, void **value
     (void)value;
     (void)run;
     struct mc__check_ctx *cc = ctx;
-    return ((mc_check_request_fn)fn)(ud, cc->req, cc->resp);
+    int rc = ((mc_check_request_fn)fn)(ud, cc->req, cc->resp);
+    return rc == MC_CALLBACK_PENDING ? MC_EINVAL : rc; /* checks answer at once: never resumed */
 }
 
 
@@ -786,7 +819,11 @@ int mc__http_inject(mc_host *h, const char *admin_token, size_t max_body, const 
                                .body = body ? body : "", .body_len = body_len, .impl = &im};
         mc__dispatch(&s, &req, &r);
     }
-    free(im.found);
+    while (im.found) {
+        struct mc__found *next = im.found->next;
+        free(im.found);
+        im.found = next;
+    }
     if (r.failed) {
         mc__resp_reset(&r);
         mc__resp_text(&r, 500, "{\"error\": \"out of memory\"}");

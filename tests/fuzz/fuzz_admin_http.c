@@ -93,23 +93,69 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* Entries for the admin API to list and invalidate, put back before every request. */
-static void prefill(void)
+/* The request split from the input: "METHOD TARGET\n", header lines up to an empty line, then
+ * the body. TARGET is the path, optionally "?query". Strings stop at a NUL byte. */
+typedef struct {
+    char *method, *path, *query, *headers;
+    char *body;
+    size_t body_len;
+    char *store;
+} request;
+
+/* Entries for the admin API to list and invalidate, put back before every request: three key
+ * tuples in each function (rooms' keys have a second, integer field). */
+#define NPREFILL 3
+static const char *const prefill_names[NPREFILL] = {"@alice:example.com", "@bob:example.com", ""};
+
+static size_t prefill_key(mc_cached *fn, size_t i, mc_arg *a)
 {
-    static const char *const names[] = {"@alice:example.com", "@bob:example.com", ""};
-    for (size_t i = 0; i < 3; i++) {
-        mc_arg a[2] = {mc_arg_str(names[i]), mc_arg_int((int64_t)i - 1)};
-        CHECK(mc_cached_prefill(users, a, 1, "u", 1) == 0);
-        CHECK(mc_cached_prefill(rooms, a, 2, "r", 1) == 0);
-        CHECK(mc_cached_prefill(events, a, 1, "e", 1) == 0);
-    }
+    a[0] = mc_arg_str(prefill_names[i]);
+    a[1] = mc_arg_int((int64_t)i - 1);
+    return fn == rooms ? 2 : 1;
 }
 
-static size_t entries(mc_cached *fn)
+static void prefill(void)
 {
-    mc_cached_stats st;
-    mc_cached_stats_get(fn, &st);
-    return (size_t)st.cache.entries;
+    mc_cached *fns[] = {users, rooms, events};
+    for (size_t f = 0; f < 3; f++)
+        for (size_t i = 0; i < NPREFILL; i++) {
+            mc_arg a[2];
+            size_t n = prefill_key(fns[f], i, a);
+            CHECK(mc_cached_prefill(fns[f], a, n, "v", 1) == 0);
+        }
+}
+
+/* Whether the i-th prefilled key of fn is still cached; its compact JSON form into json. */
+static bool still_cached(mc_cached *fn, size_t i, char *json, size_t cap)
+{
+    mc_arg a[2];
+    size_t n = prefill_key(fn, i, a);
+    unsigned char key[MC_KEY_MAX];
+    size_t klen, jlen;
+    CHECK(mc_key_encode(a, n, key, sizeof key, &klen) == 0);
+    CHECK(mc_key_to_json(key, klen, json, cap, &jlen) == 0);
+    return mc_cache_contains(mc_cached_cache(fn), key, klen);
+}
+
+/* Entries leave only through a successful invalidation: after a 200 from the invalidate
+ * endpoint of `target`, a key whose compact form the body names is gone; every other entry
+ * (all of them after any other answer) is still there, since keys are all checked before any
+ * is invalidated. */
+static void check_entries(const request *rq, mc_cached *target, bool invalidated, bool all)
+{
+    mc_cached *fns[] = {users, rooms, events};
+    for (size_t f = 0; f < 3; f++)
+        for (size_t i = 0; i < NPREFILL; i++) {
+            char json[128];
+            bool present = still_cached(fns[f], i, json, sizeof json);
+            if (!invalidated || fns[f] != target) {
+                CHECK(present);
+            } else if (all) {
+                CHECK(!present);
+            } else if (memmem(rq->body, rq->body_len, json, strlen(json)) != NULL) {
+                CHECK(!present);
+            }
+        }
 }
 
 /* Case-insensitive substring search, for "could this header block carry X". */
@@ -127,15 +173,6 @@ static bool under(const char *path, const char *base)
     size_t n = strlen(base);
     return strncmp(path, base, n) == 0 && (path[n] == 0 || path[n] == '/');
 }
-
-/* The request split from the input: "METHOD TARGET\n", header lines up to an empty line, then
- * the body. TARGET is the path, optionally "?query". Strings stop at a NUL byte. */
-typedef struct {
-    char *method, *path, *query, *headers;
-    char *body;
-    size_t body_len;
-    char *store;
-} request;
 
 static bool split(const uint8_t *data, size_t size, request *rq)
 {
@@ -251,19 +288,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 CHECK(strstr(out, "\"name\": \"fuzz.users\"") && strstr(out, "\"name\": \"fuzz.rooms\""));
             }
         }
-        /* A whole-cache invalidation leaves the cache empty. */
-        if (status == 200 && !strcmp(out, "{\"invalidated\": \"all\"}")) {
-            const char *pre = ADMIN "/v1/caches/", *suf = "/invalidate";
-            size_t pl = strlen(pre), sl = strlen(suf), len = strlen(rq.path);
-            CHECK(len > pl + sl && !strncmp(rq.path, pre, pl) && !strcmp(rq.path + len - sl, suf));
-            char name[256];
-            CHECK(len - pl - sl < sizeof name);
-            memcpy(name, rq.path + pl, len - pl - sl);
-            name[len - pl - sl] = 0;
-            mc_cached *fn = mc_registry_find(registry, name);
-            CHECK(fn != NULL && entries(fn) == 0);
-        }
     }
+    /* Which function an invalidate request named, if it exists. */
+    mc_cached *target = NULL;
+    const char *pre = ADMIN "/v1/caches/", *suf = "/invalidate";
+    size_t pl = strlen(pre), sl = strlen(suf), plen = strlen(rq.path);
+    if (plen > pl + sl && !strncmp(rq.path, pre, pl) && !strcmp(rq.path + plen - sl, suf) &&
+        plen - pl - sl < 256) {
+        char name[256];
+        memcpy(name, rq.path + pl, plen - pl - sl);
+        name[plen - pl - sl] = 0;
+        target = mc_registry_find(registry, name);
+    }
+    bool invalidated = admin && status == 200 && !strncmp(out, "{\"invalidated\": ", 16);
+    if (invalidated)
+        CHECK(target != NULL && !strcmp(rq.method, "POST"));
+    check_entries(&rq, target, invalidated, invalidated && !strncmp(out, "{\"invalidated\": \"all\"", 22));
     if (!admin && !too_big) {
         if (!strcmp(rq.path, "/metrics") && is_get) {
             CHECK(status == 200);

@@ -1,9 +1,11 @@
 /* libFuzzer target for the JSON key parser: any input is either refused with a consistent
- * error, or accepted as a key whose printed form parses back to the same bytes. */
+ * error, or accepted as a key whose printed form parses back to the same bytes; the same text
+ * is also walked as a list of keys. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "key/keylist.h"
 #include "modcache/key.h"
 
 #define CHECK(cond)                                                                                \
@@ -86,6 +88,27 @@ static void check_numbers(const char *s, size_t n, const unsigned char *key, siz
     CHECK(mc_key_next(key, klen, &pos, &end) == 0);
 }
 
+/* The same text as a list of keys ([[...], [...]]), as the admin API and the bus walk it: every
+ * element found is a bracketed span inside the text, found in order, and the walk ends. */
+static void check_keylist(const char *text, size_t size)
+{
+    size_t pos = 0, last = 0, n = 0, ilen;
+    const char *item;
+    int rc;
+    while ((rc = mc__keylist_next(text, size, &pos, &item, &ilen)) == 1) {
+        CHECK(item >= text + last && ilen >= 2 && (size_t)(item - text) + ilen <= size);
+        CHECK(pos == (size_t)(item - text) + ilen && pos > last);
+        CHECK(item[0] == '[' && (item[ilen - 1] == ']' || item[ilen - 1] == '}'));
+        last = pos;
+        CHECK(++n <= size);
+    }
+    CHECK(pos <= size);
+    if (rc == 0)
+        CHECK(pos >= 2 && text[pos - 1] == ']');
+    else
+        CHECK(rc == MC_EPARSE);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -101,6 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned char key[MC_KEY_MAX];
     size_t len = 0;
     mc_error err = {0};
+    check_keylist(text, size);
     int rc = mc_key_from_json(text, size, key, sizeof key, &len, &err);
     if (rc != 0) {
         check_error(rc, &err, size);

@@ -18,9 +18,13 @@ static void resource(void *ud, const mc_http_request *req, mc_http_response *res
     const char *st = strstr(req->query, "status=");
     if (st)
         mc_http_set_status(resp, (unsigned)strtoul(st + 7, NULL, 10));
+    /* Both values are used after both lookups: each must stay valid for the whole call. */
     const char *x = mc_http_header(req, "X-Fuzz");
+    const char *y = mc_http_header(req, "X-Fuzz-Second");
     if (x)
         mc_http_add_header(resp, "X-Fuzz", x);
+    if (y)
+        mc_http_add_header(resp, "X-Fuzz-Second", y);
     char head[512];
     int n = snprintf(head, sizeof head, "%s %s ?%s\n", req->method, req->path, req->query);
     size_t hl = n < 0 ? 0 : (size_t)n < sizeof head ? (size_t)n : sizeof head - 1;
@@ -39,6 +43,8 @@ static void resource(void *ud, const mc_http_request *req, mc_http_response *res
 static int check(void *ud, const mc_http_request *req, mc_http_response *resp)
 {
     (void)ud;
+    /* Each header value is used before the next lookup: on injected requests a lookup
+     * replaces the value the previous one returned. */
     const char *v = mc_http_header(req, "X-Refuse");
     if (!v)
         return 0;

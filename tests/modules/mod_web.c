@@ -21,7 +21,7 @@ static void echo(void *ud, const mc_http_request *req, mc_http_response *resp)
     int n = snprintf(buf, sizeof buf, "%s %s ?%s x=%s body=%.*s", req->method, req->path, req->query,
                      x ? x : "-", (int)req->body_len, req->body);
     mc_http_add_header(resp, "Content-Type", "text/plain");
-    mc_http_set_body(resp, buf, (size_t)n);
+    mc_http_set_body(resp, buf, n < 0 ? 0 : (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 }
 
 static int init(mc_api *api, void *parsed, void **state, mc_error *err)

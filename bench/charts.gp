@@ -2,6 +2,9 @@
 # Usage: gnuplot -e "dir='build/bench-results'" bench/charts.gp  (writes dir/*.png)
 
 if (!exists("dir")) dir = "build/bench-results"
+# plot-meta.gp (from mc_compare --report) names the run: version, date, machine, load.
+run_note = ""
+if (system("[ -f '".dir."/plot-meta.gp' ] && echo 1 || echo 0") eq "1") load dir."/plot-meta.gp"
 set datafile missing "?"
 set encoding utf8
 
@@ -12,7 +15,7 @@ set encoding utf8
 
 set terminal pngcairo size 1600,620 font "DejaVu Sans,11" noenhanced
 set output dir."/throughput.png"
-set multiplot layout 1,3 title "Throughput by system and threads (higher is better; log scale)" font ",14"
+set multiplot layout 1,3 title "Throughput by system and threads (higher is better; log scale)\n".run_note font ",14"
 
 set style data histograms
 set style histogram clustered gap 1
@@ -31,7 +34,7 @@ set lmargin 10
 # Two bars per cluster with a gap of one bar: centres at x - 1/6 and x + 1/6.
 bar1(x) = x - 1.0/6
 bar2(x) = x + 1.0/6
-val(v) = v >= 100 ? sprintf("%.0f", v) : v >= 1 ? sprintf("%.1f", v) : v >= 0.1 ? sprintf("%.2f", v) : sprintf("%.3f", v)
+val(v) = v >= 10 ? sprintf("%.0f", v) : v >= 1 ? sprintf("%.1f", v) : v >= 0.1 ? sprintf("%.2f", v) : sprintf("%.3f", v)
 
 do for [panel in "zipf-getput zipf-readonly db-lookup"] {
     f = dir."/plot-".panel.".dat"
@@ -53,13 +56,19 @@ do for [panel in "zipf-getput zipf-readonly db-lookup"] {
     if (count == 0) {
         # A workload left out of the run: an empty panel that says so.
         set yrange [1:10]
+        set xrange [0:1]
+        unset xtics
+        unset key
         set label 1 "not run" at graph 0.5, 0.5 center font ",14"
         plot NaN notitle
         unset label 1
+        set autoscale x
+        set xtics nomirror rotate by 30 right scale 0
+        set key top right box opaque
     } else {
         lo = word(rng, 2) + 0.0
         hi = word(rng, 3) + 0.0
-        set yrange [10**floor(log10(lo)) : 10**ceil(log10(hi * 2.5))]
+        set yrange [10**floor(log10(lo / 3)) : 10**ceil(log10(hi * 2.5))]
         plot f using 2:xtic(1) title "1 thread" lc rgb "#4C72B0", \
              '' using 3 title "2 threads" lc rgb "#DD8452", \
              '' using (bar1($0)):2:(val($2)) with labels offset 0,0.8 font ",9" notitle, \
@@ -77,7 +86,7 @@ reset
 set datafile missing "?"
 set terminal pngcairo size 1100,700 font "DejaVu Sans,11" noenhanced
 set output dir."/missratio.png"
-set title "Miss ratio on cloudphysics.txt by cache size (lower is better)" font ",14"
+set title "Miss ratio on cloudphysics.txt by cache size (lower is better)\n".run_note font ",12"
 set logscale x 10
 set xrange [400:25000]
 set xtics ("500" 500, "2,000" 2000, "5,000" 5000, "10,000" 10000, "20,000" 20000) nomirror

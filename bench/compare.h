@@ -108,6 +108,7 @@ struct Row {
     double p99_ns = kNull;
     long long loader_calls = -1;  // single-flight
     // Table-only details.
+    double ops_min = kNull, ops_max = kNull;  // over the runs median_rows combined
     bool overlap = false;
     size_t entries_held = 0;
     double key_bytes = kNull;
@@ -131,6 +132,9 @@ struct RunInfo {
     std::string kernel;        // uname -sr
     std::string compiler;      // the compiler that built mc_compare
     std::string build_type;
+    // /proc/loadavg's 1-minute figure when the run started and ended: on a shared machine,
+    // anything well above 0 means other work competed for the cores while measuring.
+    double load_start = kNull, load_end = kNull;
     size_t zipf_requests = 0;
     double window = 0.0, warm = 0.0;
     int repeat = 1;

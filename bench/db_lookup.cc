@@ -293,8 +293,8 @@ public:
             // Poll for readiness: the server gives no other sign that it listens.
             const auto deadline = Clock::now() + std::chrono::seconds(10);
             bool exited = false;
+            int status = 0;
             while (Clock::now() < deadline) {
-                int status;
                 if (waitpid(pid_, &status, WNOHANG) == pid_) {
                     exited = true;
                     pid_ = -1;
@@ -314,7 +314,9 @@ public:
                 *err = "redis-server did not answer PING within 10 s";
                 return false;
             }
-            *err = "redis-server exited at start: " + read_tail(log, 400);
+            *err = fmt("%s exited at start (%s %d): ", exe.c_str(), WIFEXITED(status) ? "status" : "signal",
+                       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status)) +
+                   read_tail(log, 400);
             // Most likely the port was taken in between: try another.
         }
         return false;

@@ -149,6 +149,8 @@ std::vector<Row> median_rows(const std::vector<Row> &runs) {
             if (std::fabs(r->ops_per_sec - mops) < std::fabs(mid->ops_per_sec - mops)) mid = r;
         Row m = *mid;
         m.ops_per_sec = mops;
+        m.ops_min = *std::min_element(ops.begin(), ops.end());
+        m.ops_max = *std::max_element(ops.begin(), ops.end());
         if (!std::isnan(mops) && mops > 0 && m.threads > 0 && !std::isnan(m.ns_per_op))
             m.ns_per_op = static_cast<double>(m.threads) * 1e9 / mops;
         m.p50_ns = median_of(p50);
@@ -511,7 +513,7 @@ private:
 };
 
 void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vector<int> &thread_counts,
-                  double warm, double window) {
+                  double warm, double window, int repeat) {
     // Zipf order, as for the cache runs: hot keys stay in the CPU caches, which leaves the
     // layer's own work, not memory latency, as the difference between the two systems.
     const std::vector<uint32_t> order = zipf_trace(kMemoRequests, static_cast<uint32_t>(keys.size()));
@@ -525,9 +527,12 @@ void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vecto
         die("memo-hit: warming left %" PRIu64 " entries after %" PRIu64 " loads, want %zu of each",
             st.cache.entries, st.loads, keys.size());
     const uint64_t warm_loads = st.loads;
+    std::vector<Row> runs;
     for (int t : thread_counts) {
+        int rep = 0;
         auto record = [&](const char *system, auto &sys) {
-            progress_begin("memo-hit %s %d thread%s ... ", system, t, t == 1 ? "" : "s");
+            progress_begin("memo-hit %s %d thread%s%s ... ", system, t, t == 1 ? "" : "s",
+                           repeat > 1 ? fmt(" (run %d/%d)", rep, repeat).c_str() : "");
             mc_cache_stats before, after;
             mc_cache_stats_get(mc_cached_cache(fn.get()), &before);
             const WindowRun w = run_window(sys, order, t, false, warm, window);
@@ -549,11 +554,15 @@ void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vecto
             r.hit_ratio = hits + misses > 0 ? hits / (hits + misses) : kNull;
             r.ns_per_op = static_cast<double>(t) * 1e9 / r.ops_per_sec;
             progress_end("%.2f M ops/s, %.1f ns/op", r.ops_per_sec / 1e6, r.ns_per_op);
-            rows.push_back(r);
+            runs.push_back(r);
         };
-        record("modcache-memo", memo);
-        record("modcache-raw-get", raw);
+        for (rep = 1; rep <= repeat; rep++) {
+            record("modcache-memo", memo);
+            record("modcache-raw-get", raw);
+        }
     }
+    const std::vector<Row> med = median_rows(runs);
+    rows.insert(rows.end(), med.begin(), med.end());
 }
 
 // Threads call the same missing keys in the same order, released together: for each key one
@@ -622,7 +631,7 @@ void usage(FILE *f) {
         "  --trace FILE       cloudphysics trace (default ../shared/data/cloudphysics.txt)\n"
         "  --seconds S        measuring window per throughput run (default 2)\n"
         "  --threads LIST     comma-separated thread counts for the throughput runs (default 1,2)\n"
-        "  --repeat N         runs of each Zipf and db-lookup measurement, interleaved across\n"
+        "  --repeat N         runs of each Zipf, memo-hit and db-lookup measurement, interleaved across\n"
         "                     systems; the median is reported (default 3, 1 with --quick)\n"
         "  --workloads LIST   comma-separated groups to run: zipf, cloudphysics, memory, memo,\n"
         "                     db-lookup (default: all)\n"
@@ -1015,6 +1024,15 @@ std::string cpu_model() {
     return model;
 }
 
+double load_average() {
+    double v = kNull;
+    if (FILE *f = std::fopen("/proc/loadavg", "r")) {
+        if (std::fscanf(f, "%lf", &v) != 1) v = kNull;
+        std::fclose(f);
+    }
+    return v;
+}
+
 RunInfo run_info(const Options &o, size_t requests, double warm) {
     RunInfo info;
     info.version = mc_version();
@@ -1048,6 +1066,7 @@ RunInfo run_info(const Options &o, size_t requests, double warm) {
     info.warm = warm;
     info.quick = o.quick;
     info.repeat = o.repeat;
+    info.load_start = load_average();
     return info;
 }
 
@@ -1197,7 +1216,7 @@ int main(int argc, char **argv) {
         const MemoKeys keys(kMemoKeys);
         progress("memo-hit: %zu keys (\"@user12345:example.com\", n), Zipf order over %zu requests", kMemoKeys,
                  kMemoRequests);
-        run_memo_hit(rows, keys, o.threads, warm, o.seconds);
+        run_memo_hit(rows, keys, o.threads, warm, o.seconds, o.repeat);
         run_single_flight(rows, keys);
     }
 
@@ -1224,6 +1243,7 @@ int main(int argc, char **argv) {
     if (o.runs("db-lookup")) print_db_table(table, rows, o);
     print_targets(table, rows, !cp.empty());
     if (o.json) print_json(stdout, rows);
+    info.load_end = load_average();
     if (!o.report_dir.empty()) {
         std::string err;
         if (!write_report(o.report_dir, rows, info, &err)) {

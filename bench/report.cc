@@ -1,5 +1,6 @@
 // bench/report.cc: mc_compare's outputs for other programs and for people: the JSON record
 // list, and the report directory (results.md, results.json, the charts' data files).
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -105,11 +106,14 @@ void md_header(FILE *f, const RunInfo &info) {
     std::fprintf(f, "| hardware threads | %u |\n", info.hw_threads);
     std::fprintf(f, "| kernel | %s |\n", info.kernel.c_str());
     std::fprintf(f, "| compiler | %s (%s) |\n", info.compiler.c_str(), info.build_type.c_str());
-    std::fprintf(f, "| allocator | jemalloc, linked into mc_compare |\n\n");
+    std::fprintf(f, "| allocator | jemalloc, linked into mc_compare |\n");
+    std::fprintf(f, "| load average (1 min) at start, at end | %s, %s |\n\n", cell(info.load_start, "%.2f").c_str(),
+                 cell(info.load_end, "%.2f").c_str());
     std::fprintf(f,
                  "Every figure comes from this one run: the systems ran one after another in one process on the\n"
                  "same request traces. Runs on a shared machine vary by about 10-30%%, so read systems against\n"
-                 "each other (the ratios), not against figures from another run.\n");
+                 "each other (the ratios), not against figures from another run. A load average well above 0\n"
+                 "means other programs competed for the cores: 2-thread figures suffer first.\n");
     if (!info.notes.empty()) {
         std::fprintf(f, "\n");
         for (const std::string &n : info.notes) std::fprintf(f, "- %s\n", n.c_str());
@@ -120,11 +124,17 @@ void md_targets(FILE *f, const std::vector<Row> &rows) {
     std::fprintf(f, "\n## Targets\n\n"
                     "Ratios computed side by side from this run. They are reported, not enforced.\n"
                     "Latency ratios divide the other system's p50 by the memoized hit's p50; ops/s ratios\n"
-                    "divide the faster system's throughput by the slower one's.\n\n");
+                    "divide the first system's throughput by the second's.\n\n");
     std::fprintf(f, "| comparison | basis | target | measured | met |\n|---|---|---|---|---|\n");
     for (const Target &t : targets(rows))
         std::fprintf(f, "| %s | %s | %s | %s | %s |\n", t.what.c_str(), t.basis.c_str(), t.goal.c_str(),
                      t.measured.c_str(), t.met < 0 ? "-" : t.met ? "yes" : "**no**");
+}
+
+// How far apart a measurement's runs were: half the range, relative to the median.
+std::string spread(const Row &r) {
+    if (std::isnan(r.ops_min) || std::isnan(r.ops_max) || !(r.ops_per_sec > 0) || r.ops_max <= r.ops_min) return "";
+    return fmt(" ±%.0f%%", 50.0 * (r.ops_max - r.ops_min) / r.ops_per_sec);
 }
 
 std::string runs_phrase(const RunInfo &info) {
@@ -145,32 +155,43 @@ void md_zipf(FILE *f, const std::vector<Row> &rows, const RunInfo &info) {
                  "Zipf(%.2f) over %u keys, %zu requests (splitmix64 seed %llu); a %zu-entry cache preloaded with\n"
                  "keys %zu..0; each thread walks the trace from its own offset for %.2f s after %.2f s of\n"
                  "warm-up; %s. get+put: a get, and a put on a miss; read-only: gets. Millions of\n"
-                 "operations per second, hit ratio in parentheses. nolimit-hash and libcuckoo never evict\n"
-                 "(hit ratio 1 on get+put once a key has been seen).\n\n",
+                 "operations per second%s.\n\n",
                  kZipfExponent, kZipfKeys, info.zipf_requests, static_cast<unsigned long long>(kZipfSeed),
-                 kZipfCacheEntries, kZipfCacheEntries - 1, info.window, info.warm, runs_phrase(info).c_str());
-    std::fprintf(f, "| system | get+put 1 thread | get+put 2 threads | 2T / 1T | read-only 1 thread | "
-                    "read-only 2 threads | 2T / 1T |\n|---|---|---|---|---|---|---|\n");
-    std::vector<std::string> seen;
+                 kZipfCacheEntries, kZipfCacheEntries - 1, info.window, info.warm, runs_phrase(info).c_str(),
+                 info.repeat > 1 ? "; ± is half the range of the runs, relative to the median" : "");
+    std::vector<std::string> names;
     for (const Row &r : rows) {
         if (r.workload != "zipf-getput" && r.workload != "zipf-readonly") continue;
-        const std::string name = label(r);
-        bool dup = false;
-        for (const std::string &s : seen) dup |= s == name;
-        if (dup) continue;
-        seen.push_back(name);
+        if (std::find(names.begin(), names.end(), label(r)) == names.end()) names.push_back(label(r));
+    }
+    auto lookup = [&](const std::string &name, const char *w, int t) -> const Row * {
+        for (const Row &r : rows)
+            if (label(r) == name && r.workload == w && r.threads == t && r.cache_size == kZipfCacheEntries) return &r;
+        return nullptr;
+    };
+    std::fprintf(f, "| system | get+put 1 thread | get+put 2 threads | 2T / 1T | read-only 1 thread | "
+                    "read-only 2 threads | 2T / 1T |\n|---|---|---|---|---|---|---|\n");
+    for (const std::string &name : names) {
         std::fprintf(f, "| %s", name.c_str());
         for (const char *w : {"zipf-getput", "zipf-readonly"}) {
-            const Row *a = find_row(rows, r.system, r.policy, w, 1, kZipfCacheEntries);
-            const Row *b = find_row(rows, r.system, r.policy, w, 2, kZipfCacheEntries);
-            for (const Row *x : {a, b}) {
-                if (x)
-                    std::fprintf(f, " | %.2f (%.3f%s)", x->ops_per_sec / 1e6, x->hit_ratio, x->overlap ? "*" : "");
-                else
-                    std::fprintf(f, " | -");
-            }
+            const Row *a = lookup(name, w, 1), *b = lookup(name, w, 2);
+            for (const Row *x : {a, b})
+                std::fprintf(f, " | %s", x ? fmt("%.2f%s", x->ops_per_sec / 1e6, spread(*x).c_str()).c_str() : "-");
             std::fprintf(f, " | %s", a && b ? fmt("%.2fx", b->ops_per_sec / a->ops_per_sec).c_str() : "-");
         }
+        std::fprintf(f, " |\n");
+    }
+    std::fprintf(f, "\nHit ratios of the same runs. nolimit-hash and libcuckoo never evict: on get+put they miss\n"
+                    "only a key's first request.\n\n");
+    std::fprintf(f, "| system | get+put 1 thread | get+put 2 threads | read-only 1 thread | read-only 2 threads |\n"
+                    "|---|---|---|---|---|\n");
+    for (const std::string &name : names) {
+        std::fprintf(f, "| %s", name.c_str());
+        for (const char *w : {"zipf-getput", "zipf-readonly"})
+            for (int t : {1, 2}) {
+                const Row *x = lookup(name, w, t);
+                std::fprintf(f, " | %s", x ? fmt("%.4f%s", x->hit_ratio, x->overlap ? "*" : "").c_str() : "-");
+            }
         std::fprintf(f, " |\n");
     }
     bool overlap = false;
@@ -203,8 +224,8 @@ void md_db(FILE *f, const std::vector<Row> &rows, const RunInfo &info) {
             const bool self = &r == memo;
             const std::string px = !self && memo && memo->p50_ns > 0 ? fmt("%.0fx", r.p50_ns / memo->p50_ns) : "-";
             const std::string ox = !self && memo ? fmt("%.0fx", memo->ops_per_sec / r.ops_per_sec) : "-";
-            std::fprintf(f, "| %s | %d | %.0f | %.1f | %s | %s | %s | %s |\n", label(r).c_str(), t, r.ops_per_sec,
-                         r.ns_per_op, cell(r.p50_ns, "%.0f").c_str(), cell(r.p99_ns, "%.0f").c_str(), px.c_str(),
+            std::fprintf(f, "| %s | %d | %.0f%s | %.1f | %s | %s | %s | %s |\n", label(r).c_str(), t, r.ops_per_sec,
+                         spread(r).c_str(), r.ns_per_op, cell(r.p50_ns, "%.0f").c_str(), cell(r.p99_ns, "%.0f").c_str(), px.c_str(),
                          ox.c_str());
         }
     }
@@ -262,13 +283,13 @@ void md_memory(FILE *f, const std::vector<Row> &rows) {
                          r.key_bytes, r.bytes_per_entry);
 }
 
-void md_memo(FILE *f, const std::vector<Row> &rows) {
+void md_memo(FILE *f, const std::vector<Row> &rows, const RunInfo &info) {
     if (has_workload(rows, "memo-hit")) {
         std::fprintf(f, "\n## Memoized hit against the raw get beneath it\n\n"
                         "`mc_cached_call` with its 2-field key `(\"@user12345:example.com\", n)` built per call, against\n"
                         "`mc_cache_get` + `mc_value_release` of the pre-encoded key on the function's own cache;\n"
-                        "%zu keys in Zipf order. ns per call is one call's time on one thread.\n\n",
-                     kMemoKeys);
+                        "%zu keys in Zipf order. ns per call is one call's time on one thread; %s.\n\n",
+                     kMemoKeys, runs_phrase(info).c_str());
         std::fprintf(f, "| system | threads | M ops/s | ns per call | memo / raw |\n|---|---|---|---|---|\n");
         for (int t : {1, 2}) {
             const Row *raw = find_row(rows, "modcache-raw-get", "", "memo-hit", t, kMemoCacheSize);
@@ -276,8 +297,8 @@ void md_memo(FILE *f, const std::vector<Row> &rows) {
                 if (r.workload != "memo-hit" || r.threads != t) continue;
                 const std::string x =
                     r.system == "modcache-memo" && raw && raw->ns_per_op > 0 ? fmt("%.2fx", r.ns_per_op / raw->ns_per_op) : "-";
-                std::fprintf(f, "| %s | %d | %.2f | %.1f | %s |\n", label(r).c_str(), t, r.ops_per_sec / 1e6,
-                             r.ns_per_op, x.c_str());
+                std::fprintf(f, "| %s | %d | %.2f%s | %.1f | %s |\n", label(r).c_str(), t, r.ops_per_sec / 1e6,
+                             spread(r).c_str(), r.ns_per_op, x.c_str());
             }
         }
     }
@@ -346,6 +367,20 @@ std::string missratio_data(const std::vector<Row> &rows) {
         out += "\n";
     }
     return out;
+}
+
+// Variables for bench/charts.gp: a line naming the run, under each chart's title.
+std::string plot_meta(const RunInfo &info) {
+    std::string note = fmt("modcache %s, %s, %s; %u hardware threads, load average %s -> %s", info.version.c_str(),
+                           info.quick ? "--quick run" : "full run", info.date.c_str(), info.hw_threads,
+                           cell(info.load_start, "%.1f").c_str(), cell(info.load_end, "%.1f").c_str());
+    // A gnuplot double-quoted string: only the quote and the backslash need escaping.
+    std::string quoted;
+    for (char c : note) {
+        if (c == '"' || c == '\\') quoted += '\\';
+        quoted += c;
+    }
+    return "run_note = \"" + quoted + "\"\n";
 }
 
 }  // namespace
@@ -417,7 +452,7 @@ bool write_report(const std::string &dir, const std::vector<Row> &rows, const Ru
         md_db(m, rows, info);
         md_trace(m, rows, info);
         md_memory(m, rows);
-        md_memo(m, rows);
+        md_memo(m, rows, info);
         std::fprintf(m, "\nCharts: throughput.png (Zipf and db-lookup throughput by system and threads) and\n"
                         "missratio.png (cloudphysics miss ratio by cache size, with the reference rows).\n");
     });
@@ -429,7 +464,8 @@ bool write_report(const std::string &dir, const std::vector<Row> &rows, const Ru
            write_file(dir + "/plot-zipf-getput.dat", throughput_data(rows, "zipf-getput"), err) &&
            write_file(dir + "/plot-zipf-readonly.dat", throughput_data(rows, "zipf-readonly"), err) &&
            write_file(dir + "/plot-db-lookup.dat", throughput_data(rows, "db-lookup"), err) &&
-           write_file(dir + "/plot-missratio.dat", missratio_data(rows), err);
+           write_file(dir + "/plot-missratio.dat", missratio_data(rows), err) &&
+           write_file(dir + "/plot-meta.gp", plot_meta(info), err);
 }
 
 }  // namespace mcbench

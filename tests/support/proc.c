@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -51,6 +52,8 @@ int mct_spawn(mct_proc *p, const char *const *argv, const char *const *env)
         return -1;
     }
     if (pid == 0) {
+        /* A test that dies (a failed assertion, a crash) takes its servers with it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(fds[1], 1);
         dup2(fds[1], 2);
         close(fds[0]);

@@ -70,7 +70,7 @@ struct mc_bus {
     _Atomic uint64_t sent, received, own, applied, ignored, catchups, full_flushes, collapsed,
         reconnects, failed;
     _Atomic bool send_up, read_up;
-    atomic_flag outage_logged; /* one "unreachable" line per outage, whichever thread sees it */
+    _Atomic bool outage_logged; /* one "unreachable" line per outage, whichever thread sees it */
     pthread_mutex_t idlock;
     char last_id[48];
 };
@@ -146,22 +146,18 @@ static void mc__msg_free(mc__bmsg *m)
 /* The connection down: log once per outage. */
 static void mc__link_down(mc_bus *b, const char *what, const char *why)
 {
-    if (!atomic_flag_test_and_set(&b->outage_logged))
+    if (!atomic_exchange(&b->outage_logged, true))
         mc__bus_log(b, 2, "redis %s:%d unreachable (%s: %s); serving from local caches, retrying", b->host,
                     b->port, what, why);
 }
 
 static void mc__link_check_up(mc_bus *b)
 {
-    if (atomic_load(&b->send_up) && (!b->has_reader || atomic_load(&b->read_up))) {
-        /* Clear only if an outage was logged, so that the "reconnected" line pairs with it. */
-        if (atomic_flag_test_and_set(&b->outage_logged)) {
-            atomic_flag_clear(&b->outage_logged);
-            mc__bus_log(b, 1, "redis %s:%d reachable again", b->host, b->port);
-        } else {
-            atomic_flag_clear(&b->outage_logged);
-        }
-    }
+    /* The "reachable again" line pairs with the "unreachable" one: only the thread that ends a
+     * logged outage writes it. */
+    if (atomic_load(&b->send_up) && (!b->has_reader || atomic_load(&b->read_up)) &&
+        atomic_exchange(&b->outage_logged, false))
+        mc__bus_log(b, 1, "redis %s:%d reachable again", b->host, b->port);
 }
 
 static redisContext *mc__connect(mc_bus *b, unsigned extra_ms, const char *what)
@@ -942,7 +938,7 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     pthread_mutex_init(&b->idlock, NULL);
     pthread_cond_init(&b->wake, NULL);
     pthread_cond_init(&b->flushed, NULL);
-    atomic_flag_clear(&b->outage_logged);
+    atomic_init(&b->outage_logged, false);
     b->host = strndup(o.address, (size_t)(colon - o.address));
     b->port = (int)port;
     b->stream = strdup(o.stream);

@@ -433,9 +433,21 @@ static void test_host_config(void **state)
     free(hc.factors);
     mc_config_free(doc);
 
+    /* The bus's outage queue and reconnection delays. */
+    assert_int_equal(read_host_config("invalidation: {redis: {queue_limit: 50, reconnect_min: 20ms, reconnect_max: 2s}}\n",
+                                      &hc, &err, &doc), 0);
+    assert_int_equal(hc.redis_queue_limit, 50);
+    assert_int_equal(hc.redis_reconnect_min_ns, 20000000);
+    assert_int_equal(hc.redis_reconnect_max_ns, 2000000000);
+    free(hc.factors);
+    mc_config_free(doc);
+
     /* Defaults: loopback, local bus, no admin token. */
     assert_int_equal(read_host_config("", &hc, &err, &doc), 0);
     assert_string_equal(hc.listen, "127.0.0.1:8008");
+    assert_int_equal(hc.redis_queue_limit, 10000);
+    assert_int_equal(hc.redis_reconnect_min_ns, 100000000);
+    assert_int_equal(hc.redis_reconnect_max_ns, 5000000000);
     assert_null(hc.admin_token_file);
     assert_int_equal(hc.backend, MC_BUS_LOCAL);
     assert_null(hc.modules);
@@ -451,6 +463,11 @@ static void test_host_config(void **state)
         {"invalidation: {backend: kafka}\n", "invalidation.backend: expected local or redis"},
         {"invalidation: {redis: {maxlen: 0}}\n", "invalidation.redis.maxlen: expected a positive stream length"},
         {"invalidation: {redis: {host: x}}\n", "invalidation.redis.host: unknown key"},
+        {"invalidation: {redis: {queue_limit: 0}}\n", "invalidation.redis.queue_limit: expected a positive number"},
+        {"invalidation: {redis: {reconnect_min: 0s}}\n", "invalidation.redis.reconnect_min: expected a duration from 1ms to 1h"},
+        {"invalidation: {redis: {reconnect_max: 2h}}\n", "invalidation.redis.reconnect_max: expected a duration from 1ms"},
+        {"invalidation: {redis: {reconnect_min: 10s, reconnect_max: 1s}}\n",
+         "invalidation.redis.reconnect_min: reconnect_min is above reconnect_max"},
         {"caches: {global_factor: -2}\n", "caches.global_factor: expected a factor above 0"},
         {"modules: {a: 1}\n", "modules: expected a list of modules"},
     };

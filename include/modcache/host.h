@@ -119,7 +119,8 @@ typedef enum mc_bus_backend {
  *   server:       {listen: 127.0.0.1:8008, admin_token_file: admin.token}
  *   caches:       see mc_config_read_caches
  *   invalidation: {backend: local|redis, instance_name: worker1,
- *                  redis: {address: 127.0.0.1:6379, stream: modcache:invalidations, maxlen: 100000}}
+ *                  redis: {address: 127.0.0.1:6379, stream: modcache:invalidations, maxlen: 100000,
+ *                          queue_limit: 10000, reconnect_min: 100ms, reconnect_max: 5s}}
  *   modules:      [{module: <path>, config: <any>}, ...]  (loaded by mc_host_load_modules)
  * Unknown sections and keys are refused with their path, before anything starts. */
 typedef struct mc_host_config {
@@ -133,6 +134,9 @@ typedef struct mc_host_config {
     const char *redis_stream;     /* default "modcache:invalidations" */
     uint64_t redis_maxlen;        /* default 100000 */
     const mc_config_node *modules; /* the modules list, or NULL */
+    size_t redis_queue_limit;        /* invalidation.redis.queue_limit, default 10000 messages */
+    uint64_t redis_reconnect_min_ns; /* invalidation.redis.reconnect_min, default 100ms */
+    uint64_t redis_reconnect_max_ns; /* invalidation.redis.reconnect_max, default 5s */
 } mc_host_config;
 
 /* Returns 0 or MC_EINVAL/MC_ENOMEM with err naming the path and position. */

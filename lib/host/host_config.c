@@ -20,10 +20,56 @@ static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_erro
     return rc;
 }
 
+/* A reconnection delay: a duration from 1 ms to 1 h. */
+static int mc__read_backoff(const mc_config_node *v, uint64_t *out, mc_error *err)
+{
+    uint64_t ns;
+    int rc = mc_config_duration(v, &ns, err);
+    if (rc == 0 && (ns < 1000000 || ns > 3600000000000ull))
+        rc = mc_config_fail(v, err, MC_EINVAL, "expected a duration from 1ms to 1h");
+    if (rc == 0)
+        *out = ns;
+    return rc;
+}
+
+static int mc__read_redis(const mc_config_node *r, mc_host_config *out, mc_error *err)
+{
+    static const char *const keys[] = {"address",     "stream",        "maxlen",       "queue_limit",
+                                       "reconnect_min", "reconnect_max", NULL};
+    int rc = mc_config_allow_keys(r, keys, err);
+    const mc_config_node *v;
+    if (rc == 0 && (v = mc_config_get(r, "address")))
+        rc = mc_config_string(v, &out->redis_address, err);
+    if (rc == 0 && (v = mc_config_get(r, "stream")))
+        rc = mc_config_string(v, &out->redis_stream, err);
+    int64_t n = 0;
+    if (rc == 0 && (v = mc_config_get(r, "maxlen"))) {
+        rc = mc_config_int(v, &n, err);
+        if (rc == 0 && n < 1)
+            rc = mc_config_fail(v, err, MC_EINVAL, "expected a positive stream length");
+        if (rc == 0)
+            out->redis_maxlen = (uint64_t)n;
+    }
+    if (rc == 0 && (v = mc_config_get(r, "queue_limit"))) {
+        rc = mc_config_int(v, &n, err);
+        if (rc == 0 && n < 1)
+            rc = mc_config_fail(v, err, MC_EINVAL, "expected a positive number of messages");
+        if (rc == 0)
+            out->redis_queue_limit = (size_t)n;
+    }
+    const mc_config_node *rmin = mc_config_get(r, "reconnect_min");
+    if (rc == 0 && rmin)
+        rc = mc__read_backoff(rmin, &out->redis_reconnect_min_ns, err);
+    if (rc == 0 && (v = mc_config_get(r, "reconnect_max")))
+        rc = mc__read_backoff(v, &out->redis_reconnect_max_ns, err);
+    if (rc == 0 && out->redis_reconnect_min_ns > out->redis_reconnect_max_ns)
+        rc = mc_config_fail(rmin ? rmin : r, err, MC_EINVAL, "reconnect_min is above reconnect_max");
+    return rc;
+}
+
 static int mc__read_invalidation(const mc_config_node *n, mc_host_config *out, mc_error *err)
 {
     static const char *const keys[] = {"backend", "instance_name", "redis", NULL};
-    static const char *const rkeys[] = {"address", "stream", "maxlen", NULL};
     int rc = mc_config_allow_keys(n, keys, err);
     const mc_config_node *v;
     if (rc == 0 && (v = mc_config_get(n, "backend"))) {
@@ -36,21 +82,8 @@ static int mc__read_invalidation(const mc_config_node *n, mc_host_config *out, m
     }
     if (rc == 0 && (v = mc_config_get(n, "instance_name")))
         rc = mc_config_string(v, &out->instance_name, err);
-    const mc_config_node *r = rc == 0 ? mc_config_get(n, "redis") : NULL;
-    if (r && (rc = mc_config_allow_keys(r, rkeys, err)) == 0) {
-        if ((v = mc_config_get(r, "address")))
-            rc = mc_config_string(v, &out->redis_address, err);
-        if (rc == 0 && (v = mc_config_get(r, "stream")))
-            rc = mc_config_string(v, &out->redis_stream, err);
-        int64_t maxlen = 0;
-        if (rc == 0 && (v = mc_config_get(r, "maxlen"))) {
-            rc = mc_config_int(v, &maxlen, err);
-            if (rc == 0 && maxlen < 1)
-                rc = mc_config_fail(v, err, MC_EINVAL, "expected a positive stream length");
-            if (rc == 0)
-                out->redis_maxlen = (uint64_t)maxlen;
-        }
-    }
+    if (rc == 0 && (v = mc_config_get(n, "redis")))
+        rc = mc__read_redis(v, out, err);
     return rc;
 }
 
@@ -65,6 +98,9 @@ int mc_host_config_read(const mc_config *doc, mc_host_config *out, mc_error *err
     out->redis_address = "127.0.0.1:6379";
     out->redis_stream = "modcache:invalidations";
     out->redis_maxlen = 100000;
+    out->redis_queue_limit = 10000;
+    out->redis_reconnect_min_ns = 100000000;
+    out->redis_reconnect_max_ns = 5000000000;
     const mc_config_node *root = mc_config_root(doc);
     int rc = mc_config_allow_keys(root, sections, err);
     const mc_config_node *n;

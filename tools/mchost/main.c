@@ -17,6 +17,8 @@ static void usage(FILE *f)
                "  --version          print the version\n"
                "  --help             this text\n"
                "SIGHUP re-reads the caches: block and applies its cache factors.\n"
+               "With invalidation: {backend: redis}, invalidations reach every host reading the same\n"
+               "Redis stream (see docs/fleet.md); administer hosts with mcctl.\n"
                "Exit status: 0 on a clean stop, 2 on a configuration or start-up error.\n");
 }
 

@@ -631,6 +631,12 @@ static void test_fake_statuses(void **state)
     fake_set(FAKE_ANSWER, 400, "{\"error\": \"key 0: no\"}");
     assert_int_equal(RUN("--url", fake_url, "--token-file", tok_path, "invalidate", FN, "[1]"), 1);
     assert_says("HTTP 400: key 0: no");
+    /* A 404 that is not the host's "no cache named" answer: --url points elsewhere (exit 1, not 4). */
+    fake_set(FAKE_ANSWER, 404, "<html>Not Found</html>");
+    assert_int_equal(RUN("--url", fake_url, "--token-file", tok_path, "invalidate", FN, "[1]"), 1);
+    assert_says("has no modcache admin API");
+    fake_set(FAKE_ANSWER, 404, "{\"error\": \"no cache named x\"}");
+    assert_int_equal(RUN("--url", fake_url, "--token-file", tok_path, "invalidate", FN, "[1]"), 4);
     /* A host's control characters do not reach the terminal; the table shows the name. */
     fake_set(FAKE_ANSWER, 200,
              "[{\"name\": \"a\\u0001b\\u00e9\", \"entries\": 3, \"max_entries\": 4, \"memory\": 3072, \"hits\": 3, "

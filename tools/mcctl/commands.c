@@ -279,9 +279,13 @@ int mcctl_cmd_invalidate(const mcctl_args *a, const mcctl_keys *keys)
                       url);
             rc = MCCTL_FAIL;
         }
-    } else if (r.status == 404) {
+    } else if (r.status == 404 && r.body && strstr(r.body, "no cache named")) {
         mcctl_say("the host at %s has no cache named %s; `mcctl caches` lists the names", url, name);
         rc = MCCTL_NO_CACHE;
+    } else if (r.status == 404) {
+        /* Not the host's answer for an unknown cache: the admin API is not where --url points. */
+        mcctl_say("%s has no modcache admin API at /_modcache/admin/v1 (HTTP 404); is --url a modcache host?", url);
+        rc = MCCTL_FAIL;
     } else {
         rc = mcctl_http_refused(a, &r);
     }

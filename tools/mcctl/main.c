@@ -28,7 +28,7 @@ static const char exit_codes[] =
     "  1  any other failure (an unexpected answer from the host, a server error)\n"
     "  2  usage error\n"
     "  3  a KEY is not a valid JSON key tuple (nothing was sent)\n"
-    "  4  the host has no cache by that name (HTTP 404)\n"
+    "  4  the host has no cache by that name (its HTTP 404 answer saying so)\n"
     "  5  no admin token, or the host refused it (HTTP 401), or its admin API is disabled (HTTP 403)\n"
     "  6  the host or Redis cannot be reached\n";
 

@@ -1,5 +1,6 @@
 #!/bin/sh
-# bench/run_bench.sh: what `make bench` runs: mc_compare at full length, then the charts;
+# bench/run_bench.sh: what `make bench` runs: mc_compare at full length, the charts, then the
+# bus latency and token timing programs;
 # writes BUILD/bench-results/ (results.md, results.json, throughput.png, missratio.png).
 set -eu
 
@@ -41,10 +42,10 @@ mkdir -p "$out"
 rm -f "$out/throughput.png" "$out/missratio.png"
 
 start=$(date +%s)
-echo "==> [1/2] $mc: every workload (a few minutes; one line per measurement, elapsed time in brackets)"
+echo "==> [1/3] $mc: every workload (a few minutes; one line per measurement, elapsed time in brackets)"
 "$mc" --report "$out" "$@"
 
-echo "==> [2/2] charts (gnuplot)"
+echo "==> [2/3] charts (gnuplot)"
 if command -v gnuplot >/dev/null 2>&1; then
     gnuplot -e "dir='$out'" "$here/charts.gp"
     if [ "$docs" -eq 1 ]; then
@@ -55,5 +56,24 @@ if command -v gnuplot >/dev/null 2>&1; then
 else
     echo "    gnuplot not found: charts skipped (apt-get install gnuplot-nox, or make bench-deps)"
 fi
+
+# The invalidation bus and the admin token check: their own programs, appended to results.md.
+echo "==> [3/3] invalidation bus latency and rate, admin token timing"
+quick=
+for a in "$@"; do [ "$a" = "--quick" ] && quick=--quick; done
+{
+    echo
+    echo "## Invalidation bus (bench_bus: two hosts in one process, redis-server on loopback)"
+    echo
+    echo '```'
+    "$build/bench/bench_bus" $quick 2>/dev/null || echo "bench_bus failed (is redis-server installed?)"
+    echo '```'
+    echo
+    echo "## Admin token check (bench_admin_auth)"
+    echo
+    echo '```'
+    "$build/bench/bench_admin_auth" $quick || echo "bench_admin_auth failed"
+    echo '```'
+} >> "$out/results.md"
 
 echo "==> done in $(( $(date +%s) - start )) s: $out/results.md, results.json, throughput.png, missratio.png"

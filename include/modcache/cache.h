@@ -86,7 +86,8 @@ typedef struct mc_cache_options {
     /* Optional eviction listener and its user data. */
     mc_evict_fn on_evict;
     void *on_evict_ud;
-    /* Optional clock for TTL (tests inject one); NULL uses CLOCK_MONOTONIC. */
+    /* Optional clock for TTL and idle times (tests inject one); NULL uses CLOCK_MONOTONIC_COARSE,
+     * read once per hit when access is tracked: expiry is exact to the kernel's tick (1-4 ms). */
     mc_clock_fn clock;
     void *clock_ud;
     /* Keep each entry's last access time even without a TTL (8 bytes per entry), so that

@@ -40,6 +40,17 @@ constexpr size_t kNumRefRows = sizeof kRefRows / sizeof kRefRows[0];
 inline constexpr const RefRow &kRefLru = kRefRows[0];
 inline constexpr const RefRow &kRefS3fifo = kRefRows[2];
 
+// The systems whose cloudphysics miss ratios are measured, each beside its reference row.
+struct MissRatioSystem {
+    const char *system, *policy;
+    const RefRow *ref;
+};
+inline constexpr MissRatioSystem kMissRatioSystems[] = {
+    {"modcache", "lru", &kRefLru},
+    {"modcache", "s3fifo", &kRefS3fifo},
+    {"mutex-lru", "", &kRefLru},
+};
+
 // Memory per entry: entries inserted.
 inline constexpr size_t kMemorySizes[] = {100000, 1000000};
 

@@ -780,16 +780,7 @@ void print_trace_table(FILE *f, const std::vector<Row> &rows, size_t requests) {
     std::fprintf(f, "  %-26s", "cache size (objects)");
     for (size_t s : kTraceSizes) std::fprintf(f, " %8zu", s);
     std::fputc('\n', f);
-    struct Measured {
-        const char *system, *policy;
-        const RefRow *ref;
-    };
-    const Measured measured[] = {
-        {"modcache", "lru", &kRefLru},
-        {"modcache", "s3fifo", &kRefS3fifo},
-        {"mutex-lru", "", &kRefLru},
-    };
-    for (const Measured &m : measured) {
+    for (const MissRatioSystem &m : kMissRatioSystems) {
         const std::string name = *m.policy ? std::string(m.system) + "/" + m.policy : m.system;
         std::fprintf(f, "  %-26s", name.c_str());
         for (size_t s : kTraceSizes) {

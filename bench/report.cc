@@ -242,16 +242,7 @@ void md_trace(FILE *f, const std::vector<Row> &rows, const RunInfo &info) {
     std::fprintf(f, "\n|---|");
     for (size_t i = 0; i < kNumTraceSizes; i++) std::fprintf(f, "---|");
     std::fprintf(f, "\n");
-    struct Measured {
-        const char *system, *policy;
-        const RefRow *ref;
-    };
-    const Measured measured[] = {
-        {"modcache", "lru", &kRefLru},
-        {"modcache", "s3fifo", &kRefS3fifo},
-        {"mutex-lru", "", &kRefLru},
-    };
-    for (const Measured &m : measured) {
+    for (const MissRatioSystem &m : kMissRatioSystems) {
         const std::string name = *m.policy ? std::string(m.system) + "/" + m.policy : m.system;
         std::string line = "| **" + name + "** |", diff = "| " + name + " - ref " + m.ref->name + " |";
         for (size_t i = 0; i < kNumTraceSizes; i++) {

@@ -245,6 +245,11 @@ static void test_admin_api(void **state)
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "{\"invalidated\": 2, \"published\": false}");
     assert_int_equal(mc_cache_size(mc_cached_cache(fn)), 1);
+    /* No keys: nothing invalidated (not everything). */
+    const char *none = "{\"keys\": []}";
+    http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, none, strlen(none), &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(mc_cache_size(mc_cached_cache(fn)), 1);
     const char *all = "{\"all\": true}";
     http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, all, strlen(all), &r);
     assert_int_equal(r.status, 200);

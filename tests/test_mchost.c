@@ -1,9 +1,5 @@
 /* Runs the mchost program as a process: serves a module over loopback, answers the admin API
  * and metrics, reloads cache factors on SIGHUP, stops cleanly on SIGTERM; --check and errors. */
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -12,23 +8,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "proc.h"
+
 static char dir[] = "/tmp/mchost-test-XXXXXX";
 static char cfg_path[256], tok_path[256];
-static char errbuf[65536];
-static size_t errlen;
+static mct_proc proc; /* the mchost being run; its output (stdout and stderr) in proc.log */
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
+static void write_file(const char *path, const char *text) { assert_int_equal(mct_write_file(path, text), 0); }
 
 static void write_config(double factor)
 {
@@ -41,70 +30,30 @@ static void write_config(double factor)
     write_file(cfg_path, text);
 }
 
-/* Read the child's stderr until `needle` shows up (or 10 s pass). */
 static bool wait_for(int fd, const char *needle)
 {
-    for (int i = 0; i < 200 && !strstr(errbuf, needle); i++) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 50) > 0) {
-            ssize_t n = read(fd, errbuf + errlen, sizeof errbuf - 1 - errlen);
-            if (n <= 0)
-                break;
-            errlen += (size_t)n;
-            errbuf[errlen] = 0;
-        }
-    }
-    return strstr(errbuf, needle) != NULL;
+    (void)fd;
+    return mct_wait_for(&proc, 0, needle, 10000);
 }
 
 static int get(unsigned port, const char *path, const char *headers, char *out, size_t cap)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n", path,
-                     headers ? headers : "");
-    assert_int_equal(write(fd, req, (size_t)n), n);
-    size_t got = 0;
-    ssize_t r;
-    while (got < cap - 1 && (r = read(fd, out + got, cap - 1 - got)) > 0)
-        got += (size_t)r;
-    out[got] = 0;
-    close(fd);
-    int status = 0;
-    sscanf(out, "HTTP/1.%*d %d", &status);
-    return status;
+    return mct_http(port, "GET", path, headers, NULL, out, cap);
 }
 
 static pid_t spawn(const char *const *args, int *errfd)
 {
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        execv(MCHOST, (char *const *)args);
-        _exit(127);
-    }
-    close(p[1]);
-    *errfd = p[0];
-    errlen = 0;
-    errbuf[0] = 0;
-    return pid;
+    free(proc.log); /* the previous run's output */
+    assert_int_equal(mct_spawn(&proc, args, NULL), 0);
+    *errfd = proc.outfd;
+    return proc.pid;
 }
 
 static int finish(pid_t pid, int errfd)
 {
-    int status;
-    waitpid(pid, &status, 0);
-    wait_for(errfd, "\x01"); /* drain what is left */
-    close(errfd);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    (void)pid;
+    (void)errfd;
+    return mct_finish(&proc, 0);
 }
 
 static void test_serve_reload_stop(void **state)
@@ -119,9 +68,9 @@ static void test_serve_reload_stop(void **state)
     pid_t pid = spawn((const char *[]){MCHOST, "-c", cfg_path, NULL}, &errfd);
     assert_true(wait_for(errfd, "serving HTTP on 127.0.0.1:"));
     unsigned port = 0;
-    sscanf(strstr(errbuf, "serving HTTP on 127.0.0.1:") + strlen("serving HTTP on 127.0.0.1:"), "%u", &port);
+    sscanf(strstr(proc.log, "serving HTTP on 127.0.0.1:") + strlen("serving HTTP on 127.0.0.1:"), "%u", &port);
     assert_true(port > 0);
-    assert_non_null(strstr(errbuf, "[mod_good] init ttl_ms=7200000"));
+    assert_non_null(strstr(proc.log, "[mod_good] init ttl_ms=7200000"));
 
     static char out[65536];
     assert_int_equal(get(port, "/metrics", NULL, out, sizeof out), 200);
@@ -139,8 +88,8 @@ static void test_serve_reload_stop(void **state)
 
     kill(pid, SIGTERM);
     assert_int_equal(finish(pid, errfd), 0);
-    assert_non_null(strstr(errbuf, "SIGTERM: shutting down"));
-    assert_non_null(strstr(errbuf, "[mod_good] fini"));
+    assert_non_null(strstr(proc.log, "SIGTERM: shutting down"));
+    assert_non_null(strstr(proc.log, "[mod_good] fini"));
 }
 
 static void test_check_and_errors(void **state)
@@ -150,25 +99,27 @@ static void test_check_and_errors(void **state)
     /* --check loads the modules and exits without serving. */
     pid_t pid = spawn((const char *[]){MCHOST, "--check", "-c", cfg_path, NULL}, &errfd);
     assert_int_equal(finish(pid, errfd), 0);
-    assert_null(strstr(errbuf, "serving HTTP"));
-    assert_non_null(strstr(errbuf, "[mod_good] fini"));
+    assert_null(strstr(proc.log, "serving HTTP"));
+    assert_non_null(strstr(proc.log, "[mod_good] fini"));
 
     char bad[300];
     snprintf(bad, sizeof bad, "%s/bad.yaml", dir);
     write_file(bad, "server:\n  listen: 127.0.0.1:0\nmodules:\n  - module: /nonexistent/x.so\n");
     pid = spawn((const char *[]){MCHOST, "--check", "-c", bad, NULL}, &errfd);
     assert_int_equal(finish(pid, errfd), 2);
-    assert_non_null(strstr(errbuf, "mchost: modules[0].module: /nonexistent/x.so: cannot load"));
-    assert_non_null(strstr(errbuf, "bad.yaml:4:13)"));
+    assert_non_null(strstr(proc.log, "mchost: modules[0].module: /nonexistent/x.so: cannot load"));
+    assert_non_null(strstr(proc.log, "bad.yaml:4:13)"));
 
     write_file(bad, "sever: {}\n");
     pid = spawn((const char *[]){MCHOST, "-c", bad, NULL}, &errfd);
     assert_int_equal(finish(pid, errfd), 2);
-    assert_non_null(strstr(errbuf, "mchost: sever: unknown key"));
+    assert_non_null(strstr(proc.log, "mchost: sever: unknown key"));
 
     pid = spawn((const char *[]){MCHOST, "--bogus", NULL}, &errfd);
     assert_int_equal(finish(pid, errfd), 2);
-    assert_non_null(strstr(errbuf, "usage: mchost"));
+    assert_non_null(strstr(proc.log, "usage: mchost"));
+    free(proc.log);
+    proc.log = NULL;
     unlink(bad);
     unlink(cfg_path);
     unlink(tok_path);

@@ -695,35 +695,19 @@ static void mc__apply(mc_bus *b, const redisReply *fields)
             atomic_fetch_add(&b->ignored, 1);
             return;
         }
-        /* Split into NUL-terminated keys for the registry (which guards against unregistering). */
-        size_t n = 0, pos = 0, ilen;
-        const char *item;
-        while ((rc = mc__keylist_next(keys->str, keys->len, &pos, &item, &ilen)) == 1)
-            n++;
-        if (rc != 0 || n == 0) {
-            atomic_fetch_add(&b->ignored, 1);
-            return;
-        }
-        char *buf = malloc(keys->len + n);
-        const char **list = malloc(n * sizeof *list);
-        if (!buf || !list) {
-            free(buf);
-            free(list);
+        /* NUL-terminated keys for the registry (which guards against unregistering). */
+        mc__keylist kl;
+        rc = mc__keylist_split(keys->str, keys->len, &kl, NULL);
+        if (rc == MC_ENOMEM) {
             /* Cannot apply precisely: apply broadly rather than lose the invalidation. */
             rc = mc_registry_invalidate(b->reg, cache->str, NULL, 0, &err);
+        } else if (rc != 0 || kl.n == 0) {
+            mc__keylist_free(&kl);
+            atomic_fetch_add(&b->ignored, 1);
+            return;
         } else {
-            char *w = buf;
-            size_t i = 0;
-            pos = 0;
-            while (mc__keylist_next(keys->str, keys->len, &pos, &item, &ilen) == 1) {
-                memcpy(w, item, ilen);
-                w[ilen] = 0;
-                list[i++] = w;
-                w += ilen + 1;
-            }
-            rc = mc_registry_invalidate(b->reg, cache->str, list, n, &err);
-            free(buf);
-            free(list);
+            rc = mc_registry_invalidate(b->reg, cache->str, kl.keys, kl.n, &err);
+            mc__keylist_free(&kl);
         }
     } else {
         atomic_fetch_add(&b->ignored, 1);

@@ -435,8 +435,6 @@ static const char *mc__ws(const char *p, const char *end)
     return p;
 }
 
-/* POST .../caches/<name>/invalidate with {"all": true} or {"keys": [[...], ...]}: every key is
- * checked before anything is invalidated; then this host, then (with a bus) every other host. */
 /* An error answer whose text comes from outside (a cache name, a parse message): escaped. */
 static void mc__resp_error(mc_http_response *r, unsigned status, const char *prefix, const char *detail)
 {
@@ -449,6 +447,8 @@ static void mc__resp_error(mc_http_response *r, unsigned status, const char *pre
     mc__buf_to_resp(&b, r, "application/json");
 }
 
+/* POST .../caches/<name>/invalidate with {"all": true} or {"keys": [[...], ...]}: every key is
+ * checked before anything is invalidated; then this host, then (with a bus) every other host. */
 static void mc__admin_invalidate(mc_host *h, const char *name, const char *body, size_t len,
                                  mc_http_response *r)
 {
@@ -462,8 +462,7 @@ static void mc__admin_invalidate(mc_host *h, const char *name, const char *body,
         goto bad;
     p = mc__ws(p + 1, end);
     bool all = false;
-    const char *arr = NULL;
-    size_t arr_len = 0, n = 0;
+    mc__keylist kl = {0};
     if (end - p >= 5 && !strncmp(p, "\"all\"", 5)) {
         p = mc__ws(p + 5, end);
         if (p == end || *p != ':')
@@ -477,64 +476,50 @@ static void mc__admin_invalidate(mc_host *h, const char *name, const char *body,
         p = mc__ws(p + 6, end);
         if (p == end || *p != ':')
             goto bad;
-        arr = mc__ws(p + 1, end);
-        size_t pos = 0, ilen;
-        const char *item;
-        int rc;
-        unsigned char key[4096];
-        size_t klen;
-        while ((rc = mc__keylist_next(arr, (size_t)(end - arr), &pos, &item, &ilen)) == 1) {
-            mc_error err = {0};
-            if (mc_key_from_json(item, ilen, key, sizeof key, &klen, &err) != 0) {
-                char prefix[32];
-                snprintf(prefix, sizeof prefix, "key %zu: ", n);
-                mc__resp_error(r, 400, prefix, err.message);
-                return;
-            }
-            n++;
+        const char *arr = mc__ws(p + 1, end);
+        size_t arr_end;
+        int rc = mc__keylist_split(arr, (size_t)(end - arr), &kl, &arr_end);
+        if (rc == MC_ENOMEM) {
+            r->failed = true;
+            return;
         }
         if (rc != 0)
             goto bad;
-        arr_len = pos;
-        p = arr + pos;
+        unsigned char key[4096];
+        size_t klen;
+        for (size_t i = 0; i < kl.n; i++) {
+            mc_error err = {0};
+            if (mc_key_from_json(kl.keys[i], strlen(kl.keys[i]), key, sizeof key, &klen, &err) != 0) {
+                char prefix[32];
+                snprintf(prefix, sizeof prefix, "key %zu: ", i);
+                mc__resp_error(r, 400, prefix, err.message);
+                mc__keylist_free(&kl);
+                return;
+            }
+        }
+        p = arr + arr_end;
     } else {
         goto bad;
     }
     p = mc__ws(p, end);
-    if (p == end || *p != '}' || mc__ws(p + 1, end) != end)
+    if (p == end || *p != '}' || mc__ws(p + 1, end) != end) {
+        mc__keylist_free(&kl);
         goto bad;
+    }
 
     int brc = 0;
     if (all) {
         mc_cached_invalidate_all(fn);
         if (h->bus)
             brc = mc_bus_publish_all(h->bus, name);
-    } else {
-        /* Keys as NUL-terminated strings for the registry call and the bus. */
-        char *buf = malloc(arr_len + n + 1);
-        const char **keys = malloc((n ? n : 1) * sizeof *keys);
-        if (!buf || !keys) {
-            free(buf);
-            free(keys);
-            r->failed = true;
-            return;
-        }
-        size_t pos = 0, ilen, i = 0;
-        const char *item;
-        char *w = buf;
-        while (mc__keylist_next(arr, arr_len, &pos, &item, &ilen) == 1) {
-            memcpy(w, item, ilen);
-            w[ilen] = 0;
-            keys[i++] = w;
-            w += ilen + 1;
-        }
+    } else if (kl.n) { /* (with no keys, a NULL list would mean "all" to the registry) */
         mc_error err = {0};
-        brc = mc_registry_invalidate(h->registry, name, keys, n, &err);
-        if (brc == 0 && h->bus && n)
-            brc = mc_bus_publish_keys(h->bus, name, keys, n, &err);
-        free(buf);
-        free(keys);
+        brc = mc_registry_invalidate(h->registry, name, kl.keys, kl.n, &err);
+        if (brc == 0 && h->bus)
+            brc = mc_bus_publish_keys(h->bus, name, kl.keys, kl.n, &err);
     }
+    size_t n = kl.n;
+    mc__keylist_free(&kl);
     if (brc != 0) {
         mc__resp_text(r, 500, "{\"error\": \"%s\"}", mc_strerror(brc));
         return;

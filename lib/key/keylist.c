@@ -2,6 +2,9 @@
  * key can then be handed to mc_key_from_json, which does the real checking. */
 #include "key/keylist.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "modcache/common.h"
 
 static size_t mc__skip_ws(const char *t, size_t len, size_t p)
@@ -74,4 +77,43 @@ int mc__keylist_next(const char *text, size_t len, size_t *pos, const char **ite
 end:
     *pos = p + 1;
     return 0;
+}
+
+int mc__keylist_split(const char *text, size_t len, mc__keylist *out, size_t *end)
+{
+    *out = (mc__keylist){0};
+    /* The elements are disjoint and separated, so their text and NULs fit in len + 1 bytes. */
+    out->buf = malloc(len + 1);
+    size_t cap = 0, pos = 0, ilen;
+    const char *item;
+    char *w = out->buf;
+    int rc = out->buf ? 0 : MC_ENOMEM;
+    while (rc == 0 && (rc = mc__keylist_next(text, len, &pos, &item, &ilen)) == 1) {
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 8;
+            const char **k = realloc(out->keys, cap * sizeof *k);
+            if (!k) {
+                rc = MC_ENOMEM;
+                break;
+            }
+            out->keys = k;
+        }
+        memcpy(w, item, ilen);
+        w[ilen] = 0;
+        out->keys[out->n++] = w;
+        w += ilen + 1;
+        rc = 0;
+    }
+    if (end)
+        *end = pos;
+    if (rc != 0)
+        mc__keylist_free(out);
+    return rc;
+}
+
+void mc__keylist_free(mc__keylist *kl)
+{
+    free(kl->buf);
+    free(kl->keys);
+    *kl = (mc__keylist){0};
 }

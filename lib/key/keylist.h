@@ -12,4 +12,17 @@
  * text is not an array of arrays (*pos is then the byte offset of the fault). */
 int mc__keylist_next(const char *text, size_t len, size_t *pos, const char **item, size_t *item_len);
 
+/* A key list split into NUL-terminated keys (for mc_registry_invalidate and the bus). */
+typedef struct mc__keylist {
+    char *buf;         /* the keys' text, each NUL-terminated */
+    const char **keys; /* n pointers into buf */
+    size_t n;
+} mc__keylist;
+
+/* Split the array starting at text[0] into out (free with mc__keylist_free). *end (may be NULL)
+ * gets the offset just past the closing bracket, or of the fault. Returns 0, MC_EPARSE (out
+ * empty) or MC_ENOMEM. */
+int mc__keylist_split(const char *text, size_t len, mc__keylist *out, size_t *end);
+void mc__keylist_free(mc__keylist *kl);
+
 #endif

@@ -25,8 +25,8 @@ int mct_spawn(mct_proc *p, const char *const *argv, const char *const *env);
 bool mct_wait_for(mct_proc *p, size_t from, const char *needle, int timeout_ms);
 /* Read whatever output is available now. */
 void mct_drain(mct_proc *p);
-/* Send sig (0: none), wait for the child, return its exit status (128+signal if killed). Frees
- * the captured output. */
+/* Send sig (0: none), wait for the child, return its exit status (128+signal if killed). The
+ * captured output stays in p->log (the caller frees it). */
 int mct_finish(mct_proc *p, int sig);
 /* Count occurrences of needle in the captured output. */
 size_t mct_count(const mct_proc *p, const char *needle);

@@ -833,7 +833,7 @@ struct mc__prefix {
 static bool mc__match_prefix(const mc__entry *e, const void *arg)
 {
     const struct mc__prefix *p = arg;
-    return e->klen >= p->len && memcmp(mc__entry_key(e), p->bytes, p->len) == 0;
+    return mc_key_has_prefix(mc__entry_key(e), e->klen, p->bytes, p->len);
 }
 
 int mc_cache_remove_prefix(mc_cache *c, const void *prefix, size_t plen, size_t *removed)

@@ -102,16 +102,6 @@ static struct timespec mc__abstime(uint64_t deadline)
     return ts;
 }
 
-/* Condition variables the stripes and the timer wait on with deadlines: on the monotonic
- * clock, so that wall-clock steps neither stretch nor cut a load timeout. */
-static void mc__cond_init_monotonic(pthread_cond_t *c)
-{
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &ca);
-    pthread_condattr_destroy(&ca);
-}
 
 /* The stripe's deadline list, earliest first (stripe lock held). Deadlines mostly arrive in
  * order (one timeout per function), so insertion walks back from the tail a step or two. */

@@ -142,13 +142,7 @@ int mc_registry_create(const mc_cache_config *cfg, mc_registry **out)
     pthread_mutex_init(&reg->apply_lock, NULL);
     pthread_mutex_init(&reg->ctl, NULL);
     pthread_mutex_init(&reg->mlock, NULL);
-    /* The maintenance period is measured on the monotonic clock: wall-clock changes do not
-     * stretch or shrink it. */
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&reg->mcond, &ca);
-    pthread_condattr_destroy(&ca);
+    mc__cond_init_monotonic(&reg->mcond); /* the maintenance period: monotonic */
     for (size_t i = 0; i < c.n_per_cache_factors; i++)
         if (mc__set_named_factor(reg, c.per_cache_factors[i].name, c.per_cache_factors[i].factor, false) != 0) {
             mc_registry_destroy(reg);

@@ -9,7 +9,7 @@ CMAKE_ARGS ?=
 # Build tools, libraries, test and benchmark frameworks (all Debian 12 packages).
 # hiredis + redis-server: the invalidation bus; sqlite3/libpq: the example module's databases.
 PACKAGES = cmake make gcc g++ pkg-config \
-           libxxhash-dev libck-dev libjemalloc-dev libyaml-dev libmicrohttpd-dev libcmocka-dev \
+           libxxhash-dev liburcu-dev libjemalloc-dev libyaml-dev libmicrohttpd-dev libcmocka-dev \
            libcurl4-openssl-dev libbenchmark-dev libhiredis-dev redis-server libsqlite3-dev libpq-dev
 # Only for `make test`: a PostgreSQL server for the example module's tests, clang's libFuzzer
 # for the fuzz targets, valgrind for the memcheck label, doxygen for the API reference check.

@@ -1,11 +1,12 @@
-/* mc_cache: shards, lock-free lookups, writers under a per-shard mutex, bounds, TTL, stats.
- * Lookups run inside an epoch section; removed entries are reclaimed after a grace period. */
+/* mc_cache: shards, seqlock lookups that write nothing, writers under one lock per shard,
+ * bounds, TTL, stats. Small entries live in the index; the rest are reclaimed through RCU. */
 #include "cache/cache_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 /* Keys are short: inlining XXH3 avoids a call and lets the compiler specialise small sizes. */
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -14,19 +15,25 @@
 #include "core/epoch.h"
 #include "modcache/key.h"
 
-/* Auto sharding: one shard per this many entries, up to MC__AUTO_SHARDS_MAX. Few shards keep
- * a small cache's eviction order close to one exact LRU; more shards spread writers. */
+/* Auto sharding: one shard per this many entries, at least 4 per hardware thread (so that
+ * writers on different cores rarely meet on a shard lock), at most MC__AUTO_SHARDS_MAX. */
 #define MC__ENTRIES_PER_SHARD 8192
-#define MC__AUTO_SHARDS_MAX 64
+#define MC__AUTO_SHARDS_MAX 256
 #define MC__BYTES_PER_SHARD ((size_t)1 << 20)
 #define MC__SHARDS_MAX 256
-/* LRU promotions are skipped within the newest 1/MC__GENS_PER_SHARD of a shard's capacity
- * (measured: well within 0.01 of exact LRU's miss ratio); without an entry bound the span
- * assumes this many entries. */
-#define MC__GENS_PER_SHARD 4
-#define MC__GEN_UNBOUNDED_SPAN 4096
-/* The index is sized for at most this many entries up front and grows beyond. */
+/* Shards bounded to fewer entries than this record every hit exactly (a try-lock on the
+ * hit, which never waits); byte-bounded shards do while they hold fewer. */
+#define MC__EXACT_BELOW 64
+/* Readers report restamps to the shard in batches of this many. */
+#define MC__RESTAMP_BATCH 16
+/* The index is sized up front for at most this many entries per shard and grows beyond. */
 #define MC__TABLE_PRESIZE_MAX 65536
+/* Removals whose listener calls wait for the lock's release, per lock hold. */
+#define MC__GONE_MAX 64
+
+#define MC__TLS __attribute__((tls_model("initial-exec")))
+
+static _Thread_local MC__TLS unsigned mc__restamp_pending;
 
 const char *mc_evict_reason_name(mc_evict_reason reason)
 {
@@ -41,10 +48,9 @@ void mc_cache_options_init(mc_cache_options *opts)
         memset(opts, 0, sizeof *opts);
 }
 
-/* The default clock, read on every hit when access is tracked: the coarse monotonic clock
- * (the kernel's last tick, a few milliseconds' resolution) costs a few nanoseconds where the
- * precise one costs tens on a virtual machine, and TTLs and idle times are far longer than a
- * tick. */
+/* The default clock: the coarse monotonic clock (the kernel's last tick, a few
+ * milliseconds' resolution) costs a few nanoseconds where the precise one costs tens on a
+ * virtual machine, and TTLs and idle times are far longer than a tick. */
 static uint64_t mc__monotonic_ns(void *ud)
 {
     (void)ud;
@@ -63,12 +69,48 @@ static uint64_t mc__random_seed(void)
     return XXH3_64bits(&x, sizeof x) | 1u;
 }
 
-/* ---------------------------------------------------------------- entries */
+static inline uint64_t mc__hash(const mc_cache *c, const void *key, size_t klen)
+{
+    return XXH3_64bits_withSeed(key, klen, c->seed);
+}
 
-static void mc__entry_reclaim(ck_epoch_entry_t *p)
+static inline mc__shard *mc__shard_of(mc_cache *c, uint64_t h)
+{
+    return &c->shards[(h >> 56) & c->shard_mask];
+}
+
+static inline bool mc__key_ok(const void *key, size_t klen)
+{
+    return (key || klen == 0) && klen <= MC_KEY_MAX;
+}
+
+/* n <= 14 bytes without a libc call. */
+static inline void mc__copy_small(unsigned char *dst, const unsigned char *src, size_t n)
+{
+    if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, src, 8);
+        memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, src, 4);
+        memcpy(&b, src + n - 4, 4);
+        memcpy(dst, &a, 4);
+        memcpy(dst + n - 4, &b, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            dst[i] = src[i];
+    }
+}
+
+/* ---------------------------------------------------------------- out-of-line entries */
+
+static void mc__entry_reclaim(mc__retire_node *p)
 {
     MC__EPOCH_RECLAIM();
-    mc__entry *e = (mc__entry *)p; /* the epoch node is the entry's first member */
+    mc__entry *e = (mc__entry *)p; /* the node is the entry's first member */
     size_t size = mc__entry_alloc_size(e->flags, e->klen, e->vlen);
     if (e->flags & MC__E_OWNED) {
         struct mc__owned *o = mc__entry_owned(e);
@@ -82,10 +124,10 @@ void mc__entry_unref(mc__entry *e)
 {
     /* acq_rel: the last holder sees every other holder's accesses before reclaiming. */
     if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)
-        mc__epoch_retire(&e->u.epoch, mc__entry_reclaim);
+        mc__epoch_retire(&e->rcu, mc__entry_reclaim);
 }
 
-/* Pin an entry found by a lookup (inside the epoch section). Fails once the cache dropped it
+/* Pin an entry found by a lookup (inside the read section). Fails once the cache dropped it
  * and no pin remains: the entry is then on its way to reclamation and must not be revived. */
 static bool mc__entry_pin(mc__entry *e)
 {
@@ -112,12 +154,12 @@ static mc__entry *mc__entry_make(bool track, uint32_t hash, const mc__put_args *
     mc__entry *e = mc__alloc(mc__entry_alloc_size(flags, a->klen, vlen));
     if (!e)
         return NULL;
-    e->u.link.prev = e->u.link.next = NULL;
+    memset(&e->rcu, 0, sizeof e->rcu);
     e->hash = hash;
     atomic_init(&e->refs, 1);
     e->vlen = (uint32_t)vlen;
     e->klen = (uint16_t)a->klen;
-    atomic_init(&e->freq, 0);
+    e->spare = 0;
     e->flags = (uint8_t)flags;
     if (flags & MC__E_TTL)
         atomic_init(mc__entry_atime(e), now);
@@ -143,7 +185,16 @@ mc_value *mc__value_detached(const mc__put_args *a)
     return (mc_value *)mc__entry_make(false, 0, a, 0);
 }
 
-/* Bytes an entry really occupies, from its size class: no allocator lookup under the lock. */
+/* A pinned handle for an inline entry: a detached copy (the cell can be reused at once). */
+static mc__entry *mc__inline_value(const mc__snap *s, unsigned i)
+{
+    uint8_t kl = s->b[MC__OFF_KL + i], vl = s->b[MC__OFF_VL + i];
+    const unsigned char *cell = &s->b[MC__OFF_CELL + MC__CELL * i];
+    mc__put_args a = {.key = cell, .klen = kl, .value = cell + kl, .vlen = vl & MC__VL_LEN,
+                      .none = (vl & MC__VL_NONE) != 0};
+    return mc__entry_make(false, 0, &a, 0);
+}
+
 static inline size_t mc__entry_footprint(const mc__entry *e)
 {
     return mc__alloc_class(mc__entry_alloc_size(e->flags, e->klen, e->vlen));
@@ -162,103 +213,84 @@ static inline bool mc__expired(const mc_cache *c, const mc__entry *e, uint64_t n
     return now > at && now - at >= c->ttl;
 }
 
-/* ---------------------------------------------------------------- recency records */
-
-/* Claim a slot and store the hash. Returns true when the ring is due for a drain. A lost
- * record (ring full, or a claim race) costs one recency update, never correctness. */
-static bool mc__ring_push(struct mc__ring *r, uint32_t hash)
-{
-    uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-    uint32_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-    if (head - tail >= MC__RING_SIZE)
-        return true;
-    if (!atomic_compare_exchange_strong_explicit(&r->head, &head, head + 1, memory_order_relaxed,
-                                                 memory_order_relaxed))
-        return false;
-    /* Release: the drainer's acquire load sees the hash once it sees the slot non-zero. */
-    atomic_store_explicit(&r->slots[head & (MC__RING_SIZE - 1)], hash, memory_order_release);
-    return head + 1 - tail >= MC__RING_DRAIN_AT;
-}
-
-/* Stamp an entry (shard lock held) with the current generation and advance it once per
- * gen_len stamps. */
-static void mc__lru_stamp(mc__shard *sh, mc__entry *e)
-{
-    if (sh->gen_len == 0)
-        return; /* exact mode: entries keep stamp 0, the shard's generation stays 0xff */
-    uint8_t gen = atomic_load_explicit(&sh->gen, memory_order_relaxed);
-    atomic_store_explicit(&e->freq, gen, memory_order_relaxed);
-    if (++sh->gen_ticks >= sh->gen_len) {
-        sh->gen_ticks = 0;
-        atomic_store_explicit(&sh->gen, (uint8_t)(gen + 1), memory_order_relaxed);
-    }
-}
-
-static void mc__lru_promote(mc__shard *sh, mc__entry *e)
-{
-    mc__policy_touch(&sh->policy, e);
-    mc__lru_stamp(sh, e);
-}
-
-/* Apply every published record of the shard in order (shard lock held). */
-static void mc__shard_drain(mc__shard *sh)
-{
-    if (sh->policy.kind != MC_POLICY_LRU)
-        return;
-    mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
-    for (unsigned i = 0; i < MC__NRINGS; i++) {
-        struct mc__ring *r = &sh->rings[i];
-        uint32_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-        uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-        for (; tail != head; tail++) {
-            _Atomic uint32_t *slot = &r->slots[tail & (MC__RING_SIZE - 1)];
-            uint32_t h = atomic_load_explicit(slot, memory_order_acquire);
-            if (h == 0)
-                break; /* claimed but not yet stored: resume here next time */
-            /* Only the drainer clears a slot, and no reader can claim it again before the
-             * tail store below: a plain store suffices (no locked instruction per record). */
-            atomic_store_explicit(slot, 0, memory_order_relaxed);
-            mc__entry *e = mc__table_find_hash(t, h);
-            if (e)
-                mc__lru_promote(sh, e);
-        }
-        /* Release: a reader that sees the new tail may reuse the drained slots. */
-        atomic_store_explicit(&r->tail, tail, memory_order_release);
-    }
-}
-
 /* ---------------------------------------------------------------- removal lists */
 
-/* Entries out of the cache whose listener call and reference drop wait until the shard lock
- * is released. Linked through u.link.next; the reason rides in u.link.prev (unused now). */
+/* Entries out of the cache whose listener call (and, out of line, reference drop) wait until
+ * the shard lock is released. Inline entries are copied here, since their cell is reused. */
+struct mc__gone_item {
+    mc__entry *e; /* out of line, or NULL */
+    uint8_t reason, kl, vl;
+    unsigned char bytes[MC__CELL];
+};
+
 typedef struct mc__gone {
-    mc__entry *first, *last;
+    unsigned n, cap;
+    struct mc__gone_item *it; /* `local` until it outgrows it */
+    struct mc__gone_item local[MC__GONE_MAX];
 } mc__gone;
 
-static void mc__gone_add(mc__gone *g, mc__entry *e, mc_evict_reason reason)
+static inline void mc__gone_init(mc__gone *g)
 {
-    e->u.link.prev = (struct mc__link *)(uintptr_t)reason;
-    e->u.link.next = NULL;
-    if (g->last)
-        g->last->u.link.next = &e->u.link;
-    else
-        g->first = e;
-    g->last = e;
+    g->n = 0;
+    g->cap = MC__GONE_MAX;
+    g->it = g->local;
+}
+
+/* True when no further removal can be recorded: the list is full and cannot grow (out of
+ * memory). Callers then release the lock, flush the list and carry on after it. */
+static bool mc__gone_full(mc__gone *g)
+{
+    if (g->n < g->cap)
+        return false;
+    if (g->cap > UINT32_MAX / 4)
+        return true;
+    struct mc__gone_item *n = mc__malloc((size_t)g->cap * 2 * sizeof *n);
+    if (!n)
+        return true;
+    memcpy(n, g->it, (size_t)g->n * sizeof *n);
+    if (g->it != g->local)
+        free(g->it);
+    g->it = n;
+    g->cap *= 2;
+    return false;
+}
+
+static void mc__gone_add(mc__gone *g, mc__snap *s, unsigned i, mc_evict_reason reason)
+{
+    struct mc__gone_item *it = &g->it[g->n++];
+    it->reason = (uint8_t)reason;
+    it->kl = s->b[MC__OFF_KL + i];
+    it->vl = s->b[MC__OFF_VL + i];
+    if (it->kl == MC__KL_OUT) {
+        it->e = mc__cell_entry(mc__snap_cell(s, i));
+    } else {
+        it->e = NULL;
+        memcpy(it->bytes, mc__snap_cell(s, i), MC__CELL);
+    }
 }
 
 static void mc__gone_finish(mc_cache *c, mc__gone *g)
 {
-    mc__entry *e = g->first;
-    while (e) {
-        mc__entry *next = (mc__entry *)e->u.link.next;
-        mc_evict_reason reason = (mc_evict_reason)(uintptr_t)e->u.link.prev;
-        if (c->on_evict)
-            c->on_evict(c->on_evict_ud, mc__entry_key(e), e->klen, mc__entry_value(e), e->vlen,
+    for (unsigned k = 0; k < g->n; k++) {
+        struct mc__gone_item *it = &g->it[k];
+        mc_evict_reason reason = (mc_evict_reason)it->reason;
+        if (it->e) {
+            mc__entry *e = it->e;
+            if (c->on_evict)
+                c->on_evict(c->on_evict_ud, mc__entry_key(e), e->klen, mc__entry_value(e), e->vlen,
+                            reason);
+            mc__entry_unref(e);
+        } else if (c->on_evict) {
+            c->on_evict(c->on_evict_ud, it->bytes, it->kl, it->bytes + it->kl, it->vl & MC__VL_LEN,
                         reason);
-        mc__entry_unref(e);
-        e = next;
+        }
     }
-    g->first = g->last = NULL;
+    g->n = 0;
+    if (g->it != g->local) {
+        free(g->it);
+        g->it = g->local;
+        g->cap = MC__GONE_MAX;
+    }
 }
 
 /* ---------------------------------------------------------------- shard bookkeeping */
@@ -270,75 +302,156 @@ static inline void mc__stat_add(_Atomic uint64_t *v, int64_t d)
                           memory_order_relaxed);
 }
 
-/* Account for an entry leaving shard structures already (index slot and queue removed). */
-static void mc__shard_forget(mc__shard *sh, mc__entry *e, mc_evict_reason reason, mc__gone *g)
+static inline mc__table *mc__shard_table(mc__shard *sh)
 {
+    return atomic_load_explicit(&sh->table, memory_order_relaxed);
+}
+
+static inline bool mc__entry_bounded(const mc__shard *sh) { return sh->max_entries != SIZE_MAX; }
+
+/* Exact mode follows the shard's bound, or (bounded by bytes only) its size. */
+static void mc__shard_update_mode(mc__shard *sh)
+{
+    bool exact;
+    if (mc__entry_bounded(sh))
+        exact = sh->max_entries < MC__EXACT_BELOW;
+    else
+        exact = atomic_load_explicit(&sh->count, memory_order_relaxed) < MC__EXACT_BELOW;
+    if (sh->policy.kind != MC_POLICY_LRU)
+        exact = false;
+    if (atomic_load_explicit(&sh->exact, memory_order_relaxed) != exact)
+        atomic_store_explicit(&sh->exact, exact, memory_order_relaxed);
+}
+
+/* One LRU stamp (an insert or an exact promotion), plus the restamps readers reported:
+ * advance the generation once per gen_len of them. */
+static void mc__gen_tick(mc__shard *sh, mc__table *t)
+{
+    mc__policy *p = &sh->policy;
+    if (p->kind != MC_POLICY_LRU)
+        return;
+    uint64_t rs = atomic_load_explicit(&sh->restamps, memory_order_relaxed);
+    p->gen_ticks += 1 + (uint32_t)(rs - p->restamps_seen);
+    p->restamps_seen = rs;
+    uint32_t len;
+    if (atomic_load_explicit(&sh->exact, memory_order_relaxed))
+        len = 1;
+    else if (mc__entry_bounded(sh))
+        len = (uint32_t)(sh->max_entries / MC__NGENS);
+    else
+        len = (uint32_t)(atomic_load_explicit(&sh->count, memory_order_relaxed) / MC__NGENS);
+    if (len == 0)
+        len = 1;
+    p->gen_len = len;
+    if (p->gen_ticks < len)
+        return;
+    p->gen_ticks = 0;
+    uint8_t g = (uint8_t)(atomic_load_explicit(&sh->gen, memory_order_relaxed) + 1);
+    /* The list of generation g-16 becomes generation g's: its cells join the next oldest. */
+    mc__list_splice_oldest(t, g & (MC__NGENS - 1), (uint8_t)(g + 1) & (MC__NGENS - 1));
+    atomic_store_explicit(&sh->gen, g, memory_order_relaxed);
+}
+
+/* Remove the entry in `cell` (unlinked from its list when `unlink`): accounting, the removal
+ * list, the index. *watch (if not NULL) follows a cell that the removal moves. */
+static void mc__shard_drop(mc_cache *c, mc__shard *sh, mc__table *t, uint32_t cell,
+                           mc_evict_reason reason, mc__gone *g, bool unlink, uint32_t *watch)
+{
+    mc__snap s;
+    mc__table_cell(t, cell, &s);
+    unsigned i = cell % MC__SLOTS;
+    uint64_t w = mc__snap_weight(&s, i);
+    if (unlink)
+        mc__list_unlink(t, cell);
+    if (sh->policy.kind == MC_POLICY_S3FIFO) {
+        if (s.b[MC__OFF_VL + i] & MC__VL_MAIN) {
+            sh->policy.main_count--;
+        } else {
+            sh->policy.small_count--;
+            sh->policy.small_weight -= w;
+        }
+    }
     mc__stat_add(&sh->count, -1);
-    mc__stat_add(&sh->weight, -(int64_t)mc__entry_weight(e));
-    mc__stat_add(&sh->memory, -(int64_t)mc__entry_footprint(e));
+    mc__stat_add(&sh->weight, -(int64_t)w);
+    if (s.b[MC__OFF_KL + i] == MC__KL_OUT)
+        mc__stat_add(&sh->memory, -(int64_t)mc__entry_footprint(mc__cell_entry(mc__snap_cell(&s, i))));
     mc__stat_add(&sh->evictions[reason], 1);
-    mc__gone_add(g, e, reason);
+    mc__gone_add(g, &s, i, reason);
+    if (watch && *watch == cell)
+        *watch = MC__NONE_CELL;
+    mc__table_remove(t, cell, c->seed, watch);
+    if (!mc__entry_bounded(sh))
+        mc__shard_update_mode(sh);
 }
 
-/* Remove an entry that is in the shard (index and queue). */
-static void mc__shard_remove(mc__shard *sh, mc__entry *e, mc_evict_reason reason, mc__gone *g)
+/* Evict until `extra` more entries of `extra_weight` fit (0, 0: until within bounds), so that
+ * a shard is never over its bounds, even for an instant. Returns false if the removal list
+ * filled first (the caller flushes it and starts again). */
+static bool mc__shard_make_room(mc_cache *c, mc__shard *sh, size_t extra, uint64_t extra_weight,
+                                mc__gone *g)
 {
-    mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
-    int64_t slot = mc__table_slot_of(t, e);
-    if (slot >= 0)
-        mc__table_remove(t, slot);
-    mc__policy_unlink(&sh->policy, e);
-    mc__shard_forget(sh, e, reason, g);
-}
-
-/* Evict until `extra` more entries of `extra_weight` fit (0, 0: until within bounds). Making
- * room before inserting means a shard is never seen over its bounds, even for an instant. */
-static void mc__shard_make_room(mc__shard *sh, size_t extra, uint64_t extra_weight, mc__gone *g)
-{
-    size_t me = sh->max_entries == SIZE_MAX ? 0 : sh->max_entries;
+    size_t me = mc__entry_bounded(sh) ? sh->max_entries : 0;
     uint64_t mw = sh->max_weight == UINT64_MAX ? 0 : sh->max_weight;
-    mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
+    mc__table *t = mc__shard_table(sh);
     for (;;) {
         uint64_t n = atomic_load_explicit(&sh->count, memory_order_relaxed);
         uint64_t w = atomic_load_explicit(&sh->weight, memory_order_relaxed);
         if (n + extra <= sh->max_entries && w + extra_weight <= sh->max_weight)
-            return;
-        mc__entry *v = mc__policy_evict(&sh->policy, me, mw);
-        if (!v)
-            return;
-        int64_t slot = mc__table_slot_of(t, v);
-        if (slot >= 0)
-            mc__table_remove(t, slot);
-        mc__shard_forget(sh, v, MC_EVICT_SIZE, g);
+            return true;
+        if (mc__gone_full(g))
+            return false;
+        uint8_t gen = atomic_load_explicit(&sh->gen, memory_order_relaxed);
+        uint32_t v = mc__policy_victim(&sh->policy, t, gen, me, mw, c->seed);
+        if (v == MC__NONE_CELL)
+            return true;
+        mc__shard_drop(c, sh, t, v, MC_EVICT_SIZE, g, false, NULL);
     }
 }
 
-/* Remove expired entries. LRU keeps its queue in access order, so they are its oldest; for
- * S3-FIFO the queues are in insertion order: `full` scans everything (cleanup), otherwise
- * only the oldest end is checked. */
-static void mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full, mc__gone *g)
+/* Remove expired entries from the old ends of the lists (a few per call, or every one when
+ * `full`: cleanup). Only out-of-line entries carry an access time. */
+static bool mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full, mc__gone *g)
 {
     if (!c->ttl)
-        return;
-    int nq = sh->policy.kind == MC_POLICY_S3FIFO ? 2 : 1;
-    for (int q = 0; q < nq; q++) {
-        mc__entry *e = mc__policy_oldest(&sh->policy, q);
-        while (e) {
-            mc__entry *newer = mc__policy_newer(&sh->policy, q, e);
-            if (mc__expired(c, e, now))
-                mc__shard_remove(sh, e, MC_EVICT_TIME, g);
-            else if (!full)
+        return true;
+    mc__table *t = mc__shard_table(sh);
+    if (full) {
+        for (uint32_t cell = 0; cell < t->ncells;) {
+            if (mc__gone_full(g))
+                return false;
+            mc__snap s;
+            mc__table_cell(t, cell, &s);
+            unsigned i = cell % MC__SLOTS;
+            if (s.b[MC__OFF_TAG + i] && s.b[MC__OFF_KL + i] == MC__KL_OUT &&
+                mc__expired(c, mc__cell_entry(mc__snap_cell(&s, i)), now)) {
+                /* A removal may move a later entry into this cell: look at it again. */
+                mc__shard_drop(c, sh, t, cell, MC_EVICT_TIME, g, true, NULL);
+                continue;
+            }
+            cell++;
+        }
+        return true;
+    }
+    for (uint32_t list = 0; list < MC__NLISTS; list++) {
+        for (int k = 0; k < 4; k++) {
+            uint32_t cell = mc__list_oldest(t, list);
+            if (cell == MC__NONE_CELL || mc__gone_full(g))
                 break;
-            e = newer;
+            mc__snap s;
+            mc__table_cell(t, cell, &s);
+            unsigned i = cell % MC__SLOTS;
+            if (s.b[MC__OFF_KL + i] != MC__KL_OUT ||
+                !mc__expired(c, mc__cell_entry(mc__snap_cell(&s, i)), now))
+                break;
+            mc__shard_drop(c, sh, t, cell, MC_EVICT_TIME, g, true, NULL);
         }
     }
+    return true;
 }
 
 static void mc__shard_lock(mc_cache *c, mc__shard *sh, uint64_t now, mc__gone *g)
 {
     mc__lock_acquire(&sh->lock);
-    /* Apply recorded reads first, so evictions see the true access order. */
-    mc__shard_drain(sh);
     mc__shard_expire(c, sh, now, false, g);
 }
 
@@ -348,33 +461,76 @@ static void mc__shard_set_bounds(mc_cache *c, mc__shard *sh, unsigned i, size_t 
     size_t n = c->nshards;
     sh->max_entries = max_entries ? max_entries / n + (i < max_entries % n) : SIZE_MAX;
     sh->max_weight = max_bytes ? max_bytes / n + (i < max_bytes % n) : UINT64_MAX;
-    size_t span = sh->max_entries != SIZE_MAX ? sh->max_entries : MC__GEN_UNBOUNDED_SPAN;
-    /* Small shards (under 2 * MC__GENS_PER_SHARD entries) keep every promotion: exact LRU. */
-    sh->gen_len = (uint32_t)(span / MC__GENS_PER_SHARD >= 2 ? span / MC__GENS_PER_SHARD : 0);
-    if (sh->gen_len == 0)
-        atomic_store_explicit(&sh->gen, 0xff, memory_order_relaxed);
+    mc__shard_update_mode(sh);
 }
 
 static size_t mc__ghost_window(const mc__shard *sh)
 {
     /* The ghost remembers about as many keys as the main queue holds (90%). */
-    return sh->max_entries == SIZE_MAX ? 0 : sh->max_entries - sh->max_entries / 10;
+    return mc__entry_bounded(sh) ? sh->max_entries - sh->max_entries / 10 : 0;
+}
+
+static size_t mc__presize(const mc__shard *sh)
+{
+    return sh->max_entries < MC__TABLE_PRESIZE_MAX ? sh->max_entries : MC__TABLE_PRESIZE_MAX;
+}
+
+/* Replace the shard's index by one for at least `entries` entries, keeping every entry in
+ * its list order. The old index stays allocated (readers may still be probing it) until the
+ * cache is destroyed; its buckets turn odd so that probes move to the new one. */
+static int mc__shard_grow(mc_cache *c, mc__shard *sh, size_t entries)
+{
+    mc__table *old = mc__shard_table(sh);
+    size_t want = mc__table_capacity(old) * 2;
+    if (want < entries)
+        want = entries;
+    mc__table *n = mc__table_new(want, MC__NLISTS);
+    if (!n)
+        return MC_ENOMEM;
+    for (uint32_t list = 0; list < MC__NLISTS; list++) {
+        for (uint32_t cell = mc__list_oldest(old, list); cell != MC__NONE_CELL;
+             cell = mc__list_newer(old, cell)) {
+            mc__snap s;
+            mc__table_cell(old, cell, &s);
+            unsigned i = cell % MC__SLOTS;
+            uint64_t h = mc__table_cell_hash(old, cell, c->seed);
+            uint8_t disp;
+            uint32_t nc = mc__table_claim(n, h, &disp, c->seed);
+            mc__table_store(n, nc, mc__tag_of(h), disp, s.b[MC__OFF_KL + i], s.b[MC__OFF_VL + i],
+                            s.b[MC__OFF_REC + i], mc__snap_cell(&s, i));
+            mc__list_push(n, list, nc);
+        }
+    }
+    n->retired = old;
+    mc__stat_add(&sh->memory, (int64_t)n->bytes);
+    /* Release: a reader that loads the new table sees its buckets filled. */
+    atomic_store_explicit(&sh->table, n, memory_order_release);
+    mc__table_retire(old);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- create / destroy */
 
 unsigned mc__auto_shards(size_t max_entries, size_t max_bytes)
 {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned floor = 1;
+    if (cpus > 1)
+        while (floor < MC__AUTO_SHARDS_MAX && floor < 4u * (unsigned)cpus)
+            floor *= 2;
+    unsigned n = 1;
     if (max_entries == 0) {
         /* Bounded by bytes only: one shard per MC__BYTES_PER_SHARD, so that each shard's share
          * still holds large values. */
-        unsigned n = 1;
-        while (n < MC__AUTO_SHARDS_MAX && (size_t)n * 2 * MC__BYTES_PER_SHARD <= max_bytes)
+        while (n < 64 && (size_t)n * 2 * MC__BYTES_PER_SHARD <= max_bytes)
             n *= 2;
         return n;
     }
-    unsigned n = 1;
     while (n < MC__AUTO_SHARDS_MAX && (size_t)n * 2 * MC__ENTRIES_PER_SHARD <= max_entries)
+        n *= 2;
+    /* Many cores: more shards, as long as each still holds a few thousand entries (smaller
+     * shards cost eviction accuracy and split small bounds unevenly). */
+    while (n < floor && max_entries / ((size_t)n * 2) >= MC__ENTRIES_PER_SHARD / 2)
         n *= 2;
     return n;
 }
@@ -415,13 +571,13 @@ int mc_cache_create(const mc_cache_options *opts, mc_cache **out)
         goto nomem;
     for (unsigned i = 0; i < n; i++) {
         mc__shard *sh = &c->shards[i];
+        sh->policy.kind = c->policy;
         mc__shard_set_bounds(c, sh, i, opts->max_entries, opts->max_bytes);
-        size_t presize = sh->max_entries < MC__TABLE_PRESIZE_MAX ? sh->max_entries : MC__TABLE_PRESIZE_MAX;
-        mc__table *t = mc__table_new(mc__table_buckets_for(presize));
+        mc__table *t = mc__table_new(mc__presize(sh), MC__NLISTS);
         if (!t)
             goto nomem;
         atomic_init(&sh->table, t);
-        atomic_init(&sh->memory, mc__table_bytes(t));
+        atomic_init(&sh->memory, t->bytes);
         if (mc__policy_init(&sh->policy, c->policy, mc__ghost_window(sh)) != 0)
             goto nomem;
         mc__stat_add(&sh->memory, (int64_t)mc__policy_bytes(&sh->policy));
@@ -440,40 +596,135 @@ void mc_cache_destroy(mc_cache *c)
     if (c->shards) {
         for (unsigned i = 0; i < c->nshards; i++) {
             mc__shard *sh = &c->shards[i];
-            for (int q = 0; q < 2; q++) {
-                mc__entry *e;
-                while (sh->policy.q[0].head.next && (e = mc__policy_oldest(&sh->policy, q))) {
-                    mc__policy_unlink(&sh->policy, e);
-                    mc__entry_unref(e);
+            mc__table *t = mc__shard_table(sh);
+            if (t) {
+                for (uint32_t cell = 0; cell < t->ncells; cell++) {
+                    mc__snap s;
+                    mc__table_cell(t, cell, &s);
+                    unsigned k = cell % MC__SLOTS;
+                    if (s.b[MC__OFF_TAG + k] && s.b[MC__OFF_KL + k] == MC__KL_OUT)
+                        mc__entry_unref(mc__cell_entry(mc__snap_cell(&s, k)));
                 }
             }
+            while (t) {
+                mc__table *older = t->retired;
+                mc__table_free(t);
+                t = older;
+            }
             mc__policy_destroy(&sh->policy);
-            mc__table_free(atomic_load_explicit(&sh->table, memory_order_relaxed));
         }
         mc__free(c->shards, sizeof(mc__shard) * c->nshards);
     }
     pthread_mutex_destroy(&c->resize_lock);
     mc__free(c, sizeof *c);
-    /* The entries and indexes retired above are freed now, not at this thread's next
-     * retirements or its exit (which never comes for a process's main thread). */
+    /* The entries retired above are freed now, not at some later grace period (which may
+     * never come for a process that is about to exit). */
     mc__epoch_barrier();
 }
 
 /* ---------------------------------------------------------------- lookups */
 
-static inline bool mc__key_ok(const void *key, size_t klen)
+/* Where a probe found its key: the bucket, the copy it validated, the slot. */
+typedef struct mc__found {
+    mc__bucket *bk;
+    mc__snap s;
+    unsigned slot;
+} mc__found;
+
+#define MC__PROBE_TRACK 16
+
+static inline void mc__cpu_relax(void)
 {
-    return (key || klen == 0) && klen <= MC_KEY_MAX;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
 }
 
-static inline mc__shard *mc__shard_of(mc_cache *c, uint64_t h)
+/* Find key without writing anything. Returns true with *f filled, or false on a miss.
+ * Enters the read section (and sets *section) only when an out-of-line candidate must be
+ * looked at; the caller leaves it. A miss is reported only after the versions of the buckets
+ * passed are seen unchanged: a removal's backward move can otherwise slip an entry past. */
+static inline __attribute__((always_inline)) bool mc__probe(mc__shard *sh, uint64_t h, const void *key, size_t klen, mc__found *f,
+                             bool *section)
 {
-    return &c->shards[(h >> 56) & c->shard_mask];
-}
-
-static inline struct mc__stripe *mc__my_stripe(mc_cache *c)
-{
-    return &c->stripes[mc__thread_id() & (MC__NSTRIPES - 1)];
+    uint8_t tag = mc__tag_of(h);
+retry:;
+    mc__table *t = atomic_load_explicit(&sh->table, memory_order_acquire);
+    uint32_t b = mc__home_of(h, t->nbuckets);
+    uint32_t seen_b[MC__PROBE_TRACK], seen_v[MC__PROBE_TRACK];
+    unsigned nseen = 0;
+    for (uint32_t n = 0; n < t->nbuckets; n++) {
+        mc__bucket *bk = &t->buckets[b];
+        /* Word 0 alone (version, tags, overflow) decides most buckets: the rest of the line
+         * is copied and validated only when a tag matches. */
+        uint64_t w0 = atomic_load_explicit(&bk->w[0], memory_order_acquire);
+        while (w0 & 1u) {
+            if (atomic_load_explicit(&sh->table, memory_order_acquire) != t)
+                goto retry; /* the table was replaced */
+            mc__cpu_relax();
+            w0 = atomic_load_explicit(&bk->w[0], memory_order_acquire);
+        }
+        unsigned m = mc__w0_match(w0, tag);
+        if (m) {
+            if (!mc__bucket_read(bk, &f->s)) {
+                if (atomic_load_explicit(&sh->table, memory_order_acquire) != t)
+                    goto retry;
+                continue; /* a writer was inside: this bucket again */
+            }
+            w0 = f->s.w[0];
+            m = mc__w0_match(w0, tag);
+        }
+        for (; m; m &= m - 1) {
+            unsigned i = (unsigned)__builtin_ctz(m);
+            unsigned char *cell = mc__snap_cell(&f->s, i);
+            uint8_t kl = f->s.b[MC__OFF_KL + i];
+            if (kl != MC__KL_OUT) {
+                if (kl == klen && mc__short_eq(cell, key, klen)) {
+                    f->bk = bk;
+                    f->slot = i;
+                    return true;
+                }
+                continue;
+            }
+            if (mc__cell_klen(cell) != klen || mc__cell_hash(cell) != (uint32_t)h)
+                continue;
+            if (!*section) {
+                mc__epoch_enter();
+                *section = true;
+                /* Entered, then the same version: the entry was still in the table after the
+                 * section began, so it cannot be freed before the section ends. */
+                if (!mc__bucket_same(bk, &f->s))
+                    goto retry;
+            }
+            if (mc__bytes_eq(mc__entry_key(mc__cell_entry(cell)), key, klen)) {
+                f->bk = bk;
+                f->slot = i;
+                return true;
+            }
+        }
+        if (nseen < MC__PROBE_TRACK) {
+            seen_b[nseen] = b;
+            seen_v[nseen] = (uint32_t)w0;
+        }
+        nseen++;
+        if (mc__w0_ovf(w0) == 0)
+            break;
+        b = mc__next_bucket(b, t->nbuckets);
+    }
+    if (nseen > MC__PROBE_TRACK) {
+        /* A run this long is rare at the target load: confirm the miss under the lock. */
+        mc__lock_acquire(&sh->lock);
+        bool there = mc__table_find(mc__shard_table(sh), h, key, klen) >= 0;
+        mc__lock_release(&sh->lock);
+        if (there)
+            goto retry;
+        return false;
+    }
+    atomic_thread_fence(memory_order_acquire);
+    for (unsigned k = 0; k < nseen; k++)
+        if ((uint32_t)atomic_load_explicit(&t->buckets[seen_b[k]].w[0], memory_order_relaxed) != seen_v[k])
+            goto retry;
+    return false;
 }
 
 static inline void mc__count(_Atomic uint64_t *ctr)
@@ -484,90 +735,161 @@ static inline void mc__count(_Atomic uint64_t *ctr)
                           memory_order_relaxed);
 }
 
-/* Record a hit (inside the epoch section). Returns true when a drain is due. */
-static inline bool mc__record_hit(mc_cache *c, mc__shard *sh, mc__entry *e, uint64_t now)
-{
-    if (c->track) {
-        _Atomic uint64_t *at = mc__entry_atime(e);
-        /* Rewrite the access time only when it moved by a step: hot keys stay read-only. */
-        if (now > atomic_load_explicit(at, memory_order_relaxed) + c->atime_step)
-            atomic_store_explicit(at, now, memory_order_relaxed);
-    }
-    if (c->policy == MC_POLICY_S3FIFO) {
-        uint8_t f = atomic_load_explicit(&e->freq, memory_order_relaxed);
-        if ((f & MC__FREQ_MASK) < 3)
-            atomic_compare_exchange_strong_explicit(&e->freq, &f, (uint8_t)(f + 1),
-                                                    memory_order_relaxed, memory_order_relaxed);
-        return false;
-    }
-    /* Promoted within the current generation: already among the newest ~1/4 of the shard. */
-    if (atomic_load_explicit(&e->freq, memory_order_relaxed) ==
-        atomic_load_explicit(&sh->gen, memory_order_relaxed))
-        return false;
-    if (e->hash == 0)
-        return false; /* 0 marks an empty ring slot; one hash in 2^32 goes unrecorded */
-    return mc__ring_push(&sh->rings[mc__thread_id() & (MC__NRINGS - 1)], e->hash);
-}
-
-static void mc__maybe_drain(mc__shard *sh)
-{
-    /* Only if nobody holds the lock: a writer will drain anyway, readers never wait. */
-    if (mc__lock_try(&sh->lock)) {
-        mc__shard_drain(sh);
-        mc__lock_release(&sh->lock);
-    }
-}
-
-/* The entry for key, if present and not expired (inside an epoch section). */
-static inline mc__entry *mc__lookup(mc_cache *c, mc__shard *sh, uint32_t h, const void *key,
-                                    size_t klen, uint64_t now)
-{
-    mc__table *t = atomic_load_explicit(&sh->table, memory_order_acquire);
-    mc__entry *e = mc__table_find(t, h, key, klen);
-    return e && !mc__expired(c, e, now) ? e : NULL;
-}
-
 static inline void mc__count_lookup(mc_cache *c, bool hit)
 {
-    struct mc__stripe *st = mc__my_stripe(c);
+    struct mc__stripe *st = &c->stripes[mc__thread_id() & (MC__NSTRIPES - 1)];
     mc__count(hit ? &st->hits : &st->misses);
+}
+
+/* Small shards: promote under the lock, if it is free (a reader never waits). */
+static void mc__touch_exact(mc__shard *sh, uint64_t h, const void *key, size_t klen)
+{
+    if (!mc__lock_try(&sh->lock))
+        return;
+    mc__table *t = mc__shard_table(sh);
+    int64_t pos = mc__table_find(t, h, key, klen);
+    if (pos >= 0) {
+        uint32_t cell = (uint32_t)pos;
+        uint8_t g = atomic_load_explicit(&sh->gen, memory_order_relaxed);
+        mc__list_unlink(t, cell);
+        mc__list_push(t, g & (MC__NGENS - 1), cell);
+        __atomic_store_n((uint8_t *)&t->buckets[cell / MC__SLOTS] + MC__OFF_REC + cell % MC__SLOTS,
+                         g, __ATOMIC_RELAXED);
+        mc__gen_tick(sh, t);
+    }
+    mc__lock_release(&sh->lock);
+}
+
+/* Record a hit. Writes nothing unless the recency byte must change. */
+static inline void mc__record_hit(mc_cache *c, mc__shard *sh, const mc__found *f, uint64_t h,
+                                  const void *key, size_t klen)
+{
+    /* The byte sits in the bucket's line; a writer rewriting the line may overwrite it (a
+     * lost update, never a torn one: the store is a single byte). */
+    uint8_t *rp = (uint8_t *)f->bk + MC__OFF_REC + f->slot;
+    uint8_t rec = f->s.b[MC__OFF_REC + f->slot];
+    if (c->policy == MC_POLICY_S3FIFO) {
+        if ((rec & 3u) < 3)
+            __atomic_store_n(rp, (uint8_t)(rec + 1), __ATOMIC_RELAXED);
+        return;
+    }
+    if (atomic_load_explicit(&sh->exact, memory_order_relaxed)) {
+        mc__touch_exact(sh, h, key, klen);
+        return;
+    }
+    uint8_t g = atomic_load_explicit(&sh->gen, memory_order_relaxed);
+    if ((uint8_t)(g - rec) < 2)
+        return; /* among the newest two generations already */
+    __atomic_store_n(rp, g, __ATOMIC_RELAXED);
+    if (++mc__restamp_pending >= MC__RESTAMP_BATCH) {
+        mc__restamp_pending = 0;
+        atomic_fetch_add_explicit(&sh->restamps, MC__RESTAMP_BATCH, memory_order_relaxed);
+    }
+}
+
+/* Access time of an out-of-line entry on a hit: rewritten only when it moved by a step. */
+static inline void mc__touch_atime(const mc_cache *c, mc__entry *e, uint64_t now)
+{
+    _Atomic uint64_t *at = mc__entry_atime(e);
+    if (now > atomic_load_explicit(at, memory_order_relaxed) + c->atime_step)
+        atomic_store_explicit(at, now, memory_order_relaxed);
 }
 
 int mc_cache_get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
 {
     if (!c || !vlen || !mc__key_ok(key, klen) || (!buf && cap))
         return MC_EINVAL;
-    uint64_t h = XXH3_64bits_withSeed(key, klen, c->seed);
+    uint64_t h = mc__hash(c, key, klen);
     mc__shard *sh = mc__shard_of(c, h);
-    uint64_t now = mc__now(c);
-    int rc;
-    bool drain = false;
-
-    ck_epoch_record_t *rec = mc__epoch_enter();
-    mc__entry *e = mc__lookup(c, sh, (uint32_t)h, key, klen, now);
-    if (e) {
-        size_t n = e->vlen;
-        *vlen = n;
-        if (n > cap) {
-            rc = MC_ERANGE;
+    bool section = false;
+    mc__found f;
+    int rc = MC_ENOENT;
+    if (mc__probe(sh, h, key, klen, &f, &section)) {
+        unsigned char *cell = mc__snap_cell(&f.s, f.slot);
+        uint8_t kl = f.s.b[MC__OFF_KL + f.slot];
+        if (kl != MC__KL_OUT) {
+            size_t n = f.s.b[MC__OFF_VL + f.slot] & MC__VL_LEN;
+            *vlen = n;
+            if (n > cap) {
+                rc = MC_ERANGE;
+            } else {
+                mc__copy_small(buf, cell + kl, n);
+                rc = 0;
+            }
         } else {
-            if (n)
-                memcpy(buf, mc__entry_value(e), n);
-            rc = 0;
+            mc__entry *e = mc__cell_entry(cell);
+            uint64_t now = mc__now(c);
+            if (!mc__expired(c, e, now)) {
+                size_t n = e->vlen;
+                *vlen = n;
+                if (n > cap) {
+                    rc = MC_ERANGE;
+                } else {
+                    if (n)
+                        memcpy(buf, mc__entry_value(e), n);
+                    rc = 0;
+                }
+                if (c->track)
+                    mc__touch_atime(c, e, now);
+            }
         }
-        drain = mc__record_hit(c, sh, e, now);
-    } else {
-        rc = MC_ENOENT;
+        if (rc != MC_ENOENT)
+            mc__record_hit(c, sh, &f, h, key, klen);
     }
-    mc__epoch_exit(rec);
-
+    if (section)
+        mc__epoch_exit();
     mc__count_lookup(c, rc != MC_ENOENT);
-    if (drain)
-        mc__maybe_drain(sh);
     return rc;
 }
 
-static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bool count);
+static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bool count)
+{
+    if (!c || !out || !mc__key_ok(key, klen))
+        return MC_EINVAL;
+    *out = NULL;
+    uint64_t h = mc__hash(c, key, klen);
+    mc__shard *sh = mc__shard_of(c, h);
+    mc__entry *e = NULL;
+    int rc = MC_ENOENT;
+    for (;;) {
+        bool section = false;
+        mc__found f;
+        bool retry = false;
+        if (mc__probe(sh, h, key, klen, &f, &section)) {
+            unsigned char *cell = mc__snap_cell(&f.s, f.slot);
+            if (f.s.b[MC__OFF_KL + f.slot] != MC__KL_OUT) {
+                e = mc__inline_value(&f.s, f.slot);
+                rc = e ? 0 : MC_ENOMEM;
+            } else {
+                mc__entry *x = mc__cell_entry(cell);
+                uint64_t now = mc__now(c);
+                if (!mc__expired(c, x, now)) {
+                    /* A failed pin means the entry was just removed: look again. */
+                    if (mc__entry_pin(x)) {
+                        e = x;
+                        rc = 0;
+                        if (c->track)
+                            mc__touch_atime(c, x, now);
+                    } else {
+                        retry = true;
+                    }
+                }
+            }
+            if (rc == 0)
+                mc__record_hit(c, sh, &f, h, key, klen);
+        }
+        if (section)
+            mc__epoch_exit();
+        if (!retry)
+            break;
+    }
+    if (count && rc != MC_ENOMEM)
+        mc__count_lookup(c, rc == 0);
+    if (rc != 0)
+        return rc;
+    *out = (mc_value *)e;
+    return 0;
+}
 
 int mc_cache_get(mc_cache *c, const void *key, size_t klen, mc_value **out)
 {
@@ -579,46 +901,19 @@ int mc__cache_get_quiet(mc_cache *c, const void *key, size_t klen, mc_value **ou
     return mc__get(c, key, klen, out, false);
 }
 
-static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bool count)
-{
-    if (!c || !out || !mc__key_ok(key, klen))
-        return MC_EINVAL;
-    *out = NULL;
-    uint64_t h = XXH3_64bits_withSeed(key, klen, c->seed);
-    mc__shard *sh = mc__shard_of(c, h);
-    uint64_t now = mc__now(c);
-    mc__entry *e;
-    bool drain = false;
-
-    ck_epoch_record_t *rec = mc__epoch_enter();
-    /* A failed pin means the entry was just removed: look again for its replacement. */
-    do
-        e = mc__lookup(c, sh, (uint32_t)h, key, klen, now);
-    while (e && !mc__entry_pin(e));
-    if (e)
-        drain = mc__record_hit(c, sh, e, now);
-    mc__epoch_exit(rec);
-
-    if (count)
-        mc__count_lookup(c, e != NULL);
-    if (drain)
-        mc__maybe_drain(sh);
-    if (!e)
-        return MC_ENOENT;
-    *out = (mc_value *)e;
-    return 0;
-}
-
 bool mc_cache_contains(mc_cache *c, const void *key, size_t klen)
 {
     if (!c || !mc__key_ok(key, klen))
         return false;
-    uint64_t h = XXH3_64bits_withSeed(key, klen, c->seed);
+    uint64_t h = mc__hash(c, key, klen);
     mc__shard *sh = mc__shard_of(c, h);
-    uint64_t now = mc__now(c);
-    ck_epoch_record_t *rec = mc__epoch_enter();
-    bool found = mc__lookup(c, sh, (uint32_t)h, key, klen, now) != NULL;
-    mc__epoch_exit(rec);
+    bool section = false;
+    mc__found f;
+    bool found = mc__probe(sh, h, key, klen, &f, &section);
+    if (found && f.s.b[MC__OFF_KL + f.slot] == MC__KL_OUT)
+        found = !mc__expired(c, mc__cell_entry(mc__snap_cell(&f.s, f.slot)), mc__now(c));
+    if (section)
+        mc__epoch_exit();
     return found;
 }
 
@@ -649,28 +944,19 @@ void mc_value_release(mc_value *v)
 
 /* ---------------------------------------------------------------- writes */
 
-static void mc__table_retire_cb(ck_epoch_entry_t *p)
-{
-    MC__EPOCH_RECLAIM();
-    mc__table_free((mc__table *)p);
-}
+/* What a put stores in its cell. */
+typedef struct mc__newcell {
+    mc__entry *e; /* out of line, or NULL */
+    uint8_t kl, vl;
+    unsigned char bytes[MC__CELL];
+    uint64_t weight;
+} mc__newcell;
 
-/* Make room for one more entry in the shard's index, rebuilding it if needed. */
-static int mc__shard_reserve(mc__shard *sh)
+static bool mc__fits_inline(const mc_cache *c, const mc__put_args *a)
 {
-    mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
-    if (mc__table_has_room(t))
-        return 0;
-    size_t want = sh->max_entries < MC__TABLE_PRESIZE_MAX ? sh->max_entries : MC__TABLE_PRESIZE_MAX;
-    mc__table *n = mc__table_rebuild(t, want);
-    if (!n)
-        return MC_ENOMEM;
-    mc__stat_add(&sh->memory, (int64_t)mc__table_bytes(n) - (int64_t)mc__table_bytes(t));
-    /* Release: readers that load the new table see its slots filled. Readers still probing
-     * the old one see a consistent snapshot; it is freed after they leave. */
-    atomic_store_explicit(&sh->table, n, memory_order_release);
-    mc__epoch_retire(&t->epoch, mc__table_retire_cb);
-    return 0;
+    size_t vlen = a->none ? 0 : a->vlen;
+    return !a->owned && !a->out_of_line && !c->track && a->weight == 0 &&
+           a->klen + vlen <= MC__INLINE_MAX;
 }
 
 int mc__cache_put_ex(mc_cache *c, const mc__put_args *a)
@@ -684,20 +970,42 @@ int mc__cache_put_ex(mc_cache *c, const mc__put_args *a)
         return MC_E2BIG;
     const void *key = a->key;
     size_t klen = a->klen;
-    unsigned flags = a->flags;
-    uint64_t h = XXH3_64bits_withSeed(key, klen, c->seed);
+    uint64_t h = mc__hash(c, key, klen);
     mc__shard *sh = mc__shard_of(c, h);
     uint64_t now = mc__now(c);
 
     /* Built outside the lock: allocation and copying never stall other writers. */
-    mc__entry *e = mc__entry_make(c->track, (uint32_t)h, a, now);
-    if (!e)
-        return MC_ENOMEM;
-    mc__gone gone = {0};
+    mc__newcell nc;
+    memset(&nc, 0, sizeof nc);
+    if (mc__fits_inline(c, a)) {
+        size_t vlen = a->none ? 0 : a->vlen;
+        nc.kl = (uint8_t)klen;
+        nc.vl = (uint8_t)(vlen | (a->none ? MC__VL_NONE : 0));
+        if (klen)
+            memcpy(nc.bytes, key, klen);
+        if (vlen)
+            memcpy(nc.bytes + klen, a->value, vlen);
+        nc.weight = klen + vlen;
+    } else {
+        nc.e = mc__entry_make(c->track, (uint32_t)h, a, now);
+        if (!nc.e)
+            return MC_ENOMEM;
+        nc.kl = MC__KL_OUT;
+        uintptr_t p = (uintptr_t)nc.e;
+        uint16_t k16 = (uint16_t)klen;
+        uint32_t h32 = (uint32_t)h;
+        memcpy(nc.bytes, &p, 8);
+        memcpy(nc.bytes + 8, &k16, 2);
+        memcpy(nc.bytes + 10, &h32, 4);
+        nc.weight = mc__entry_weight(nc.e);
+    }
+    uint64_t w = nc.weight;
+    mc__gone gone;
+    mc__gone_init(&gone);
     int rc = 0;
 
+again:
     mc__shard_lock(c, sh, now, &gone);
-    uint64_t w = mc__entry_weight(e);
     if (w > sh->max_weight || sh->max_entries == 0) {
         rc = MC_E2BIG;
         goto out;
@@ -708,47 +1016,117 @@ int mc__cache_put_ex(mc_cache *c, const mc__put_args *a)
         rc = MC_ECANCELED;
         goto out;
     }
-    mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
-    int64_t slot = mc__table_find_slot(t, (uint32_t)h, key, klen);
-    mc__entry *old = NULL;
-    if (slot >= 0) {
-        old = mc__table_at(t, slot);
-        bool stale = mc__expired(c, old, now);
-        if ((flags & MC_PUT_IF_ABSENT) && !stale) {
+    mc__table *t = mc__shard_table(sh);
+    int64_t pos = mc__table_find(t, h, key, klen);
+    uint8_t gen = atomic_load_explicit(&sh->gen, memory_order_relaxed);
+    if (pos >= 0) {
+        uint32_t cell = (uint32_t)pos;
+        unsigned i = cell % MC__SLOTS;
+        mc__snap s;
+        mc__table_cell(t, cell, &s);
+        bool stale = s.b[MC__OFF_KL + i] == MC__KL_OUT &&
+                     mc__expired(c, mc__cell_entry(mc__snap_cell(&s, i)), now);
+        if ((a->flags & MC_PUT_IF_ABSENT) && !stale) {
             rc = MC_EEXIST;
             goto out;
         }
-        /* One atomic swap: readers see the old value or the new one, never a gap. */
-        mc__table_replace(t, slot, e);
-        mc__policy_unlink(&sh->policy, old);
-        mc__shard_forget(sh, old, stale ? MC_EVICT_TIME : MC_EVICT_REPLACED, &gone);
-        if (stale)
-            old = NULL;
-        mc__shard_make_room(sh, 1, w, &gone);
+        uint64_t old_w = mc__snap_weight(&s, i);
+        /* Room for the change of weight, with this key out of the lists so that it cannot
+         * be its own victim. */
+        mc__list_unlink(t, cell);
+        uint64_t cur = atomic_load_explicit(&sh->weight, memory_order_relaxed);
+        bool roomy = true;
+        if (w > old_w && cur - old_w + w > sh->max_weight) {
+            /* The entry is counted but unlinked: exclude it from both dimensions. */
+            mc__stat_add(&sh->weight, -(int64_t)old_w);
+            mc__stat_add(&sh->count, -1);
+            roomy = mc__shard_make_room(c, sh, 1, w, &gone);
+            mc__stat_add(&sh->weight, (int64_t)old_w);
+            mc__stat_add(&sh->count, 1);
+            /* The removals may have moved this key's cell. */
+            pos = mc__table_find(t, h, key, klen);
+            cell = (uint32_t)pos;
+            i = cell % MC__SLOTS;
+            mc__table_cell(t, cell, &s);
+        }
+        uint8_t vl = s.b[MC__OFF_VL + i];
+        uint8_t rec = c->policy == MC_POLICY_LRU ? gen : s.b[MC__OFF_REC + i];
+        uint32_t list = c->policy == MC_POLICY_LRU ? (gen & (MC__NGENS - 1))
+                                                   : ((vl & MC__VL_MAIN) ? MC__Q_MAIN : MC__Q_SMALL);
+        if (!roomy) {
+            /* Flush the removal list and start again, the key back in its list. */
+            mc__list_push(t, list, cell);
+            mc__lock_release(&sh->lock);
+            mc__gone_finish(c, &gone);
+            goto again;
+        }
+        mc__gone_add(&gone, &s, i, stale ? MC_EVICT_TIME : MC_EVICT_REPLACED);
+        mc__stat_add(&sh->evictions[stale ? MC_EVICT_TIME : MC_EVICT_REPLACED], 1);
+        if (s.b[MC__OFF_KL + i] == MC__KL_OUT)
+            mc__stat_add(&sh->memory, -(int64_t)mc__entry_footprint(mc__cell_entry(mc__snap_cell(&s, i))));
+        /* One bucket version: readers see the old value or the new one, never a gap. */
+        mc__table_store(t, cell, 0, 0, nc.kl, (uint8_t)(nc.vl | (vl & MC__VL_MAIN)), rec, nc.bytes);
+        mc__list_push(t, list, cell);
+        if (c->policy == MC_POLICY_S3FIFO && !(vl & MC__VL_MAIN))
+            sh->policy.small_weight += w - old_w;
+        mc__stat_add(&sh->weight, (int64_t)w - (int64_t)old_w);
     } else {
         /* Index room first: a failure must leave the cache as it was, evictions included. */
-        rc = mc__shard_reserve(sh);
-        if (rc)
-            goto out;
-        mc__shard_make_room(sh, 1, w, &gone);
-        mc__table_insert(atomic_load_explicit(&sh->table, memory_order_relaxed), e);
+        size_t count = (size_t)atomic_load_explicit(&sh->count, memory_order_relaxed);
+        if (t->live + 1 > mc__table_capacity(t) && count + 1 > (size_t)t->live) {
+            rc = mc__shard_grow(c, sh, count + 1);
+            if (rc)
+                goto out;
+            t = mc__shard_table(sh);
+        }
+        if (!mc__shard_make_room(c, sh, 1, w, &gone)) {
+            mc__lock_release(&sh->lock);
+            mc__gone_finish(c, &gone);
+            goto again;
+        }
+        gen = atomic_load_explicit(&sh->gen, memory_order_relaxed);
+        uint8_t disp;
+        uint32_t cell = mc__table_claim(t, h, &disp, c->seed);
+        uint8_t vl = nc.vl, rec = 0;
+        uint32_t list;
+        if (c->policy == MC_POLICY_LRU) {
+            rec = gen;
+            list = gen & (MC__NGENS - 1);
+        } else if (mc__policy_ghost_has(&sh->policy, (uint32_t)h)) {
+            vl |= MC__VL_MAIN;
+            list = MC__Q_MAIN;
+            sh->policy.main_count++;
+        } else {
+            list = MC__Q_SMALL;
+            sh->policy.small_count++;
+            sh->policy.small_weight += w;
+        }
+        mc__table_store(t, cell, mc__tag_of(h), disp, nc.kl, vl, rec, nc.bytes);
+        mc__list_push(t, list, cell);
+        mc__stat_add(&sh->count, 1);
+        mc__stat_add(&sh->weight, (int64_t)w);
+        if (!mc__entry_bounded(sh))
+            mc__shard_update_mode(sh);
+        mc__gen_tick(sh, t);
     }
-    /* The old entry is off every list but still referenced: its standing can be copied. */
-    mc__policy_insert(&sh->policy, e, old);
-    if (sh->policy.kind == MC_POLICY_LRU)
-        mc__lru_stamp(sh, e);
-    mc__stat_add(&sh->count, 1);
-    mc__stat_add(&sh->weight, (int64_t)w);
-    mc__stat_add(&sh->memory, (int64_t)mc__entry_footprint(e));
-    if (a->pinned) {
-        /* Pinned before the lock is released: nothing can drop it in between. */
-        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-        *a->pinned = (mc_value *)e;
+    if (nc.e) {
+        mc__stat_add(&sh->memory, (int64_t)mc__entry_footprint(nc.e));
+        if (a->pinned) {
+            /* Pinned before the lock is released: nothing can drop it in between. */
+            atomic_fetch_add_explicit(&nc.e->refs, 1, memory_order_relaxed);
+            *a->pinned = (mc_value *)nc.e;
+        }
     }
 out:
     mc__lock_release(&sh->lock);
-    if (rc)
-        mc__entry_discard(e);
+    if (rc && nc.e)
+        mc__entry_discard(nc.e);
+    if (rc == 0 && !nc.e && a->pinned) {
+        /* An inline entry is handed out as a detached copy of what was stored. */
+        mc__put_args d = *a;
+        d.out_of_line = true;
+        *a->pinned = mc__value_detached(&d);
+    }
     mc__gone_finish(c, &gone);
     return rc;
 }
@@ -777,50 +1155,81 @@ int mc_cache_remove(mc_cache *c, const void *key, size_t klen)
 {
     if (!c || !mc__key_ok(key, klen))
         return MC_EINVAL;
-    uint64_t h = XXH3_64bits_withSeed(key, klen, c->seed);
+    uint64_t h = mc__hash(c, key, klen);
     mc__shard *sh = mc__shard_of(c, h);
     uint64_t now = mc__now(c);
-    mc__gone gone = {0};
+    mc__gone gone;
+    mc__gone_init(&gone);
     int rc = MC_ENOENT;
 
     mc__shard_lock(c, sh, now, &gone);
-    mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
-    int64_t slot = mc__table_find_slot(t, (uint32_t)h, key, klen);
-    if (slot >= 0) {
-        mc__entry *e = mc__table_at(t, slot);
-        mc__table_remove(t, slot);
-        mc__policy_unlink(&sh->policy, e);
-        mc__shard_forget(sh, e, MC_EVICT_INVALIDATION, &gone);
+    mc__table *t = mc__shard_table(sh);
+    int64_t pos = mc__table_find(t, h, key, klen);
+    if (pos >= 0 && !mc__gone_full(&gone)) {
+        mc__shard_drop(c, sh, t, (uint32_t)pos, MC_EVICT_INVALIDATION, &gone, true, NULL);
         rc = 0;
+    } else if (pos >= 0) {
+        /* The expiry sweep filled the removal list: flush and remove after it. */
+        mc__lock_release(&sh->lock);
+        mc__gone_finish(c, &gone);
+        return mc_cache_remove(c, key, klen);
     }
     mc__lock_release(&sh->lock);
     mc__gone_finish(c, &gone);
     return rc;
 }
 
-/* Remove, in every shard, the entries `match` accepts (all when match is NULL). */
-static size_t mc__remove_where(mc_cache *c, bool (*match)(const mc__entry *, const void *),
+/* Remove, in every shard, the entries `match` accepts (all when match is NULL): a scan of the
+ * index in bucket order. A removal can move a later entry into the cell just emptied, so the
+ * cell is looked at again; when the removal list fills, the lock is dropped to flush it and
+ * the shard is scanned once more from the start, since other writers may have moved entries
+ * meanwhile. */
+static size_t mc__remove_where(mc_cache *c, bool (*match)(const void *, size_t, const void *),
                                const void *arg)
 {
     size_t removed = 0;
     uint64_t now = mc__now(c);
-    for (unsigned i = 0; i < c->nshards; i++) {
-        mc__shard *sh = &c->shards[i];
-        mc__gone gone = {0};
-        mc__shard_lock(c, sh, now, &gone);
-        for (int q = 0; q < 2; q++) {
-            mc__entry *e = mc__policy_oldest(&sh->policy, q);
-            while (e) {
-                mc__entry *newer = mc__policy_newer(&sh->policy, q, e);
-                if (!match || match(e, arg)) {
-                    mc__shard_remove(sh, e, MC_EVICT_INVALIDATION, &gone);
-                    removed++;
+    for (unsigned si = 0; si < c->nshards; si++) {
+        mc__shard *sh = &c->shards[si];
+        bool again = true;
+        while (again) {
+            again = false;
+            mc__gone gone;
+            mc__gone_init(&gone);
+            mc__shard_lock(c, sh, now, &gone);
+            mc__table *t = mc__shard_table(sh);
+            for (uint32_t cell = 0; cell < t->ncells;) {
+                mc__snap s;
+                mc__table_cell(t, cell, &s);
+                unsigned i = cell % MC__SLOTS;
+                if (!s.b[MC__OFF_TAG + i]) {
+                    cell++;
+                    continue;
                 }
-                e = newer;
+                bool hit = true;
+                if (match) {
+                    uint8_t kl = s.b[MC__OFF_KL + i];
+                    if (kl == MC__KL_OUT) {
+                        mc__entry *e = mc__cell_entry(mc__snap_cell(&s, i));
+                        hit = match(mc__entry_key(e), e->klen, arg);
+                    } else {
+                        hit = match(mc__snap_cell(&s, i), kl, arg);
+                    }
+                }
+                if (!hit) {
+                    cell++;
+                    continue;
+                }
+                if (mc__gone_full(&gone)) {
+                    again = true;
+                    break;
+                }
+                mc__shard_drop(c, sh, t, cell, MC_EVICT_INVALIDATION, &gone, true, NULL);
+                removed++;
             }
+            mc__lock_release(&sh->lock);
+            mc__gone_finish(c, &gone);
         }
-        mc__lock_release(&sh->lock);
-        mc__gone_finish(c, &gone);
     }
     return removed;
 }
@@ -830,10 +1239,10 @@ struct mc__prefix {
     size_t len;
 };
 
-static bool mc__match_prefix(const mc__entry *e, const void *arg)
+static bool mc__match_prefix(const void *key, size_t klen, const void *arg)
 {
     const struct mc__prefix *p = arg;
-    return mc_key_has_prefix(mc__entry_key(e), e->klen, p->bytes, p->len);
+    return mc_key_has_prefix(key, klen, p->bytes, p->len);
 }
 
 int mc_cache_remove_prefix(mc_cache *c, const void *prefix, size_t plen, size_t *removed)
@@ -852,7 +1261,7 @@ void mc_cache_clear(mc_cache *c)
     if (!c)
         return;
     mc__remove_where(c, NULL, NULL);
-    /* Give the memory back now rather than at this thread's next retirements. */
+    /* Give the memory back now rather than at some later grace period. */
     mc__epoch_barrier();
 }
 
@@ -866,15 +1275,23 @@ int mc_cache_resize(mc_cache *c, size_t max_entries, size_t max_bytes)
     uint64_t now = mc__now(c);
     for (unsigned i = 0; i < c->nshards; i++) {
         mc__shard *sh = &c->shards[i];
-        mc__gone gone = {0};
-        mc__shard_lock(c, sh, now, &gone);
-        mc__shard_set_bounds(c, sh, i, max_entries, max_bytes);
-        size_t before = mc__policy_bytes(&sh->policy);
-        mc__policy_set_window(&sh->policy, mc__ghost_window(sh));
-        mc__stat_add(&sh->memory, (int64_t)mc__policy_bytes(&sh->policy) - (int64_t)before);
-        mc__shard_make_room(sh, 0, 0, &gone);
-        mc__lock_release(&sh->lock);
-        mc__gone_finish(c, &gone);
+        bool done = false;
+        bool first = true;
+        while (!done) {
+            mc__gone gone;
+            mc__gone_init(&gone);
+            mc__shard_lock(c, sh, now, &gone);
+            if (first) {
+                mc__shard_set_bounds(c, sh, i, max_entries, max_bytes);
+                size_t before = mc__policy_bytes(&sh->policy);
+                mc__policy_set_window(&sh->policy, mc__ghost_window(sh));
+                mc__stat_add(&sh->memory, (int64_t)mc__policy_bytes(&sh->policy) - (int64_t)before);
+                first = false;
+            }
+            done = mc__shard_make_room(c, sh, 0, 0, &gone);
+            mc__lock_release(&sh->lock);
+            mc__gone_finish(c, &gone);
+        }
     }
     pthread_mutex_unlock(&c->resize_lock);
     return 0;
@@ -891,28 +1308,41 @@ int mc_cache_evict_idle(mc_cache *c, uint64_t min_idle_ns, size_t max, size_t *e
     uint64_t now = mc__now(c);
     size_t done = 0;
     size_t quota = max / c->nshards + 1;
-    for (unsigned i = 0; i < c->nshards && done < max; i++) {
-        mc__shard *sh = &c->shards[i];
-        mc__gone gone = {0};
+    for (unsigned si = 0; si < c->nshards && done < max; si++) {
+        mc__shard *sh = &c->shards[si];
+        mc__gone gone;
+        mc__gone_init(&gone);
         size_t n = 0;
         mc__shard_lock(c, sh, now, &gone);
-        /* Queue order only approximates access order (S3-FIFO queues by insertion, LRU skips
-         * promotions of recently promoted entries), so recently read entries are stepped over,
-         * within a scan budget that keeps the lock hold short. */
+        mc__table *t = mc__shard_table(sh);
+        /* List order only approximates access order, so recently read entries are stepped
+         * over, within a scan budget that keeps the lock hold short. */
         size_t budget = quota * 4 + 64;
-        for (int q = 0; q < 2 && n < quota && done + n < max; q++) {
-            mc__entry *e = mc__policy_oldest(&sh->policy, q);
-            while (e && n < quota && done + n < max && budget > 0) {
+        for (uint32_t k = 0; k < MC__NLISTS && n < quota && done + n < max; k++) {
+            /* Oldest lists first: for LRU, the generation after the current one. */
+            uint32_t list = c->policy == MC_POLICY_LRU
+                                ? (uint8_t)(atomic_load_explicit(&sh->gen, memory_order_relaxed) + 1 + k) &
+                                      (MC__NGENS - 1)
+                                : k;
+            uint32_t cell = mc__list_oldest(t, list);
+            while (cell != MC__NONE_CELL && n < quota && done + n < max && budget > 0 &&
+                   !mc__gone_full(&gone)) {
                 budget--;
-                mc__entry *newer = mc__policy_newer(&sh->policy, q, e);
-                uint64_t at = c->track ? atomic_load_explicit(mc__entry_atime(e), memory_order_relaxed) : 0;
-                if (min_idle_ns && !(now > at && now - at >= min_idle_ns)) {
-                    /* read recently: keep */
-                } else {
-                    mc__shard_remove(sh, e, MC_EVICT_MEMORY, &gone);
+                uint32_t newer = mc__list_newer(t, cell);
+                mc__snap s;
+                mc__table_cell(t, cell, &s);
+                unsigned i = cell % MC__SLOTS;
+                bool idle = true;
+                if (min_idle_ns) {
+                    mc__entry *e = mc__cell_entry(mc__snap_cell(&s, i)); /* tracked: out of line */
+                    uint64_t at = atomic_load_explicit(mc__entry_atime(e), memory_order_relaxed);
+                    idle = now > at && now - at >= min_idle_ns;
+                }
+                if (idle) {
+                    mc__shard_drop(c, sh, t, cell, MC_EVICT_MEMORY, &gone, true, &newer);
                     n++;
                 }
-                e = newer;
+                cell = newer;
             }
         }
         mc__lock_release(&sh->lock);
@@ -931,11 +1361,15 @@ void mc_cache_cleanup(mc_cache *c)
     uint64_t now = mc__now(c);
     for (unsigned i = 0; i < c->nshards; i++) {
         mc__shard *sh = &c->shards[i];
-        mc__gone gone = {0};
-        mc__shard_lock(c, sh, now, &gone);
-        mc__shard_expire(c, sh, now, true, &gone);
-        mc__lock_release(&sh->lock);
-        mc__gone_finish(c, &gone);
+        bool done = false;
+        while (!done) {
+            mc__gone gone;
+            mc__gone_init(&gone);
+            mc__shard_lock(c, sh, now, &gone);
+            done = mc__shard_expire(c, sh, now, true, &gone);
+            mc__lock_release(&sh->lock);
+            mc__gone_finish(c, &gone);
+        }
     }
 }
 
@@ -982,42 +1416,86 @@ int mc__cache_verify(mc_cache *c, char *msg, size_t msglen)
 #define MC__FAIL(...)                                                                              \
     do {                                                                                           \
         snprintf(msg, msglen, __VA_ARGS__);                                                        \
-        mc__lock_release(&sh->lock);                                                           \
+        free(seen);                                                                                \
+        mc__lock_release(&sh->lock);                                                               \
         return -1;                                                                                 \
     } while (0)
-    for (unsigned i = 0; i < c->nshards; i++) {
-        mc__shard *sh = &c->shards[i];
+    for (unsigned si = 0; si < c->nshards; si++) {
+        mc__shard *sh = &c->shards[si];
         mc__lock_acquire(&sh->lock);
-        mc__table *t = atomic_load_explicit(&sh->table, memory_order_relaxed);
-        size_t n = 0;
-        uint64_t w = 0;
-        for (int q = 0; q < 2; q++) {
-            for (mc__entry *e = mc__policy_oldest(&sh->policy, q); e; e = mc__policy_newer(&sh->policy, q, e)) {
+        mc__table *t = mc__shard_table(sh);
+        unsigned char *seen = calloc(t->ncells, 1);
+        if (!seen) {
+            mc__lock_release(&sh->lock);
+            continue;
+        }
+        size_t n = 0, small = 0, main = 0;
+        uint64_t w = 0, small_w = 0;
+        for (uint32_t list = 0; list < MC__NLISTS; list++) {
+            uint32_t prev = t->ncells + list;
+            for (uint32_t cell = mc__list_oldest(t, list); cell != MC__NONE_CELL;
+                 prev = cell, cell = mc__list_newer(t, cell)) {
+                if (cell >= t->ncells)
+                    MC__FAIL("shard %u: list %u links to %u", si, list, cell);
+                if (t->links[cell].prev != prev)
+                    MC__FAIL("shard %u: list %u broken at %u", si, list, cell);
+                if (seen[cell]++)
+                    MC__FAIL("shard %u: cell %u listed twice", si, cell);
+                mc__snap s;
+                mc__table_cell(t, cell, &s);
+                unsigned i = cell % MC__SLOTS;
+                if (!s.b[MC__OFF_TAG + i])
+                    MC__FAIL("shard %u: listed cell %u is empty", si, cell);
                 n++;
-                w += mc__entry_weight(e);
-                int64_t slot = mc__table_slot_of(t, e);
-                if (slot < 0)
-                    MC__FAIL("shard %u: queued entry missing from the index", i);
-                if (mc__table_find_slot(t, e->hash, mc__entry_key(e), e->klen) != slot)
-                    MC__FAIL("shard %u: key stored twice in the index", i);
-                if (atomic_load_explicit(&e->refs, memory_order_relaxed) == 0)
-                    MC__FAIL("shard %u: queued entry has no reference", i);
-                if ((size_t)(mc__shard_of(c, XXH3_64bits_withSeed(mc__entry_key(e), e->klen, c->seed)) - c->shards) != i)
-                    MC__FAIL("shard %u: entry in the wrong shard", i);
+                uint64_t cw = mc__snap_weight(&s, i);
+                w += cw;
+                const unsigned char *key;
+                size_t klen;
+                if (s.b[MC__OFF_KL + i] == MC__KL_OUT) {
+                    mc__entry *e = mc__cell_entry(mc__snap_cell(&s, i));
+                    key = mc__entry_key(e);
+                    klen = e->klen;
+                    if (atomic_load_explicit(&e->refs, memory_order_relaxed) == 0)
+                        MC__FAIL("shard %u: entry has no reference", si);
+                } else {
+                    key = mc__snap_cell(&s, i);
+                    klen = s.b[MC__OFF_KL + i];
+                }
+                uint64_t h = mc__hash(c, key, klen);
+                if ((size_t)(mc__shard_of(c, h) - c->shards) != si)
+                    MC__FAIL("shard %u: entry in the wrong shard", si);
+                if (mc__table_find(t, h, key, klen) != (int64_t)cell)
+                    MC__FAIL("shard %u: key not found at its cell (or stored twice)", si);
+                if (c->policy == MC_POLICY_S3FIFO) {
+                    bool in_main = (s.b[MC__OFF_VL + i] & MC__VL_MAIN) != 0;
+                    if (in_main != (list == MC__Q_MAIN))
+                        MC__FAIL("shard %u: queue flag disagrees with the list", si);
+                    if (in_main) {
+                        main++;
+                    } else {
+                        small++;
+                        small_w += cw;
+                    }
+                }
             }
         }
         if (n != t->live)
-            MC__FAIL("shard %u: %zu queued entries, %u indexed", i, n, t->live);
-        int trc = mc__table_check(t);
+            MC__FAIL("shard %u: %zu listed entries, %u indexed", si, n, t->live);
+        int trc = mc__table_check(t, c->seed);
         if (trc != 0)
-            MC__FAIL("shard %u: index inconsistent (%d)", i, trc);
+            MC__FAIL("shard %u: index inconsistent (%d)", si, trc);
         if (n != atomic_load_explicit(&sh->count, memory_order_relaxed))
-            MC__FAIL("shard %u: count %zu, counter says %llu", i, n,
+            MC__FAIL("shard %u: count %zu, counter says %llu", si, n,
                      (unsigned long long)atomic_load_explicit(&sh->count, memory_order_relaxed));
         if (w != atomic_load_explicit(&sh->weight, memory_order_relaxed))
-            MC__FAIL("shard %u: weight mismatch", i);
+            MC__FAIL("shard %u: weight mismatch", si);
+        if (c->policy == MC_POLICY_S3FIFO &&
+            (small != sh->policy.small_count || main != sh->policy.main_count ||
+             small_w != sh->policy.small_weight))
+            MC__FAIL("shard %u: queue sizes disagree", si);
         if (n > sh->max_entries || w > sh->max_weight)
-            MC__FAIL("shard %u: over its bounds (%zu entries, %llu weight)", i, n, (unsigned long long)w);
+            MC__FAIL("shard %u: over its bounds (%zu entries, %llu weight)", si, n, (unsigned long long)w);
+        free(seen);
         mc__lock_release(&sh->lock);
     }
     return 0;

@@ -1,5 +1,5 @@
-/* Internal layout of mc_cache and its shards, shared by cache.c and the white-box tests.
- * Nothing here is part of the public API. */
+/* Internal layout of mc_cache and its shards, shared by cache.c, the memoized-function layer
+ * and the white-box tests. Nothing here is part of the public API. */
 #ifndef MC_CACHE_INTERNAL_H
 #define MC_CACHE_INTERNAL_H
 
@@ -12,45 +12,29 @@
 #include "cache/table.h"
 #include "modcache/cache.h"
 
-/* Recency records (LRU): per shard, MC__NRINGS rings picked by thread id, each of
- * MC__RING_SIZE 32-bit hashes; a reader asks for a drain once MC__RING_DRAIN_AT are pending. */
-#define MC__NRINGS 8
-#define MC__RING_SIZE 64
-#define MC__RING_DRAIN_AT 32
-/* Hit/miss counter stripes per cache, picked by thread id. */
+/* Hit/miss counter stripes per cache, picked by thread id: a thread's own line. */
 #define MC__NSTRIPES 16
 
-struct mc__ring {
-    _Alignas(64) _Atomic uint32_t head; /* next slot to claim (readers) */
-    _Atomic uint32_t tail;              /* next slot to apply (shard lock) */
-    _Atomic uint32_t slots[MC__RING_SIZE];
-};
-
 typedef struct mc__shard {
-    /* Read by every lookup, written only by index rebuilds and generation steps: kept on a
-     * line of its own so that writers taking the lock do not evict it from readers' caches. */
+    /* Read by every lookup, written only by table swaps, generation steps and mode changes:
+     * a line of its own, so that writers taking the lock do not evict it from readers. */
     _Alignas(64) _Atomic(mc__table *) table;
-    /* LRU recency generation, read by every hit, advanced (under the lock) once per
-     * `gen_len` promotions and inserts: an entry stamped with the current generation is
-     * already among the newest and its hit is not recorded, so hot entries are never
-     * written. */
+    /* LRU generation: a hit whose stamp is two or more generations old stores this one. */
     _Atomic uint8_t gen;
+    /* Small shards record every hit exactly, under a try-lock (see cache.c). */
+    _Atomic uint8_t exact;
 
-    /* Writers' state, under the lock. The lock, the counters and the LRU queue's head share
-     * one cache line, so a put from a thread that did not write this shard last misses on
-     * one line, not four. */
+    /* Readers' restamps, added in batches of MC__RESTAMP_BATCH by the thread that made them
+     * (its own line: readers never write the writers' line below). */
+    _Alignas(64) _Atomic uint64_t restamps;
+
+    /* Writers' state, under the lock: the lock, the counters and the policy share lines. */
     _Alignas(64) mc__lock lock;
-    uint32_t gen_ticks;
-    /* Written under the lock, read without it by stats. */
-    _Atomic uint64_t count, weight, memory;
-    mc__policy policy;   /* q[0] ends the line above */
-    uint32_t gen_len;    /* 0: exact mode, every hit recorded */
+    _Atomic uint64_t count, weight, memory; /* written under the lock, read by stats */
     size_t max_entries;  /* SIZE_MAX = unbounded */
     uint64_t max_weight; /* UINT64_MAX = unbounded */
+    mc__policy policy;
     _Atomic uint64_t evictions[MC_EVICT_NREASONS];
-
-    /* One ring per thread stripe, each on its own lines. */
-    struct mc__ring rings[MC__NRINGS];
 } mc__shard;
 
 struct mc__stripe {
@@ -83,6 +67,7 @@ typedef struct mc__put_args {
     mc_free_fn free_fn;
     bool owned;
     bool none;       /* store "no value" (value ignored) */
+    bool out_of_line; /* store as an entry even if it fits a cell (stable mc_value identity) */
     uint64_t weight; /* 0: key + value length */
     unsigned flags;  /* MC_PUT_IF_ABSENT */
     /* Checked under the shard lock just before storing: false cancels (MC_ECANCELED). */
@@ -102,10 +87,10 @@ int mc__cache_get_quiet(mc_cache *c, const void *key, size_t klen, mc_value **ou
 /* The default shard count for these bounds (mc_cache_options.shards = 0). */
 unsigned mc__auto_shards(size_t max_entries, size_t max_bytes);
 
-/* Check every structural invariant (index vs queues vs counters, bounds, no duplicate key,
+/* Check every structural invariant (index vs lists vs counters, bounds, no duplicate key,
  * right shard). Takes each shard lock in turn. Returns 0, or -1 with a message. */
 int mc__cache_verify(mc_cache *c, char *msg, size_t msglen);
-/* Wait for a grace period and free what this thread retired. */
+/* Wait for a grace period and free what was retired. */
 void mc__reclaim_now(void);
 
 #endif

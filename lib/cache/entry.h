@@ -1,21 +1,20 @@
-/* The cache entry: a 32-byte header followed by optional fields, the key and the value, in
- * one allocation. Readers see only immutable fields and the atomics; links are writer-only. */
+/* An out-of-line cache entry (and every pinned mc_value): a 32-byte header followed by
+ * optional fields, the key and the value, in one allocation. Entries that fit a cell live in
+ * the index itself (table.h); this form holds the rest: long keys or values, owned values,
+ * explicit weights and entries with access times. Immutable once published but for refs,
+ * freq and the access time. */
 #ifndef MC_CACHE_ENTRY_H
 #define MC_CACHE_ENTRY_H
 
-#include <ck_epoch.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "core/epoch.h"
 #include "modcache/cache.h"
 
-/* Intrusive doubly linked list node for the policy queues (shard lock held). */
-struct mc__link {
-    struct mc__link *prev, *next;
-};
 
 enum {
     MC__E_OWNED = 1, /* value handed over: pointer, free function and weight stored inline */
@@ -24,21 +23,14 @@ enum {
     MC__E_WEIGHT = 8, /* an explicit weight stored inline (copied values) */
 };
 
-/* The freq byte: bits 0-1 the S3-FIFO access frequency (readers raise it with a CAS, so a
- * racing update is lost, never corrupted), bit 7 set while in the main queue (writers only). */
-#define MC__FREQ_MASK 3u
-#define MC__FREQ_MAIN 0x80u
 
 typedef struct mc__entry {
-    union {
-        struct mc__link link;    /* while in a policy queue, or on a local removal list */
-        ck_epoch_entry_t epoch;  /* once out of the cache and unpinned: awaiting reclamation */
-    } u;
-    uint32_t hash;           /* low 32 bits of the key hash: slot position, tag, recency records */
+    mc__retire_node rcu;     /* once out of the cache and unpinned: awaiting reclamation */
+    uint32_t hash;           /* low 32 bits of the key hash */
     _Atomic uint32_t refs;   /* 1 while in the cache + 1 per pin; 0 = being reclaimed */
     uint32_t vlen;
     uint16_t klen;
-    _Atomic uint8_t freq;    /* MC__FREQ_* bits */
+    uint8_t spare;
     uint8_t flags;           /* MC__E_*, set before publication, read-only afterwards */
     unsigned char data[];    /* [atime u64 if TTL][owned value if OWNED] key, pad to 8, value */
 } mc__entry;

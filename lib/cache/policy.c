@@ -1,58 +1,49 @@
-/* LRU and S3-FIFO bookkeeping for one shard (always under its lock).
- * S3-FIFO follows Yang et al., SOSP'23: 10% small FIFO, main FIFO with 2-bit frequency. */
+/* Victim choice for a shard: lazy promotion across generation lists (LRU) and the S3-FIFO
+ * queues, plus the ghost. Shard lock held. */
 #include "cache/policy.h"
 
-#include <string.h>
-
 #include "core/alloc.h"
+#include "core/error.h"
 
-/* An entry leaves the small queue for the main one when read at least this many times. */
+/* S3-FIFO: a small-queue entry read at least this often moves to main when it reaches the
+ * small queue's end (a parameter of the algorithm; 1 measured best on the project's traces). */
 #define MC__S3_MOVE_THRESHOLD 1
-#define MC__GHOST_DEFAULT_WINDOW 1024
+#define MC__GHOST_DEFAULT_WINDOW 4096
+#define MC__GHOST_SEQ_BITS 20
+#define MC__GHOST_SEQ_MASK ((1u << MC__GHOST_SEQ_BITS) - 1)
+#define MC__GHOST_WINDOW_MAX (MC__GHOST_SEQ_MASK / 2)
 
-static void mc__queue_init(struct mc__queue *q)
+void mc__list_splice_oldest(mc__table *t, uint32_t from, uint32_t to)
 {
-    q->head.prev = q->head.next = &q->head;
-    q->count = 0;
-    q->weight = 0;
-}
-
-static void mc__queue_push(struct mc__queue *q, mc__entry *e)
-{
-    struct mc__link *l = &e->u.link;
-    l->next = q->head.next;
-    l->prev = &q->head;
-    q->head.next->prev = l;
-    q->head.next = l;
-    q->count++;
-    q->weight += mc__entry_weight(e);
-}
-
-static void mc__queue_del(struct mc__queue *q, mc__entry *e)
-{
-    struct mc__link *l = &e->u.link;
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    q->count--;
-    q->weight -= mc__entry_weight(e);
-}
-
-static mc__entry *mc__queue_oldest(const struct mc__queue *q)
-{
-    return q->head.prev == &q->head ? NULL : (mc__entry *)q->head.prev;
+    uint32_t fs = t->ncells + from, ts = t->ncells + to;
+    uint32_t first = t->links[fs].next, last = t->links[fs].prev;
+    if (first == fs)
+        return;
+    uint32_t old_first = t->links[ts].next;
+    t->links[ts].next = first;
+    t->links[first].prev = ts;
+    t->links[last].next = old_first;
+    t->links[old_first].prev = last;
+    t->links[fs].next = t->links[fs].prev = fs;
 }
 
 /* ---- ghost ---- */
+
+static uint32_t mc__ghost_fp(uint32_t hash)
+{
+    uint32_t fp = hash >> (32 - (32 - MC__GHOST_SEQ_BITS));
+    return fp ? fp : 1;
+}
 
 static int mc__ghost_alloc(struct mc__ghost *g, size_t window)
 {
     if (window == 0)
         window = MC__GHOST_DEFAULT_WINDOW;
-    if (window > UINT32_MAX / 4)
-        window = UINT32_MAX / 4;
-    /* Fresh stamps fill at most 2/3 of the table, compaction runs at 3/4. */
+    if (window > MC__GHOST_WINDOW_MAX)
+        window = MC__GHOST_WINDOW_MAX;
+    /* Fresh slots fill at most 2/3 of the table; compaction runs at 3/4. */
     uint32_t cap = (uint32_t)window + (uint32_t)window / 2 + 8;
-    struct mc__ghost_slot *s = mc__zalloc((size_t)cap * sizeof *s);
+    uint32_t *s = mc__zalloc((size_t)cap * sizeof *s);
     if (!s)
         return MC_ENOMEM;
     if (g->slots)
@@ -65,36 +56,43 @@ static int mc__ghost_alloc(struct mc__ghost *g, size_t window)
     return 0;
 }
 
-static bool mc__ghost_fresh(const struct mc__ghost *g, const struct mc__ghost_slot *s)
+static bool mc__ghost_fresh(const struct mc__ghost *g, uint32_t slot)
 {
-    return s->seq != 0 && g->seq - s->seq < g->window;
+    return slot != 0 && ((g->seq - slot) & MC__GHOST_SEQ_MASK) < g->window;
 }
 
-static bool mc__ghost_contains(const struct mc__ghost *g, uint32_t hash)
+static uint32_t mc__ghost_home(const struct mc__ghost *g, uint32_t hash)
 {
-    uint32_t i = (uint32_t)(((uint64_t)hash * g->cap) >> 32);
+    return (uint32_t)(((uint64_t)(hash * 0x9e3779b1u) * g->cap) >> 32);
+}
+
+bool mc__policy_ghost_has(const mc__policy *p, uint32_t hash)
+{
+    const struct mc__ghost *g = &p->ghost;
+    if (!g->slots)
+        return false;
+    uint32_t fp = mc__ghost_fp(hash), i = mc__ghost_home(g, hash);
     for (uint32_t n = 0; n < g->cap; n++) {
-        const struct mc__ghost_slot *s = &g->slots[i];
-        if (s->seq == 0)
+        uint32_t s = g->slots[i];
+        if (s == 0)
             return false;
-        if (s->hash == hash)
-            return mc__ghost_fresh(g, s);
+        if ((s >> MC__GHOST_SEQ_BITS) == fp && mc__ghost_fresh(g, s & MC__GHOST_SEQ_MASK))
+            return true;
         if (++i == g->cap)
             i = 0;
     }
     return false;
 }
 
-static void mc__ghost_place(struct mc__ghost *g, uint32_t hash, uint32_t seq)
+static void mc__ghost_place(struct mc__ghost *g, uint32_t fp, uint32_t home, uint32_t seq)
 {
-    uint32_t i = (uint32_t)(((uint64_t)hash * g->cap) >> 32);
+    uint32_t i = home;
     for (;;) {
-        struct mc__ghost_slot *s = &g->slots[i];
-        if (s->seq == 0 || s->hash == hash) {
-            if (s->seq == 0)
+        uint32_t s = g->slots[i];
+        if (s == 0 || (s >> MC__GHOST_SEQ_BITS) == fp) {
+            if (s == 0)
                 g->used++;
-            s->hash = hash;
-            s->seq = seq;
+            g->slots[i] = fp << MC__GHOST_SEQ_BITS | seq;
             return;
         }
         if (++i == g->cap)
@@ -102,13 +100,14 @@ static void mc__ghost_place(struct mc__ghost *g, uint32_t hash, uint32_t seq)
     }
 }
 
-/* Drop stale stamps by re-placing the fresh ones into a new array. Runs once per window / 8
- * insertions at most (fresh stamps fill at most 2/3 of the table), so O(1) amortised. On
- * allocation failure the ghost forgets everything: it only steers admission. */
+/* Keep only fresh slots. The home of a stored slot is not kept, so compaction re-places by
+ * fingerprint alone into a fresh array: fingerprints with the same home collide a little
+ * more, which only makes admission slightly more generous. On allocation failure the ghost
+ * forgets everything: it only steers admission. */
 static void mc__ghost_compact(struct mc__ghost *g)
 {
-    struct mc__ghost_slot *old = g->slots;
-    struct mc__ghost_slot *s = mc__zalloc((size_t)g->cap * sizeof *s);
+    uint32_t *old = g->slots;
+    uint32_t *s = mc__zalloc((size_t)g->cap * sizeof *s);
     g->used = 0;
     if (!s) {
         memset(old, 0, (size_t)g->cap * sizeof *old);
@@ -116,8 +115,10 @@ static void mc__ghost_compact(struct mc__ghost *g)
     }
     g->slots = s;
     for (uint32_t i = 0; i < g->cap; i++)
-        if (mc__ghost_fresh(g, &old[i]))
-            mc__ghost_place(g, old[i].hash, old[i].seq);
+        if (mc__ghost_fresh(g, old[i] & MC__GHOST_SEQ_MASK)) {
+            /* Slots are probed from their home; keep each near where it was. */
+            mc__ghost_place(g, old[i] >> MC__GHOST_SEQ_BITS, i, old[i] & MC__GHOST_SEQ_MASK);
+        }
     mc__free(old, (size_t)g->cap * sizeof *old);
 }
 
@@ -125,27 +126,20 @@ static void mc__ghost_insert(struct mc__ghost *g, uint32_t hash)
 {
     if (!g->slots)
         return;
-    if (++g->seq == 0) {
-        /* Sequence wrap: forget everything rather than misjudge ages. */
-        for (uint32_t i = 0; i < g->cap; i++)
-            g->slots[i].seq = 0;
-        g->used = 0;
+    g->seq = (g->seq + 1) & MC__GHOST_SEQ_MASK;
+    if (g->seq == 0)
         g->seq = 1;
-    }
     if ((uint64_t)(g->used + 1) * 4 > (uint64_t)g->cap * 3)
         mc__ghost_compact(g);
-    mc__ghost_place(g, hash, g->seq);
+    mc__ghost_place(g, mc__ghost_fp(hash), mc__ghost_home(g, hash), g->seq);
 }
 
 /* ---- policy ---- */
 
 int mc__policy_init(mc__policy *p, mc_policy kind, size_t window)
 {
+    memset(p, 0, sizeof *p);
     p->kind = kind;
-    mc__queue_init(&p->q[0]);
-    mc__queue_init(&p->q[1]);
-    p->ghost.slots = NULL;
-    p->ghost.cap = 0;
     if (kind == MC_POLICY_S3FIFO)
         return mc__ghost_alloc(&p->ghost, window);
     return 0;
@@ -166,100 +160,104 @@ void mc__policy_set_window(mc__policy *p, size_t window)
 
 size_t mc__policy_bytes(const mc__policy *p)
 {
-    return p->ghost.slots ? mc__alloc_usable(p->ghost.slots) : 0;
+    return p->ghost.slots ? mc__alloc_class((size_t)p->ghost.cap * sizeof *p->ghost.slots) : 0;
 }
 
-void mc__policy_insert(mc__policy *p, mc__entry *e, mc__entry *old)
+static uint8_t mc__cell_byte(const mc__table *t, uint32_t cell, unsigned off)
 {
-    if (p->kind == MC_POLICY_LRU) {
-        mc__queue_push(&p->q[0], e);
-        return;
+    mc__snap s;
+    mc__table_cell(t, cell, &s);
+    return s.b[off + cell % MC__SLOTS];
+}
+
+/* The recency byte and the queue flag are not covered by the version: readers never act on
+ * the flag, and a rec byte read stale costs one recency update. Single-byte stores. */
+static void mc__cell_set_rec(mc__table *t, uint32_t cell, uint8_t rec)
+{
+    __atomic_store_n((uint8_t *)&t->buckets[cell / MC__SLOTS] + MC__OFF_REC + cell % MC__SLOTS, rec,
+                     __ATOMIC_RELAXED);
+}
+
+static void mc__cell_set_main(mc__table *t, uint32_t cell, bool main)
+{
+    uint8_t *vl = (uint8_t *)&t->buckets[cell / MC__SLOTS] + MC__OFF_VL + cell % MC__SLOTS;
+    uint8_t v = __atomic_load_n(vl, __ATOMIC_RELAXED);
+    __atomic_store_n(vl, (uint8_t)(main ? v | MC__VL_MAIN : v & ~MC__VL_MAIN), __ATOMIC_RELAXED);
+    mc__cell_set_rec(t, cell, 0);
+}
+
+static uint32_t mc__lru_victim(mc__table *t, uint8_t gen)
+{
+    /* Every pass either returns or moves one cell to a strictly newer list, so the loop ends
+     * within 16 passes per cell. */
+    for (;;) {
+        int k = MC__NGENS - 1;
+        uint32_t list = 0, c = MC__NONE_CELL;
+        for (; k >= 0; k--) {
+            list = (uint8_t)(gen - k) & (MC__NGENS - 1);
+            if ((c = mc__list_oldest(t, list)) != MC__NONE_CELL)
+                break;
+        }
+        if (c == MC__NONE_CELL)
+            return MC__NONE_CELL;
+        uint8_t rec = mc__cell_byte(t, c, MC__OFF_REC);
+        uint8_t age = (uint8_t)(gen - rec);
+        mc__list_unlink(t, c);
+        if ((int)age < k) {
+            /* Read since it was queued: the promotion a reader did not do. */
+            mc__list_push(t, rec & (MC__NGENS - 1), c);
+            /* Prefetch the next candidate's bucket while this one's list moves settle. */
+            uint32_t n = mc__list_oldest(t, list);
+            if (n != MC__NONE_CELL)
+                __builtin_prefetch(&t->buckets[n / MC__SLOTS]);
+            continue;
+        }
+        return c;
     }
-    uint8_t f = 0;
-    if (old) /* a new value for a known key keeps the old entry's standing */
-        f = atomic_load_explicit(&old->freq, memory_order_relaxed);
-    else if (mc__ghost_contains(&p->ghost, e->hash))
-        f = MC__FREQ_MAIN;
-    atomic_store_explicit(&e->freq, f, memory_order_relaxed);
-    mc__queue_push(&p->q[(f & MC__FREQ_MAIN) ? 1 : 0], e);
-}
-
-void mc__policy_unlink(mc__policy *p, mc__entry *e)
-{
-    int q = (p->kind == MC_POLICY_S3FIFO &&
-             (atomic_load_explicit(&e->freq, memory_order_relaxed) & MC__FREQ_MAIN)) ? 1 : 0;
-    mc__queue_del(&p->q[q], e);
-}
-
-void mc__policy_touch(mc__policy *p, mc__entry *e)
-{
-    if (p->kind != MC_POLICY_LRU)
-        return;
-    struct mc__queue *q = &p->q[0];
-    if (q->head.next == &e->u.link)
-        return;
-    struct mc__link *l = &e->u.link;
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->next = q->head.next;
-    l->prev = &q->head;
-    q->head.next->prev = l;
-    q->head.next = l;
 }
 
 static bool mc__small_over_share(const mc__policy *p, size_t max_entries, uint64_t max_weight)
 {
-    const struct mc__queue *s = &p->q[0];
-    if (max_entries && s->count * 10 >= max_entries)
+    if (max_entries && p->small_count * 10 >= max_entries)
         return true;
-    if (max_weight && s->weight * 10 >= max_weight)
+    if (max_weight && p->small_weight * 10 >= max_weight)
         return true;
     return false;
 }
 
-mc__entry *mc__policy_evict(mc__policy *p, size_t max_entries, uint64_t max_weight)
+uint32_t mc__policy_victim(mc__policy *p, mc__table *t, uint8_t gen, size_t max_entries,
+                           uint64_t max_weight, uint64_t seed)
 {
-    if (p->kind == MC_POLICY_LRU) {
-        mc__entry *e = mc__queue_oldest(&p->q[0]);
-        if (e)
-            mc__queue_del(&p->q[0], e);
-        return e;
-    }
-    struct mc__queue *small = &p->q[0], *main = &p->q[1];
+    if (p->kind == MC_POLICY_LRU)
+        return mc__lru_victim(t, gen);
     /* Each pass either evicts or moves an entry / spends one frequency unit, and frequencies
      * are at most 3, so the loop ends within 4 * entries steps. */
     for (;;) {
-        if (small->count == 0 && main->count == 0)
-            return NULL;
-        if (small->count > 0 && (main->count == 0 || mc__small_over_share(p, max_entries, max_weight))) {
-            mc__entry *e = mc__queue_oldest(small);
-            uint8_t f = atomic_load_explicit(&e->freq, memory_order_relaxed) & MC__FREQ_MASK;
-            mc__queue_del(small, e);
+        uint32_t sm = mc__list_oldest(t, MC__Q_SMALL), mn = mc__list_oldest(t, MC__Q_MAIN);
+        if (sm == MC__NONE_CELL && mn == MC__NONE_CELL)
+            return MC__NONE_CELL;
+        if (sm != MC__NONE_CELL && (mn == MC__NONE_CELL || mc__small_over_share(p, max_entries, max_weight))) {
+            uint8_t f = mc__cell_byte(t, sm, MC__OFF_REC) & 3u;
+            mc__list_unlink(t, sm);
             if (f >= MC__S3_MOVE_THRESHOLD) {
-                atomic_store_explicit(&e->freq, MC__FREQ_MAIN, memory_order_relaxed);
-                mc__queue_push(main, e);
+                uint64_t w = mc__table_cell_weight(t, sm);
+                p->small_count--;
+                p->small_weight -= w;
+                p->main_count++;
+                mc__cell_set_main(t, sm, true);
+                mc__list_push(t, MC__Q_MAIN, sm);
                 continue;
             }
-            mc__ghost_insert(&p->ghost, e->hash);
-            return e;
+            mc__ghost_insert(&p->ghost, (uint32_t)mc__table_cell_hash(t, sm, seed));
+            return sm;
         }
-        mc__entry *e = mc__queue_oldest(main);
-        uint8_t f = atomic_load_explicit(&e->freq, memory_order_relaxed) & MC__FREQ_MASK;
-        mc__queue_del(main, e);
+        uint8_t f = mc__cell_byte(t, mn, MC__OFF_REC) & 3u;
+        mc__list_unlink(t, mn);
         if (f > 0) {
-            atomic_store_explicit(&e->freq, (uint8_t)(MC__FREQ_MAIN | (f - 1)), memory_order_relaxed);
-            mc__queue_push(main, e);
+            mc__cell_set_rec(t, mn, (uint8_t)(f - 1));
+            mc__list_push(t, MC__Q_MAIN, mn);
             continue;
         }
-        return e;
+        return mn;
     }
 }
-
-mc__entry *mc__policy_oldest(const mc__policy *p, int i) { return mc__queue_oldest(&p->q[i]); }
-
-mc__entry *mc__policy_newer(const mc__policy *p, int i, const mc__entry *e)
-{
-    struct mc__link *n = e->u.link.prev;
-    return n == &p->q[i].head ? NULL : (mc__entry *)n;
-}
-

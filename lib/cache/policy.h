@@ -1,53 +1,86 @@
-/* Eviction policies of one shard: exact LRU (one queue in access order) and S3-FIFO (small
- * and main FIFO queues plus a ghost set of recently evicted hashes). Shard lock held. */
+/* Eviction policies of one shard over the index's cell ids: generational LRU with lazy
+ * promotion, and S3-FIFO (small and main FIFO queues, frequency in the cell's recency byte,
+ * a compact ghost of evicted fingerprints). Shard lock held throughout. */
 #ifndef MC_CACHE_POLICY_H
 #define MC_CACHE_POLICY_H
 
-#include "cache/entry.h"
+#include "cache/table.h"
 
-struct mc__queue {
-    struct mc__link head; /* sentinel: head.next is the newest, head.prev the oldest */
-    size_t count;
-    uint64_t weight;
-};
+/* Lists per table: LRU uses all 16 (one per generation, index = generation & 15); S3-FIFO
+ * uses MC__Q_SMALL and MC__Q_MAIN. */
+#define MC__NLISTS 16
+#define MC__NGENS 16
+#define MC__Q_SMALL 0
+#define MC__Q_MAIN 1
+#define MC__NONE_CELL UINT32_MAX
 
-/* S3-FIFO's ghost: hashes evicted from the small queue during the last `window` ghost
- * insertions, in an open-addressing table stamped with insertion sequence numbers; stale
- * stamps are dropped by a rebuild every `window` insertions. */
+/* S3-FIFO's ghost: fingerprints of keys evicted from the small queue during the last
+ * `window` ghost insertions. 4-byte slots (12-bit fingerprint, 20-bit insertion sequence) in
+ * an open-addressing table; stale slots go at compaction. */
 struct mc__ghost {
-    struct mc__ghost_slot {
-        uint32_t hash;
-        uint32_t seq; /* 0 = empty */
-    } *slots;
-    uint32_t cap;
-    uint32_t window;
-    uint32_t seq;
-    uint32_t used;
+    uint32_t *slots;
+    uint32_t cap, window, seq, used;
 };
 
 typedef struct mc__policy {
-    struct mc__queue q[2]; /* LRU: q[0]. S3-FIFO: q[0] small, q[1] main. First: see mc__shard */
     mc_policy kind;
+    /* LRU: the shard's generation advances after gen_len stamps (inserts, plus readers'
+     * restamps reported in batches); 0 = exact mode. */
+    uint32_t gen_len, gen_ticks;
+    uint64_t restamps_seen;
+    /* S3-FIFO queue sizes. */
+    uint64_t small_count, small_weight, main_count;
     struct mc__ghost ghost;
 } mc__policy;
 
-/* window: ghost size in entries (S3-FIFO only; 0 = a default). Returns 0 or MC_ENOMEM. */
+static inline void mc__list_push(mc__table *t, uint32_t list, uint32_t cell)
+{
+    uint32_t s = t->ncells + list, last = t->links[s].prev;
+    t->links[cell].prev = last;
+    t->links[cell].next = s;
+    t->links[last].next = cell;
+    t->links[s].prev = cell;
+}
+
+static inline void mc__list_unlink(mc__table *t, uint32_t cell)
+{
+    mc__link32 l = t->links[cell];
+    t->links[l.prev].next = l.next;
+    t->links[l.next].prev = l.prev;
+    /* Self-linked = in no list, so that a move of the cell meanwhile keeps it out. */
+    t->links[cell].prev = t->links[cell].next = cell;
+}
+
+/* Oldest cell of a list, or MC__NONE_CELL. */
+static inline uint32_t mc__list_oldest(const mc__table *t, uint32_t list)
+{
+    uint32_t n = t->links[t->ncells + list].next;
+    return n == t->ncells + list ? MC__NONE_CELL : n;
+}
+
+/* The next newer cell after `cell` in its list, or MC__NONE_CELL at the end. */
+static inline uint32_t mc__list_newer(const mc__table *t, uint32_t cell)
+{
+    uint32_t n = t->links[cell].next;
+    return n >= t->ncells ? MC__NONE_CELL : n;
+}
+
+/* Move every cell of list `from` to the oldest end of list `to`. */
+void mc__list_splice_oldest(mc__table *t, uint32_t from, uint32_t to);
+
 int mc__policy_init(mc__policy *p, mc_policy kind, size_t window);
 void mc__policy_destroy(mc__policy *p);
 /* Resize the ghost for new bounds (S3-FIFO); keeps the old one on allocation failure. */
 void mc__policy_set_window(mc__policy *p, size_t window);
 size_t mc__policy_bytes(const mc__policy *p);
 
-/* A new entry (or a replacement, which takes `old`'s place when old is not NULL). */
-void mc__policy_insert(mc__policy *p, mc__entry *e, mc__entry *old);
-void mc__policy_unlink(mc__policy *p, mc__entry *e);
-/* A recorded read of e (LRU: move to the newest end; S3-FIFO readers bump freq instead). */
-void mc__policy_touch(mc__policy *p, mc__entry *e);
-/* Choose, unlink and return the next victim given the shard's bounds (0 = unbounded), or
- * NULL if the shard is empty. */
-mc__entry *mc__policy_evict(mc__policy *p, size_t max_entries, uint64_t max_weight);
-/* Oldest entry of queue i (NULL if empty), and the next older one, for sweeps. */
-mc__entry *mc__policy_oldest(const mc__policy *p, int i);
-mc__entry *mc__policy_newer(const mc__policy *p, int i, const mc__entry *e);
+/* S3-FIFO admission: true if the key was evicted from the small queue recently. */
+bool mc__policy_ghost_has(const mc__policy *p, uint32_t hash);
+
+/* Choose and unlink the next victim given the shard's bounds (0 = unbounded) and the
+ * shard's current generation; MC__NONE_CELL if the shard is empty. `seed` rehashes keys for
+ * the ghost. */
+uint32_t mc__policy_victim(mc__policy *p, mc__table *t, uint8_t gen, size_t max_entries,
+                           uint64_t max_weight, uint64_t seed);
 
 #endif

@@ -1,121 +1,295 @@
-/* The per-shard index: 64-byte buckets of 7 entry pointers with a control word of 7 tag
- * bytes and an overflow count. Lookups are lock-free (inside an epoch section); changes hold
- * the shard lock. */
+/* The per-shard index: 64-byte buckets that hold small entries inline (three 14-byte cells),
+ * read by seqlock without any write, plus a writer-only side array of 32-bit policy links.
+ * Lookups are lock-free; every change holds the shard lock. */
 #ifndef MC_CACHE_TABLE_H
 #define MC_CACHE_TABLE_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
 #include "cache/entry.h"
 
-#define MC__BUCKET_SLOTS 7
+/* ---- bucket layout (bytes of one 64-byte line) ----
+ *  0-3   version: even = stable, odd = being written (shard lock held) or retired table
+ *  4-6   tag[3]: 8 hash bits per slot, 0 = empty slot
+ *  7     overflow: entries whose probe run passed this bucket and live further on (exact)
+ *  8-10  rec[3]: recency (LRU generation stamp) or S3-FIFO frequency; readers store a byte
+ *        only when it must change, writers copy it with the slot
+ * 11-13  disp[3]: buckets between the slot's home and this bucket (255 = that or more)
+ * 14-16  kl[3]: inline key length 0..14, or MC__KL_OUT for an out-of-line entry
+ * 17-19  vl[3]: inline value length (bits 0-3), MC__VL_NONE, MC__VL_MAIN
+ * 20-61  three cells of 14 bytes: inline key bytes then value bytes, or (out of line) the
+ *        entry pointer, the key length (u16) and the low 32 hash bits
+ * 62-63  unused */
+#define MC__SLOTS 3
+#define MC__CELL 14
+#define MC__INLINE_MAX 14
+#define MC__KL_OUT 0xffu
+#define MC__VL_LEN 0x0fu
+#define MC__VL_NONE 0x10u /* a cached "no value" */
+#define MC__VL_MAIN 0x20u /* S3-FIFO: in the main queue */
+#define MC__OFF_TAG 4
+#define MC__OFF_OVF 7
+#define MC__OFF_REC 8
+#define MC__OFF_DISP 11
+#define MC__OFF_KL 14
+#define MC__OFF_VL 17
+#define MC__OFF_CELL 20
+#define MC__DISP_FAR 255u
 
-/* ctrl bytes 0-6: the tag of each slot (0 = empty, else 1-255 from the key's hash), so a
- * lookup compares all tags at once and touches only matching entries. Byte 7: how many
- * entries passed this bucket on their probe sequence and are stored further on (saturating at
- * 255, then sticky). A lookup that misses in a bucket whose count is 0 stops there, so a
- * removal simply empties its slot: no tombstones, and entries never move under readers. */
 typedef struct mc__bucket {
-    _Alignas(64) _Atomic uint64_t ctrl;
-    _Atomic(mc__entry *) slots[MC__BUCKET_SLOTS];
+    /* Words, not bytes: readers copy the line with eight relaxed loads and validate the
+     * version; writers store whole words. Every access is atomic, so concurrent copies are
+     * well defined (and ThreadSanitizer-clean); the fences below order them. */
+    _Alignas(64) _Atomic uint64_t w[8];
 } mc__bucket;
 
-typedef struct mc__table {
-    /* Read by every lookup, never written after creation. */
-    ck_epoch_entry_t epoch; /* retirement after a rebuild */
-    uint32_t nbuckets;      /* prime, so every probe step visits every bucket */
-    mc__bucket *buckets;    /* 64-byte aligned, inside the same allocation */
-    /* Written by every insert and removal: on a line of its own, or each write would evict
-     * the fields above from every reader's cache. */
-    _Alignas(64) uint32_t live; /* entries (shard lock) */
-} mc__table;
+/* A reader's (or writer's) private copy of a bucket. */
+typedef union mc__snap {
+    uint64_t w[8];
+    unsigned char b[64];
+} mc__snap;
 
-#define MC__BYTES_01 0x0101010101010101ull
-#define MC__BYTES_7F 0x7f7f7f7f7f7f7f7full
-#define MC__TAG_BYTES 0x0080808080808080ull /* the high bit of each tag byte (not byte 7) */
-
-static inline uint32_t mc__table_home(uint32_t hash, uint32_t nbuckets)
+static inline uint32_t mc__snap_ver(const mc__snap *s) { return (uint32_t)s->w[0]; }
+static inline unsigned char *mc__snap_cell(mc__snap *s, unsigned i)
 {
-    return (uint32_t)(((uint64_t)hash * nbuckets) >> 32);
+    return &s->b[MC__OFF_CELL + MC__CELL * i];
 }
 
-/* The home bucket comes from the high bits, the tag from the low byte. */
-static inline uint8_t mc__tag(uint32_t hash)
+/* Policy links of one cell (writer-only): previous and next cell id in its list. Ids from
+ * `ncells` on are the lists' sentinels. */
+typedef struct mc__link32 {
+    uint32_t prev, next;
+} mc__link32;
+
+typedef struct mc__table {
+    uint32_t nbuckets;  /* any count >= 2; home = multiply-shift of the hash */
+    uint32_t ncells;    /* nbuckets * MC__SLOTS */
+    uint32_t nlists;    /* sentinel cells after the last real one */
+    uint32_t live;      /* entries (shard lock) */
+    mc__bucket *buckets;  /* 64-byte aligned */
+    mc__link32 *links;    /* ncells + nlists */
+    size_t bytes;         /* what the allocations occupy */
+    struct mc__table *retired; /* older tables of this shard, freed by mc_cache_destroy */
+} mc__table;
+
+/* The 64-bit key hash split: shard from bits 56-63 (cache.c), tag from bits 48-55, home
+ * bucket from the low 32 bits, and out-of-line cells keep the low 32 bits as a filter. */
+static inline uint8_t mc__tag_of(uint64_t h)
 {
-    uint8_t t = (uint8_t)hash;
+    uint8_t t = (uint8_t)(h >> 48);
     return t ? t : 1;
 }
 
-/* The high bit set in every tag byte of ctrl equal to `tag` (exact, no false positives). */
-static inline uint64_t mc__ctrl_match(uint64_t ctrl, uint8_t tag)
+static inline uint32_t mc__home_of(uint64_t h, uint32_t nbuckets)
 {
-    uint64_t x = ctrl ^ (MC__BYTES_01 * tag);
-    uint64_t y = (x & MC__BYTES_7F) + MC__BYTES_7F;
-    return ~(y | x | MC__BYTES_7F) & MC__TAG_BYTES;
+    return (uint32_t)(((uint64_t)(uint32_t)h * nbuckets) >> 32);
 }
 
-static inline uint32_t mc__ctrl_overflow(uint64_t ctrl) { return (uint32_t)(ctrl >> 56); }
-
-/* Keys leave a full home bucket by a step of their own (double hashing over a prime number
- * of buckets): keys sharing a home spread out instead of piling into the next bucket. */
-static inline uint32_t mc__table_step(uint32_t hash, uint32_t nbuckets)
+static inline uint32_t mc__next_bucket(uint32_t b, uint32_t nbuckets)
 {
-    return nbuckets > 1 ? 1 + ((hash ^ (hash >> 16)) & 0xffffu) % (nbuckets - 1) : 0;
+    return b + 1 == nbuckets ? 0 : b + 1;
 }
 
-static inline uint32_t mc__table_advance(uint32_t b, uint32_t step, uint32_t nbuckets)
+/* Copy bucket b into *s. Returns false when the copy is not a stable version (a writer is
+ * inside, or the table was retired): the caller retries. */
+static inline bool mc__bucket_read(const mc__bucket *b, mc__snap *s)
 {
-    b += step;
-    return b >= nbuckets ? b - nbuckets : b;
+    /* Acquire: the cell words loaded below are at least as new as this version. */
+    s->w[0] = atomic_load_explicit(&b->w[0], memory_order_acquire);
+    if (s->w[0] & 1u)
+        return false;
+    /* Unrolled: eight plain moves on x86. */
+    s->w[1] = atomic_load_explicit(&b->w[1], memory_order_relaxed);
+    s->w[2] = atomic_load_explicit(&b->w[2], memory_order_relaxed);
+    s->w[3] = atomic_load_explicit(&b->w[3], memory_order_relaxed);
+    s->w[4] = atomic_load_explicit(&b->w[4], memory_order_relaxed);
+    s->w[5] = atomic_load_explicit(&b->w[5], memory_order_relaxed);
+    s->w[6] = atomic_load_explicit(&b->w[6], memory_order_relaxed);
+    s->w[7] = atomic_load_explicit(&b->w[7], memory_order_relaxed);
+    /* Acquire fence: the cell loads above complete before the version is loaded again, so
+     * an unchanged version proves that no writer stored into the line in between. */
+    atomic_thread_fence(memory_order_acquire);
+    return (uint32_t)atomic_load_explicit(&b->w[0], memory_order_relaxed) == mc__snap_ver(s);
 }
 
-/* Lock-free lookup; the caller is inside an epoch section. Returns the entry or NULL. */
-static inline mc__entry *mc__table_find(const mc__table *t, uint32_t hash, const void *key,
-                                        size_t klen)
+/* Still the version that *s was copied at (the lazy read-section check of out-of-line
+ * entries: entering the section, then seeing the same version, proves the entry was in the
+ * table after the section began). */
+static inline bool mc__bucket_same(const mc__bucket *b, const mc__snap *s)
 {
-    uint8_t tag = mc__tag(hash);
-    uint32_t b = mc__table_home(hash, t->nbuckets), step = 0;
-    for (uint32_t n = 0; n < t->nbuckets; n++) {
-        mc__bucket *bk = &t->buckets[b];
-        /* Acquire pairs with the writer's release of ctrl after it stored the slot. */
-        uint64_t ctrl = atomic_load_explicit(&bk->ctrl, memory_order_acquire);
-        for (uint64_t m = mc__ctrl_match(ctrl, tag); m; m &= m - 1) {
-            mc__entry *e = atomic_load_explicit(&bk->slots[__builtin_ctzll(m) >> 3], memory_order_acquire);
-            if (e && e->hash == hash && mc__entry_key_eq(e, key, klen))
-                return e;
-        }
-        if (mc__ctrl_overflow(ctrl) == 0)
-            return NULL;
-        if (!step)
-            step = mc__table_step(hash, t->nbuckets);
-        b = mc__table_advance(b, step, t->nbuckets);
+    atomic_thread_fence(memory_order_acquire);
+    return (uint32_t)atomic_load_explicit(&b->w[0], memory_order_relaxed) == mc__snap_ver(s);
+}
+
+/* Slots whose tag is `tag`, from word 0 alone, as a bit mask (bit i = slot i). */
+static inline unsigned mc__w0_match(uint64_t w0, uint8_t tag)
+{
+    uint32_t x = (uint32_t)(w0 >> (8 * MC__OFF_TAG)) ^ (0x010101u * tag);
+    return (unsigned)((x & 0xffu) == 0) | (unsigned)((x & 0xff00u) == 0) << 1 |
+           (unsigned)((x & 0xff0000u) == 0) << 2;
+}
+
+static inline unsigned mc__w0_ovf(uint64_t w0) { return (uint8_t)(w0 >> (8 * MC__OFF_OVF)); }
+
+/* Slots of *s whose tag is `tag`, as a bit mask (bit i = slot i). */
+static inline unsigned mc__snap_match(const mc__snap *s, uint8_t tag)
+{
+    return (unsigned)(s->b[MC__OFF_TAG] == tag) | (unsigned)(s->b[MC__OFF_TAG + 1] == tag) << 1 |
+           (unsigned)(s->b[MC__OFF_TAG + 2] == tag) << 2;
+}
+
+/* Byte strings of at most MC__INLINE_MAX bytes (inline keys), without a call. */
+static inline bool mc__short_eq(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    if (n >= 8) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&a1, a + n - 8, 8);
+        memcpy(&b1, b + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
     }
-    return NULL;
+    if (n >= 4) {
+        uint32_t a0, a1, b0, b1;
+        memcpy(&a0, a, 4);
+        memcpy(&b0, b, 4);
+        memcpy(&a1, a + n - 4, 4);
+        memcpy(&b1, b + n - 4, 4);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n >= 2) {
+        uint16_t a0, a1, b0, b1;
+        memcpy(&a0, a, 2);
+        memcpy(&b0, b, 2);
+        memcpy(&a1, a + n - 2, 2);
+        memcpy(&b1, b + n - 2, 2);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    return n == 0 || a[0] == b[0];
 }
 
-/* Buckets for n entries at the target load (85% of slots). */
-uint32_t mc__table_buckets_for(size_t n);
-/* At least nbuckets buckets (a prime number of them). NULL on allocation failure. */
-mc__table *mc__table_new(uint32_t nbuckets);
-void mc__table_free(mc__table *t);
-size_t mc__table_bytes(const mc__table *t);
+/* Out-of-line cell fields. */
+static inline mc__entry *mc__cell_entry(const unsigned char *cell)
+{
+    uintptr_t p;
+    memcpy(&p, cell, sizeof p);
+    return (mc__entry *)p;
+}
+static inline uint16_t mc__cell_klen(const unsigned char *cell)
+{
+    uint16_t k;
+    memcpy(&k, cell + 8, 2);
+    return k;
+}
+static inline uint32_t mc__cell_hash(const unsigned char *cell)
+{
+    uint32_t h;
+    memcpy(&h, cell + 10, 4);
+    return h;
+}
 
-/* Shard-lock operations. Positions are bucket * 8 + slot; -1 means not found. */
-int64_t mc__table_find_slot(const mc__table *t, uint32_t hash, const void *key, size_t klen);
-/* Position holding exactly entry e, or -1. */
-int64_t mc__table_slot_of(const mc__table *t, const mc__entry *e);
-mc__entry *mc__table_at(const mc__table *t, int64_t pos);
-/* Any entry whose 32-bit hash is `hash` (recency records carry only the hash). */
-mc__entry *mc__table_find_hash(const mc__table *t, uint32_t hash);
-/* True when one more entry fits without a rebuild. */
-bool mc__table_has_room(const mc__table *t);
-/* Insert e, known to be absent (caller checked has_room). Publishes with release. */
-void mc__table_insert(mc__table *t, mc__entry *e);
-/* Swap the entry at a position for another with the same key (release). */
-void mc__table_replace(mc__table *t, int64_t pos, mc__entry *e);
-void mc__table_remove(mc__table *t, int64_t pos);
-/* A new table with every entry of t, sized for max(live + 1, min_entries).
- * NULL on allocation failure (t unchanged). */
-mc__table *mc__table_rebuild(const mc__table *t, size_t min_entries);
-/* Recount tags, overflows and entries (tests): 0, or -1 tag, -2 overflow, -3 count mismatch. */
-int mc__table_check(const mc__table *t);
+/* Does slot i of *s hold `key`? Out-of-line slots are compared through their entry, which
+ * the caller must protect (read section) unless it holds the shard lock. */
+static inline bool mc__slot_is(mc__snap *s, unsigned i, uint64_t h, const void *key, size_t klen)
+{
+    unsigned char *cell = mc__snap_cell(s, i);
+    uint8_t kl = s->b[MC__OFF_KL + i];
+    if (kl != MC__KL_OUT)
+        return kl == klen && mc__short_eq(cell, key, klen);
+    if (mc__cell_klen(cell) != klen || mc__cell_hash(cell) != (uint32_t)h)
+        return false;
+    return mc__bytes_eq(mc__entry_key(mc__cell_entry(cell)), key, klen);
+}
+
+/* ---- writer side (shard lock held) ---- */
+
+/* The weight (what max_bytes bounds) of the entry in a cell. */
+static inline uint64_t mc__snap_weight(mc__snap *s, unsigned i)
+{
+    uint8_t kl = s->b[MC__OFF_KL + i];
+    if (kl == MC__KL_OUT)
+        return mc__entry_weight(mc__cell_entry(mc__snap_cell(s, i)));
+    return (uint64_t)kl + (s->b[MC__OFF_VL + i] & MC__VL_LEN);
+}
+
+/* Begin a write of bucket b: readers that copy it from now on retry. Returns the stable
+ * version it had. */
+static inline uint32_t mc__bucket_lock(mc__bucket *b)
+{
+    uint64_t w0 = atomic_load_explicit(&b->w[0], memory_order_relaxed);
+    atomic_store_explicit(&b->w[0], w0 + 1, memory_order_relaxed);
+    /* Release fence: the odd version is visible before any cell word stored after it. */
+    atomic_thread_fence(memory_order_release);
+    return (uint32_t)w0;
+}
+
+/* Store the changed words of *s (word 0 last, with the next even version). */
+static inline void mc__bucket_publish(mc__bucket *b, mc__snap *s, uint32_t ver)
+{
+#pragma GCC unroll 8
+    for (int i = 1; i < 8; i++)
+        atomic_store_explicit(&b->w[i], s->w[i], memory_order_relaxed);
+    s->w[0] = (s->w[0] & ~(uint64_t)0xffffffffu) | (uint32_t)(ver + 2);
+    /* Release: a reader that sees the new version sees every word above. */
+    atomic_store_explicit(&b->w[0], s->w[0], memory_order_release);
+}
+
+/* A writer's view of a bucket (no concurrent writer exists, so a plain copy is stable). */
+static inline void mc__bucket_get(const mc__bucket *b, mc__snap *s)
+{
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        s->w[i] = atomic_load_explicit(&b->w[i], memory_order_relaxed);
+}
+
+/* Cells per table at the target load, and back. */
+#define MC__TABLE_LOAD_NUM 3 /* 3/4 of the cells */
+#define MC__TABLE_LOAD_DEN 4
+static inline size_t mc__table_capacity(const mc__table *t)
+{
+    return (size_t)t->ncells * MC__TABLE_LOAD_NUM / MC__TABLE_LOAD_DEN;
+}
+
+/* A table for at least `entries` entries at the target load, with `nlists` list sentinels.
+ * NULL on allocation failure. */
+mc__table *mc__table_new(size_t entries, uint32_t nlists);
+void mc__table_free(mc__table *t);
+
+/* Position of key (bucket * MC__SLOTS + slot), or -1. */
+int64_t mc__table_find(const mc__table *t, uint64_t h, const void *key, size_t klen);
+/* A cell for a new key with hash h (known absent; live < capacity), made free by moving
+ * residents further along the run (Robin Hood, fixing their policy links), with the overflow
+ * counts on the way raised and *disp set. The key is not visible until the caller publishes
+ * the cell with mc__table_store and its tag (and links it into a list). */
+uint32_t mc__table_claim(mc__table *t, uint64_t h, uint8_t *disp, uint64_t seed);
+/* Publish a cell's contents in one bucket version: kl, vl, rec and the 14 cell bytes, and,
+ * when tag is not 0, the tag and displacement (a new entry; 0 keeps them: a replacement). */
+void mc__table_store(mc__table *t, uint32_t cell, uint8_t tag, uint8_t disp, uint8_t kl,
+                     uint8_t vl, uint8_t rec, const unsigned char bytes[MC__CELL]);
+/* Empty a cell, then move later entries of its probe run back into the hole (fixing their
+ * policy links), so that runs stay short under churn. `seed` rehashes inline keys whose
+ * displacement is not stored exactly. *watch (if not NULL) follows a cell that moves. */
+void mc__table_remove(mc__table *t, uint32_t cell, uint64_t seed, uint32_t *watch);
+/* Read a writer's copy of one cell's fields. */
+void mc__table_cell(const mc__table *t, uint32_t cell, mc__snap *s);
+static inline uint64_t mc__table_cell_weight(const mc__table *t, uint32_t cell);
+/* The full hash of the key stored in a cell (rehashes inline keys). */
+uint64_t mc__table_cell_hash(const mc__table *t, uint32_t cell, uint64_t seed);
+/* Mark every bucket of a replaced table odd, forever: readers still probing it go back to
+ * the shard for the new one. */
+void mc__table_retire(mc__table *t);
+/* Check tags, overflow counts, displacements and the live count (tests): 0, or a negative
+ * code naming the first inconsistency. */
+int mc__table_check(const mc__table *t, uint64_t seed);
+
+static inline uint64_t mc__table_cell_weight(const mc__table *t, uint32_t cell)
+{
+    mc__snap s;
+    mc__table_cell(t, cell, &s);
+    return mc__snap_weight(&s, cell % MC__SLOTS);
+}
 
 #endif

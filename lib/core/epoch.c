@@ -1,5 +1,5 @@
-/* Per-thread ck_epoch records for the whole library, and deferred reclamation.
- * Records are recycled across threads; callbacks run on the thread that retired them. */
+/* Thread registration with liburcu (memb flavour) and the library's use of call_rcu.
+ * Registration is lazy, on a thread's first read section or retirement. */
 #include "core/epoch.h"
 
 #include <pthread.h>
@@ -10,98 +10,72 @@
 char mc__tsan_epoch_sync;
 #endif
 
-/* Poll (try to advance the epoch and run ready callbacks) after this many retirements, so a
- * writer's backlog of unreclaimed entries stays small without scanning records every time. */
-#define MC__EPOCH_POLL_EVERY 64
+#define MC__TLS __attribute__((tls_model("initial-exec")))
 
-static ck_epoch_t mc__epoch;
 static pthread_once_t mc__epoch_once = PTHREAD_ONCE_INIT;
 static pthread_key_t mc__epoch_key;
 static atomic_uint mc__next_thread_id;
 
-static _Thread_local ck_epoch_record_t *mc__rec;
-static _Thread_local unsigned mc__pending;
-static _Thread_local unsigned mc__tid_plus1;
+static _Thread_local MC__TLS unsigned char mc__registered;
+_Thread_local MC__TLS unsigned mc__tid_plus1;
 
 static void mc__epoch_thread_exit(void *arg)
 {
-    ck_epoch_record_t *rec = arg;
-    /* Free what this thread retired before its record goes back to the pool. */
-    ck_epoch_barrier(rec);
-#ifdef MC__TSAN
-    /* The next thread to recycle this record must see it as this thread left it; the hand-over
-     * goes through ck's lock-free list, which TSan cannot see. */
-    __tsan_release(rec);
-#endif
-    ck_epoch_unregister(rec);
-    mc__rec = NULL;
+    (void)arg;
+    /* liburcu keeps a list of registered readers: a thread that exits registered would leave
+     * a dangling record that the next grace period reads. */
+    if (mc__registered) {
+        urcu_memb_unregister_thread();
+        mc__registered = 0;
+    }
 }
 
 static void mc__epoch_init(void)
 {
-    ck_epoch_init(&mc__epoch);
     if (pthread_key_create(&mc__epoch_key, mc__epoch_thread_exit) != 0)
         abort(); /* only when the process is out of TLS keys: nothing sensible remains */
 }
 
-static ck_epoch_record_t *mc__epoch_record(void)
+static void mc__epoch_register(void)
 {
-    ck_epoch_record_t *rec = mc__rec;
-    if (rec)
-        return rec;
     pthread_once(&mc__epoch_once, mc__epoch_init);
-    rec = ck_epoch_recycle(&mc__epoch, NULL);
-#ifdef MC__TSAN
-    if (rec)
-        __tsan_acquire(rec);
-#endif
-    if (!rec) {
-        /* Records are never freed: ck_epoch keeps them in its global list for reuse. */
-        rec = malloc(sizeof *rec);
-        if (!rec)
-            abort(); /* a few hundred bytes once per thread; see docs/guarantees */
-        ck_epoch_register(&mc__epoch, rec, NULL);
-    }
-    pthread_setspecific(mc__epoch_key, rec);
-    mc__rec = rec;
-    return rec;
+    urcu_memb_register_thread();
+    /* Any non-NULL value makes the key's destructor run at thread exit. */
+    pthread_setspecific(mc__epoch_key, (void *)1);
+    mc__registered = 1;
 }
 
-ck_epoch_record_t *mc__epoch_enter(void)
+void mc__epoch_enter(void)
 {
-    ck_epoch_record_t *rec = mc__epoch_record();
-    ck_epoch_begin(rec, NULL);
-    return rec;
+    if (__builtin_expect(!mc__registered, 0))
+        mc__epoch_register();
+    urcu_memb_read_lock();
 }
 
-void mc__epoch_exit(ck_epoch_record_t *rec)
+void mc__epoch_exit(void)
 {
 #ifdef MC__TSAN
     __tsan_release(&mc__tsan_epoch_sync);
 #endif
-    ck_epoch_end(rec, NULL);
+    urcu_memb_read_unlock();
 }
 
-void mc__epoch_retire(ck_epoch_entry_t *entry, ck_epoch_cb_t *cb)
+void mc__epoch_retire(mc__retire_node *node, mc__retire_fn *cb)
 {
-    ck_epoch_record_t *rec = mc__epoch_record();
-    ck_epoch_call(rec, entry, cb);
-    if (++mc__pending >= MC__EPOCH_POLL_EVERY) {
-        mc__pending = 0;
-        ck_epoch_poll(rec);
-    }
+    if (__builtin_expect(!mc__registered, 0))
+        mc__epoch_register();
+    urcu_memb_call_rcu(node, cb);
 }
 
 void mc__epoch_barrier(void)
 {
-    ck_epoch_record_t *rec = mc__epoch_record();
-    ck_epoch_barrier(rec);
-    mc__pending = 0;
+    if (__builtin_expect(!mc__registered, 0))
+        mc__epoch_register();
+    urcu_memb_barrier();
 }
 
-unsigned mc__thread_id(void)
+unsigned mc__thread_id_slow(void)
 {
-    if (!mc__tid_plus1)
-        mc__tid_plus1 = atomic_fetch_add_explicit(&mc__next_thread_id, 1, memory_order_relaxed) + 1;
+    mc__tid_plus1 = atomic_fetch_add_explicit(&mc__next_thread_id, 1, memory_order_relaxed) + 1;
     return mc__tid_plus1 - 1;
 }

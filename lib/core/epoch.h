@@ -1,32 +1,45 @@
-/* Process-wide epoch-based reclamation on Concurrency Kit's ck_epoch: one domain, one
- * record per thread (taken on first use, returned at thread exit). */
+/* Process-wide deferred reclamation on userspace RCU's "memb" flavour (liburcu): readers mark
+ * a section with plain stores, and the reclaimer makes them visible with membarrier(2), so a
+ * read section costs no locked instruction. Threads register on first use and unregister at
+ * exit. */
 #ifndef MC_CORE_EPOCH_H
 #define MC_CORE_EPOCH_H
 
-#include <ck_epoch.h>
+#include <urcu/urcu-memb.h>
 
-/* Readers bracket every access to shared cache memory with enter/exit. Sections may nest
- * but must never span user code (a loader, a listener): a long section delays every
- * reclamation in the process. */
-ck_epoch_record_t *mc__epoch_enter(void);
-void mc__epoch_exit(ck_epoch_record_t *rec);
+/* The node a retired object embeds (16 bytes). */
+typedef struct rcu_head mc__retire_node;
+typedef void mc__retire_fn(mc__retire_node *node);
 
-/* Run cb(entry) after a grace period, on this thread (during a later retire, barrier, or at
- * thread exit). The callback must start with MC__EPOCH_RECLAIM() and must not touch any
- * object that can be destroyed before it runs (a cache, a shard). */
-void mc__epoch_retire(ck_epoch_entry_t *entry, ck_epoch_cb_t *cb);
+/* Readers bracket every access to shared memory that can be retired (out-of-line entries)
+ * with enter/exit. Sections nest, but must never span user code (a loader, a listener): a
+ * long section delays every reclamation in the process. */
+void mc__epoch_enter(void);
+void mc__epoch_exit(void);
 
-/* Wait for a grace period and run every callback this thread has retired. Must not be called
+/* Run cb(node) after a grace period (every section that could see the object has ended), on
+ * liburcu's reclamation thread. The callback must start with MC__EPOCH_RECLAIM() and must
+ * not touch any object that can be destroyed before it runs (a cache, a shard). */
+void mc__epoch_retire(mc__retire_node *node, mc__retire_fn *cb);
+
+/* Wait until every callback retired so far (by any thread) has run. Must not be called
  * inside a section. */
 void mc__epoch_barrier(void);
 
 /* A small dense id for the calling thread (0, 1, 2... in order of first use), for picking
- * stripes of per-thread counters and buffers. */
-unsigned mc__thread_id(void);
+ * stripes of per-thread counters. Initial-exec TLS: one %fs-relative load. */
+extern _Thread_local unsigned mc__tid_plus1 __attribute__((tls_model("initial-exec")));
+unsigned mc__thread_id_slow(void);
+static inline unsigned mc__thread_id(void)
+{
+    unsigned t = mc__tid_plus1;
+    return __builtin_expect(t != 0, 1) ? t - 1 : mc__thread_id_slow();
+}
 
-/* ThreadSanitizer cannot see ck_epoch's synchronisation (it is inline assembly), so sanitized
- * builds add an explicit happens-before edge from every section exit to every reclamation:
- * correct because a callback only runs after every section that could see its object ended. */
+/* ThreadSanitizer cannot see liburcu's grace periods (membarrier and an uninstrumented
+ * library), so sanitized builds add an explicit happens-before edge from every section exit
+ * to every reclamation: correct because a callback only runs after every section that could
+ * see its object ended. */
 #if defined(__SANITIZE_THREAD__)
 #define MC__TSAN 1
 #elif defined(__has_feature)

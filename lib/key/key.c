@@ -227,10 +227,35 @@ static unsigned char *field_write(unsigned char *p, const mc_arg *a)
     return p;
 }
 
+/* One integer field, the most common key (a user or row id), in one pass: the same bytes
+ * as field_write, stored big-endian with one 8-byte move when the buffer has room. */
+static int encode_one_int(const mc_arg *a, unsigned char *p, size_t cap, size_t *len)
+{
+    unsigned tag;
+    uint64_t mag;
+    int_parts(a, &tag, &mag);
+    size_t n = uint_bytes(mag);
+    if (1 + n > cap) {
+        *len = 1 + n;
+        return MC_ERANGE;
+    }
+    p[0] = (unsigned char)(tag | n);
+    if (n > 0 && cap >= 9) {
+        uint64_t be = __builtin_bswap64(mag << (64 - 8 * n));
+        memcpy(p + 1, &be, 8);
+    } else {
+        put_uint(p + 1, mag, n);
+    }
+    *len = 1 + n;
+    return 0;
+}
+
 int mc_key_encode(const mc_arg *args, size_t nargs, void *out, size_t cap, size_t *len)
 {
     if ((args == NULL && nargs > 0) || out == NULL || len == NULL)
         return MC_EINVAL;
+    if (nargs == 1 && (args[0].type == MC_ARG_INT || args[0].type == MC_ARG_UINT))
+        return encode_one_int(&args[0], out, cap, len);
     /* Size everything first so that a failing call writes nothing into `out`. */
     size_t total = 0;
     for (size_t i = 0; i < nargs; i++) {

@@ -56,7 +56,7 @@ test-unit: build
 test-tsan: deps
 	cmake -S . -B $(BUILD_TSAN) -DMODCACHE_SANITIZER=thread -DMODCACHE_BUILD_BENCH=OFF $(CMAKE_ARGS)
 	cmake --build $(BUILD_TSAN) -j $(JOBS)
-	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L concurrency
+	cd $(BUILD_TSAN) && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -L concurrency
 
 # The whole suite under AddressSanitizer (with LeakSanitizer) and UndefinedBehaviorSanitizer.
 test-asan: deps

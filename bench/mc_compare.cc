@@ -491,6 +491,25 @@ private:
     const MemoKeys &keys_;
 };
 
+// The copy-out call: the result copied into the caller's buffer, nothing pinned.
+class MemoCopySys {
+public:
+    MemoCopySys(mc_cached *fn, const MemoKeys &keys) : fn_(fn), keys_(keys) {}
+    bool request(uint64_t i, bool) {
+        const mc_arg args[2] = {keys_.user_arg(i), mc_arg_int(keys_.num(i))};
+        uint64_t got = 0;
+        size_t vlen = 0;
+        check_rc(mc_cached_call_copy(fn_, args, 2, &got, sizeof got, &vlen), "mc_cached_call_copy");
+        if (vlen != sizeof got || got != static_cast<uint64_t>(keys_.num(i)))
+            die("mc_cached_call_copy: key %" PRIu64 " returned a wrong value", i);
+        return true;
+    }
+
+private:
+    mc_cached *fn_;
+    const MemoKeys &keys_;
+};
+
 // The floor under it: a pinned get of the already encoded key on the function's own cache.
 class MemoRawGetSys {
 public:
@@ -520,6 +539,7 @@ void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vecto
     MemoFn fn(kMemoCacheSize, memo_loader, nullptr);
     MemoCallSys memo(fn.get(), keys);
     MemoRawGetSys raw(mc_cached_cache(fn.get()), keys);
+    MemoCopySys copy(fn.get(), keys);
     for (size_t i = 0; i < keys.size(); i++) memo.request(i, false);
     mc_cached_stats st;
     mc_cached_stats_get(fn.get(), &st);
@@ -558,6 +578,7 @@ void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vecto
         };
         for (rep = 1; rep <= repeat; rep++) {
             record("modcache-memo", memo);
+            record("modcache-memo-copy", copy);
             record("modcache-raw-get", raw);
         }
     }

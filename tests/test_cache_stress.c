@@ -257,6 +257,92 @@ static void test_stress_ttl(void **state)
     run_stress(MC_POLICY_LRU, 2, 1000000); /* 1 ms: entries expire during the run */
 }
 
+/* ---- inline values replaced in place: a reader never sees bytes of two values ---- */
+
+#define TEAR_KEYS 16
+#define TEAR_ROUNDS (OPS_PER_THREAD / 4)
+
+static struct {
+    mc_cache *cache;
+    atomic_int stop;
+    atomic_ulong reads, torn;
+} tear;
+
+/* Values of 12 bytes (inline with a 2-byte key): every byte the same, so any mix of two
+ * values shows. */
+static void *tear_writer(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    for (int i = 0; i < TEAR_ROUNDS; i++) {
+        unsigned char k[2] = {'t', (unsigned char)(rand_r(&seed) % TEAR_KEYS)};
+        unsigned char v[12];
+        memset(v, (int)(1 + rand_r(&seed) % 255), sizeof v);
+        if (i % 64 == 63)
+            mc_cache_remove(tear.cache, k, sizeof k);
+        else
+            assert_int_equal(mc_cache_put(tear.cache, k, sizeof k, v, sizeof v), 0);
+    }
+    return NULL;
+}
+
+static void *tear_reader(void *arg)
+{
+    (void)arg;
+    unsigned long reads = 0, torn = 0;
+    while (!atomic_load(&tear.stop)) {
+        for (int key = 0; key < TEAR_KEYS; key++) {
+            unsigned char k[2] = {'t', (unsigned char)key}, v[16];
+            size_t vl = 0;
+            if (mc_cache_get_copy(tear.cache, k, sizeof k, v, sizeof v, &vl) != 0)
+                continue;
+            reads++;
+            if (vl != 12) {
+                torn++;
+                continue;
+            }
+            for (size_t i = 1; i < vl; i++)
+                if (v[i] != v[0]) {
+                    torn++;
+                    break;
+                }
+        }
+    }
+    atomic_fetch_add(&tear.reads, reads);
+    atomic_fetch_add(&tear.torn, torn);
+    return NULL;
+}
+
+static void test_inline_values_never_tear(void **state)
+{
+    (void)state;
+    mc_cache_options o;
+    mc_cache_options_init(&o);
+    o.max_entries = 1000;
+    o.shards = 1; /* every key in one shard: writers and readers meet on the same buckets */
+    assert_int_equal(mc_cache_create(&o, &tear.cache), 0);
+    atomic_store(&tear.stop, 0);
+    atomic_store(&tear.reads, 0);
+    atomic_store(&tear.torn, 0);
+    pthread_t w[2], r[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&r[i], NULL, tear_reader, NULL), 0);
+        assert_int_equal(pthread_create(&w[i], NULL, tear_writer, (void *)(uintptr_t)(i + 1)), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(w[i], NULL);
+    atomic_store(&tear.stop, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(r[i], NULL);
+    print_message("%lu reads of inline values under replacement, %lu torn\n",
+                  atomic_load(&tear.reads), atomic_load(&tear.torn));
+    assert_true(atomic_load(&tear.reads) > 1000);
+    assert_int_equal(atomic_load(&tear.torn), 0);
+    char msg[256];
+    if (mc__cache_verify(tear.cache, msg, sizeof msg) != 0)
+        fail_msg("%s", msg);
+    mc_cache_destroy(tear.cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +350,7 @@ int main(void)
         cmocka_unit_test(test_stress_lru_one_shard),
         cmocka_unit_test(test_stress_s3fifo),
         cmocka_unit_test(test_stress_ttl),
+        cmocka_unit_test(test_inline_values_never_tear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -114,6 +114,43 @@ static void test_create_validation(void **state)
     mc_cached_destroy(NULL);
 }
 
+/* The copy-out call: hits and misses give the loaded bytes, a short buffer gets the size,
+ * "no value" is MC_ENOENT, and a hit pins nothing (the cache's stats count it). */
+static void test_call_copy(void **state)
+{
+    (void)state;
+    db_t db = {0};
+    db.none_for = 99;
+    mc_cached *fn = make_fn(&db, 100);
+    char out[64];
+    size_t n = 0;
+    mc_arg a = mc_arg_int(7);
+    assert_int_equal(mc_cached_call_copy(fn, &a, 1, out, sizeof out, &n), 0); /* a load */
+    assert_int_equal(n, 3);
+    assert_memory_equal(out, "7:0", 3);
+    atomic_store(&db.version, 1);
+    memset(out, 0, sizeof out);
+    assert_int_equal(mc_cached_call_copy(fn, &a, 1, out, sizeof out, &n), 0); /* a hit */
+    assert_memory_equal(out, "7:0", 3);
+    assert_int_equal(atomic_load(&db.calls), 1);
+    assert_int_equal(mc_cached_call_copy(fn, &a, 1, out, 2, &n), MC_ERANGE);
+    assert_int_equal(n, 3);
+    assert_int_equal(mc_cached_call_copy(fn, &a, 1, NULL, 0, &n), MC_ERANGE);
+    mc_arg none = mc_arg_int(99);
+    assert_int_equal(mc_cached_call_copy(fn, &none, 1, out, sizeof out, &n), MC_ENOENT); /* loaded */
+    assert_int_equal(mc_cached_call_copy(fn, &none, 1, out, sizeof out, &n), MC_ENOENT); /* cached */
+    assert_int_equal(atomic_load(&db.calls), 2);
+    /* Invalidation reaches the copy-out call like any other. */
+    assert_int_equal(mc_cached_invalidate(fn, &a, 1), 0);
+    assert_int_equal(mc_cached_call_copy(fn, &a, 1, out, sizeof out, &n), 0);
+    assert_memory_equal(out, "7:1", 3);
+    assert_int_equal(atomic_load(&db.calls), 3);
+    assert_int_equal(mc_cached_call_copy(NULL, &a, 1, out, sizeof out, &n), MC_EINVAL);
+    assert_int_equal(mc_cached_call_copy(fn, &a, 1, NULL, 4, &n), MC_EINVAL);
+    assert_int_equal(mc_cached_call_copy(fn, &a, 1, out, sizeof out, NULL), MC_EINVAL);
+    mc_cached_destroy(fn);
+}
+
 static void test_hit_and_miss(void **state)
 {
     (void)state;
@@ -1345,6 +1382,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_validation),
         cmocka_unit_test(test_hit_and_miss),
+        cmocka_unit_test(test_call_copy),
         cmocka_unit_test(test_errors_not_cached),
         cmocka_unit_test(test_no_value_is_cached),
         cmocka_unit_test(test_unset_result_is_none),

@@ -160,6 +160,16 @@ MC_API void mc_cached_destroy(mc_cached *fn);
  * are counted in mc_cached_stats.timeouts. */
 MC_API int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **out);
 
+/* mc_cached_call, copying the result into buf (capacity cap) instead of handing out a
+ * pinned value, for results that are small or copied anyway. A hit takes no lock, writes no
+ * reference count and no shared line (the fastest call: see docs/cache.md); a miss loads as
+ * mc_cached_call does (single flight, timeouts) and copies the result. *vlen gets the
+ * result's size. Returns 0; MC_ERANGE if cap is smaller (nothing copied, *vlen set);
+ * MC_ENOENT if the loader found nothing (mc_load_set_none: a cached "no value"); otherwise as
+ * mc_cached_call. buf may be NULL when cap is 0 (to ask for the size). Thread-safe. */
+MC_API int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, void *buf,
+                               size_t cap, size_t *vlen);
+
 /* Callback for invalidation dependencies: runs once when the entry it was attached to leaves
  * the cache for any reason (invalidated, evicted, expired, replaced, cleared), on the thread
  * that made it leave, outside every lock. */

@@ -797,6 +797,14 @@ static inline void mc__touch_atime(const mc_cache *c, mc__entry *e, uint64_t now
 
 int mc_cache_get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
 {
+    bool none;
+    return mc__cache_get_copy_ex(c, key, klen, buf, cap, vlen, &none);
+}
+
+int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
+                          size_t *vlen, bool *none)
+{
+    *none = false;
     if (!c || !vlen || !mc__key_ok(key, klen) || (!buf && cap))
         return MC_EINVAL;
     uint64_t h = mc__hash(c, key, klen);
@@ -809,6 +817,7 @@ int mc_cache_get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size
         uint8_t kl = f.s.b[MC__OFF_KL + f.slot];
         if (kl != MC__KL_OUT) {
             size_t n = f.s.b[MC__OFF_VL + f.slot] & MC__VL_LEN;
+            *none = (f.s.b[MC__OFF_VL + f.slot] & MC__VL_NONE) != 0;
             *vlen = n;
             if (n > cap) {
                 rc = MC_ERANGE;
@@ -821,6 +830,7 @@ int mc_cache_get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size
             uint64_t now = mc__now(c);
             if (!mc__expired(c, e, now)) {
                 size_t n = e->vlen;
+                *none = (e->flags & MC__E_NONE) != 0;
                 *vlen = n;
                 if (n > cap) {
                     rc = MC_ERANGE;

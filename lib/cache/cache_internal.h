@@ -81,6 +81,10 @@ int mc__cache_put_ex(mc_cache *c, const mc__put_args *a);
 /* A value outside any cache (a load result that is not stored), pinned once; NULL on failure. */
 mc_value *mc__value_detached(const mc__put_args *a);
 
+/* mc_cache_get_copy that also tells a cached "no value" (*none; nothing copied, *vlen 0). */
+int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
+                          size_t *vlen, bool *none);
+
 /* mc_cache_get without counting a hit or miss (second looks of the same request). */
 int mc__cache_get_quiet(mc_cache *c, const void *key, size_t klen, mc_value **out);
 

@@ -241,6 +241,9 @@ static int mc__load_store(mc_load *l)
         .guard = mc__not_invalidated,
         .guard_ud = l,
         .pinned = &l->value,
+        /* Out of line, so that the pinned value is the stored entry itself: attached
+         * callbacks compare it with what the cache holds later. */
+        .out_of_line = true,
     };
     if (mc__cached_test_hook)
         mc__cached_test_hook(fn, MC__HOOK_BEFORE_STORE, l);
@@ -718,6 +721,51 @@ int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **o
     return mc__load_wait(l, out, deadline);
 }
 
+int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, void *buf, size_t cap,
+                        size_t *vlen)
+{
+    if (!fn || !vlen || (!buf && cap))
+        return MC_EINVAL;
+    *vlen = 0;
+    if (!fn->loader)
+        return MC_ENOTSUP;
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = mc__call_key(fn, args, nargs, key, &klen);
+    if (rc != 0)
+        return rc;
+    bool none;
+    /* A hit copies under the bucket's version and pins nothing. */
+    rc = mc__cache_get_copy_ex(fn->cache, key, klen, buf, cap, vlen, &none);
+    if (rc == 0 || rc == MC_ERANGE)
+        return none ? MC_ENOENT : rc;
+    if (rc != MC_ENOENT)
+        return rc;
+    /* A miss: the ordinary call (single flight, timeouts), then a copy of its result. */
+    mc_value *v = NULL;
+    uint64_t deadline = mc__deadline(fn);
+    mc_load *l;
+    rc = mc__join_or_start(fn, key, klen, args, nargs, NULL, &l, &v);
+    if (rc == 2)
+        mc__start_load(fn, l, NULL, 0, 0);
+    if (rc == 0 || rc == 2)
+        rc = mc__load_wait(l, &v, deadline);
+    else if (rc == 1)
+        rc = 0;
+    if (rc != 0)
+        return rc;
+    size_t n = mc_value_size(v);
+    *vlen = n;
+    if (mc_value_is_none(v))
+        rc = MC_ENOENT;
+    else if (n > cap)
+        rc = MC_ERANGE;
+    else if (n)
+        memcpy(buf, mc_value_data(v), n);
+    mc_value_release(v);
+    return rc;
+}
+
 int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_done_fn done, void *ud)
 {
     if (!fn || !done)
@@ -949,7 +997,7 @@ int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const voi
     /* A load of this key that started earlier must not overwrite the prefilled value. */
     mc__mark_key(fn, key, klen);
     mc__put_args a = {.key = key, .klen = klen, .value = value, .vlen = vlen,
-                      .weight = fn->iterable ? 1 : 0};
+                      .weight = fn->iterable ? 1 : 0, .out_of_line = true};
     return mc__cache_put_ex(fn->cache, &a);
 }
 

@@ -64,6 +64,10 @@ void mc__epoch_retire(mc__retire_node *node, mc__retire_fn *cb)
 {
     if (__builtin_expect(!mc__registered, 0))
         mc__epoch_register();
+#ifdef MC__TSAN
+    /* The hand-over to the reclamation thread goes through liburcu's queue, unseen. */
+    __tsan_release(&mc__tsan_epoch_sync);
+#endif
     urcu_memb_call_rcu(node, cb);
 }
 

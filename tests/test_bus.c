@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -720,16 +722,22 @@ static void test_late_host(void **state)
 
 /* The checker process: reads the keys from a host in a loop until SIGTERM and fails (exit 1)
  * on any read older than one it saw before: a value loaded before an invalidation must never be
- * served after a newer one. Exit 0 on SIGTERM when it made at least one read of each key. */
-static volatile sig_atomic_t checker_stop;
-static void checker_on_term(int sig) { (void)sig; checker_stop = 1; }
-
-static int checker_main(unsigned port, int nkeys)
+ * served after a newer one. Exit 0 when told to stop after at least one read. */
+/* Told to stop by the parent closing `stop_fd`'s other end (a pipe, not a signal: signals
+ * reach a child forked from a ThreadSanitizer process only at points it chooses, which a
+ * busy loop may never reach), and killed with the parent if the parent dies. */
+static bool checker_told_to_stop(int stop_fd)
 {
-    signal(SIGTERM, checker_on_term);
+    struct pollfd p = {.fd = stop_fd, .events = POLLIN};
+    return poll(&p, 1, 0) != 0;
+}
+
+static int checker_main(unsigned port, int nkeys, int stop_fd)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     long last[8] = {0};
     unsigned long reads = 0;
-    while (!checker_stop) {
+    while (!checker_told_to_stop(stop_fd)) {
         for (int k = 0; k < nkeys; k++) {
             char path[128], body[512];
             snprintf(path, sizeof path, "/_modcache/client/bus/v1/value/kill%d", k);
@@ -772,10 +780,15 @@ static void test_redis_kill_loop(void **state)
         snprintf(val, sizeof val, "%ld", version);
         data_write(key, val);
     }
+    int stop[2];
+    assert_int_equal(pipe(stop), 0);
     pid_t checker = fork();
     assert_true(checker >= 0);
-    if (checker == 0)
-        _exit(checker_main(h[1].port, NKEYS));
+    if (checker == 0) {
+        close(stop[1]);
+        _exit(checker_main(h[1].port, NKEYS, stop[0]));
+    }
+    close(stop[0]);
 
     for (int round = 0; round < ROUNDS; round++) {
         /* Writes with Redis up, then Redis killed in the middle of more writes. */
@@ -809,7 +822,7 @@ static void test_redis_kill_loop(void **state)
             }
         }
     }
-    kill(checker, SIGTERM);
+    close(stop[1]);
     int status = 0;
     waitpid(checker, &status, 0);
     assert_true(WIFEXITED(status));

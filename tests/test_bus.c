@@ -430,9 +430,13 @@ static void test_bad_options(void **state)
     mc_error err = {0};
     mc_bus_options o;
     mc_bus_options_init(&o);
-    o.address = "localhost";
+    o.address = "localhost:";
     assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
-    assert_non_null(strstr(err.message, "expected host:port"));
+    assert_non_null(strstr(err.message, "expected a port"));
+    o.address = "local host";
+    assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
+    o.address = "127.0.0.1:0";
+    assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
     o.address = "127.0.0.1:70000";
     assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
     o.address = "127.0.0.1:6379";
@@ -557,7 +561,7 @@ static int setup_hosts(void **state)
     if (mkdir(path, 0700) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/token", dir);
-    return mct_write_file(path, "tok\n");
+    return mct_write_file(path, "tok-for-the-bus-tests\n") == 0 ? chmod(path, 0600) : -1;
 }
 
 static int teardown_hosts(void **state)
@@ -599,7 +603,7 @@ static void test_three_hosts(void **state)
     data_write("alice", "legal");
     char body[512];
     assert_int_equal(mct_http(h[1].port, "POST", "/_modcache/admin/v1/caches/mod_bus.read/invalidate",
-                              "Authorization: Bearer tok\r\n", "{\"keys\": [[\"alice\"]]}", body, sizeof body),
+                              "Authorization: Bearer tok-for-the-bus-tests\r\n", "{\"keys\": [[\"alice\"]]}", body, sizeof body),
                      200);
     assert_non_null(strstr(body, "\"published\": true"));
     assert_true(WAIT_UNTIL(!host_cached(&h[0], "alice") && !host_cached(&h[2], "alice"), WAIT_MS));

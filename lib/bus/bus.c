@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/addr.h"
 #include "core/error.h"
 #include "key/keylist.h"
 
@@ -901,11 +902,12 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
         if (!o.timeout_ms)
             o.timeout_ms = defaults.timeout_ms;
     }
-    const char *colon = strrchr(o.address, ':');
-    char *end = NULL;
-    unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
-    if (!colon || colon == o.address || !end || *end || port == 0 || port > 65535)
-        return mc__error_set(err, MC_EINVAL, "redis address %s: expected host:port", o.address);
+    char rhost[256];
+    unsigned port;
+    const char *why;
+    /* A bare host means port 6379, as in the host's configuration (core/addr.h). */
+    if (mc__hostport_split(o.address, 6379, false, rhost, sizeof rhost, &port, &why) != 0)
+        return mc__error_set(err, MC_EINVAL, "redis address %s: %s (expected host:port)", o.address, why);
     if (!*o.stream)
         return mc__error_set(err, MC_EINVAL, "empty stream name");
     if (!*o.instance)
@@ -923,7 +925,7 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     pthread_cond_init(&b->wake, NULL);
     pthread_cond_init(&b->flushed, NULL);
     atomic_init(&b->outage_logged, false);
-    b->host = strndup(o.address, (size_t)(colon - o.address));
+    b->host = strdup(rhost);
     b->port = (int)port;
     b->stream = strdup(o.stream);
     b->instance = strdup(o.instance);

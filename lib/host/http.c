@@ -69,6 +69,7 @@ struct mc__http {
     pthread_mutex_t sweep_lock;
     pthread_cond_t sweep_cv;
     bool stopping; /* under sweep_lock */
+    bool live;     /* a running server (not mc__http_inject's): set before the daemon starts */
     mc__ratelog refusals, mhd_log, late_heads;
 };
 
@@ -463,11 +464,13 @@ static void mc__bus_metrics(mc__buf *b, mc_bus *bus)
         mc__bprintf(b, "%s %llu\n", rows[i].name, (unsigned long long)rows[i].v);
 }
 
+static void mc__http_stats_of(const struct mc__http *s, mc_http_stats *st);
+
 /* The server's own counters (mc_host_http_stats). */
-static void mc__http_metrics(mc__buf *b, const mc_host *h)
+static void mc__http_metrics(mc__buf *b, const struct mc__http *s)
 {
     mc_http_stats st;
-    mc_host_http_stats(h, &st);
+    mc__http_stats_of(s, &st);
     mc__bprintf(b,
                 "modcache_http_connections %llu\nmodcache_http_max_connections %llu\n"
                 "modcache_http_connections_refused_total %llu\nmodcache_http_header_timeouts_total %llu\n"
@@ -683,8 +686,8 @@ static void mc__dispatch(struct mc__http *s, const mc_http_request *req, mc_http
         mc__bprintf(&b, "modcache_jemalloc_allocated_bytes %zu\n", mc__allocated_bytes());
         if (h->bus)
             mc__bus_metrics(&b, h->bus);
-        if (h->http == s)
-            mc__http_metrics(&b, h);
+        if (s->live)
+            mc__http_metrics(&b, s);
         mc__buf_to_resp(&b, r, "text/plain; version=0.0.4");
         return;
     }
@@ -1101,6 +1104,7 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
      * limit, and refuse past max_connections in mc__accept instead. */
     unsigned mhd_limit = s->max_conns > 0x7fffffffu / threads ? 0x7fffffffu : s->max_conns * threads;
     unsigned idle_s = (unsigned)((s->idle_ns + 999999999u) / 1000000000u);
+    s->live = true;
     unsigned backlog = s->max_conns < 65535 ? s->max_conns : 65535;
     struct MHD_OptionItem extra[] = {
         {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL},
@@ -1108,9 +1112,10 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
     };
     s->daemon = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, mc__accept, s, mc__access, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mc__mhd_log, s, /* first: it applies to the options after it */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, mc__completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, mc__notify_conn, s, MHD_OPTION_URI_LOG_CALLBACK, mc__request_begin, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mc__mhd_log, s, MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
+        MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
         MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         o->max_connections_per_address, MHD_OPTION_LISTEN_BACKLOG_SIZE, backlog, MHD_OPTION_ARRAY, extra,
         MHD_OPTION_END);
@@ -1151,9 +1156,12 @@ void mc_host_http_stats(const mc_host *h, mc_http_stats *st)
     if (!st)
         return;
     memset(st, 0, sizeof *st);
-    if (!h || !h->http)
-        return;
-    const struct mc__http *s = h->http;
+    if (h && h->http)
+        mc__http_stats_of(h->http, st);
+}
+
+static void mc__http_stats_of(const struct mc__http *s, mc_http_stats *st)
+{
     st->connections = atomic_load_explicit(&s->nconns, memory_order_relaxed);
     st->max_connections = s->max_conns;
     st->refused = atomic_load_explicit(&s->refused, memory_order_relaxed);

@@ -748,18 +748,42 @@ static void test_connection_limits(void **state)
     }
     assert_int_equal(st.connections, LIMIT);
     assert_int_equal(st.max_connections, LIMIT);
-    /* 100 more: each closed at once. */
+    /* 100 more, one after the other: each answered 503 at once and closed. */
+    char buf[4096];
     for (int i = 0; i < 100; i++) {
         int fd = open_conn();
         assert_true(fd >= 0);
         send_all(fd, req);
         uint64_t t0 = now_ms();
+        assert_true(poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, ANSWER_MS) == 1);
+        ssize_t got = recv(fd, buf, sizeof buf - 1, 0);
+        assert_true(got > 0);
+        buf[got] = 0;
+        if (!strstr(buf, "HTTP/1.1 503 Service Unavailable\r\n") || !strstr(buf, "Retry-After: 1\r\n") ||
+            !strstr(buf, "\r\n\r\n{\"error\": \"too many connections\"}"))
+            fail_msg("refusal %d: %s", i, buf);
         assert_true(closed_within(fd, ANSWER_MS));
         assert_true(now_ms() - t0 < ANSWER_MS);
         close(fd);
     }
+    /* A real client sees the 503 too. */
+    reply r;
+    http("GET", "/metrics", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 503);
+    /* A burst of 200 at once: past the few 503 answers, closed as soon as accepted; all within
+     * the bound, and a refused client that sends nothing is closed within a second too. */
+    static int burst[200];
+    for (int i = 0; i < 200; i++)
+        burst[i] = open_conn();
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < 200; i++) {
+        assert_true(closed_within(burst[i], ANSWER_MS + 1000));
+        close(burst[i]);
+    }
+    assert_true(now_ms() - t0 < ANSWER_MS + 1000);
     mc_host_http_stats(host, &st);
-    assert_true(st.refused >= 100);
+    assert_true(st.refused >= 301);
+    assert_int_equal(st.header_timeouts, 0);
     pthread_mutex_lock(&loglock);
     size_t lines = 0;
     for (const char *p = logbuf; (p = strstr(p, "connection limit reached (40)")); p++)
@@ -767,7 +791,6 @@ static void test_connection_limits(void **state)
     pthread_mutex_unlock(&loglock);
     assert_int_equal(lines, 1);
     /* The held connections are served. */
-    char buf[4096];
     send_all(held[0], req);
     assert_true(poll(&(struct pollfd){.fd = held[0], .events = POLLIN}, 1, ANSWER_MS) == 1);
     ssize_t n = recv(held[0], buf, sizeof buf - 1, 0);

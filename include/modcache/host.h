@@ -180,10 +180,11 @@ typedef struct mc_http_options {
     size_t max_body;         /* bodies over this get 413 [0: 1 MiB] */
     const char *admin_token; /* the admin API's bearer token, copied [NULL: the admin API answers 403] */
     unsigned threads;        /* event threads [0: the number of online CPUs] */
-    /* Connections held at once [0: 10000]. Past it a new connection is closed as soon as it is
-     * accepted (the client sees it closed at once, never a wait), and the others are served as
-     * before; the host logs when refusals start, a count while they last, and when they end.
-     * Lowered (and logged) when the open-files limit cannot hold that many. */
+    /* Connections held at once [0: 10000]. Past it a new connection is answered 503 at once
+     * (Retry-After: 1) and closed; past max_connections/16 + 8 such answers (at most 256) at
+     * once, it is closed as soon as accepted. The client learns at once, never a wait, and the
+     * others are served as before; the host logs when refusals start, a count while they last,
+     * and when they end. Lowered (and logged) when the open-files limit cannot hold that many. */
     unsigned max_connections;
     /* Connections from one client address [0: no limit, so that clients behind one proxy are
      * not refused]; past it that address's new connections are closed at once. */
@@ -215,7 +216,7 @@ MC_API int mc_host_http_start(mc_host *host, const char *listen, size_t max_body
 typedef struct mc_http_stats {
     uint64_t connections;        /* open now */
     uint64_t max_connections;    /* the limit in force (after the open-files limit) */
-    uint64_t refused;            /* connections closed at accept: over max_connections */
+    uint64_t refused;            /* connections refused past max_connections (503 or closed at accept) */
     uint64_t header_timeouts;    /* connections closed: request head not whole in time */
     uint64_t requests;           /* requests answered */
     uint64_t bad_paths;          /* requests refused with 400: a path that does not normalise */

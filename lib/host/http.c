@@ -48,6 +48,7 @@ typedef struct mc__conn {
      * enough, a stale read only moves the close by one sweep. */
     _Atomic uint64_t deadline;
     bool dropped; /* under conns_lock: shut down once */
+    bool over;    /* past max_connections: answered 503 at its start, closed at its first request */
 } mc__conn;
 
 struct mc__http {
@@ -58,6 +59,9 @@ struct mc__http {
     char *token;
     mc_host *host;
     unsigned max_conns;
+    /* Connections past max_connections that still get a 503 answer before they are closed;
+     * past those too, a connection is closed as soon as it is accepted. */
+    unsigned refuse_slots;
     uint64_t header_ns, idle_ns;
     /* Counters for mc_host_http_stats; nconns also decides refusals at accept. */
     _Atomic uint64_t nconns, refused, header_timeouts, requests, bad_paths;
@@ -772,9 +776,11 @@ static enum MHD_Result mc__access(void *cls, struct MHD_Connection *conn, const 
     if (!ctx)
         return MHD_NO;
     if (!ctx->started) {
+        mc__conn *c = mc__conn_of(conn);
+        if (c && c->over)
+            return MHD_NO; /* its 503 went out at the start: close, having read the head */
         ctx->started = true;
         atomic_fetch_add_explicit(&s->active, 1, memory_order_relaxed);
-        mc__conn *c = mc__conn_of(conn);
         if (c) /* the head is whole: no deadline while the request is handled */
             atomic_store_explicit(&c->deadline, 0, memory_order_relaxed);
         int rc = mc__http_path_normalize(ctx->raw, strlen(ctx->raw), &ctx->path);
@@ -875,21 +881,50 @@ static void mc__log_ended(struct mc__http *s, mc__ratelog *rl, uint64_t now, uin
                      (double)dur / 1e9);
 }
 
-/* Accept policy: past max_connections, close at once (a quick refusal, not a wait). The count
- * is read here and changed at connection start and close, so threads accepting at the same
- * moment may overshoot by at most one connection each. */
+static void mc__log_refusal(struct mc__http *s)
+{
+    atomic_fetch_add_explicit(&s->refused, 1, memory_order_relaxed);
+    char first[160];
+    snprintf(first, sizeof first, "connection limit reached (%u): refusing new connections", s->max_conns);
+    mc__log_repeating(s, &s->refusals, "connections refused at the limit", first);
+}
+
+/* Accept policy: up to max_connections, and a few more that will be answered 503 at their
+ * start; past those, close at once. Either way the client learns at once, and the connections
+ * held are not slowed. The count is read here and changed at connection start and close, so
+ * threads accepting at the same moment may overshoot by at most one connection each. */
 static enum MHD_Result mc__accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     (void)addr;
     (void)addrlen;
     struct mc__http *s = cls;
-    if (atomic_load_explicit(&s->nconns, memory_order_relaxed) < s->max_conns)
+    if (atomic_load_explicit(&s->nconns, memory_order_relaxed) < (uint64_t)s->max_conns + s->refuse_slots)
         return MHD_YES;
-    atomic_fetch_add_explicit(&s->refused, 1, memory_order_relaxed);
-    char first[160];
-    snprintf(first, sizeof first, "connection limit reached (%u): refusing new connections", s->max_conns);
-    mc__log_repeating(s, &s->refusals, "connections refused at the limit", first);
+    mc__log_refusal(s);
     return MHD_NO;
+}
+
+/* A connection past max_connections: a complete 503 answer written before libmicrohttpd has
+ * read or written anything on the socket (so nothing interleaves with it), then the write side
+ * shut. libmicrohttpd reads the client's request head (so that closing does not reset the
+ * connection and lose the answer) and the access handler closes it; a client that sends
+ * nothing is shut down by the sweeper within a second. */
+static void mc__refuse_503(struct mc__http *s, mc__conn *c)
+{
+    static const char answer[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                 "Content-Type: application/json\r\n"
+                                 "Content-Length: 33\r\n"
+                                 "Retry-After: 1\r\n"
+                                 "Connection: close\r\n\r\n"
+                                 "{\"error\": \"too many connections\"}";
+    c->over = true;
+    if (c->fd >= 0) {
+        (void)!send(c->fd, answer, sizeof answer - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        shutdown(c->fd, SHUT_WR);
+    }
+    uint64_t linger = s->header_ns < 1000000000u ? s->header_ns : 1000000000u;
+    atomic_init(&c->deadline, mc__ratelog_now() + linger);
+    mc__log_refusal(s);
 }
 
 static void mc__notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
@@ -897,7 +932,7 @@ static void mc__notify_conn(void *cls, struct MHD_Connection *conn, void **socke
 {
     struct mc__http *s = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        atomic_fetch_add_explicit(&s->nconns, 1, memory_order_relaxed);
+        uint64_t held = atomic_fetch_add_explicit(&s->nconns, 1, memory_order_relaxed);
         mc__conn *c = calloc(1, sizeof *c);
         *socket_context = c;
         if (!c)
@@ -905,6 +940,8 @@ static void mc__notify_conn(void *cls, struct MHD_Connection *conn, void **socke
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         c->fd = ci ? ci->connect_fd : -1;
         atomic_init(&c->deadline, mc__ratelog_now() + s->header_ns);
+        if (held >= s->max_conns)
+            mc__refuse_503(s, c);
         pthread_mutex_lock(&s->conns_lock);
         c->next = s->conns;
         if (s->conns)
@@ -974,7 +1011,7 @@ static void *mc__sweeper_main(void *arg)
                 /* MHD sees end-of-stream on its next read and closes the connection itself. */
                 shutdown(c->fd, SHUT_RDWR);
                 c->dropped = true;
-                late++;
+                late += !c->over; /* a refused one that sent nothing is no late head */
             }
         }
         pthread_mutex_unlock(&s->conns_lock);
@@ -1014,7 +1051,7 @@ static unsigned mc__fd_capped(mc_host *h, unsigned want)
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
         return want;
-    uint64_t used = mc__open_fds() + MC__FD_RESERVE;
+    uint64_t used = mc__open_fds() + MC__FD_RESERVE + 256; /* 256: the most 503 answers at once */
     uint64_t room = rl.rlim_cur > used ? rl.rlim_cur - used : 1;
     if (room >= want)
         return want;
@@ -1099,6 +1136,7 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned threads = o->threads ? o->threads : cpus > 0 ? (unsigned)cpus : 1;
     s->max_conns = mc__fd_capped(h, o->max_connections ? o->max_connections : MC__DEFAULT_MAX_CONNECTIONS);
+    s->refuse_slots = s->max_conns / 16 + 8 < 256 ? s->max_conns / 16 + 8 : 256;
     /* MHD's own limit is split evenly between its threads, and a thread at its share stops
      * accepting (the silence this server must not fall into): make every share the whole
      * limit, and refuse past max_connections in mc__accept instead. */

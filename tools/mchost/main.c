@@ -46,7 +46,8 @@ static char *read_token(const mc_host_config *hc, mc_error *err)
 static void raise_nofile(unsigned max_connections)
 {
     struct rlimit rl;
-    rlim_t want = (rlim_t)max_connections + 256;
+    /* Each connection, up to 256 being answered 503 past the limit, and the rest of the process. */
+    rlim_t want = (rlim_t)max_connections + 512;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
         return;
     rlim_t cur = rl.rlim_cur;

@@ -1143,7 +1143,10 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
     unsigned mhd_limit = s->max_conns > 0x7fffffffu / threads ? 0x7fffffffu : s->max_conns * threads;
     unsigned idle_s = (unsigned)((s->idle_ns + 999999999u) / 1000000000u);
     s->live = true;
-    unsigned backlog = s->max_conns < 65535 ? s->max_conns : 65535;
+    /* The kernel caps the listen queue at net.core.somaxconn. A queue as short as a small
+     * connection limit would make a burst of connections wait there for SYN retries: silence,
+     * not the refusal the accept policy gives. */
+    unsigned backlog = 65535;
     struct MHD_OptionItem extra[] = {
         {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL},
         {MHD_OPTION_END, 0, NULL},

@@ -409,69 +409,6 @@ static void test_start_errors(void **state)
     mc_host_destroy(h2);
 }
 
-/* ------------------------------------------------------------------ paths */
-
-/* Normalisation before routing and request checks: dot segments (also percent-encoded),
- * repeated slashes; climbing above the root, encoded NULs and broken escapes are 400. */
-static void test_path_normalisation(void **state)
-{
-    (void)state;
-    const struct {
-        const char *sent;
-        int status;
-        const char *path; /* what the module saw (200 only) */
-    } cases[] = {
-        {"/_modcache/client/web/v1/deep/../x", 200, "/_modcache/client/web/v1/x"},
-        {"/_modcache/client/web/v1/%2e%2e/v1/a", 200, "/_modcache/client/web/v1/a"},
-        {"/_modcache/client/web/v1/%2E%2e%2fv1%2Fb", 200, "/_modcache/client/web/v1/b"},
-        {"/_modcache/client/web/v1/.%2E/v1/c", 200, "/_modcache/client/web/v1/c"},
-        {"//_modcache///client/web//v1/./d", 200, "/_modcache/client/web/v1/d"},
-        {"/_modcache/client/web/v1/././e/.", 200, "/_modcache/client/web/v1/e/"},
-        {"/_modcache/client/web/v1/%2e/f/", 200, "/_modcache/client/web/v1/f/"},
-        {"/x/../_modcache/client/web/v1", 200, "/_modcache/client/web/v1"},
-        {"/_modcache/client/web/v1/%7euser", 200, "/_modcache/client/web/v1/~user"},
-        {"/_modcache/client/web/v1/a/..", 200, "/_modcache/client/web/v1/"},
-        {"/..", 400, NULL},
-        {"/../_modcache/client/web/v1", 400, NULL},
-        {"/_modcache/../../x", 400, NULL},
-        {"/%2e%2e/x", 400, NULL},
-        {"/a/%2e%2e%2f%2e%2e/x", 400, NULL},
-        {"/_modcache/client/web/v1/%00/x", 400, NULL},
-        {"/_modcache/client/web/v1/%zz", 400, NULL},
-        {"/_modcache/client/web/v1/%2", 400, NULL},
-        {"/_modcache/client/web/v1/%", 400, NULL},
-        {"/_modcache/client/web/v10/../v1/g", 200, "/_modcache/client/web/v1/g"},
-    };
-    reply r;
-    char want[256];
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        http("GET", cases[i].sent, "X-Raw: 1\r\n", NULL, 0, &r);
-        if (r.status != cases[i].status)
-            fail_msg("%s: status %d, want %d (%s)", cases[i].sent, r.status, cases[i].status, r.body);
-        if (cases[i].path) {
-            /* The module sees the normalised path, and the raw one when it asks. */
-            snprintf(want, sizeof want, "GET %s ? x=- body= raw=%s", cases[i].path, cases[i].sent);
-            assert_string_equal(r.body, want);
-        } else {
-            assert_string_equal(r.body, "{\"error\": \"bad request path\"}");
-        }
-    }
-    /* Request checks see the normalised path too: a check that refuses ".../blocked" cannot be
-     * walked around, nor tricked into refusing a path that is not its own. */
-    http("GET", "/_modcache/client/web/v1/fine/../blocked", NULL, NULL, 0, &r);
-    assert_int_equal(r.status, 403);
-    http("GET", "/_modcache/client/web/v1/%62locked", NULL, NULL, 0, &r);
-    assert_int_equal(r.status, 403);
-    http("GET", "/_modcache/client/web/v1/blocked/../fine", NULL, NULL, 0, &r);
-    assert_int_equal(r.status, 200);
-    /* /metrics and the admin API by their normalised names. */
-    http("GET", "/x/..//metrics", NULL, NULL, 0, &r);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "modcache_http_bad_paths_total "));
-    http("GET", "/metrics/../_modcache/admin/v1/caches", NULL, NULL, 0, &r);
-    assert_int_equal(r.status, 401);
-}
-
 /* ------------------------------------------------------------------ hostile clients */
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -579,6 +516,100 @@ static void timed_request(const char *path)
     assert_int_equal(r.status, 200);
     if (took > ANSWER_MS)
         fail_msg("GET %s took %llu ms under load", path, (unsigned long long)took);
+}
+
+/* ------------------------------------------------------------------ paths */
+
+/* Normalisation before routing and request checks: dot segments (also percent-encoded),
+ * repeated slashes; climbing above the root, encoded NULs and broken escapes are 400. */
+static void test_path_normalisation(void **state)
+{
+    (void)state;
+    const struct {
+        const char *sent;
+        int status;
+        const char *path; /* what the module saw (200 only) */
+    } cases[] = {
+        {"/_modcache/client/web/v1/deep/../x", 200, "/_modcache/client/web/v1/x"},
+        {"/_modcache/client/web/v1/%2e%2e/v1/a", 200, "/_modcache/client/web/v1/a"},
+        {"/_modcache/client/web/v1/%2E%2e%2fv1%2Fb", 200, "/_modcache/client/web/v1/b"},
+        {"/_modcache/client/web/v1/.%2E/v1/c", 200, "/_modcache/client/web/v1/c"},
+        {"//_modcache///client/web//v1/./d", 200, "/_modcache/client/web/v1/d"},
+        {"/_modcache/client/web/v1/././e/.", 200, "/_modcache/client/web/v1/e/"},
+        {"/_modcache/client/web/v1/%2e/f/", 200, "/_modcache/client/web/v1/f/"},
+        {"/x/../_modcache/client/web/v1", 200, "/_modcache/client/web/v1"},
+        {"/_modcache/client/web/v1/%7euser", 200, "/_modcache/client/web/v1/~user"},
+        {"/_modcache/client/web/v1/a/..", 200, "/_modcache/client/web/v1/"},
+        {"/..", 400, NULL},
+        {"/../_modcache/client/web/v1", 400, NULL},
+        {"/_modcache/../../x", 400, NULL},
+        {"/%2e%2e/x", 400, NULL},
+        {"/a/%2e%2e%2f%2e%2e/x", 400, NULL},
+        {"/_modcache/client/web/v1/%00/x", 400, NULL},
+        {"/_modcache/client/web/v1/%zz", 400, NULL},
+        {"/_modcache/client/web/v1/%2", 400, NULL},
+        {"/_modcache/client/web/v1/%", 400, NULL},
+        {"/_modcache/client/web/v10/../v1/g", 200, "/_modcache/client/web/v1/g"},
+    };
+    reply r;
+    char want[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http("GET", cases[i].sent, "X-Raw: 1\r\n", NULL, 0, &r);
+        if (r.status != cases[i].status)
+            fail_msg("%s: status %d, want %d (%s)", cases[i].sent, r.status, cases[i].status, r.body);
+        if (cases[i].path) {
+            /* The module sees the normalised path, and the raw one when it asks. */
+            snprintf(want, sizeof want, "GET %s ? x=- body= raw=%s", cases[i].path, cases[i].sent);
+            assert_string_equal(r.body, want);
+        } else {
+            assert_string_equal(r.body, "{\"error\": \"bad request path\"}");
+        }
+    }
+    /* Request checks see the normalised path too: a check that refuses ".../blocked" cannot be
+     * walked around, nor tricked into refusing a path that is not its own. */
+    http("GET", "/_modcache/client/web/v1/fine/../blocked", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 403);
+    http("GET", "/_modcache/client/web/v1/%62locked", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 403);
+    http("GET", "/_modcache/client/web/v1/blocked/../fine", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    /* /metrics and the admin API by their normalised names. */
+    http("GET", "/x/..//metrics", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "modcache_http_bad_paths_total "));
+    http("GET", "/metrics/../_modcache/admin/v1/caches", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 401);
+    /* Request targets a browser never sends: the absolute form is reduced to its path, the
+     * asterisk form and a relative path are refused. */
+    const struct {
+        const char *target;
+        const char *want;
+    } raw[] = {
+        {"http://127.0.0.1/_modcache/client/web/v1/../v1/abs", "GET /_modcache/client/web/v1/abs ?"},
+        {"HTTP://example.org//_modcache/client/web/v1", "GET /_modcache/client/web/v1 ?"},
+        {"*", "{\"error\": \"bad request path\"}"},
+        {"_modcache/client/web/v1", "{\"error\": \"bad request path\"}"},
+    };
+    for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+        int fd = open_conn();
+        assert_true(fd >= 0);
+        char req[512], buf[4096];
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", raw[i].target);
+        send_all(fd, req);
+        size_t have = 0;
+        for (uint64_t until = now_ms() + ANSWER_MS; have < sizeof buf - 1 && now_ms() < until;) {
+            poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, 100);
+            ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
+            if (n == 0)
+                break;
+            if (n > 0)
+                have += (size_t)n;
+        }
+        buf[have] = 0;
+        if (!strstr(buf, raw[i].want))
+            fail_msg("GET %s: %s", raw[i].target, buf);
+        close(fd);
+    }
 }
 
 #define SLOW_CLIENTS 4000

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <setjmp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -95,6 +96,45 @@ static void test_serve_reload_stop(void **state)
     assert_int_equal(finish(pid, errfd), 0);
     assert_non_null(strstr(proc.log, "SIGTERM: shutting down"));
     assert_non_null(strstr(proc.log, "[mod_good] fini"));
+}
+
+/* mchost raises its open-files limit for max_connections (default 10,000) up to the hard limit;
+ * when the hard limit is lower it says so, and the server lowers its connection limit to fit. */
+static void test_open_files_limit(void **state)
+{
+    (void)state;
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 10512) {
+        print_message("skipped: the hard open-files limit %llu is below 10512 (ulimit -Hn)\n",
+                      (unsigned long long)rl.rlim_max);
+        skip();
+    }
+    char cmd[700];
+    int errfd;
+    snprintf(cmd, sizeof cmd, "ulimit -S -n 200 && exec %s -c %s", MCHOST, cfg_path);
+    pid_t pid = spawn((const char *[]){"/bin/sh", "-c", cmd, NULL}, &errfd);
+    assert_true(wait_for(errfd, "serving HTTP on 127.0.0.1:"));
+    assert_non_null(strstr(proc.log, "info [host] open-files limit raised from 200 to 10512"));
+    assert_non_null(strstr(proc.log, "up to 10000 connections)"));
+    kill(pid, SIGTERM);
+    assert_int_equal(finish(pid, errfd), 0);
+
+    snprintf(cmd, sizeof cmd, "ulimit -S -n 400 && ulimit -H -n 400 && exec %s -c %s", MCHOST, cfg_path);
+    pid = spawn((const char *[]){"/bin/sh", "-c", cmd, NULL}, &errfd);
+    assert_true(wait_for(errfd, "serving HTTP on 127.0.0.1:"));
+    assert_non_null(strstr(proc.log, "warn [host] open-files limit 400 (hard limit 400) is below the 10512 that "
+                                     "server.max_connections 10000 needs"));
+    assert_non_null(strstr(proc.log, "max_connections 10000 lowered to "));
+    unsigned lowered = 0;
+    sscanf(strstr(proc.log, "max_connections 10000 lowered to ") + strlen("max_connections 10000 lowered to "), "%u",
+           &lowered);
+    assert_true(lowered > 0 && lowered < 400);
+    char want[64];
+    snprintf(want, sizeof want, "up to %u connections)", lowered);
+    assert_non_null(strstr(proc.log, want));
+    kill(pid, SIGTERM);
+    assert_int_equal(finish(pid, errfd), 0);
 }
 
 static void test_check_and_errors(void **state)
@@ -211,6 +251,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serve_reload_stop),
+        cmocka_unit_test(test_open_files_limit),
         cmocka_unit_test(test_check_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -444,11 +444,12 @@ static void test_host_config(void **state)
     mc_config_free(doc);
 
     /* The server's limits; a bare Redis host (port 6379), a bracketed IPv6 address. */
-    const char *limits = "server:\n  listen: 0.0.0.0:65535\n  threads: 4\n  max_connections: 20000\n"
+    const char *limits = "server:\n  listen: 0.0.0.0:65535\n  threads: 4\n  handler_threads: 32\n  max_connections: 20000\n"
                          "  max_connections_per_address: 50\n  request_header_timeout: 5s\n  idle_timeout: 1m\n"
                          "invalidation: {redis: {address: localhost}}\n";
     assert_int_equal(read_host_config(limits, &hc, &err, &doc), 0);
     assert_int_equal(hc.server_threads, 4);
+    assert_int_equal(hc.server_handler_threads, 32);
     assert_int_equal(hc.max_connections, 20000);
     assert_int_equal(hc.max_connections_per_address, 50);
     assert_int_equal(hc.request_header_timeout_ns, 5000000000ull);
@@ -488,6 +489,7 @@ static void test_host_config(void **state)
         {"server: {listen: 'localhost:8008'}\n", "server.listen: localhost:8008: expected an IPv4 address"},
         {"server: {listen: '300.1.1.1:8008'}\n", "server.listen: 300.1.1.1:8008: expected an IPv4 address"},
         {"server: {threads: 0}\n", "server.threads: expected an integer from 1 to 1024"},
+        {"server: {handler_threads: 5000}\n", "server.handler_threads: expected an integer from 1 to 4096"},
         {"server: {max_connections: 0}\n", "server.max_connections: expected an integer from 1 to 1000000"},
         {"server: {max_connections: ten}\n", "server.max_connections: expected an integer"},
         {"server: {max_connections_per_address: -1}\n", "server.max_connections_per_address: expected an integer from 0"},

@@ -863,6 +863,41 @@ static void test_connection_limits(void **state)
     restart(NULL);
 }
 
+static void *slow_request(void *arg);
+
+/* Handlers that block run on the handler pool: with one event thread, six 300 ms handlers at
+ * once finish together, and a quick request and /metrics are answered meanwhile. */
+static void test_blocking_handlers(void **state)
+{
+    (void)state;
+    mc_http_options o;
+    mc_http_options_init(&o);
+    o.threads = 1;
+    o.handler_threads = 8;
+    restart(&o);
+    enum { SLOW = 6 };
+    static reply slow[SLOW];
+    pthread_t t[SLOW];
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < SLOW; i++)
+        pthread_create(&t[i], NULL, slow_request, &slow[i]);
+    usleep(100000); /* the slow ones are in their handlers */
+    uint64_t q0 = now_ms();
+    timed_request("/_modcache/client/web/v1/quick");
+    timed_request("/metrics");
+    uint64_t quick = now_ms() - q0;
+    for (int i = 0; i < SLOW; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(slow[i].status, 200);
+    }
+    uint64_t all = now_ms() - t0;
+    print_message("quick requests %llu ms while 6 handlers slept; all 6 done in %llu ms\n",
+                  (unsigned long long)quick, (unsigned long long)all);
+    assert_true(quick < 250 || ANSWER_MS > 1000);
+    assert_true(all < 6 * 300); /* in parallel, not one after the other */
+    restart(NULL);
+}
+
 static void *slow_request(void *arg)
 {
     reply *r = arg;
@@ -899,6 +934,7 @@ int main(void)
         cmocka_unit_test(test_header_deadline),
         cmocka_unit_test(test_connection_limits),
         cmocka_unit_test(test_slow_clients),
+        cmocka_unit_test(test_blocking_handlers),
         cmocka_unit_test(test_stop_finishes_requests), /* last: it stops the server */
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -139,6 +139,7 @@ typedef struct mc_host_config {
     uint64_t redis_reconnect_max_ns; /* invalidation.redis.reconnect_max, default 5s */
     /* server: the HTTP server's limits (0 in each: the default of mc_http_options). */
     unsigned server_threads;             /* server.threads: event threads, default the CPU count */
+    unsigned server_handler_threads;     /* server.handler_threads: 4 x threads, at least 8 */
     unsigned max_connections;            /* server.max_connections, default 10000 */
     unsigned max_connections_per_address; /* server.max_connections_per_address, default 0 (off) */
     uint64_t request_header_timeout_ns;  /* server.request_header_timeout, default 10s */
@@ -172,9 +173,9 @@ MC_API int mc_host_admin_token_read(const char *path, char **token, mc_error *er
 /* ---- the HTTP server: modules' web resources, the admin API, /metrics ---- */
 
 /* Options of mc_host_http_start_v2 (mc_http_options_init: the defaults in brackets). The
- * server is event-driven: `threads` threads each wait on epoll for many connections; no thread
- * is created per connection, so a module's handler that blocks holds up the other connections
- * of its thread. */
+ * server is event-driven: `threads` threads each wait on epoll for many connections, and
+ * modules' handlers run on a fixed pool of `handler_threads`; no thread is created per
+ * connection. */
 typedef struct mc_http_options {
     const char *listen;      /* IPv4 address and port ["127.0.0.1:8008"]; port 0 picks a free one */
     size_t max_body;         /* bodies over this get 413 [0: 1 MiB] */
@@ -197,6 +198,12 @@ typedef struct mc_http_options {
      * requests on a kept-alive connection, the next request head must be whole within
      * idle_timeout + request_header_timeout of the previous answer. */
     uint64_t idle_timeout_ns;
+    /* Threads that run modules' request checks and resource handlers [0: 4 x threads, at least
+     * 8]. The event threads hand each such request to them and serve other connections
+     * meanwhile, so a handler that blocks (a database query) holds one of these, and requests
+     * beyond their number wait their turn; the admin API and /metrics answer on the event
+     * threads. */
+    unsigned handler_threads;
 } mc_http_options;
 
 /* Fill *opts with the defaults (listen "127.0.0.1:8008", every limit 0: its default). */

@@ -52,7 +52,7 @@ static int mc__read_timeout(const mc_config_node *v, uint64_t *out, mc_error *er
 
 static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_error *err)
 {
-    static const char *const keys[] = {"listen", "admin_token_file", "threads", "max_connections",
+    static const char *const keys[] = {"listen", "admin_token_file", "threads", "handler_threads", "max_connections",
                                        "max_connections_per_address", "request_header_timeout",
                                        "idle_timeout", NULL};
     int rc = mc_config_allow_keys(n, keys, err);
@@ -65,6 +65,8 @@ static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_erro
     }
     if (rc == 0 && (v = mc_config_get(n, "threads")))
         rc = mc__read_count(v, 1024, &out->server_threads, err);
+    if (rc == 0 && (v = mc_config_get(n, "handler_threads")))
+        rc = mc__read_count(v, 4096, &out->server_handler_threads, err);
     if (rc == 0 && (v = mc_config_get(n, "max_connections")))
         rc = mc__read_count(v, 1000000, &out->max_connections, err);
     if (rc == 0 && (v = mc_config_get(n, "max_connections_per_address"))) {

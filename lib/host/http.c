@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/ratelog.h"
 #include "host/host_internal.h"
+#include "host/pool.h"
 #include "key/keylist.h"
 
 #define MC__DEFAULT_MAX_BODY ((size_t)1 << 20)
@@ -74,6 +75,7 @@ struct mc__http {
     pthread_cond_t sweep_cv;
     bool stopping; /* under sweep_lock */
     bool live;     /* a running server (not mc__http_inject's): set before the daemon starts */
+    mc__pool *pool; /* runs modules' handlers and request checks off the event threads */
     mc__ratelog refusals, mhd_log, late_heads;
 };
 
@@ -101,8 +103,11 @@ typedef struct {
     const char *raw_path;   /* as sent, before normalisation */
 } mc__req_impl;
 
+struct mc__http;
+
 /* Per-request state across MHD's calls, created when the request line is parsed: the raw and
- * normalised paths and the body being received. */
+ * normalised paths, the body being received, and for a request handed to the handler pool,
+ * what the pool thread needs and the answer it leaves. */
 typedef struct {
     char *raw;  /* the request target's path as sent (no query) */
     char *path; /* normalised; NULL when it does not normalise (answered 400) */
@@ -110,6 +115,17 @@ typedef struct {
     size_t len, cap;
     bool too_large;
     bool started; /* the head is whole: counted in `active` */
+    /* Handed to the pool: the connection is suspended until the pool thread resumes it. */
+    bool queued;
+    struct mc__http *server;
+    struct MHD_Connection *conn;
+    const char *method; /* MHD's, valid until the request ends */
+    char *query;
+    mc_http_response *resp;
+    /* Set by the pool thread after it filled *resp (release), read by the event thread once the
+     * connection is resumed (acquire): libmicrohttpd's own locking orders them too, but it is
+     * not instrumented for ThreadSanitizer, this is. */
+    _Atomic bool done;
 } mc__req_ctx;
 
 /* ------------------------------------------------------------------ responses */
@@ -765,6 +781,20 @@ static enum MHD_Result mc__bad_path(struct mc__http *s, struct MHD_Connection *c
     return mc__send(conn, &r);
 }
 
+/* A pool thread: the request's checks and handler, then the connection resumed for its event
+ * thread to send the answer. The context belongs to the event thread again once resumed. */
+static void mc__run_handler(void *arg)
+{
+    mc__req_ctx *ctx = arg;
+    struct MHD_Connection *conn = ctx->conn;
+    mc__req_impl im = {.conn = conn, .raw_path = ctx->raw};
+    mc_http_request req = {.method = ctx->method, .path = ctx->path, .query = ctx->query ? ctx->query : "",
+                           .body = ctx->body ? ctx->body : "", .body_len = ctx->len, .impl = &im};
+    mc__dispatch(ctx->server, &req, ctx->resp);
+    atomic_store_explicit(&ctx->done, true, memory_order_release);
+    MHD_resume_connection(conn);
+}
+
 static enum MHD_Result mc__access(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -818,6 +848,17 @@ static enum MHD_Result mc__access(void *cls, struct MHD_Connection *conn, const 
         ctx->len += n;
         return MHD_YES;
     }
+    if (ctx->queued) {
+        if (!atomic_load_explicit(&ctx->done, memory_order_acquire))
+            return MHD_YES; /* not answered yet (a call while suspended is not expected) */
+        mc_http_response *done = ctx->resp;
+        ctx->resp = NULL;
+        ctx->queued = false;
+        atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
+        enum MHD_Result ok = mc__send(conn, done);
+        free(done);
+        return ok;
+    }
     mc_http_response r = {0};
     if (ctx->too_large) {
         mc__resp_text(&r, 413, "{\"error\": \"body over %zu bytes\"}", s->max_body);
@@ -826,6 +867,44 @@ static enum MHD_Result mc__access(void *cls, struct MHD_Connection *conn, const 
     /* MHD hands over the decoded query arguments: rebuild "k=v&k2=v2". */
     mc__buf query = {0};
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, mc__query_arg, &query);
+    if (query.failed) {
+        free(query.s);
+        return MHD_NO;
+    }
+    /* Module code (request checks, resources) runs on the pool, so that a handler that blocks
+     * never holds up an event thread's other connections; the host's own endpoints answer
+     * here. */
+    if (s->pool && !mc__under(ctx->path, MC__ADMIN, strlen(MC__ADMIN)) && strcmp(ctx->path, "/metrics") != 0) {
+        if ((ctx->resp = calloc(1, sizeof *ctx->resp))) {
+            ctx->server = s;
+            ctx->conn = conn;
+            ctx->method = method;
+            ctx->query = query.s;
+            ctx->queued = true;
+            /* Suspended before it is queued: the pool thread may resume it at once. */
+            MHD_suspend_connection(conn);
+            int qrc = mc__pool_submit(s->pool, mc__run_handler, ctx);
+            if (qrc == 0)
+                return MHD_YES;
+            MHD_resume_connection(conn);
+            ctx->queued = false;
+            ctx->query = NULL;
+            free(ctx->resp);
+            ctx->resp = NULL;
+            free(query.s);
+            /* The server is stopping (a kept-alive connection's request after the pool stopped):
+             * the client may retry elsewhere. */
+            if (qrc == MC_EBUSY) {
+                mc__resp_text(&r, 503, "{\"error\": \"the server is stopping\"}");
+                mc_http_add_header(&r, "Connection", "close");
+                return mc__send(conn, &r);
+            }
+        } else {
+            free(query.s);
+        }
+        mc__resp_text(&r, 503, "{\"error\": \"out of memory\"}");
+        return mc__send(conn, &r);
+    }
     mc__req_impl im = {.conn = conn, .raw_path = ctx->raw};
     mc_http_request req = {.method = method, .path = ctx->path, .query = query.s ? query.s : "",
                            .body = ctx->body ? ctx->body : "", .body_len = ctx->len, .impl = &im};
@@ -848,6 +927,11 @@ static void mc__completed(void *cls, struct MHD_Connection *conn, void **con_cls
         free(ctx->raw);
         free(ctx->path);
         free(ctx->body);
+        free(ctx->query);
+        if (ctx->resp) {
+            mc__resp_free(ctx->resp);
+            free(ctx->resp);
+        }
         free(ctx);
         *con_cls = NULL;
     }
@@ -1135,6 +1219,12 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned threads = o->threads ? o->threads : cpus > 0 ? (unsigned)cpus : 1;
+    unsigned handlers = o->handler_threads ? o->handler_threads : threads * 4 > 8 ? threads * 4 : 8;
+    int prc = mc__pool_create(handlers, &s->pool);
+    if (prc != 0) {
+        mc__http_free(s);
+        return mc__error_set(err, prc, "cannot start the HTTP server's %u handler threads", handlers);
+    }
     s->max_conns = mc__fd_capped(h, o->max_connections ? o->max_connections : MC__DEFAULT_MAX_CONNECTIONS);
     s->refuse_slots = s->max_conns / 16 + 8 < 256 ? s->max_conns / 16 + 8 : 256;
     /* MHD's own limit is split evenly between its threads, and a thread at its share stops
@@ -1152,7 +1242,8 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
         {MHD_OPTION_END, 0, NULL},
     };
     s->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, mc__accept, s, mc__access, s,
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, mc__accept, s,
+        mc__access, s,
         MHD_OPTION_EXTERNAL_LOGGER, mc__mhd_log, s, /* first: it applies to the options after it */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, mc__completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, mc__notify_conn, s, MHD_OPTION_URI_LOG_CALLBACK, mc__request_begin, s,
@@ -1162,11 +1253,13 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
         MHD_OPTION_END);
     if (!s->daemon) {
         int e = errno;
+        mc__pool_destroy(s->pool);
         mc__http_free(s);
         return mc__error_set(err, MC_EIO, "%s: cannot listen: %s", o->listen, strerror(e));
     }
     if (pthread_create(&s->sweeper, NULL, mc__sweeper_main, s) != 0) {
         MHD_stop_daemon(s->daemon);
+        mc__pool_destroy(s->pool);
         mc__http_free(s);
         return mc__error_set(err, MC_ENOMEM, "cannot start the HTTP server's sweeper thread");
     }
@@ -1174,8 +1267,8 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : port;
     h->http = s;
-    mc__host_log(h, MC_LOG_INFO, NULL, "serving HTTP on %s:%u (%u threads, up to %u connections)", addr, s->port,
-                 threads, s->max_conns);
+    mc__host_log(h, MC_LOG_INFO, NULL, "serving HTTP on %s:%u (%u threads, %u handler threads, up to %u connections)",
+                 addr, s->port, threads, handlers, s->max_conns);
     return 0;
 }
 
@@ -1224,7 +1317,13 @@ void mc_host_http_stop(mc_host *h)
     s->quiesced_fd = lfd == MHD_INVALID_SOCKET ? -1 : lfd;
     for (int i = 0; i < 1000 && atomic_load_explicit(&s->active, memory_order_relaxed) > 0; i++)
         nanosleep(&(struct timespec){.tv_nsec = 10000000}, NULL);
+    /* Handlers still running (past the 10 s) are waited for: their connections are suspended,
+     * and libmicrohttpd must see them resumed before it stops. Requests that kept-alive
+     * connections send from now on are answered 503 (the pool refuses them); the pool is freed
+     * once no event thread can reach it. */
+    mc__pool_stop(s->pool);
     MHD_stop_daemon(s->daemon);
+    mc__pool_destroy(s->pool);
     if (s->quiesced_fd >= 0)
         close(s->quiesced_fd);
     mc__sweeper_stop(s);

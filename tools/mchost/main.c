@@ -187,6 +187,7 @@ int main(int argc, char **argv)
     http.listen = hc.listen;
     http.admin_token = token;
     http.threads = hc.server_threads;
+    http.handler_threads = hc.server_handler_threads;
     http.max_connections = hc.max_connections;
     http.max_connections_per_address = hc.max_connections_per_address;
     http.request_header_timeout_ns = hc.request_header_timeout_ns;

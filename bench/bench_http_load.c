@@ -243,7 +243,17 @@ static bool raise_nofile(rlim_t need)
 
 int main(int argc, char **argv)
 {
-    bool quick = argc > 1 && !strcmp(argv[1], "--quick");
+    bool quick = false, inline_handlers = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) {
+            quick = true;
+        } else if (!strcmp(argv[i], "--inline")) {
+            inline_handlers = true; /* server.handler_threads: 0 */
+        } else {
+            fprintf(stderr, "usage: bench_http_load [--quick] [--inline]\n");
+            return 2;
+        }
+    }
     /* The loaded phase of a full run outlasts the server's 10 s header deadline, so that the
      * trickling connections are dropped and re-opened while it is measured. */
     double secs = quick ? 2.0 : 5.0, loaded_secs = quick ? 2.0 : 12.0;
@@ -257,7 +267,8 @@ int main(int argc, char **argv)
         return 1;
     snprintf(cfg, sizeof cfg, "%s/host.yaml", dir);
     char text[512];
-    snprintf(text, sizeof text, "server:\n  listen: 127.0.0.1:0\nmodules:\n  - module: %s\n", BENCH_MODULE);
+    snprintf(text, sizeof text, "server:\n  listen: 127.0.0.1:0\n%smodules:\n  - module: %s\n",
+             inline_handlers ? "  handler_threads: 0\n" : "", BENCH_MODULE);
     if (mct_write_file(cfg, text) != 0)
         return 1;
     mct_proc host = {0};
@@ -270,6 +281,8 @@ int main(int argc, char **argv)
     port = (unsigned)strtoul(at + strlen("serving HTTP on 127.0.0.1:"), NULL, 10);
     const char *threads = strstr(at, "(");
     int nthreads = threads ? atoi(threads + 1) : 0;
+    const char *handlers = threads ? strstr(threads, ", ") : NULL;
+    int nhandlers = handlers ? atoi(handlers + 2) : 0;
 
     measure(0.5); /* warm-up */
     result quiet = measure(secs);
@@ -306,9 +319,9 @@ int main(int argc, char **argv)
 
     double ratio = quiet.rate > 0 ? loaded.rate / quiet.rate : 0;
     bool met = ratio >= 0.8 && loaded.p99 < 10000000u;
-    printf("HTTP under hostile connections: mchost on loopback (%d server threads), %d keep-alive clients, "
-           "GET of a module resource, %.0f s quiet, %.0f s loaded\n",
-           nthreads, CLIENTS, secs, loaded_secs);
+    printf("HTTP under hostile connections: mchost on loopback (%d event threads, %d handler threads%s), "
+           "%d keep-alive clients, GET of a module resource, %.0f s quiet, %.0f s loaded\n",
+           nthreads, nhandlers, nhandlers ? "" : ": handlers on the event threads", CLIENTS, secs, loaded_secs);
     printf("  %-34s %9.0f req/s   p50 %6.3f ms   p99 %6.3f ms   max %7.3f ms   errors %d\n", "quiet", quiet.rate,
            (double)quiet.p50 / 1e6, (double)quiet.p99 / 1e6, (double)quiet.max / 1e6, quiet.errors);
     printf("  %-34s %9.0f req/s   p50 %6.3f ms   p99 %6.3f ms   max %7.3f ms   errors %d\n",

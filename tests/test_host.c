@@ -458,6 +458,10 @@ static void test_host_config(void **state)
     assert_int_equal(mc_config_line(hc.listen_node), 2);
     free(hc.factors);
     mc_config_free(doc);
+    assert_int_equal(read_host_config("server: {handler_threads: 0}\n", &hc, &err, &doc), 0);
+    assert_int_equal(hc.server_handler_threads, MC_HTTP_INLINE_HANDLERS);
+    free(hc.factors);
+    mc_config_free(doc);
     assert_int_equal(read_host_config("invalidation: {redis: {address: '[::1]:6380'}}\nserver: {listen: '127.0.0.1:0'}\n",
                                       &hc, &err, &doc), 0);
     free(hc.factors);
@@ -489,7 +493,7 @@ static void test_host_config(void **state)
         {"server: {listen: 'localhost:8008'}\n", "server.listen: localhost:8008: expected an IPv4 address"},
         {"server: {listen: '300.1.1.1:8008'}\n", "server.listen: 300.1.1.1:8008: expected an IPv4 address"},
         {"server: {threads: 0}\n", "server.threads: expected an integer from 1 to 1024"},
-        {"server: {handler_threads: 5000}\n", "server.handler_threads: expected an integer from 1 to 4096"},
+        {"server: {handler_threads: 5000}\n", "server.handler_threads: expected an integer from 0 (no pool) to 4096"},
         {"server: {max_connections: 0}\n", "server.max_connections: expected an integer from 1 to 1000000"},
         {"server: {max_connections: ten}\n", "server.max_connections: expected an integer"},
         {"server: {max_connections_per_address: -1}\n", "server.max_connections_per_address: expected an integer from 0"},

@@ -895,6 +895,15 @@ static void test_blocking_handlers(void **state)
                   (unsigned long long)quick, (unsigned long long)all);
     assert_true(quick < 250 || ANSWER_MS > 1000);
     assert_true(all < 6 * 300); /* in parallel, not one after the other */
+    /* Without a pool, on the event threads: the same answers. */
+    o.handler_threads = MC_HTTP_INLINE_HANDLERS;
+    restart(&o);
+    reply r;
+    http("GET", "/_modcache/client/web/v1/inline", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "GET /_modcache/client/web/v1/inline ? x=- body=");
+    http("GET", "/_modcache/client/web/v1/blocked", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 403);
     restart(NULL);
 }
 

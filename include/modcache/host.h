@@ -139,7 +139,8 @@ typedef struct mc_host_config {
     uint64_t redis_reconnect_max_ns; /* invalidation.redis.reconnect_max, default 5s */
     /* server: the HTTP server's limits (0 in each: the default of mc_http_options). */
     unsigned server_threads;             /* server.threads: event threads, default the CPU count */
-    unsigned server_handler_threads;     /* server.handler_threads: 4 x threads, at least 8 */
+    unsigned server_handler_threads;     /* server.handler_threads: 4 x threads, at least 8;
+                                            0 in the file: MC_HTTP_INLINE_HANDLERS */
     unsigned max_connections;            /* server.max_connections, default 10000 */
     unsigned max_connections_per_address; /* server.max_connections_per_address, default 0 (off) */
     uint64_t request_header_timeout_ns;  /* server.request_header_timeout, default 10s */
@@ -202,9 +203,13 @@ typedef struct mc_http_options {
      * 8]. The event threads hand each such request to them and serve other connections
      * meanwhile, so a handler that blocks (a database query) holds one of these, and requests
      * beyond their number wait their turn; the admin API and /metrics answer on the event
-     * threads. */
+     * threads. MC_HTTP_INLINE_HANDLERS: no pool, handlers run on the event threads (faster
+     * for handlers that never block; one that blocks then stalls its thread's connections). */
     unsigned handler_threads;
 } mc_http_options;
+
+/* mc_http_options.handler_threads: run handlers on the event threads, without a pool. */
+#define MC_HTTP_INLINE_HANDLERS 0xffffffffu
 
 /* Fill *opts with the defaults (listen "127.0.0.1:8008", every limit 0: its default). */
 MC_API void mc_http_options_init(mc_http_options *opts);

@@ -65,8 +65,14 @@ static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_erro
     }
     if (rc == 0 && (v = mc_config_get(n, "threads")))
         rc = mc__read_count(v, 1024, &out->server_threads, err);
-    if (rc == 0 && (v = mc_config_get(n, "handler_threads")))
-        rc = mc__read_count(v, 4096, &out->server_handler_threads, err);
+    if (rc == 0 && (v = mc_config_get(n, "handler_threads"))) {
+        int64_t k;
+        rc = mc_config_int(v, &k, err); /* 0: handlers on the event threads */
+        if (rc == 0 && (k < 0 || k > 4096))
+            rc = mc_config_fail(v, err, MC_EINVAL, "expected an integer from 0 (no pool) to 4096");
+        if (rc == 0)
+            out->server_handler_threads = k ? (unsigned)k : MC_HTTP_INLINE_HANDLERS;
+    }
     if (rc == 0 && (v = mc_config_get(n, "max_connections")))
         rc = mc__read_count(v, 1000000, &out->max_connections, err);
     if (rc == 0 && (v = mc_config_get(n, "max_connections_per_address"))) {

@@ -1220,7 +1220,9 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned threads = o->threads ? o->threads : cpus > 0 ? (unsigned)cpus : 1;
     unsigned handlers = o->handler_threads ? o->handler_threads : threads * 4 > 8 ? threads * 4 : 8;
-    int prc = mc__pool_create(handlers, &s->pool);
+    if (handlers == MC_HTTP_INLINE_HANDLERS)
+        handlers = 0;
+    int prc = handlers ? mc__pool_create(handlers, &s->pool) : 0;
     if (prc != 0) {
         mc__http_free(s);
         return mc__error_set(err, prc, "cannot start the HTTP server's %u handler threads", handlers);

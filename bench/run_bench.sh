@@ -76,4 +76,14 @@ for a in "$@"; do [ "$a" = "--quick" ] && quick=--quick; done
     echo '```'
 } >> "$out/results.md"
 
+# The HTTP server under 5,000 idle and 1,000 trickling connections: appended to results.md.
+{
+    echo
+    echo "## HTTP under hostile connections (bench_http_load: an mchost process on loopback)"
+    echo
+    echo '```'
+    "$build/bench/bench_http_load" $quick || echo "bench_http_load failed"
+    echo '```'
+} >> "$out/results.md"
+
 echo "==> done in $(( $(date +%s) - start )) s: $out/results.md, results.json, throughput.png, missratio.png"

@@ -405,6 +405,34 @@ static void test_trimming(void **state)
     node_stop(&b);
 }
 
+/* A stream key of the wrong type: every invalidation is refused and dropped, with one log line
+ * when it starts (not one per message) and one with the total when writes succeed again. */
+static void test_drops_logged_once(void **state)
+{
+    (void)state;
+    char out[256];
+    redis_cmd(out, sizeof out, (const char *[]){"SET", "s.wrongtype", "not a stream", NULL});
+    node a;
+    node_start(&a, redis.port, "s.wrongtype", 1000, 1000);
+    assert_true(WAIT_UNTIL(stats(&a).link_up || node_logged(&a, "XINFO"), WAIT_MS));
+    for (int i = 0; i < 200; i++)
+        node_invalidate(&a, i % 64);
+    assert_true(WAIT_UNTIL(stats(&a).failed >= 200, WAIT_MS));
+    pthread_mutex_lock(&a.log_lock);
+    size_t drops = 0, reads = 0;
+    for (const char *p = a.log; (p = strstr(p, "dropped\n")); p++)
+        drops++;
+    for (const char *p = a.log; (p = strstr(p, "WRONGTYPE")); p++)
+        reads++;
+    pthread_mutex_unlock(&a.log_lock);
+    assert_int_equal(drops, 1);
+    assert_true(reads <= 3); /* the drop line and at most one per read command, not one per retry */
+    redis_cmd(out, sizeof out, (const char *[]){"DEL", "s.wrongtype", NULL});
+    node_invalidate(&a, 1);
+    assert_true(WAIT_UNTIL(node_logged(&a, "dropping invalidations refused by Redis ended: 200 in "), WAIT_MS));
+    node_stop(&a);
+}
+
 /* The stream deleted under a connected reader: the next writes recreate it; the reader notices
  * that entries it never read are gone and flushes. */
 static void test_stream_deleted(void **state)
@@ -432,9 +460,13 @@ static void test_bad_options(void **state)
     mc_error err = {0};
     mc_bus_options o;
     mc_bus_options_init(&o);
-    o.address = "localhost";
+    o.address = "localhost:";
     assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
-    assert_non_null(strstr(err.message, "expected host:port"));
+    assert_non_null(strstr(err.message, "expected a port"));
+    o.address = "local host";
+    assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
+    o.address = "127.0.0.1:0";
+    assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
     o.address = "127.0.0.1:70000";
     assert_int_equal(mc_bus_start(&o, &bus, &err), MC_EINVAL);
     o.address = "127.0.0.1:6379";
@@ -559,7 +591,7 @@ static int setup_hosts(void **state)
     if (mkdir(path, 0700) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/token", dir);
-    return mct_write_file(path, "tok\n");
+    return mct_write_file(path, "tok-for-the-bus-tests\n") == 0 ? chmod(path, 0600) : -1;
 }
 
 static int teardown_hosts(void **state)
@@ -601,7 +633,7 @@ static void test_three_hosts(void **state)
     data_write("alice", "legal");
     char body[512];
     assert_int_equal(mct_http(h[1].port, "POST", "/_modcache/admin/v1/caches/mod_bus.read/invalidate",
-                              "Authorization: Bearer tok\r\n", "{\"keys\": [[\"alice\"]]}", body, sizeof body),
+                              "Authorization: Bearer tok-for-the-bus-tests\r\n", "{\"keys\": [[\"alice\"]]}", body, sizeof body),
                      200);
     assert_non_null(strstr(body, "\"published\": true"));
     assert_true(WAIT_UNTIL(!host_cached(&h[0], "alice") && !host_cached(&h[2], "alice"), WAIT_MS));
@@ -846,6 +878,7 @@ int main(void)
         cmocka_unit_test(test_queue_collapse_and_late_first_connection),
         cmocka_unit_test(test_trimming),
         cmocka_unit_test(test_stream_deleted),
+        cmocka_unit_test(test_drops_logged_once),
         cmocka_unit_test(test_bad_options),
     };
     const struct CMUnitTest hosts[] = {

@@ -1007,9 +1007,24 @@ static void test_anchors_aliases_tags(void **state)
     check_parse_error("list:\n  - &item a\n  - *item\n", "ref.yaml", 0, NULL);
     check_parse_error("a: !custom 1\n", "ref.yaml", 1, NULL);
     check_parse_error("a: !<tag:example.com,2000:thing> 1\n", "ref.yaml", 1, NULL);
-    /* A standard tag is not refused. */
-    mc_config *cfg = load("a: !!str 12\n");
+    /* Tags outside the core schema, even under the standard prefix, and core tags on the
+     * wrong kind of node. */
+    check_parse_error("a: !!python/object:os.system x\n", "ref.yaml", 1, "!!python/object:os.system is not allowed");
+    check_parse_error("a:\n  b: !!python/object/apply:os.system [ls]\n", "ref.yaml", 2, "!!python/object/apply");
+    check_parse_error("a: !!binary aGVsbG8=\n", "ref.yaml", 1, "!!binary");
+    check_parse_error("a: !!timestamp 2001-12-14\n", "ref.yaml", 1, "!!timestamp");
+    check_parse_error("a: !!set {x: null}\n", "ref.yaml", 1, "!!set");
+    check_parse_error("a: !!omap [x: 1]\n", "ref.yaml", 1, "!!omap");
+    check_parse_error("a: ! 1\n", "ref.yaml", 1, "tag ! is not allowed");
+    check_parse_error("a: !!map x\n", "ref.yaml", 1, "!!map");
+    check_parse_error("a: !!str [1]\n", "ref.yaml", 1, "!!str");
+    check_parse_error("a: !!seq {k: 1}\n", "ref.yaml", 1, "!!seq");
+    check_parse_error("%TAG !e! tag:example.com,2000:\n---\na: !e!thing 1\n", "ref.yaml", 3, "tag:example.com");
+    /* The core schema's tags are not refused. */
+    mc_config *cfg = load("a: !!str 12\nb: !!int 3\nc: !!float 1.5\nd: !!bool true\ne: !!null ''\n"
+                          "f: !!map {k: v}\ng: !!seq [1]\n!!str h: 1\n");
     assert_string_equal(mc_config_text(node_at(cfg, "a")), "12");
+    assert_string_equal(mc_config_text(node_at(cfg, "g[0]")), "1");
     done();
 }
 

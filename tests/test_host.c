@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -442,6 +443,30 @@ static void test_host_config(void **state)
     free(hc.factors);
     mc_config_free(doc);
 
+    /* The server's limits; a bare Redis host (port 6379), a bracketed IPv6 address. */
+    const char *limits = "server:\n  listen: 0.0.0.0:65535\n  threads: 4\n  handler_threads: 32\n  max_connections: 20000\n"
+                         "  max_connections_per_address: 50\n  request_header_timeout: 5s\n  idle_timeout: 1m\n"
+                         "invalidation: {redis: {address: localhost}}\n";
+    assert_int_equal(read_host_config(limits, &hc, &err, &doc), 0);
+    assert_int_equal(hc.server_threads, 4);
+    assert_int_equal(hc.server_handler_threads, 32);
+    assert_int_equal(hc.max_connections, 20000);
+    assert_int_equal(hc.max_connections_per_address, 50);
+    assert_int_equal(hc.request_header_timeout_ns, 5000000000ull);
+    assert_int_equal(hc.idle_timeout_ns, 60000000000ull);
+    assert_string_equal(hc.redis_address, "localhost");
+    assert_int_equal(mc_config_line(hc.listen_node), 2);
+    free(hc.factors);
+    mc_config_free(doc);
+    assert_int_equal(read_host_config("server: {handler_threads: 0}\n", &hc, &err, &doc), 0);
+    assert_int_equal(hc.server_handler_threads, MC_HTTP_INLINE_HANDLERS);
+    free(hc.factors);
+    mc_config_free(doc);
+    assert_int_equal(read_host_config("invalidation: {redis: {address: '[::1]:6380'}}\nserver: {listen: '127.0.0.1:0'}\n",
+                                      &hc, &err, &doc), 0);
+    free(hc.factors);
+    mc_config_free(doc);
+
     /* Defaults: loopback, local bus, no admin token. */
     assert_int_equal(read_host_config("", &hc, &err, &doc), 0);
     assert_string_equal(hc.listen, "127.0.0.1:8008");
@@ -458,7 +483,28 @@ static void test_host_config(void **state)
         const char *msg;
     } bad[] = {
         {"sever: {}\n", "sever: unknown key (host.yaml:1:8)"},
-        {"server: {listen: 8008}\n", "server.listen: expected host:port"},
+        {"server: {listen: 8008}\n", "server.listen: 8008: expected host:port"},
+        /* The listen address as the server binds it: IPv4, ASCII digits, 0 to 65535. */
+        {"server: {listen: '127.0.0.1:99999'}\n", "server.listen: 127.0.0.1:99999: the port must be from 1 to 65535 (host.yaml:1:18)"},
+        {"server: {listen: \"127.0.0.1:\uff18\uff10\uff10\uff18\"}\n", "server.listen: 127.0.0.1:\xef\xbc\x98\xef\xbc\x90\xef\xbc\x90\xef\xbc\x98: the port must be ASCII digits"},
+        {"server: {listen: '127.0.0.1:+80'}\n", "server.listen: 127.0.0.1:+80: the port must be ASCII digits"},
+        {"server: {listen: '127.0.0.1:'}\n", "server.listen: 127.0.0.1:: expected a port after ':'"},
+        {"server: {listen: ':8008'}\n", "server.listen: :8008: expected a host before the port"},
+        {"server: {listen: 'localhost:8008'}\n", "server.listen: localhost:8008: expected an IPv4 address"},
+        {"server: {listen: '300.1.1.1:8008'}\n", "server.listen: 300.1.1.1:8008: expected an IPv4 address"},
+        {"server: {threads: 0}\n", "server.threads: expected an integer from 1 to 1024"},
+        {"server: {handler_threads: 5000}\n", "server.handler_threads: expected an integer from 0 (no pool) to 4096"},
+        {"server: {max_connections: 0}\n", "server.max_connections: expected an integer from 1 to 1000000"},
+        {"server: {max_connections: ten}\n", "server.max_connections: expected an integer"},
+        {"server: {max_connections_per_address: -1}\n", "server.max_connections_per_address: expected an integer from 0"},
+        {"server: {request_header_timeout: 0s}\n", "server.request_header_timeout: expected a duration from 1ms to 1h"},
+        {"server: {idle_timeout: 2h}\n", "server.idle_timeout: expected a duration from 1ms to 1h"},
+        {"invalidation: {redis: {address: 'redis:0'}}\n", "invalidation.redis.address: redis:0: the port must be from 1 to 65535"},
+        {"invalidation: {redis: {address: 'redis:65536'}}\n", "invalidation.redis.address: redis:65536: the port must be from 1 to 65535"},
+        {"invalidation: {redis: {address: 'redis:63 79'}}\n", "invalidation.redis.address: redis:63 79: the port must be ASCII digits"},
+        {"invalidation: {redis: {address: 'red is:6379'}}\n", "invalidation.redis.address: red is:6379: the host has characters"},
+        {"invalidation: {redis: {address: '[::1'}}\n", "invalidation.redis.address: [::1: missing ']'"},
+        {"invalidation: {redis: {address: '::1:6379'}}\n", "invalidation.redis.address: ::1:6379: an IPv6 address must be written [address]:port"},
         {"server: {port: 1}\n", "server.port: unknown key"},
         {"invalidation: {backend: kafka}\n", "invalidation.backend: expected local or redis"},
         {"invalidation: {redis: {maxlen: 0}}\n", "invalidation.redis.maxlen: expected a positive stream length"},
@@ -481,6 +527,98 @@ static void test_host_config(void **state)
     }
 }
 
+/* Every rule of the admin token file (mc_host_admin_token_read). */
+static void test_admin_token(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/mc-token-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], link_path[128];
+    snprintf(path, sizeof path, "%s/admin.token", dir);
+    snprintf(link_path, sizeof link_path, "%s/link.token", dir);
+    static char t4096[4100], t4097[4100], t600[700];
+    memset(t4096, 'a', 4096);
+    memcpy(t4096 + 4096, "\n", 2);
+    memset(t4097, 'a', 4097);
+    memset(t600, 'z', 600);
+    const struct {
+        const char *text;
+        size_t len; /* 0: strlen */
+        mode_t mode;
+        int rc;
+        const char *want; /* the token, or a part of the message */
+    } cases[] = {
+        {"0123456789abcdef\n", 0, 0600, 0, "0123456789abcdef"},
+        {"0123456789abcdef", 0, 0400, 0, "0123456789abcdef"},        /* no newline; read-only */
+        {"0123456789abcdef\r\n", 0, 0600, 0, "0123456789abcdef"},    /* one CRLF */
+        {"MTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6\n", 0, 0600, 0, "MTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6"},
+        {t600, 0, 0600, 0, t600},                                    /* never cut */
+        {t4096, 0, 0600, 0, NULL},                                   /* the longest */
+        {"0123456789abcdef\n", 0, 0644, MC_EINVAL, "(mode 0644): chmod 600 "},
+        {"0123456789abcdef\n", 0, 0640, MC_EINVAL, "(mode 0640): chmod 600 "},
+        {"0123456789abcdef\n", 0, 0620, MC_EINVAL, "readable or writable by group or others"},
+        {"0123456789abcdef\n", 0, 0604, MC_EINVAL, "(mode 0604)"},
+        {"0123456789abcdef\n", 0, 0602, MC_EINVAL, "(mode 0602)"},
+        {"0123456789abcdef\n", 0, 0666, MC_EINVAL, "(mode 0666)"},
+        {"k\n\x00\x01\x02\xff binary bytes follow", 26, 0600, MC_EINVAL, "byte 2 of the token (0x0a) is not printable ASCII"},
+        {"0123456789abcdef\n\n", 0, 0600, MC_EINVAL, "byte 17 of the token (0x0a)"},   /* one newline only */
+        {"0123456789abcdef \n", 0, 0600, MC_EINVAL, "(0x20) is not printable ASCII"},  /* no trailing space */
+        {" 0123456789abcdef\n", 0, 0600, MC_EINVAL, "byte 1 of the token (0x20)"},
+        {"01234567\t89abcdef\n", 0, 0600, MC_EINVAL, "(0x09)"},
+        {"0123456789abcd\xc3\xa9" "f\n", 0, 0600, MC_EINVAL, "(0xc3)"},                    /* UTF-8 */
+        {"0123456789abcde\n", 0, 0600, MC_EINVAL, "15 bytes, shorter than 16"},
+        {"k\n", 0, 0600, MC_EINVAL, "1 bytes, shorter than 16"},
+        {t4097, 0, 0600, MC_EINVAL, "longer than 4096 bytes"},
+        {"", 0, 0600, MC_EINVAL, "is empty"},
+        {"\n", 0, 0600, MC_EINVAL, "is empty"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unlink(path);
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        size_t len = cases[i].len ? cases[i].len : strlen(cases[i].text);
+        assert_int_equal(fwrite(cases[i].text, 1, len, f), len);
+        fclose(f);
+        assert_int_equal(chmod(path, cases[i].mode), 0);
+        char *tok = NULL;
+        mc_error err = {0};
+        int rc = mc_host_admin_token_read(path, &tok, &err);
+        if (rc != cases[i].rc)
+            fail_msg("case %zu: rc %d, want %d (%s)", i, rc, cases[i].rc, err.message);
+        if (rc == 0) {
+            if (cases[i].want)
+                assert_string_equal(tok, cases[i].want);
+            else
+                assert_int_equal(strlen(tok), 4096);
+            free(tok);
+        } else {
+            assert_null(tok);
+            if (!strstr(err.message, cases[i].want))
+                fail_msg("case %zu: '%s' does not say '%s'", i, err.message, cases[i].want);
+            assert_non_null(strstr(err.message, path));
+        }
+    }
+    /* A symbolic link to a private file is fine (the mode of the file counts). */
+    FILE *f = fopen(path, "w");
+    fputs("0123456789abcdef\n", f);
+    fclose(f);
+    chmod(path, 0600);
+    assert_int_equal(symlink(path, link_path), 0);
+    char *tok = NULL;
+    mc_error err = {0};
+    assert_int_equal(mc_host_admin_token_read(link_path, &tok, &err), 0);
+    free(tok);
+    /* Missing, a directory. */
+    assert_int_equal(mc_host_admin_token_read("/nonexistent/admin.token", &tok, &err), MC_EIO);
+    assert_non_null(strstr(err.message, "cannot read /nonexistent/admin.token: No such file or directory"));
+    assert_int_equal(mc_host_admin_token_read(dir, &tok, &err), MC_EINVAL);
+    assert_non_null(strstr(err.message, "is not a regular file"));
+    assert_int_equal(mc_host_admin_token_read(NULL, &tok, &err), MC_EINVAL);
+    unlink(link_path);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_pending_callbacks),
         cmocka_unit_test(test_first_value),
         cmocka_unit_test(test_host_config),
+        cmocka_unit_test(test_admin_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

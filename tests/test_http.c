@@ -1,6 +1,13 @@
 /* Tests of the host's HTTP server over loopback with a real client (libcurl): module resources and path rules, 404/405/413,
  * the admin API (token, listing, invalidation and its errors) and /metrics. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <unistd.h>
@@ -296,9 +303,13 @@ static void test_hostile_requests(void **state)
         if (r.status == 200)
             assert_non_null(strstr(r.body, "GET /_modcache/client/web/v1"));
     }
-    /* Climbing out of the admin tree still needs the token, and finds nothing. */
+    /* Paths are normalised before routing: climbing out of the admin tree names the web
+     * resource, which answers for the path it was asked for. */
     http("GET", "/_modcache/admin/../client/web/v1", NULL, NULL, 0, &r);
-    assert_int_equal(r.status, 401);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "GET /_modcache/client/web/v1 ? x=- body=");
+    http("GET", "/_modcache/client/web/v1/../../../admin/v1/caches", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 401); /* into the admin tree: the token is asked for */
     http("GET", "//_modcache/admin/v1/caches", NULL, NULL, 0, &r);
     assert_null(strstr(r.body, "\"max_entries\""));
     http("GET", "/_modcache/admin%2fv1%2fcaches", NULL, NULL, 0, &r);
@@ -398,6 +409,518 @@ static void test_start_errors(void **state)
     mc_host_destroy(h2);
 }
 
+/* ------------------------------------------------------------------ hostile clients */
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define ANSWER_MS 5000 /* sanitizers slow every request down several times */
+#define SLOW_HEADER_MS 8000
+#else
+#define ANSWER_MS 1000
+#define SLOW_HEADER_MS 4000 /* the slow clients' header deadline */
+#endif
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Restart the shared server with other limits (NULL: the setup's). */
+static void restart(const mc_http_options *with)
+{
+    mc_host_http_stop(host);
+    mc_http_options o;
+    if (with)
+        o = *with;
+    else
+        mc_http_options_init(&o);
+    o.listen = "127.0.0.1:0";
+    o.max_body = 4096;
+    o.admin_token = "s3cret-token";
+    mc_error err = {0};
+    assert_int_equal(mc_host_http_start_v2(host, &o, &err), 0);
+}
+
+/* A connected, non-blocking socket to the server, or -1. */
+static int open_conn(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)mc_host_http_port(host))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void send_all(int fd, const char *text)
+{
+    size_t n = strlen(text), off = 0;
+    uint64_t until = now_ms() + 2000;
+    while (off < n && now_ms() < until) {
+        ssize_t w = send(fd, text + off, n - off, MSG_NOSIGNAL);
+        if (w > 0)
+            off += (size_t)w;
+        else if (w < 0 && errno != EAGAIN && errno != EINPROGRESS && errno != ENOTCONN)
+            return;
+        else
+            poll(&(struct pollfd){.fd = fd, .events = POLLOUT}, 1, 50);
+    }
+}
+
+/* Whether the server closed the connection within timeout_ms (EOF or reset; any answer read
+ * before it is discarded). */
+static bool closed_within(int fd, int timeout_ms)
+{
+    uint64_t until = now_ms() + (uint64_t)timeout_ms;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            return true;
+        uint64_t now = now_ms();
+        if (now >= until)
+            return false;
+        if (n < 0)
+            poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, (int)(until - now));
+    }
+}
+
+/* The soft open-files limit raised to `need` if the hard one allows it; false (the test is
+ * skipped) when it does not. */
+static bool enough_fds(rlim_t need)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return false;
+    if (rl.rlim_cur >= need)
+        return true;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+        print_message("skipped: needs %llu open files, the hard limit is %llu (ulimit -Hn)\n",
+                      (unsigned long long)need, (unsigned long long)rl.rlim_max);
+        return false;
+    }
+    rl.rlim_cur = need;
+    return setrlimit(RLIMIT_NOFILE, &rl) == 0;
+}
+
+/* One normal request, timed: the module resource or /metrics answers within ANSWER_MS. */
+static void timed_request(const char *path)
+{
+    reply r;
+    uint64_t t0 = now_ms();
+    http("GET", path, NULL, NULL, 0, &r);
+    uint64_t took = now_ms() - t0;
+    assert_int_equal(r.status, 200);
+    if (took > ANSWER_MS)
+        fail_msg("GET %s took %llu ms under load", path, (unsigned long long)took);
+}
+
+/* ------------------------------------------------------------------ paths */
+
+/* Normalisation before routing and request checks: dot segments (also percent-encoded),
+ * repeated slashes; climbing above the root, encoded NULs and broken escapes are 400. */
+static void test_path_normalisation(void **state)
+{
+    (void)state;
+    const struct {
+        const char *sent;
+        int status;
+        const char *path; /* what the module saw (200 only) */
+    } cases[] = {
+        {"/_modcache/client/web/v1/deep/../x", 200, "/_modcache/client/web/v1/x"},
+        {"/_modcache/client/web/v1/%2e%2e/v1/a", 200, "/_modcache/client/web/v1/a"},
+        {"/_modcache/client/web/v1/%2E%2e%2fv1%2Fb", 200, "/_modcache/client/web/v1/b"},
+        {"/_modcache/client/web/v1/.%2E/v1/c", 200, "/_modcache/client/web/v1/c"},
+        {"//_modcache///client/web//v1/./d", 200, "/_modcache/client/web/v1/d"},
+        {"/_modcache/client/web/v1/././e/.", 200, "/_modcache/client/web/v1/e/"},
+        {"/_modcache/client/web/v1/%2e/f/", 200, "/_modcache/client/web/v1/f/"},
+        {"/x/../_modcache/client/web/v1", 200, "/_modcache/client/web/v1"},
+        {"/_modcache/client/web/v1/%7euser", 200, "/_modcache/client/web/v1/~user"},
+        {"/_modcache/client/web/v1/a/..", 200, "/_modcache/client/web/v1/"},
+        {"/..", 400, NULL},
+        {"/../_modcache/client/web/v1", 400, NULL},
+        {"/_modcache/../../x", 400, NULL},
+        {"/%2e%2e/x", 400, NULL},
+        {"/a/%2e%2e%2f%2e%2e/x", 400, NULL},
+        {"/_modcache/client/web/v1/%00/x", 400, NULL},
+        {"/_modcache/client/web/v1/%zz", 400, NULL},
+        {"/_modcache/client/web/v1/%2", 400, NULL},
+        {"/_modcache/client/web/v1/%", 400, NULL},
+        {"/_modcache/client/web/v10/../v1/g", 200, "/_modcache/client/web/v1/g"},
+    };
+    reply r;
+    char want[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http("GET", cases[i].sent, "X-Raw: 1\r\n", NULL, 0, &r);
+        if (r.status != cases[i].status)
+            fail_msg("%s: status %d, want %d (%s)", cases[i].sent, r.status, cases[i].status, r.body);
+        if (cases[i].path) {
+            /* The module sees the normalised path, and the raw one when it asks. */
+            snprintf(want, sizeof want, "GET %s ? x=- body= raw=%s", cases[i].path, cases[i].sent);
+            assert_string_equal(r.body, want);
+        } else {
+            assert_string_equal(r.body, "{\"error\": \"bad request path\"}");
+        }
+    }
+    /* Request checks see the normalised path too: a check that refuses ".../blocked" cannot be
+     * walked around, nor tricked into refusing a path that is not its own. */
+    http("GET", "/_modcache/client/web/v1/fine/../blocked", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 403);
+    http("GET", "/_modcache/client/web/v1/%62locked", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 403);
+    http("GET", "/_modcache/client/web/v1/blocked/../fine", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    /* /metrics and the admin API by their normalised names. */
+    http("GET", "/x/..//metrics", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "modcache_http_bad_paths_total "));
+    http("GET", "/metrics/../_modcache/admin/v1/caches", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 401);
+    /* Request targets a browser never sends: the absolute form is reduced to its path, the
+     * asterisk form and a relative path are refused. */
+    const struct {
+        const char *target;
+        const char *want;
+    } raw[] = {
+        {"http://127.0.0.1/_modcache/client/web/v1/../v1/abs", "GET /_modcache/client/web/v1/abs ?"},
+        {"HTTP://example.org//_modcache/client/web/v1", "GET /_modcache/client/web/v1 ?"},
+        {"*", "{\"error\": \"bad request path\"}"},
+        {"_modcache/client/web/v1", "{\"error\": \"bad request path\"}"},
+    };
+    for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+        int fd = open_conn();
+        assert_true(fd >= 0);
+        char req[512], buf[4096];
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", raw[i].target);
+        send_all(fd, req);
+        size_t have = 0;
+        for (uint64_t until = now_ms() + ANSWER_MS; have < sizeof buf - 1 && now_ms() < until;) {
+            poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, 100);
+            ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
+            if (n == 0)
+                break;
+            if (n > 0)
+                have += (size_t)n;
+        }
+        buf[have] = 0;
+        if (!strstr(buf, raw[i].want))
+            fail_msg("GET %s: %s", raw[i].target, buf);
+        close(fd);
+    }
+}
+
+#define SLOW_CLIENTS 4000
+
+/* 4,000 clients from 127.0.0.1, each with a partial request head it trickles one header line
+ * at a time: module resources and /metrics are still answered at once, and every slow client
+ * is dropped at the header deadline, which its trickling does not extend. */
+static void test_slow_clients(void **state)
+{
+    (void)state;
+    if (!enough_fds(2 * SLOW_CLIENTS + 512))
+        skip();
+    mc_http_options o;
+    mc_http_options_init(&o);
+    o.request_header_timeout_ns = SLOW_HEADER_MS * 1000000ull;
+    restart(&o);
+    static int fds[SLOW_CLIENTS];
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < SLOW_CLIENTS; i++) {
+        fds[i] = open_conn();
+        assert_true(fds[i] >= 0);
+    }
+    for (int i = 0; i < SLOW_CLIENTS; i++)
+        send_all(fds[i], "GET /_modcache/client/web/v1/slowloris HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    uint64_t opened = now_ms() - t0;
+    print_message("%d slow clients connected in %llu ms\n", SLOW_CLIENTS, (unsigned long long)opened);
+    /* Wait until the server holds them all (bounded). */
+    mc_http_stats st;
+    for (uint64_t until = now_ms() + 3000; now_ms() < until;) {
+        mc_host_http_stats(host, &st);
+        if (st.connections >= SLOW_CLIENTS)
+            break;
+        usleep(20000);
+    }
+    mc_host_http_stats(host, &st);
+    assert_true(st.connections >= SLOW_CLIENTS);
+    /* Normal requests while the slow clients trickle a header line now and then, until shortly
+     * before their deadline. */
+    int rounds = 0;
+    for (uint64_t until = t0 + SLOW_HEADER_MS - 700; now_ms() < until || rounds < 3; rounds++) {
+        timed_request("/_modcache/client/web/v1/normal");
+        timed_request("/metrics");
+        for (int i = rounds % 4; i < SLOW_CLIENTS; i += 4)
+            send(fds[i], "X-Trickle: 1\r\n", 14, MSG_NOSIGNAL);
+        usleep(60000);
+    }
+    assert_true(rounds >= 3);
+    /* Still trickling past the deadline: every one is closed by deadline + 2 s. */
+    int closed = 0;
+    uint64_t deadline = t0 + opened + SLOW_HEADER_MS + 2000 + (ANSWER_MS - 1000);
+    while (closed < SLOW_CLIENTS && now_ms() < deadline) {
+        closed = 0;
+        for (int i = 0; i < SLOW_CLIENTS; i++) {
+            if (fds[i] < 0) {
+                closed++;
+                continue;
+            }
+            if (closed_within(fds[i], 0)) {
+                close(fds[i]);
+                fds[i] = -1;
+                closed++;
+            } else if (now_ms() % 7 == 0) {
+                send(fds[i], "X", 1, MSG_NOSIGNAL);
+            }
+        }
+        usleep(50000);
+    }
+    print_message("%d of %d slow clients dropped %llu ms after they connected\n", closed, SLOW_CLIENTS,
+                  (unsigned long long)(now_ms() - t0));
+    for (int i = 0; i < SLOW_CLIENTS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    assert_int_equal(closed, SLOW_CLIENTS);
+    mc_host_http_stats(host, &st);
+    assert_true(st.header_timeouts >= SLOW_CLIENTS);
+    /* Only a few lines for all of them: the repeating fault is rate-limited. */
+    char line[128];
+    snprintf(line, sizeof line, "closing connections whose request head is not whole after %.1f s",
+             SLOW_HEADER_MS / 1000.0);
+    assert_true(logged(line));
+    timed_request("/metrics");
+    restart(NULL);
+}
+
+/* The head deadline against the idle timeout: a silent new connection and a trickling one go at
+ * the header deadline; a kept-alive connection may idle longer than it, then be used again; a
+ * kept-alive connection that trickles its next request line goes at idle + header timeout. */
+static void test_header_deadline(void **state)
+{
+    (void)state;
+    mc_http_options o;
+    mc_http_options_init(&o);
+    o.request_header_timeout_ns = 1000000000ull;
+    o.idle_timeout_ns = 2000000000ull;
+    restart(&o);
+    uint64_t t0 = now_ms();
+    int silent = open_conn(), trickler = open_conn(), keeper = open_conn(), late = open_conn();
+    assert_true(silent >= 0 && trickler >= 0 && keeper >= 0 && late >= 0);
+    const char *req = "GET /_modcache/client/web/v1/k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    send_all(keeper, req);
+    send_all(late, req);
+    send_all(trickler, "GET /_modcache/client/web/v1/t HTTP/1.1\r\n");
+    char buf[4096];
+    bool silent_closed = false, trickler_closed = false;
+    uint64_t silent_at = 0, trickler_at = 0;
+    while (now_ms() - t0 < 1000 + ANSWER_MS && !(silent_closed && trickler_closed)) {
+        send(trickler, "X", 1, MSG_NOSIGNAL);
+        if (!silent_closed && closed_within(silent, 0)) {
+            silent_closed = true;
+            silent_at = now_ms() - t0;
+        }
+        if (!trickler_closed && closed_within(trickler, 0)) {
+            trickler_closed = true;
+            trickler_at = now_ms() - t0;
+        }
+        usleep(100000);
+    }
+    assert_true(silent_closed);
+    assert_true(trickler_closed);
+    assert_true(silent_at >= 900 && trickler_at >= 900); /* not before the deadline */
+    /* The kept-alive ones got their answer and are still open after 1.5 s of quiet. */
+    assert_true(recv(keeper, buf, sizeof buf, 0) > 0);
+    assert_true(recv(late, buf, sizeof buf, 0) > 0);
+    while (now_ms() - t0 < 1500)
+        usleep(20000);
+    assert_false(closed_within(keeper, 0));
+    send_all(keeper, req);
+    assert_true(poll(&(struct pollfd){.fd = keeper, .events = POLLIN}, 1, ANSWER_MS) == 1);
+    ssize_t n = recv(keeper, buf, sizeof buf - 1, 0);
+    assert_true(n > 0);
+    buf[n] = 0;
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    /* `late` trickles its next request line: closed by 1 s + 2 s after its answer, although
+     * every byte resets the idle timer. */
+    bool late_closed = false;
+    while (now_ms() - t0 < 3000 + ANSWER_MS + 500 && !late_closed) {
+        send(late, "G", 1, MSG_NOSIGNAL);
+        late_closed = closed_within(late, 0);
+        usleep(200000);
+    }
+    assert_true(late_closed);
+    close(silent);
+    close(trickler);
+    close(keeper);
+    close(late);
+    restart(NULL);
+}
+
+/* Past max_connections a new connection is closed at once, the ones held are still served, and
+ * the refusals make one log line, not one each. The per-address limit likewise. */
+static void test_connection_limits(void **state)
+{
+    (void)state;
+    enum { LIMIT = 40 };
+    mc_http_options o;
+    mc_http_options_init(&o);
+    o.max_connections = LIMIT;
+    restart(&o);
+    int held[LIMIT];
+    const char *req = "GET /_modcache/client/web/v1/held HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    for (int i = 0; i < LIMIT; i++) {
+        held[i] = open_conn();
+        assert_true(held[i] >= 0);
+    }
+    mc_http_stats st;
+    for (uint64_t until = now_ms() + 2000; now_ms() < until;) {
+        mc_host_http_stats(host, &st);
+        if (st.connections >= LIMIT)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(st.connections, LIMIT);
+    assert_int_equal(st.max_connections, LIMIT);
+    /* 100 more, one after the other: each answered 503 at once and closed. */
+    char buf[4096];
+    for (int i = 0; i < 100; i++) {
+        int fd = open_conn();
+        assert_true(fd >= 0);
+        send_all(fd, req);
+        uint64_t t0 = now_ms();
+        assert_true(poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, ANSWER_MS) == 1);
+        ssize_t got = recv(fd, buf, sizeof buf - 1, 0);
+        assert_true(got > 0);
+        buf[got] = 0;
+        if (!strstr(buf, "HTTP/1.1 503 Service Unavailable\r\n") || !strstr(buf, "Retry-After: 1\r\n") ||
+            !strstr(buf, "\r\n\r\n{\"error\": \"too many connections\"}"))
+            fail_msg("refusal %d: %s", i, buf);
+        assert_true(closed_within(fd, ANSWER_MS));
+        assert_true(now_ms() - t0 < ANSWER_MS);
+        close(fd);
+        /* The server's side of it gone too (else the next may be past the few 503 answers and
+         * be closed at accept instead, by design). */
+        for (uint64_t until = now_ms() + ANSWER_MS; now_ms() < until;) {
+            mc_host_http_stats(host, &st);
+            if (st.connections <= LIMIT)
+                break;
+            usleep(1000);
+        }
+    }
+    /* A real client sees the 503 too. */
+    reply r;
+    http("GET", "/metrics", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 503);
+    /* A burst of 200 at once: past the few 503 answers, closed as soon as accepted; all within
+     * the bound, and a refused client that sends nothing is closed within a second too. */
+    static int burst[200];
+    for (int i = 0; i < 200; i++)
+        burst[i] = open_conn();
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < 200; i++) {
+        assert_true(closed_within(burst[i], ANSWER_MS + 1000));
+        close(burst[i]);
+    }
+    assert_true(now_ms() - t0 < ANSWER_MS + 1000);
+    mc_host_http_stats(host, &st);
+    assert_true(st.refused >= 301);
+    assert_int_equal(st.header_timeouts, 0);
+    pthread_mutex_lock(&loglock);
+    size_t lines = 0;
+    for (const char *p = logbuf; (p = strstr(p, "connection limit reached (40)")); p++)
+        lines++;
+    pthread_mutex_unlock(&loglock);
+    assert_int_equal(lines, 1);
+    /* The held connections are served. */
+    send_all(held[0], req);
+    assert_true(poll(&(struct pollfd){.fd = held[0], .events = POLLIN}, 1, ANSWER_MS) == 1);
+    ssize_t n = recv(held[0], buf, sizeof buf - 1, 0);
+    assert_true(n > 0);
+    buf[n] = 0;
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    /* Room again once some go. */
+    for (int i = 0; i < LIMIT; i++)
+        close(held[i]);
+    for (uint64_t until = now_ms() + 2000; now_ms() < until;) {
+        mc_host_http_stats(host, &st);
+        if (st.connections == 0)
+            break;
+        usleep(10000);
+    }
+    timed_request("/metrics");
+
+    /* Per address: 5 from 127.0.0.1, the sixth closed at once. */
+    mc_http_options_init(&o);
+    o.max_connections_per_address = 5;
+    restart(&o);
+    int mine[5];
+    for (int i = 0; i < 5; i++) {
+        mine[i] = open_conn();
+        send_all(mine[i], "GET /");
+    }
+    for (uint64_t until = now_ms() + 2000; now_ms() < until;) {
+        mc_host_http_stats(host, &st);
+        if (st.connections >= 5)
+            break;
+        usleep(10000);
+    }
+    int sixth = open_conn();
+    send_all(sixth, req);
+    assert_true(closed_within(sixth, ANSWER_MS));
+    close(sixth);
+    for (int i = 0; i < 5; i++)
+        close(mine[i]);
+    restart(NULL);
+}
+
+static void *slow_request(void *arg);
+
+/* Handlers that block run on the handler pool: with one event thread, six 300 ms handlers at
+ * once finish together, and a quick request and /metrics are answered meanwhile. */
+static void test_blocking_handlers(void **state)
+{
+    (void)state;
+    mc_http_options o;
+    mc_http_options_init(&o);
+    o.threads = 1;
+    o.handler_threads = 8;
+    restart(&o);
+    enum { SLOW = 6 };
+    static reply slow[SLOW];
+    pthread_t t[SLOW];
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < SLOW; i++)
+        pthread_create(&t[i], NULL, slow_request, &slow[i]);
+    usleep(100000); /* the slow ones are in their handlers */
+    uint64_t q0 = now_ms();
+    timed_request("/_modcache/client/web/v1/quick");
+    timed_request("/metrics");
+    uint64_t quick = now_ms() - q0;
+    for (int i = 0; i < SLOW; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(slow[i].status, 200);
+    }
+    uint64_t all = now_ms() - t0;
+    print_message("quick requests %llu ms while 6 handlers slept; all 6 done in %llu ms\n",
+                  (unsigned long long)quick, (unsigned long long)all);
+    assert_true(quick < 250 || ANSWER_MS > 1000);
+    assert_true(all < 6 * 300); /* in parallel, not one after the other */
+    /* Without a pool, on the event threads: the same answers. */
+    o.handler_threads = MC_HTTP_INLINE_HANDLERS;
+    restart(&o);
+    reply r;
+    http("GET", "/_modcache/client/web/v1/inline", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "GET /_modcache/client/web/v1/inline ? x=- body=");
+    http("GET", "/_modcache/client/web/v1/blocked", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 403);
+    restart(NULL);
+}
+
 static void *slow_request(void *arg)
 {
     reply *r = arg;
@@ -430,6 +953,11 @@ int main(void)
         cmocka_unit_test(test_hostile_requests),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_start_errors),
+        cmocka_unit_test(test_path_normalisation),
+        cmocka_unit_test(test_header_deadline),
+        cmocka_unit_test(test_connection_limits),
+        cmocka_unit_test(test_slow_clients),
+        cmocka_unit_test(test_blocking_handlers),
         cmocka_unit_test(test_stop_finishes_requests), /* last: it stops the server */
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -13,12 +13,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "proc.h"
 
-#define TOKEN "t0ken-for-mcctl"
+#define TOKEN "t0ken-for-mcctl-tests"
 #define FN "mod_good.lookup"
 #define WAIT_MS 15000
 
@@ -106,9 +107,11 @@ static int files_create(void)
     snprintf(tok_path, sizeof tok_path, "%s/admin.token", dir);
     snprintf(wrong_tok_path, sizeof wrong_tok_path, "%s/wrong.token", dir);
     snprintf(empty_tok_path, sizeof empty_tok_path, "%s/empty.token", dir);
-    /* The first line counts, without its trailing whitespace. */
-    if (mct_write_file(tok_path, TOKEN " \t\r\nsecond line is not part of it\n") != 0 ||
-        mct_write_file(wrong_tok_path, "not-the-token\n") != 0 || mct_write_file(empty_tok_path, "  \n") != 0)
+    /* The host's file: private to its owner, one token and a newline (mcctl reads the first
+     * line without its trailing whitespace, so the others work for it too). */
+    if (mct_write_file(tok_path, TOKEN "\n") != 0 || chmod(tok_path, 0600) != 0 ||
+        mct_write_file(wrong_tok_path, "not-the-token \t\r\nsecond line is not part of it\n") != 0 ||
+        mct_write_file(empty_tok_path, "  \n") != 0)
         return -1;
     return 0;
 }

@@ -1,6 +1,10 @@
 /* Runs the mchost program as a process: serves a module over loopback, answers the admin API
  * and metrics, reloads cache factors on SIGHUP, stops cleanly on SIGTERM; --check and errors. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -8,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -62,7 +67,8 @@ static void test_serve_reload_stop(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(cfg_path, sizeof cfg_path, "%s/host.yaml", dir);
     snprintf(tok_path, sizeof tok_path, "%s/admin.token", dir);
-    write_file(tok_path, "t0ken\n");
+    write_file(tok_path, "t0ken-for-mchost-tests\n");
+    assert_int_equal(chmod(tok_path, 0600), 0);
     write_config(2.0);
     int errfd;
     pid_t pid = spawn((const char *[]){MCHOST, "-c", cfg_path, NULL}, &errfd);
@@ -76,7 +82,7 @@ static void test_serve_reload_stop(void **state)
     assert_int_equal(get(port, "/metrics", NULL, out, sizeof out), 200);
     assert_non_null(strstr(out, "modcache_cache_max_size{cache=\"mod_good.lookup\"} 20\n")); /* 10 x 2.0 */
     assert_int_equal(get(port, "/_modcache/admin/v1/caches", NULL, out, sizeof out), 401);
-    assert_int_equal(get(port, "/_modcache/admin/v1/caches", "Authorization: Bearer t0ken\r\n", out, sizeof out), 200);
+    assert_int_equal(get(port, "/_modcache/admin/v1/caches", "Authorization: Bearer t0ken-for-mchost-tests\r\n", out, sizeof out), 200);
     assert_non_null(strstr(out, "\"name\": \"mod_good.lookup\""));
 
     /* SIGHUP applies the file's new factor. */
@@ -90,6 +96,45 @@ static void test_serve_reload_stop(void **state)
     assert_int_equal(finish(pid, errfd), 0);
     assert_non_null(strstr(proc.log, "SIGTERM: shutting down"));
     assert_non_null(strstr(proc.log, "[mod_good] fini"));
+}
+
+/* mchost raises its open-files limit for max_connections (default 10,000) up to the hard limit;
+ * when the hard limit is lower it says so, and the server lowers its connection limit to fit. */
+static void test_open_files_limit(void **state)
+{
+    (void)state;
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 10512) {
+        print_message("skipped: the hard open-files limit %llu is below 10512 (ulimit -Hn)\n",
+                      (unsigned long long)rl.rlim_max);
+        skip();
+    }
+    char cmd[700];
+    int errfd;
+    snprintf(cmd, sizeof cmd, "ulimit -S -n 200 && exec %s -c %s", MCHOST, cfg_path);
+    pid_t pid = spawn((const char *[]){"/bin/sh", "-c", cmd, NULL}, &errfd);
+    assert_true(wait_for(errfd, "serving HTTP on 127.0.0.1:"));
+    assert_non_null(strstr(proc.log, "info [host] open-files limit raised from 200 to 10512"));
+    assert_non_null(strstr(proc.log, "up to 10000 connections)"));
+    kill(pid, SIGTERM);
+    assert_int_equal(finish(pid, errfd), 0);
+
+    snprintf(cmd, sizeof cmd, "ulimit -S -n 400 && ulimit -H -n 400 && exec %s -c %s", MCHOST, cfg_path);
+    pid = spawn((const char *[]){"/bin/sh", "-c", cmd, NULL}, &errfd);
+    assert_true(wait_for(errfd, "serving HTTP on 127.0.0.1:"));
+    assert_non_null(strstr(proc.log, "warn [host] open-files limit 400 (hard limit 400) is below the 10512 that "
+                                     "server.max_connections 10000 needs"));
+    assert_non_null(strstr(proc.log, "max_connections 10000 lowered to "));
+    unsigned lowered = 0;
+    sscanf(strstr(proc.log, "max_connections 10000 lowered to ") + strlen("max_connections 10000 lowered to "), "%u",
+           &lowered);
+    assert_true(lowered > 0 && lowered < 400);
+    char want[64];
+    snprintf(want, sizeof want, "up to %u connections)", lowered);
+    assert_non_null(strstr(proc.log, want));
+    kill(pid, SIGTERM);
+    assert_int_equal(finish(pid, errfd), 0);
 }
 
 static void test_check_and_errors(void **state)
@@ -115,6 +160,81 @@ static void test_check_and_errors(void **state)
     assert_int_equal(finish(pid, errfd), 2);
     assert_non_null(strstr(proc.log, "mchost: sever: unknown key"));
 
+    /* --check checks what start-up checks, each fault with its file:line:column. */
+    char text[1024], tok2[300];
+    snprintf(tok2, sizeof tok2, "%s/other.token", dir);
+    const struct {
+        const char *yaml; /* %s: a token file path */
+        const char *token; /* the token file's contents (NULL: no file) */
+        mode_t mode;
+        const char *want;
+        const char *at; /* the position the message ends with (NULL: not checked) */
+    } checks[] = {
+        {"server:\n  listen: 127.0.0.1:99999\n", NULL, 0,
+         "mchost: server.listen: 127.0.0.1:99999: the port must be from 1 to 65535 (", "bad.yaml:2:11)"},
+        {"server:\n  listen: \"127.0.0.1:\uff18\uff10\uff10\uff18\"\n", NULL, 0, "the port must be ASCII digits (", "bad.yaml:2:11)"},
+        {"server:\n  listen: localhost:8008\n", NULL, 0, "expected an IPv4 address such as 127.0.0.1", NULL},
+        {"invalidation:\n  redis: {address: 'localhost:http'}\n", NULL, 0,
+         "invalidation.redis.address: localhost:http: the port must be ASCII digits", NULL},
+        {"invalidation:\n  backend: redis\n  redis: {address: 'redis:0'}\n", NULL, 0, "redis:0: the port must be from 1 to 65535", "bad.yaml:3:20)"},
+        {"a: !!python/object:os.system x\n", NULL, 0, "bad.yaml:1:4: tag !!python/object:os.system is not allowed", NULL},
+        {"server:\n  admin_token_file: %s\n", "t0ken-for-mchost-tests\n", 0644,
+         "is readable or writable by group or others (mode 0644): chmod 600 ", NULL},
+        {"server:\n  admin_token_file: %s\n", "t0ken-for-mchost-tests\n", 0660, "(mode 0660): chmod 600", NULL},
+        {"server:\n  admin_token_file: %s\n", "t0ken-for-mchost-tests\n", 0602, "(mode 0602): chmod 600", NULL},
+        {"server:\n  admin_token_file: %s\n", "k\n\x01\x02binary", 0600, "not printable ASCII", NULL},
+        {"server:\n  admin_token_file: %s\n", "short\n", 0600, "shorter than 16", "bad.yaml:2:21)"},
+        {"server:\n  admin_token_file: %s\n", "", 0600, "is empty", NULL},
+        {"server:\n  admin_token_file: /nonexistent/admin.token\n", NULL, 0,
+         "server.admin_token_file: cannot read /nonexistent/admin.token: No such file or directory (", "bad.yaml:2:21)"},
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+        snprintf(text, sizeof text, checks[i].yaml, tok2);
+        write_file(bad, text);
+        if (checks[i].token) {
+            write_file(tok2, checks[i].token);
+            assert_int_equal(chmod(tok2, checks[i].mode), 0);
+        }
+        pid = spawn((const char *[]){MCHOST, "--check", "-c", bad, NULL}, &errfd);
+        int st = finish(pid, errfd);
+        if (st != 2 || !strstr(proc.log, checks[i].want) || (checks[i].at && !strstr(proc.log, checks[i].at)))
+            fail_msg("check %zu: status %d, want 2 and '%s' in: %s", i, st, checks[i].want, proc.log);
+        assert_null(strstr(proc.log, "OK"));
+        unlink(tok2);
+    }
+    /* A bare Redis host means port 6379: accepted (--check never connects). */
+    write_file(bad, "invalidation:\n  backend: redis\n  redis: {address: localhost}\n");
+    pid = spawn((const char *[]){MCHOST, "--check", "-c", bad, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 0);
+    assert_non_null(strstr(proc.log, "configuration and 0 module(s) OK"));
+    /* A 600-byte token is read whole (never cut), with its one trailing newline removed. */
+    static char big[700];
+    memset(big, 'T', 600);
+    big[600] = '\n';
+    big[601] = 0;
+    write_file(tok2, big);
+    assert_int_equal(chmod(tok2, 0600), 0);
+    snprintf(text, sizeof text, "server:\n  admin_token_file: %s\n", tok2);
+    write_file(bad, text);
+    pid = spawn((const char *[]){MCHOST, "--check", "-c", bad, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 0);
+    unlink(tok2);
+
+    /* The listen port in use: the start-up error names the file's position too. */
+    unsigned busy = mct_free_port();
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)busy)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 1), 0);
+    snprintf(text, sizeof text, "server:\n  listen: 127.0.0.1:%u\n", busy);
+    write_file(bad, text);
+    pid = spawn((const char *[]){MCHOST, "-c", bad, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 2);
+    assert_non_null(strstr(proc.log, "cannot listen"));
+    assert_non_null(strstr(proc.log, "/bad.yaml:2:11)"));
+    close(lfd);
+
     pid = spawn((const char *[]){MCHOST, "--bogus", NULL}, &errfd);
     assert_int_equal(finish(pid, errfd), 2);
     assert_non_null(strstr(proc.log, "usage: mchost"));
@@ -131,6 +251,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serve_reload_stop),
+        cmocka_unit_test(test_open_files_limit),
         cmocka_unit_test(test_check_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

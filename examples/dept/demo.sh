@@ -65,7 +65,7 @@ cd "$SCRATCH"
 mkdir -p examples/dept examples/guard
 ln -s "$BUILD/examples/dept/libexample_dept.so" examples/dept/
 ln -s "$BUILD/examples/guard/libexample_guard.so" examples/guard/
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >admin.token
+(umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >admin.token)
 
 # derive NAME CACHE LATENCY: NAME.yaml from dept.yaml, checked to have taken every change.
 derive() {

@@ -46,7 +46,7 @@ typedef void (*mc_bus_log_fn)(void *ud, int level, const char *message);
 
 /* Options of mc_bus_start; mc_bus_options_init fills the defaults given below. */
 typedef struct mc_bus_options {
-    const char *address;       /* "host:port" (default "127.0.0.1:6379") */
+    const char *address;       /* "host:port" or a bare host for port 6379 (default "127.0.0.1:6379") */
     const char *stream;        /* stream key (default "modcache:invalidations") */
     uint64_t maxlen;           /* approximate MAXLEN of every XADD (default 100000; 0: no trim) */
     const char *instance;      /* instance name written with each message (default "modcache") */

@@ -137,19 +137,105 @@ typedef struct mc_host_config {
     size_t redis_queue_limit;        /* invalidation.redis.queue_limit, default 10000 messages */
     uint64_t redis_reconnect_min_ns; /* invalidation.redis.reconnect_min, default 100ms */
     uint64_t redis_reconnect_max_ns; /* invalidation.redis.reconnect_max, default 5s */
+    /* server: the HTTP server's limits (0 in each: the default of mc_http_options). */
+    unsigned server_threads;             /* server.threads: event threads, default the CPU count */
+    unsigned server_handler_threads;     /* server.handler_threads: 4 x threads, at least 8;
+                                            0 in the file: MC_HTTP_INLINE_HANDLERS */
+    unsigned max_connections;            /* server.max_connections, default 10000 */
+    unsigned max_connections_per_address; /* server.max_connections_per_address, default 0 (off) */
+    uint64_t request_header_timeout_ns;  /* server.request_header_timeout, default 10s */
+    uint64_t idle_timeout_ns;            /* server.idle_timeout, default 30s */
+    /* Where the file set listen and admin_token_file (NULL: not set), for errors found later
+     * (a port in use, a bad token file) to name the file's line:column. */
+    const mc_config_node *listen_node, *admin_token_node;
 } mc_host_config;
 
-/* Returns 0 or MC_EINVAL/MC_ENOMEM with err naming the path and position. */
+/* Returns 0 or MC_EINVAL/MC_ENOMEM with err naming the path and position. Checks everything
+ * that can be checked without side effects: server.listen is an IPv4 address and a port of
+ * ASCII digits from 1 to 65535 (0: any free port); invalidation.redis.address is host:port (a
+ * bare host means port 6379); durations and counts are in range. Files are not read here (see
+ * mc_host_admin_token_read). */
 MC_API int mc_host_config_read(const mc_config *doc, mc_host_config *out, mc_error *err);
+
+/* Longest admin token accepted, in bytes (without the trailing newline). */
+#define MC_ADMIN_TOKEN_MAX 4096
+/* Shortest admin token accepted, in bytes. */
+#define MC_ADMIN_TOKEN_MIN 16
+
+/* Read an admin token file whole. Refused (MC_EINVAL, or MC_EIO when it cannot be read): a
+ * file readable or writable by group or others (the message says `chmod 600 FILE`), something
+ * other than a regular file, a token shorter than MC_ADMIN_TOKEN_MIN or longer than
+ * MC_ADMIN_TOKEN_MAX bytes, any byte outside printable ASCII (0x21 to 0x7e: no spaces, tabs,
+ * control bytes or UTF-8). One trailing "\n" (or "\r\n") is removed; nothing else is. On
+ * success *token is the caller's (free()). err's message names the file and the fault, without
+ * a config position (the caller adds it). */
+MC_API int mc_host_admin_token_read(const char *path, char **token, mc_error *err);
 
 /* ---- the HTTP server: modules' web resources, the admin API, /metrics ---- */
 
-/* Start serving on `listen` ("127.0.0.1:8008"; port 0 picks a free one) with a thread per
- * connection. Bodies over max_body bytes get 413 (0: 1 MiB). admin_token is the bearer token
- * the admin API requires (NULL: the admin API answers 403). Returns 0, MC_EINVAL (bad address),
- * MC_EIO (cannot bind; err names the address), MC_EBUSY (already serving). */
+/* Options of mc_host_http_start_v2 (mc_http_options_init: the defaults in brackets). The
+ * server is event-driven: `threads` threads each wait on epoll for many connections, and
+ * modules' handlers run on a fixed pool of `handler_threads`; no thread is created per
+ * connection. */
+typedef struct mc_http_options {
+    const char *listen;      /* IPv4 address and port ["127.0.0.1:8008"]; port 0 picks a free one */
+    size_t max_body;         /* bodies over this get 413 [0: 1 MiB] */
+    const char *admin_token; /* the admin API's bearer token, copied [NULL: the admin API answers 403] */
+    unsigned threads;        /* event threads [0: the number of online CPUs] */
+    /* Connections held at once [0: 10000]. Past it a new connection is answered 503 at once
+     * (Retry-After: 1) and closed; past max_connections/16 + 8 such answers (at most 256) at
+     * once, it is closed as soon as accepted. The client learns at once, never a wait, and the
+     * others are served as before; the host logs when refusals start, a count while they last,
+     * and when they end. Lowered (and logged) when the open-files limit cannot hold that many. */
+    unsigned max_connections;
+    /* Connections from one client address [0: no limit, so that clients behind one proxy are
+     * not refused]; past it that address's new connections are closed at once. */
+    unsigned max_connections_per_address;
+    /* A request head (request line and headers) must arrive whole within this time [0: 10 s]:
+     * from the connection's start for its first request, from the request line for later ones.
+     * Sending slowly does not extend it; past it the connection is closed. */
+    uint64_t request_header_timeout_ns;
+    /* A connection with nothing to send or receive for this long is closed [0: 30 s]; between
+     * requests on a kept-alive connection, the next request head must be whole within
+     * idle_timeout + request_header_timeout of the previous answer. */
+    uint64_t idle_timeout_ns;
+    /* Threads that run modules' request checks and resource handlers [0: 4 x threads, at least
+     * 8]. The event threads hand each such request to them and serve other connections
+     * meanwhile, so a handler that blocks (a database query) holds one of these, and requests
+     * beyond their number wait their turn; the admin API and /metrics answer on the event
+     * threads. MC_HTTP_INLINE_HANDLERS: no pool, handlers run on the event threads (faster
+     * for handlers that never block; one that blocks then stalls its thread's connections). */
+    unsigned handler_threads;
+} mc_http_options;
+
+/* mc_http_options.handler_threads: run handlers on the event threads, without a pool. */
+#define MC_HTTP_INLINE_HANDLERS 0xffffffffu
+
+/* Fill *opts with the defaults (listen "127.0.0.1:8008", every limit 0: its default). */
+MC_API void mc_http_options_init(mc_http_options *opts);
+
+/* Start serving with `opts` (NULL: the defaults). Returns 0, MC_EINVAL (bad address or option),
+ * MC_EIO (cannot bind; err names the address and the reason), MC_EBUSY (already serving),
+ * MC_ENOMEM. */
+MC_API int mc_host_http_start_v2(mc_host *host, const mc_http_options *opts, mc_error *err);
+
+/* mc_host_http_start_v2 with the given listen address, max_body and admin_token and the other
+ * options at their defaults. */
 MC_API int mc_host_http_start(mc_host *host, const char *listen, size_t max_body,
                               const char *admin_token, mc_error *err);
+
+/* The HTTP server's counters (also in /metrics as modcache_http_*). */
+typedef struct mc_http_stats {
+    uint64_t connections;        /* open now */
+    uint64_t max_connections;    /* the limit in force (after the open-files limit) */
+    uint64_t refused;            /* connections refused past max_connections (503 or closed at accept) */
+    uint64_t header_timeouts;    /* connections closed: request head not whole in time */
+    uint64_t requests;           /* requests answered */
+    uint64_t bad_paths;          /* requests refused with 400: a path that does not normalise */
+} mc_http_stats;
+
+/* Fill *st (all zero when the server is not running). Safe from any thread while it runs. */
+MC_API void mc_host_http_stats(const mc_host *host, mc_http_stats *st);
 /* The bound port (after start), or 0. */
 MC_API unsigned mc_host_http_port(const mc_host *host);
 /* Stop accepting, let requests in progress finish, then stop. */

@@ -93,7 +93,8 @@ MC_API mc_registry *mc_api_registry(mc_api *api);
 /* An HTTP request as a handler sees it; everything is valid during the handler call only. */
 typedef struct mc_http_request {
     const char *method; /* "GET", "PUT", ... */
-    const char *path;   /* decoded path, without the query */
+    const char *path;   /* the normalised path, without the query: percent-decoded, "." and ".."
+                           segments resolved, repeated '/' merged (see mc_http_raw_path) */
     const char *query;  /* the query arguments, decoded, as "k=v&k2=v2" (or "") */
     const char *body;   /* not NUL-terminated; body_len bytes */
     size_t body_len;
@@ -105,6 +106,10 @@ typedef struct mc_http_response mc_http_response;
 
 /* A request header (case-insensitive name), or NULL. */
 MC_API const char *mc_http_header(const mc_http_request *req, const char *name);
+/* The request's path as the client sent it (percent-encoded, before normalisation, without the
+ * query), valid during the call. Routing and request checks use req->path; this is for logs
+ * and for modules that must see exactly what was sent. */
+MC_API const char *mc_http_raw_path(const mc_http_request *req);
 /* Set the status (default 200), add a header, set the body (copied). 0 or MC_EINVAL/MC_ENOMEM. */
 MC_API int mc_http_set_status(mc_http_response *resp, unsigned status);
 MC_API int mc_http_add_header(mc_http_response *resp, const char *name, const char *value);

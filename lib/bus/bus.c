@@ -15,7 +15,9 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/addr.h"
 #include "core/error.h"
+#include "core/ratelog.h"
 #include "key/keylist.h"
 
 #define MC__BUS_BATCH 256         /* XADDs per pipeline round trip */
@@ -73,7 +75,13 @@ struct mc_bus {
     _Atomic bool outage_logged; /* one "unreachable" line per outage, whichever thread sees it */
     pthread_mutex_t idlock;
     char last_id[48];
+    /* Faults that repeat per message or per retry: logged when they start, as a count while
+     * they last, and when they end (core/ratelog.h). */
+    mc__ratelog drops, send_errors, read_errors;
 };
+
+/* At most one count line per interval for a repeating fault. */
+#define MC__BUS_LOG_INTERVAL_NS 10000000000ull
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -91,6 +99,37 @@ static void mc__bus_log(mc_bus *b, int level, const char *fmt, ...)
         b->log(b->log_ud, level, msg);
     else
         fprintf(stderr, "%s [bus] %s\n", names[level & 3], msg);
+}
+
+/* One occurrence of a repeating fault: the first in full, then a count per interval with the
+ * latest text. */
+static void mc__bus_log_repeating(mc_bus *b, mc__ratelog *rl, int level, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void mc__bus_log_repeating(mc_bus *b, mc__ratelog *rl, int level, const char *what, const char *fmt, ...)
+{
+    uint64_t n = 0;
+    mc__ratelog_action a = mc__ratelog_hit(rl, mc__ratelog_now(), MC__BUS_LOG_INTERVAL_NS, &n);
+    if (a == MC__RATELOG_QUIET)
+        return;
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (a == MC__RATELOG_START)
+        mc__bus_log(b, level, "%s", msg);
+    else
+        mc__bus_log(b, level, "%s: %" PRIu64 " more in the last %llu s (latest: %s)", what, n,
+                    (unsigned long long)(MC__BUS_LOG_INTERVAL_NS / 1000000000u), msg);
+}
+
+/* The fault is over (the next success): one line with its total. */
+static void mc__bus_log_ended(mc_bus *b, mc__ratelog *rl, const char *what)
+{
+    uint64_t total, dur;
+    if (mc__ratelog_end(rl, mc__ratelog_now(), 0, &total, &dur))
+        mc__bus_log(b, 1, "%s ended: %" PRIu64 " in %.1f s", what, total, (double)dur / 1e9);
 }
 
 static uint64_t mc__now_ns(void)
@@ -458,15 +497,19 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
         if (r->type != REDIS_REPLY_ERROR) {
             atomic_fetch_add(&b->sent, 1);
             b->retry[i] = false;
+            mc__bus_log_ended(b, &b->drops, "dropping invalidations refused by Redis");
+            mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
         } else if (mc__transient(r->str)) {
             if (!backoff)
-                mc__bus_log(b, 2, "XADD to %s: %s; retrying", b->stream, r->str);
+                mc__bus_log_repeating(b, &b->send_errors, 2, "XADD retries", "XADD to %s: %s; retrying", b->stream,
+                                      r->str);
             backoff = true;
         } else {
             atomic_fetch_add(&b->failed, 1);
             b->retry[i] = false;
-            mc__bus_log(b, 3, "XADD to %s refused: %s; invalidation of %s dropped", b->stream, r->str,
-                        b->inflight[i].cache);
+            mc__bus_log_repeating(b, &b->drops, 3, "invalidations dropped",
+                                  "XADD to %s refused: %s; invalidation of %s dropped", b->stream, r->str,
+                                  b->inflight[i].cache);
         }
         freeReplyObject(r);
     }
@@ -566,7 +609,8 @@ static int mc__stream_info(mc_bus *b, redisContext *c, mc__xinfo *xi)
     if (r->type == REDIS_REPLY_ERROR) {
         rc = strstr(r->str, "no such key") ? 1 : -2;
         if (rc == -2)
-            mc__bus_log(b, 3, "XINFO STREAM %s: %s", b->stream, r->str);
+            mc__bus_log_repeating(b, &b->read_errors, 3, "stream read errors", "XINFO STREAM %s: %s", b->stream,
+                                  r->str);
     } else if (r->type == REDIS_REPLY_ARRAY) {
         xi->exists = true;
         for (size_t i = 0; i + 1 < r->elements; i += 2) {
@@ -728,8 +772,10 @@ static long mc__read_round(mc_bus *b, redisContext *c, mc__rpos *pos)
     if (!r)
         return -1;
     long handled = 0;
+    if (r->type != REDIS_REPLY_ERROR)
+        mc__bus_log_ended(b, &b->read_errors, "stream read errors");
     if (r->type == REDIS_REPLY_ERROR) {
-        mc__bus_log(b, 3, "XREAD %s: %s", b->stream, r->str);
+        mc__bus_log_repeating(b, &b->read_errors, 3, "stream read errors", "XREAD %s: %s", b->stream, r->str);
         handled = -2;
     } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
                r->element[0]->elements == 2 && r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
@@ -872,6 +918,9 @@ static void mc__bus_free(mc_bus *b)
     pthread_mutex_destroy(&b->idlock);
     pthread_cond_destroy(&b->wake);
     pthread_cond_destroy(&b->flushed);
+    mc__ratelog_destroy(&b->drops);
+    mc__ratelog_destroy(&b->send_errors);
+    mc__ratelog_destroy(&b->read_errors);
     free(b);
 }
 
@@ -901,11 +950,12 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
         if (!o.timeout_ms)
             o.timeout_ms = defaults.timeout_ms;
     }
-    const char *colon = strrchr(o.address, ':');
-    char *end = NULL;
-    unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
-    if (!colon || colon == o.address || !end || *end || port == 0 || port > 65535)
-        return mc__error_set(err, MC_EINVAL, "redis address %s: expected host:port", o.address);
+    char rhost[256];
+    unsigned port;
+    const char *why;
+    /* A bare host means port 6379, as in the host's configuration (core/addr.h). */
+    if (mc__hostport_split(o.address, 6379, false, rhost, sizeof rhost, &port, &why) != 0)
+        return mc__error_set(err, MC_EINVAL, "redis address %s: %s (expected host:port)", o.address, why);
     if (!*o.stream)
         return mc__error_set(err, MC_EINVAL, "empty stream name");
     if (!*o.instance)
@@ -923,7 +973,10 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     pthread_cond_init(&b->wake, NULL);
     pthread_cond_init(&b->flushed, NULL);
     atomic_init(&b->outage_logged, false);
-    b->host = strndup(o.address, (size_t)(colon - o.address));
+    mc__ratelog_init(&b->drops);
+    mc__ratelog_init(&b->send_errors);
+    mc__ratelog_init(&b->read_errors);
+    b->host = strdup(rhost);
     b->port = (int)port;
     b->stream = strdup(o.stream);
     b->instance = strdup(o.instance);
@@ -989,6 +1042,9 @@ void mc_bus_stop(mc_bus *b)
     pthread_join(b->sender_thr, NULL);
     if (b->has_reader)
         pthread_join(b->reader_thr, NULL);
+    mc__bus_log_ended(b, &b->drops, "dropping invalidations refused by Redis");
+    mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
+    mc__bus_log_ended(b, &b->read_errors, "stream read errors");
     mc__bus_free(b);
 }
 

@@ -163,18 +163,43 @@ nomem:
     return b->rc = MC_ENOMEM;
 }
 
-/* Anchors, aliases and custom tags would let a document mean more than it shows. */
+/* The YAML 1.2 core schema's tags, and the kind of node each may be put on. Anything else
+ * (`!!python/object:...`, `!!binary`, `!local`, the non-specific `!`) is refused. */
+static bool mc__core_tag(const char *tag, mc_config_kind kind)
+{
+    static const char *const scalar[] = {"str", "int", "float", "bool", "null", NULL};
+    static const char prefix[] = "tag:yaml.org,2002:";
+    if (strncmp(tag, prefix, sizeof prefix - 1) != 0)
+        return false;
+    const char *t = tag + sizeof prefix - 1;
+    if (kind == MC_CONFIG_MAP)
+        return !strcmp(t, "map");
+    if (kind == MC_CONFIG_LIST)
+        return !strcmp(t, "seq");
+    for (const char *const *s = scalar; *s; s++)
+        if (!strcmp(t, *s))
+            return true;
+    return false;
+}
+
+/* Anchors, aliases and tags outside the core schema would let a document mean more than it
+ * shows. */
 static int mc__check_props(mc__builder *b, const yaml_char_t *anchor, const yaml_char_t *tag,
-                           const yaml_mark_t *mark)
+                           mc_config_kind kind, const yaml_mark_t *mark)
 {
     if (anchor) {
         mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: anchors and aliases are not allowed", b->doc->name,
                     (unsigned)mark->line + 1, (unsigned)mark->column + 1);
         return b->rc = MC_EPARSE;
     }
-    if (tag && strncmp((const char *)tag, "tag:yaml.org,2002:", 18) != 0) {
-        mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: unsupported tag %s", b->doc->name,
-                    (unsigned)mark->line + 1, (unsigned)mark->column + 1, (const char *)tag);
+    if (tag && !mc__core_tag((const char *)tag, kind)) {
+        const char *t = (const char *)tag;
+        bool std = !strncmp(t, "tag:yaml.org,2002:", 18);
+        mc__error_set(b->err, MC_EPARSE,
+                    "%s:%u:%u: tag %s%s is not allowed (only the core schema's !!str, !!int, !!float, !!bool, "
+                    "!!null on scalars, !!map and !!seq)",
+                    b->doc->name, (unsigned)mark->line + 1, (unsigned)mark->column + 1, std ? "!!" : "",
+                    std ? t + 18 : t);
         return b->rc = MC_EPARSE;
     }
     return 0;
@@ -212,7 +237,7 @@ static struct mc_config_node *mc__build_children(mc__builder *b, struct mc_confi
                 yaml_event_delete(&ev);
                 goto fail;
             }
-            if (mc__check_props(b, ev.data.scalar.anchor, ev.data.scalar.tag, &ev.start_mark)) {
+            if (mc__check_props(b, ev.data.scalar.anchor, ev.data.scalar.tag, MC_CONFIG_SCALAR, &ev.start_mark)) {
                 yaml_event_delete(&ev);
                 goto fail;
             }
@@ -272,7 +297,7 @@ static struct mc_config_node *mc__build(mc__builder *b, yaml_event_t *ev, char *
     }
     switch (ev->type) {
     case YAML_SCALAR_EVENT:
-        if (mc__check_props(b, ev->data.scalar.anchor, ev->data.scalar.tag, &mark))
+        if (mc__check_props(b, ev->data.scalar.anchor, ev->data.scalar.tag, MC_CONFIG_SCALAR, &mark))
             goto out;
         n = mc__node_new(b, MC_CONFIG_SCALAR, path, &mark);
         path = NULL;
@@ -292,7 +317,7 @@ static struct mc_config_node *mc__build(mc__builder *b, yaml_event_t *ev, char *
         bool map = ev->type == YAML_MAPPING_START_EVENT;
         const yaml_char_t *anchor = map ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor;
         const yaml_char_t *tag = map ? ev->data.mapping_start.tag : ev->data.sequence_start.tag;
-        if (mc__check_props(b, anchor, tag, &mark))
+        if (mc__check_props(b, anchor, tag, map ? MC_CONFIG_MAP : MC_CONFIG_LIST, &mark))
             goto out;
         n = mc__node_new(b, map ? MC_CONFIG_MAP : MC_CONFIG_LIST, path, &mark);
         path = NULL;
@@ -300,7 +325,7 @@ static struct mc_config_node *mc__build(mc__builder *b, yaml_event_t *ev, char *
         return n ? mc__build_children(b, n, depth) : NULL;
     }
     case YAML_ALIAS_EVENT:
-        mc__check_props(b, (const yaml_char_t *)"alias", NULL, &mark);
+        mc__check_props(b, (const yaml_char_t *)"alias", NULL, MC_CONFIG_SCALAR, &mark);
         goto out;
     default:
         mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: unexpected YAML event", b->doc->name,

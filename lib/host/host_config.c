@@ -1,22 +1,92 @@
 /* The host's YAML file checked section by section (server, caches, invalidation, modules) into
  * an mc_host_config, refusing unknown sections and keys before anything starts. */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/addr.h"
 #include "modcache/host.h"
+
+/* server.listen: an IPv4 address and a port (0: any free port), as the server will bind it. */
+static int mc__read_listen(const mc_config_node *v, mc_host_config *out, mc_error *err)
+{
+    int rc = mc_config_string(v, &out->listen, err);
+    if (rc != 0)
+        return rc;
+    char host[64];
+    unsigned port;
+    const char *why;
+    struct in_addr a;
+    if (mc__hostport_split(out->listen, 0, true, host, sizeof host, &port, &why) != 0)
+        return mc_config_fail(v, err, MC_EINVAL, "%s: %s", out->listen, why);
+    if (inet_pton(AF_INET, host, &a) != 1)
+        return mc_config_fail(v, err, MC_EINVAL, "%s: expected an IPv4 address such as 127.0.0.1 or 0.0.0.0, not a host name",
+                              out->listen);
+    out->listen_node = v;
+    return 0;
+}
+
+/* A count from 1 to max. */
+static int mc__read_count(const mc_config_node *v, unsigned max, unsigned *out, mc_error *err)
+{
+    int64_t n;
+    int rc = mc_config_int(v, &n, err);
+    if (rc == 0 && (n < 1 || (uint64_t)n > max))
+        rc = mc_config_fail(v, err, MC_EINVAL, "expected an integer from 1 to %u", max);
+    if (rc == 0)
+        *out = (unsigned)n;
+    return rc;
+}
+
+/* A timeout from 1 ms to 1 h. */
+static int mc__read_timeout(const mc_config_node *v, uint64_t *out, mc_error *err)
+{
+    uint64_t ns;
+    int rc = mc_config_duration(v, &ns, err);
+    if (rc == 0 && (ns < 1000000 || ns > 3600000000000ull))
+        rc = mc_config_fail(v, err, MC_EINVAL, "expected a duration from 1ms to 1h");
+    if (rc == 0)
+        *out = ns;
+    return rc;
+}
 
 static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_error *err)
 {
-    static const char *const keys[] = {"listen", "admin_token_file", NULL};
+    static const char *const keys[] = {"listen", "admin_token_file", "threads", "handler_threads", "max_connections",
+                                       "max_connections_per_address", "request_header_timeout",
+                                       "idle_timeout", NULL};
     int rc = mc_config_allow_keys(n, keys, err);
     const mc_config_node *v;
-    if (rc == 0 && (v = mc_config_get(n, "listen"))) {
-        rc = mc_config_string(v, &out->listen, err);
-        if (rc == 0 && !strchr(out->listen, ':'))
-            rc = mc_config_fail(v, err, MC_EINVAL, "expected host:port");
-    }
-    if (rc == 0 && (v = mc_config_get(n, "admin_token_file")))
+    if (rc == 0 && (v = mc_config_get(n, "listen")))
+        rc = mc__read_listen(v, out, err);
+    if (rc == 0 && (v = mc_config_get(n, "admin_token_file"))) {
         rc = mc_config_string(v, &out->admin_token_file, err);
+        out->admin_token_node = v;
+    }
+    if (rc == 0 && (v = mc_config_get(n, "threads")))
+        rc = mc__read_count(v, 1024, &out->server_threads, err);
+    if (rc == 0 && (v = mc_config_get(n, "handler_threads"))) {
+        int64_t k;
+        rc = mc_config_int(v, &k, err); /* 0: handlers on the event threads */
+        if (rc == 0 && (k < 0 || k > 4096))
+            rc = mc_config_fail(v, err, MC_EINVAL, "expected an integer from 0 (no pool) to 4096");
+        if (rc == 0)
+            out->server_handler_threads = k ? (unsigned)k : MC_HTTP_INLINE_HANDLERS;
+    }
+    if (rc == 0 && (v = mc_config_get(n, "max_connections")))
+        rc = mc__read_count(v, 1000000, &out->max_connections, err);
+    if (rc == 0 && (v = mc_config_get(n, "max_connections_per_address"))) {
+        int64_t k;
+        rc = mc_config_int(v, &k, err); /* 0: off */
+        if (rc == 0 && (k < 0 || k > 1000000))
+            rc = mc_config_fail(v, err, MC_EINVAL, "expected an integer from 0 (no limit) to 1000000");
+        if (rc == 0)
+            out->max_connections_per_address = (unsigned)k;
+    }
+    if (rc == 0 && (v = mc_config_get(n, "request_header_timeout")))
+        rc = mc__read_timeout(v, &out->request_header_timeout_ns, err);
+    if (rc == 0 && (v = mc_config_get(n, "idle_timeout")))
+        rc = mc__read_timeout(v, &out->idle_timeout_ns, err);
     return rc;
 }
 
@@ -38,8 +108,16 @@ static int mc__read_redis(const mc_config_node *r, mc_host_config *out, mc_error
                                        "reconnect_min", "reconnect_max", NULL};
     int rc = mc_config_allow_keys(r, keys, err);
     const mc_config_node *v;
-    if (rc == 0 && (v = mc_config_get(r, "address")))
+    if (rc == 0 && (v = mc_config_get(r, "address"))) {
         rc = mc_config_string(v, &out->redis_address, err);
+        char host[256];
+        unsigned port;
+        const char *why;
+        /* A bare host means Redis's own default port, as redis-cli reads -h. */
+        if (rc == 0 && mc__hostport_split(out->redis_address, 6379, false, host, sizeof host, &port, &why) != 0)
+            rc = mc_config_fail(v, err, MC_EINVAL, "%s: %s (expected host:port, or a host for port 6379)",
+                                out->redis_address, why);
+    }
     if (rc == 0 && (v = mc_config_get(r, "stream")))
         rc = mc_config_string(v, &out->redis_stream, err);
     int64_t n = 0;

@@ -78,12 +78,19 @@ struct mc_host {
 void mc__host_log(mc_host *h, mc_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Run one request through the server's dispatcher without a socket, as if libmicrohttpd had
- * parsed it (for fuzzing and tests): `path` decoded, `query` as "k=v&k2=v2", `headers` as
+ * parsed it (for fuzzing and tests): `path` as sent (normalised here: 400 when it does not
+ * normalise), `query` as "k=v&k2=v2", `headers` as
  * "Name: value\n" lines, a body over max_body (0: 1 MiB) answered 413. Returns the status;
  * *out gets the response body (malloc'd, NUL-terminated for text bodies; free it). */
 int mc__http_inject(mc_host *h, const char *admin_token, size_t max_body, const char *method,
                     const char *path, const char *query, const char *headers, const char *body,
                     size_t body_len, char **out, size_t *out_len);
+/* The normalised form of a request target's path (`raw`, `len` bytes, no query): percent-escapes
+ * decoded, "." and ".." segments resolved, repeated '/' merged, a trailing '/' kept; an
+ * absolute-form target ("http://host/p") reduced to its path. NULL when it does not normalise
+ * Returns 0 with *out the caller's (free()); MC_EINVAL when it does not normalise (not
+ * absolute, climbs above the root, a malformed escape or an encoded NUL); MC_ENOMEM. */
+int mc__http_path_normalize(const char *raw, size_t len, char **out);
 /* Withdraw the routes a module registered. */
 void mc__routes_drop(mc_host *h, const mc_api *owner);
 

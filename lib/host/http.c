@@ -1,6 +1,8 @@
-/* The host's HTTP server (libmicrohttpd, a thread per connection): modules' web resources by
- * longest path prefix, the admin API (bearer token) and Prometheus /metrics. */
+/* The host's HTTP server (libmicrohttpd, event-driven: a few threads on epoll, none per
+ * connection): modules' web resources by longest path prefix, the admin API (bearer token) and
+ * Prometheus /metrics; connection limits and a request-head deadline against hostile clients. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -8,25 +10,73 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <dirent.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "core/addr.h"
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/ratelog.h"
 #include "host/host_internal.h"
+#include "host/pool.h"
 #include "key/keylist.h"
 
 #define MC__DEFAULT_MAX_BODY ((size_t)1 << 20)
+#define MC__DEFAULT_MAX_CONNECTIONS 10000u
+#define MC__DEFAULT_HEADER_TIMEOUT_NS 10000000000ull
+#define MC__DEFAULT_IDLE_TIMEOUT_NS 30000000000ull
+/* File descriptors kept free for everything else the process opens (modules' databases, the
+ * bus's Redis connections, log files) when the open-files limit caps the connections. */
+#define MC__FD_RESERVE 64u
+/* A repeating fault's log: at most one count line per interval; "ended" after this quiet. */
+#define MC__LOG_INTERVAL_NS 10000000000ull
+#define MC__LOG_QUIET_NS 5000000000ull
 #define MC__ADMIN "/_modcache/admin"
 
 static const char *const mc__reserved[] = {"/_matrix/client", "/_matrix/federation", "/_matrix/key",
                                            "/_matrix/media", MC__ADMIN, "/metrics", NULL};
 
+/* One open connection (MHD's socket context), linked in the server's list so that the sweeper
+ * can close those whose request head is late. */
+typedef struct mc__conn {
+    struct mc__conn *prev, *next; /* under mc__http.conns_lock */
+    int fd;
+    /* When the request head being read must be whole (monotonic ns); 0 while a request is
+     * handled or answered. Written by the connection's thread, read by the sweeper: relaxed is
+     * enough, a stale read only moves the close by one sweep. */
+    _Atomic uint64_t deadline;
+    bool dropped; /* under conns_lock: shut down once */
+    bool over;    /* past max_connections: answered 503 at its start, closed at its first request */
+} mc__conn;
+
 struct mc__http {
     struct MHD_Daemon *daemon;
+    int quiesced_fd; /* the listen socket MHD_quiesce_daemon handed back, closed after stop */
     unsigned port;
     size_t max_body;
     char *token;
     mc_host *host;
+    unsigned max_conns;
+    /* Connections past max_connections that still get a 503 answer before they are closed;
+     * past those too, a connection is closed as soon as it is accepted. */
+    unsigned refuse_slots;
+    uint64_t header_ns, idle_ns;
+    /* Counters for mc_host_http_stats; nconns also decides refusals at accept. */
+    _Atomic uint64_t nconns, refused, header_timeouts, requests, bad_paths;
+    _Atomic long active; /* requests between their head and their completion */
+    pthread_mutex_t conns_lock;
+    mc__conn *conns;
+    pthread_t sweeper;
+    bool has_sweeper;
+    pthread_mutex_t sweep_lock;
+    pthread_cond_t sweep_cv;
+    bool stopping; /* under sweep_lock */
+    bool live;     /* a running server (not mc__http_inject's): set before the daemon starts */
+    mc__pool *pool; /* runs modules' handlers and request checks off the event threads */
+    mc__ratelog refusals, mhd_log, late_heads;
 };
 
 struct mc_http_response {
@@ -50,13 +100,32 @@ typedef struct {
     struct MHD_Connection *conn;
     const char *headers;    /* "Name: value\n" lines, when conn is NULL */
     struct mc__found *found; /* values returned from `headers`, freed with the request */
+    const char *raw_path;   /* as sent, before normalisation */
 } mc__req_impl;
 
-/* Per-request state across MHD's calls: the body being received. */
+struct mc__http;
+
+/* Per-request state across MHD's calls, created when the request line is parsed: the raw and
+ * normalised paths, the body being received, and for a request handed to the handler pool,
+ * what the pool thread needs and the answer it leaves. */
 typedef struct {
+    char *raw;  /* the request target's path as sent (no query) */
+    char *path; /* normalised; NULL when it does not normalise (answered 400) */
     char *body;
     size_t len, cap;
     bool too_large;
+    bool started; /* the head is whole: counted in `active` */
+    /* Handed to the pool: the connection is suspended until the pool thread resumes it. */
+    bool queued;
+    struct mc__http *server;
+    struct MHD_Connection *conn;
+    const char *method; /* MHD's, valid until the request ends */
+    char *query;
+    mc_http_response *resp;
+    /* Set by the pool thread after it filled *resp (release), read by the event thread once the
+     * connection is resumed (acquire): libmicrohttpd's own locking orders them too, but it is
+     * not instrumented for ThreadSanitizer, this is. */
+    _Atomic bool done;
 } mc__req_ctx;
 
 /* ------------------------------------------------------------------ responses */
@@ -142,6 +211,14 @@ const char *mc_http_header(const mc_http_request *req, const char *name)
         l += ll + (eol != NULL);
     }
     return NULL;
+}
+
+const char *mc_http_raw_path(const mc_http_request *req)
+{
+    if (!req || !req->impl)
+        return NULL;
+    const mc__req_impl *im = req->impl;
+    return im->raw_path ? im->raw_path : req->path;
 }
 
 static void mc__resp_free(mc_http_response *r)
@@ -407,6 +484,22 @@ static void mc__bus_metrics(mc__buf *b, mc_bus *bus)
         mc__bprintf(b, "%s %llu\n", rows[i].name, (unsigned long long)rows[i].v);
 }
 
+static void mc__http_stats_of(const struct mc__http *s, mc_http_stats *st);
+
+/* The server's own counters (mc_host_http_stats). */
+static void mc__http_metrics(mc__buf *b, const struct mc__http *s)
+{
+    mc_http_stats st;
+    mc__http_stats_of(s, &st);
+    mc__bprintf(b,
+                "modcache_http_connections %llu\nmodcache_http_max_connections %llu\n"
+                "modcache_http_connections_refused_total %llu\nmodcache_http_header_timeouts_total %llu\n"
+                "modcache_http_requests_total %llu\nmodcache_http_bad_paths_total %llu\n",
+                (unsigned long long)st.connections, (unsigned long long)st.max_connections,
+                (unsigned long long)st.refused, (unsigned long long)st.header_timeouts,
+                (unsigned long long)st.requests, (unsigned long long)st.bad_paths);
+}
+
 static void mc__buf_to_resp(mc__buf *b, mc_http_response *r, const char *type)
 {
     if (b->failed)
@@ -613,6 +706,8 @@ static void mc__dispatch(struct mc__http *s, const mc_http_request *req, mc_http
         mc__bprintf(&b, "modcache_jemalloc_allocated_bytes %zu\n", mc__allocated_bytes());
         if (h->bus)
             mc__bus_metrics(&b, h->bus);
+        if (s->live)
+            mc__http_metrics(&b, s);
         mc__buf_to_resp(&b, r, "text/plain; version=0.0.4");
         return;
     }
@@ -651,18 +746,78 @@ static enum MHD_Result mc__query_arg(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+static uint64_t mc__min_nonzero(uint64_t a, uint64_t b) { return a && a < b ? a : b; }
+
+static mc__conn *mc__conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* MHD's uri_log callback: the request line is parsed (the head is not whole yet). Its result is
+ * the request's context; the head's deadline now runs from here at the latest. */
+static void *mc__request_begin(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct mc__http *s = cls;
+    mc__conn *c = mc__conn_of(conn);
+    if (c) {
+        uint64_t d = mc__ratelog_now() + s->header_ns;
+        atomic_store_explicit(&c->deadline, mc__min_nonzero(atomic_load_explicit(&c->deadline, memory_order_relaxed), d),
+                              memory_order_relaxed);
+    }
+    mc__req_ctx *ctx = calloc(1, sizeof *ctx);
+    if (ctx && !(ctx->raw = strndup(uri, strcspn(uri, "?")))) {
+        free(ctx);
+        ctx = NULL;
+    }
+    return ctx; /* NULL: the access handler closes the connection (out of memory) */
+}
+
+static enum MHD_Result mc__bad_path(struct mc__http *s, struct MHD_Connection *conn)
+{
+    atomic_fetch_add_explicit(&s->bad_paths, 1, memory_order_relaxed);
+    mc_http_response r = {0};
+    mc__resp_text(&r, 400, "{\"error\": \"bad request path\"}");
+    return mc__send(conn, &r);
+}
+
+/* A pool thread: the request's checks and handler, then the connection resumed for its event
+ * thread to send the answer. The context belongs to the event thread again once resumed. */
+static void mc__run_handler(void *arg)
+{
+    mc__req_ctx *ctx = arg;
+    struct MHD_Connection *conn = ctx->conn;
+    mc__req_impl im = {.conn = conn, .raw_path = ctx->raw};
+    mc_http_request req = {.method = ctx->method, .path = ctx->path, .query = ctx->query ? ctx->query : "",
+                           .body = ctx->body ? ctx->body : "", .body_len = ctx->len, .impl = &im};
+    mc__dispatch(ctx->server, &req, ctx->resp);
+    atomic_store_explicit(&ctx->done, true, memory_order_release);
+    MHD_resume_connection(conn);
+}
+
 static enum MHD_Result mc__access(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
     (void)version;
+    (void)url; /* MHD's decoded URL: the raw one is normalised here instead */
     struct mc__http *s = cls;
     mc__req_ctx *ctx = *con_cls;
-    if (!ctx) {
-        ctx = calloc(1, sizeof *ctx);
-        if (!ctx)
+    if (!ctx)
+        return MHD_NO;
+    if (!ctx->started) {
+        mc__conn *c = mc__conn_of(conn);
+        if (c && c->over)
+            return MHD_NO; /* its 503 went out at the start: close, having read the head */
+        ctx->started = true;
+        atomic_fetch_add_explicit(&s->active, 1, memory_order_relaxed);
+        if (c) /* the head is whole: no deadline while the request is handled */
+            atomic_store_explicit(&c->deadline, 0, memory_order_relaxed);
+        int rc = mc__http_path_normalize(ctx->raw, strlen(ctx->raw), &ctx->path);
+        if (rc == MC_ENOMEM)
             return MHD_NO;
-        *con_cls = ctx;
+        if (rc != 0)
+            return mc__bad_path(s, conn);
         /* A declared body over the limit is refused before it is sent. */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->max_body) {
@@ -693,78 +848,462 @@ static enum MHD_Result mc__access(void *cls, struct MHD_Connection *conn, const 
         ctx->len += n;
         return MHD_YES;
     }
+    if (ctx->queued) {
+        if (!atomic_load_explicit(&ctx->done, memory_order_acquire))
+            return MHD_YES; /* not answered yet (a call while suspended is not expected) */
+        mc_http_response *done = ctx->resp;
+        ctx->resp = NULL;
+        ctx->queued = false;
+        atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
+        enum MHD_Result ok = mc__send(conn, done);
+        free(done);
+        return ok;
+    }
     mc_http_response r = {0};
     if (ctx->too_large) {
         mc__resp_text(&r, 413, "{\"error\": \"body over %zu bytes\"}", s->max_body);
         return mc__send(conn, &r);
     }
-    /* MHD hands over the path and the decoded query arguments: rebuild "k=v&k2=v2". */
+    /* MHD hands over the decoded query arguments: rebuild "k=v&k2=v2". */
     mc__buf query = {0};
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, mc__query_arg, &query);
-    mc__req_impl im = {.conn = conn};
-    mc_http_request req = {.method = method, .path = url, .query = query.s ? query.s : "", .body = ctx->body ? ctx->body : "",
-                           .body_len = ctx->len, .impl = &im};
+    if (query.failed) {
+        free(query.s);
+        return MHD_NO;
+    }
+    /* Module code (request checks, resources) runs on the pool, so that a handler that blocks
+     * never holds up an event thread's other connections; the host's own endpoints answer
+     * here. */
+    if (s->pool && !mc__under(ctx->path, MC__ADMIN, strlen(MC__ADMIN)) && strcmp(ctx->path, "/metrics") != 0) {
+        if ((ctx->resp = calloc(1, sizeof *ctx->resp))) {
+            ctx->server = s;
+            ctx->conn = conn;
+            ctx->method = method;
+            ctx->query = query.s;
+            ctx->queued = true;
+            /* Suspended before it is queued: the pool thread may resume it at once. */
+            MHD_suspend_connection(conn);
+            int qrc = mc__pool_submit(s->pool, mc__run_handler, ctx);
+            if (qrc == 0)
+                return MHD_YES;
+            MHD_resume_connection(conn);
+            ctx->queued = false;
+            ctx->query = NULL;
+            free(ctx->resp);
+            ctx->resp = NULL;
+            free(query.s);
+            /* The server is stopping (a kept-alive connection's request after the pool stopped):
+             * the client may retry elsewhere. */
+            if (qrc == MC_EBUSY) {
+                mc__resp_text(&r, 503, "{\"error\": \"the server is stopping\"}");
+                mc_http_add_header(&r, "Connection", "close");
+                return mc__send(conn, &r);
+            }
+        } else {
+            free(query.s);
+        }
+        mc__resp_text(&r, 503, "{\"error\": \"out of memory\"}");
+        return mc__send(conn, &r);
+    }
+    mc__req_impl im = {.conn = conn, .raw_path = ctx->raw};
+    mc_http_request req = {.method = method, .path = ctx->path, .query = query.s ? query.s : "",
+                           .body = ctx->body ? ctx->body : "", .body_len = ctx->len, .impl = &im};
     mc__dispatch(s, &req, &r);
     free(query.s);
+    atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
     return mc__send(conn, &r);
 }
 
+/* A request ended (answered, or its connection closed): the next head's deadline starts. */
 static void mc__completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                           enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)conn;
     (void)toe;
+    struct mc__http *s = cls;
     mc__req_ctx *ctx = *con_cls;
     if (ctx) {
+        if (ctx->started)
+            atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
+        free(ctx->raw);
+        free(ctx->path);
         free(ctx->body);
+        free(ctx->query);
+        if (ctx->resp) {
+            mc__resp_free(ctx->resp);
+            free(ctx->resp);
+        }
         free(ctx);
         *con_cls = NULL;
     }
+    mc__conn *c = mc__conn_of(conn);
+    if (c)
+        atomic_store_explicit(&c->deadline, mc__ratelog_now() + s->idle_ns + s->header_ns, memory_order_relaxed);
+}
+
+/* A repeating fault's log line, through the ratelog: the first in full, then counts. */
+static void mc__log_repeating(struct mc__http *s, mc__ratelog *rl, const char *what, const char *first)
+{
+    uint64_t n = 0;
+    switch (mc__ratelog_hit(rl, mc__ratelog_now(), MC__LOG_INTERVAL_NS, &n)) {
+    case MC__RATELOG_START:
+        mc__host_log(s->host, MC_LOG_WARN, NULL, "%s", first);
+        break;
+    case MC__RATELOG_COUNT:
+        mc__host_log(s->host, MC_LOG_WARN, NULL, "%s: %llu more in the last %llu s", what,
+                     (unsigned long long)n, (unsigned long long)(MC__LOG_INTERVAL_NS / 1000000000u));
+        break;
+    case MC__RATELOG_QUIET:
+        break;
+    }
+}
+
+static void mc__log_ended(struct mc__http *s, mc__ratelog *rl, uint64_t now, uint64_t quiet, const char *what)
+{
+    uint64_t total, dur;
+    if (mc__ratelog_end(rl, now, quiet, &total, &dur))
+        mc__host_log(s->host, MC_LOG_INFO, NULL, "%s ended: %llu in %.1f s", what, (unsigned long long)total,
+                     (double)dur / 1e9);
+}
+
+static void mc__log_refusal(struct mc__http *s)
+{
+    atomic_fetch_add_explicit(&s->refused, 1, memory_order_relaxed);
+    char first[160];
+    snprintf(first, sizeof first, "connection limit reached (%u): refusing new connections", s->max_conns);
+    mc__log_repeating(s, &s->refusals, "connections refused at the limit", first);
+}
+
+/* Accept policy: up to max_connections, and a few more that will be answered 503 at their
+ * start; past those, close at once. Either way the client learns at once, and the connections
+ * held are not slowed. The count is read here and changed at connection start and close, so
+ * threads accepting at the same moment may overshoot by at most one connection each. */
+static enum MHD_Result mc__accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    struct mc__http *s = cls;
+    if (atomic_load_explicit(&s->nconns, memory_order_relaxed) < (uint64_t)s->max_conns + s->refuse_slots)
+        return MHD_YES;
+    mc__log_refusal(s);
+    return MHD_NO;
+}
+
+/* A connection past max_connections: a complete 503 answer written before libmicrohttpd has
+ * read or written anything on the socket (so nothing interleaves with it), then the write side
+ * shut. libmicrohttpd reads the client's request head (so that closing does not reset the
+ * connection and lose the answer) and the access handler closes it; a client that sends
+ * nothing is shut down by the sweeper within a second. */
+static void mc__refuse_503(struct mc__http *s, mc__conn *c)
+{
+    static const char answer[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                 "Content-Type: application/json\r\n"
+                                 "Content-Length: 33\r\n"
+                                 "Retry-After: 1\r\n"
+                                 "Connection: close\r\n\r\n"
+                                 "{\"error\": \"too many connections\"}";
+    c->over = true;
+    if (c->fd >= 0) {
+        (void)!send(c->fd, answer, sizeof answer - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        shutdown(c->fd, SHUT_WR);
+    }
+    uint64_t linger = s->header_ns < 1000000000u ? s->header_ns : 1000000000u;
+    atomic_init(&c->deadline, mc__ratelog_now() + linger);
+    mc__log_refusal(s);
+}
+
+static void mc__notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
+                            enum MHD_ConnectionNotificationCode code)
+{
+    struct mc__http *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        uint64_t held = atomic_fetch_add_explicit(&s->nconns, 1, memory_order_relaxed);
+        mc__conn *c = calloc(1, sizeof *c);
+        *socket_context = c;
+        if (!c)
+            return; /* no deadline for this one: MHD's idle timeout still applies */
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c->fd = ci ? ci->connect_fd : -1;
+        atomic_init(&c->deadline, mc__ratelog_now() + s->header_ns);
+        if (held >= s->max_conns)
+            mc__refuse_503(s, c);
+        pthread_mutex_lock(&s->conns_lock);
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        pthread_mutex_unlock(&s->conns_lock);
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
+        mc__conn *c = *socket_context;
+        if (!c)
+            return;
+        /* Unlinked before MHD closes the socket, so that the sweeper never shuts down a
+         * descriptor number the kernel may have given to another connection. */
+        pthread_mutex_lock(&s->conns_lock);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            s->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        pthread_mutex_unlock(&s->conns_lock);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+/* MHD's own error messages (one per failed connection at worst): rate-limited. */
+static void mc__mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    struct mc__http *s = cls;
+    char msg[256];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    char first[300];
+    snprintf(first, sizeof first, "libmicrohttpd: %s", msg);
+    mc__log_repeating(s, &s->mhd_log, "libmicrohttpd messages", first);
+}
+
+/* Close the connections whose request head is late; end the repeating-fault logs that went
+ * quiet. One thread for the whole server, waking a few times per header timeout. */
+static void *mc__sweeper_main(void *arg)
+{
+    struct mc__http *s = arg;
+    uint64_t period = s->header_ns / 10;
+    if (period < 10000000u)
+        period = 10000000u;
+    if (period > 250000000u)
+        period = 250000000u;
+    pthread_mutex_lock(&s->sweep_lock);
+    while (!s->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t at = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + period;
+        ts.tv_sec = (time_t)(at / 1000000000u);
+        ts.tv_nsec = (long)(at % 1000000000u);
+        pthread_cond_timedwait(&s->sweep_cv, &s->sweep_lock, &ts);
+        if (s->stopping)
+            break;
+        pthread_mutex_unlock(&s->sweep_lock);
+        uint64_t now = mc__ratelog_now(), late = 0;
+        pthread_mutex_lock(&s->conns_lock);
+        for (mc__conn *c = s->conns; c; c = c->next) {
+            uint64_t d = atomic_load_explicit(&c->deadline, memory_order_relaxed);
+            if (d && now >= d && !c->dropped && c->fd >= 0) {
+                /* MHD sees end-of-stream on its next read and closes the connection itself. */
+                shutdown(c->fd, SHUT_RDWR);
+                c->dropped = true;
+                late += !c->over; /* a refused one that sent nothing is no late head */
+            }
+        }
+        pthread_mutex_unlock(&s->conns_lock);
+        if (late) {
+            atomic_fetch_add_explicit(&s->header_timeouts, late, memory_order_relaxed);
+            char first[160];
+            snprintf(first, sizeof first, "closing connections whose request head is not whole after %.1f s",
+                     (double)s->header_ns / 1e9);
+            for (uint64_t i = 0; i < late; i++)
+                mc__log_repeating(s, &s->late_heads, "connections closed for a late request head", first);
+        }
+        mc__log_ended(s, &s->refusals, now, MC__LOG_QUIET_NS, "connection refusals at the limit");
+        mc__log_ended(s, &s->late_heads, now, MC__LOG_QUIET_NS, "closing connections for late request heads");
+        mc__log_ended(s, &s->mhd_log, now, MC__LOG_QUIET_NS, "libmicrohttpd messages");
+        pthread_mutex_lock(&s->sweep_lock);
+    }
+    pthread_mutex_unlock(&s->sweep_lock);
+    return NULL;
+}
+
+/* Descriptors this process has open now (Linux: /proc/self/fd), or 0 when unknown. */
+static unsigned mc__open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return 0;
+    unsigned n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n > 3 ? n - 3 : 0; /* ".", ".." and the directory's own descriptor */
+}
+
+/* The connection limit the open-files limit allows: each connection is one descriptor. */
+static unsigned mc__fd_capped(mc_host *h, unsigned want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return want;
+    uint64_t used = mc__open_fds() + MC__FD_RESERVE + 256; /* 256: the most 503 answers at once */
+    uint64_t room = rl.rlim_cur > used ? rl.rlim_cur - used : 1;
+    if (room >= want)
+        return want;
+    mc__host_log(h, MC_LOG_WARN, NULL,
+                 "max_connections %u lowered to %llu: the open-files limit is %llu (raise it with ulimit -n, "
+                 "or LimitNOFILE= in a systemd unit)",
+                 want, (unsigned long long)room, (unsigned long long)rl.rlim_cur);
+    return (unsigned)room;
+}
+
+void mc_http_options_init(mc_http_options *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->listen = "127.0.0.1:8008";
+}
+
+static void mc__http_free(struct mc__http *s)
+{
+    mc__ratelog_destroy(&s->refusals);
+    mc__ratelog_destroy(&s->mhd_log);
+    mc__ratelog_destroy(&s->late_heads);
+    pthread_mutex_destroy(&s->conns_lock);
+    pthread_mutex_destroy(&s->sweep_lock);
+    pthread_cond_destroy(&s->sweep_cv);
+    free(s->token);
+    free(s);
+}
+
+static void mc__sweeper_stop(struct mc__http *s)
+{
+    if (!s->has_sweeper)
+        return;
+    pthread_mutex_lock(&s->sweep_lock);
+    s->stopping = true;
+    pthread_cond_signal(&s->sweep_cv);
+    pthread_mutex_unlock(&s->sweep_lock);
+    pthread_join(s->sweeper, NULL);
+    s->has_sweeper = false;
+}
+
+int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err)
+{
+    mc_http_options defaults;
+    mc_http_options_init(&defaults);
+    const mc_http_options *o = opts ? opts : &defaults;
+    if (!h || !o->listen)
+        return mc__error_set(err, MC_EINVAL, "invalid argument: NULL host or listen address");
+    if (h->http)
+        return mc__error_set(err, MC_EBUSY, "the HTTP server is already running");
+    char addr[64];
+    unsigned port;
+    const char *why = NULL;
+    if (mc__hostport_split(o->listen, 0, true, addr, sizeof addr, &port, &why) != 0)
+        return mc__error_set(err, MC_EINVAL, "%s: %s", o->listen, why);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+        return mc__error_set(err, MC_EINVAL, "%s: expected an IPv4 address and a port", o->listen);
+    struct mc__http *s = calloc(1, sizeof *s);
+    if (!s)
+        return mc__error_set(err, MC_ENOMEM, "out of memory");
+    s->host = h;
+    s->quiesced_fd = -1;
+    s->max_body = o->max_body ? o->max_body : MC__DEFAULT_MAX_BODY;
+    s->header_ns = o->request_header_timeout_ns ? o->request_header_timeout_ns : MC__DEFAULT_HEADER_TIMEOUT_NS;
+    s->idle_ns = o->idle_timeout_ns ? o->idle_timeout_ns : MC__DEFAULT_IDLE_TIMEOUT_NS;
+    pthread_mutex_init(&s->conns_lock, NULL);
+    pthread_mutex_init(&s->sweep_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->sweep_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    mc__ratelog_init(&s->refusals);
+    mc__ratelog_init(&s->mhd_log);
+    mc__ratelog_init(&s->late_heads);
+    if (o->admin_token && !(s->token = strdup(o->admin_token))) {
+        mc__http_free(s);
+        return mc__error_set(err, MC_ENOMEM, "out of memory");
+    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned threads = o->threads ? o->threads : cpus > 0 ? (unsigned)cpus : 1;
+    unsigned handlers = o->handler_threads ? o->handler_threads : threads * 4 > 8 ? threads * 4 : 8;
+    if (handlers == MC_HTTP_INLINE_HANDLERS)
+        handlers = 0;
+    int prc = handlers ? mc__pool_create(handlers, &s->pool) : 0;
+    if (prc != 0) {
+        mc__http_free(s);
+        return mc__error_set(err, prc, "cannot start the HTTP server's %u handler threads", handlers);
+    }
+    s->max_conns = mc__fd_capped(h, o->max_connections ? o->max_connections : MC__DEFAULT_MAX_CONNECTIONS);
+    s->refuse_slots = s->max_conns / 16 + 8 < 256 ? s->max_conns / 16 + 8 : 256;
+    /* MHD's own limit is split evenly between its threads, and a thread at its share stops
+     * accepting (the silence this server must not fall into): make every share the whole
+     * limit, and refuse past max_connections in mc__accept instead. */
+    unsigned mhd_limit = s->max_conns > 0x7fffffffu / threads ? 0x7fffffffu : s->max_conns * threads;
+    unsigned idle_s = (unsigned)((s->idle_ns + 999999999u) / 1000000000u);
+    s->live = true;
+    /* The kernel caps the listen queue at net.core.somaxconn. A queue as short as a small
+     * connection limit would make a burst of connections wait there for SYN retries: silence,
+     * not the refusal the accept policy gives. */
+    unsigned backlog = 65535;
+    struct MHD_OptionItem extra[] = {
+        {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    s->daemon = MHD_start_daemon(
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, mc__accept, s,
+        mc__access, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mc__mhd_log, s, /* first: it applies to the options after it */
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, mc__completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, mc__notify_conn, s, MHD_OPTION_URI_LOG_CALLBACK, mc__request_begin, s,
+        MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
+        MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        o->max_connections_per_address, MHD_OPTION_LISTEN_BACKLOG_SIZE, backlog, MHD_OPTION_ARRAY, extra,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        int e = errno;
+        mc__pool_destroy(s->pool);
+        mc__http_free(s);
+        return mc__error_set(err, MC_EIO, "%s: cannot listen: %s", o->listen, strerror(e));
+    }
+    if (pthread_create(&s->sweeper, NULL, mc__sweeper_main, s) != 0) {
+        MHD_stop_daemon(s->daemon);
+        mc__pool_destroy(s->pool);
+        mc__http_free(s);
+        return mc__error_set(err, MC_ENOMEM, "cannot start the HTTP server's sweeper thread");
+    }
+    s->has_sweeper = true;
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : port;
+    h->http = s;
+    mc__host_log(h, MC_LOG_INFO, NULL, "serving HTTP on %s:%u (%u threads, %u handler threads, up to %u connections)",
+                 addr, s->port, threads, handlers, s->max_conns);
+    return 0;
 }
 
 int mc_host_http_start(mc_host *h, const char *listen, size_t max_body, const char *admin_token,
                        mc_error *err)
 {
-    if (!h || !listen)
+    mc_http_options o;
+    mc_http_options_init(&o);
+    o.listen = listen;
+    o.max_body = max_body;
+    o.admin_token = admin_token;
+    if (!listen)
         return MC_EINVAL;
-    if (h->http)
-        return MC_EBUSY;
-    const char *colon = strrchr(listen, ':');
-    char addr[64];
-    if (!colon || (size_t)(colon - listen) >= sizeof addr)
-        return mc__error_set(err, MC_EINVAL, "%s: expected host:port", listen);
-    memcpy(addr, listen, (size_t)(colon - listen));
-    addr[colon - listen] = 0;
-    char *end;
-    unsigned long port = strtoul(colon + 1, &end, 10);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (*end || port > 65535 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
-        return mc__error_set(err, MC_EINVAL, "%s: expected an IPv4 address and a port", listen);
-    struct mc__http *s = calloc(1, sizeof *s);
-    if (!s)
-        return MC_ENOMEM;
-    s->host = h;
-    s->max_body = max_body ? max_body : MC__DEFAULT_MAX_BODY;
-    if (admin_token && !(s->token = strdup(admin_token))) {
-        free(s);
-        return MC_ENOMEM;
-    }
-    s->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                                     MHD_USE_ERROR_LOG,
-                                 0, NULL, NULL, mc__access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                                 MHD_OPTION_NOTIFY_COMPLETED, mc__completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-                                 (unsigned int)30, MHD_OPTION_END);
-    if (!s->daemon) {
-        free(s->token);
-        free(s);
-        return mc__error_set(err, MC_EIO, "%s: cannot listen", listen);
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : (unsigned)port;
-    h->http = s;
-    mc__host_log(h, MC_LOG_INFO, NULL, "serving HTTP on %s:%u", addr, s->port);
-    return 0;
+    return mc_host_http_start_v2(h, &o, err);
+}
+
+void mc_host_http_stats(const mc_host *h, mc_http_stats *st)
+{
+    if (!st)
+        return;
+    memset(st, 0, sizeof *st);
+    if (h && h->http)
+        mc__http_stats_of(h->http, st);
+}
+
+static void mc__http_stats_of(const struct mc__http *s, mc_http_stats *st)
+{
+    st->connections = atomic_load_explicit(&s->nconns, memory_order_relaxed);
+    st->max_connections = s->max_conns;
+    st->refused = atomic_load_explicit(&s->refused, memory_order_relaxed);
+    st->header_timeouts = atomic_load_explicit(&s->header_timeouts, memory_order_relaxed);
+    st->requests = atomic_load_explicit(&s->requests, memory_order_relaxed);
+    st->bad_paths = atomic_load_explicit(&s->bad_paths, memory_order_relaxed);
 }
 
 unsigned mc_host_http_port(const mc_host *h) { return h && h->http ? h->http->port : 0; }
@@ -774,19 +1313,24 @@ void mc_host_http_stop(mc_host *h)
     if (!h || !h->http)
         return;
     struct mc__http *s = h->http;
-    /* Stop accepting first; MHD_stop_daemon then joins every connection thread, so requests
-     * in progress complete before the server goes. */
-    MHD_quiesce_daemon(s->daemon);
-    for (int i = 0; i < 1000; i++) { /* up to 10 s for requests in progress */
-        const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-        if (!info || info->num_connections == 0)
-            break;
+    /* Stop accepting first, let the requests in progress finish (up to 10 s), then stop: MHD
+     * closes the idle and half-sent connections, which have nothing to finish. */
+    MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
+    s->quiesced_fd = lfd == MHD_INVALID_SOCKET ? -1 : lfd;
+    for (int i = 0; i < 1000 && atomic_load_explicit(&s->active, memory_order_relaxed) > 0; i++)
         nanosleep(&(struct timespec){.tv_nsec = 10000000}, NULL);
-    }
+    /* Handlers still running (past the 10 s) are waited for: their connections are suspended,
+     * and libmicrohttpd must see them resumed before it stops. Requests that kept-alive
+     * connections send from now on are answered 503 (the pool refuses them); the pool is freed
+     * once no event thread can reach it. */
+    mc__pool_stop(s->pool);
     MHD_stop_daemon(s->daemon);
-    free(s->token);
-    free(s);
+    mc__pool_destroy(s->pool);
+    if (s->quiesced_fd >= 0)
+        close(s->quiesced_fd);
+    mc__sweeper_stop(s);
     h->http = NULL;
+    mc__http_free(s);
 }
 
 int mc__http_inject(mc_host *h, const char *admin_token, size_t max_body, const char *method,
@@ -796,14 +1340,21 @@ int mc__http_inject(mc_host *h, const char *admin_token, size_t max_body, const 
     struct mc__http s = {.host = h, .max_body = max_body ? max_body : MC__DEFAULT_MAX_BODY,
                          .token = (char *)admin_token};
     mc_http_response r = {0};
-    mc__req_impl im = {.headers = headers ? headers : ""};
-    if (body_len > s.max_body) {
+    mc__req_impl im = {.headers = headers ? headers : "", .raw_path = path};
+    char *norm = NULL;
+    int nrc = path ? mc__http_path_normalize(path, strlen(path), &norm) : MC_EINVAL;
+    if (nrc == MC_ENOMEM) {
+        r.failed = true;
+    } else if (nrc != 0) {
+        mc__resp_text(&r, 400, "{\"error\": \"bad request path\"}");
+    } else if (body_len > s.max_body) {
         mc__resp_text(&r, 413, "{\"error\": \"body over %zu bytes\"}", s.max_body);
     } else {
-        mc_http_request req = {.method = method, .path = path, .query = query ? query : "",
+        mc_http_request req = {.method = method, .path = norm, .query = query ? query : "",
                                .body = body ? body : "", .body_len = body_len, .impl = &im};
         mc__dispatch(&s, &req, &r);
     }
+    free(norm);
     while (im.found) {
         struct mc__found *next = im.found->next;
         free(im.found);

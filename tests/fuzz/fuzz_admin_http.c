@@ -100,6 +100,8 @@ typedef struct {
     char *body;
     size_t body_len;
     char *store;
+    char *raw;  /* the path as sent; `path` is its normalised form (what the server routes) */
+    bool bad_path; /* it does not normalise: the server answers 400 */
 } request;
 
 /* Entries for the admin API to list and invalidate, put back before every request: three key
@@ -252,11 +254,13 @@ static int answer(const request *rq, const char *token, char **out, size_t *out_
 {
     *out = NULL;
     *out_len = 0;
-    int status = mc__http_inject(host, token, MAX_BODY, rq->method, rq->path, rq->query, rq->headers,
+    int status = mc__http_inject(host, token, MAX_BODY, rq->method, rq->raw, rq->query, rq->headers,
                                  rq->body, rq->body_len, out, out_len);
     CHECK(status >= 100 && status <= 599);
     CHECK(*out != NULL && (*out)[*out_len] == 0);
-    if (rq->body_len > MAX_BODY)
+    if (rq->bad_path)
+        CHECK(status == 400); /* before anything else looks at the request */
+    else if (rq->body_len > MAX_BODY)
         CHECK(status == 413);
     return status;
 }
@@ -269,8 +273,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!split(data, size, &rq))
         return 0;
     prefill();
-    bool admin = under(rq.path, ADMIN);
-    bool too_big = rq.body_len > MAX_BODY;
+    /* The oracle reasons about the path the server routes: the normalised one. */
+    rq.raw = rq.path;
+    char *norm = NULL;
+    int nrc = mc__http_path_normalize(rq.raw, strlen(rq.raw), &norm);
+    CHECK(nrc == 0 || nrc == MC_EINVAL);
+    rq.bad_path = nrc != 0;
+    rq.path = norm ? norm : (char *)"";
+    if (norm) { /* normalising again changes nothing unless it decoded an escape */
+        char *again = NULL;
+        if (!strchr(rq.raw, '%') && mc__http_path_normalize(norm, strlen(norm), &again) == 0)
+            CHECK(!strcmp(again, norm));
+        free(again);
+        CHECK(norm[0] == '/' && !strstr(norm, "//") && !strstr(norm, "/./") && !strstr(norm, "/../"));
+    }
+    bool admin = !rq.bad_path && under(rq.path, ADMIN);
+    bool too_big = rq.body_len > MAX_BODY || rq.bad_path;
     bool is_get = !strcmp(rq.method, "GET");
 
     char *out = NULL;
@@ -330,6 +348,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(status2 == status); /* the rest does not depend on the token */
     free(out);
 
+    free(norm);
     free(rq.body);
     free(rq.store);
     return 0;

@@ -20,6 +20,8 @@ static void echo(void *ud, const mc_http_request *req, mc_http_response *resp)
     char buf[2048];
     int n = snprintf(buf, sizeof buf, "%s %s ?%s x=%s body=%.*s", req->method, req->path, req->query,
                      x ? x : "-", (int)req->body_len, req->body);
+    if (mc_http_header(req, "X-Raw") && n > 0 && (size_t)n < sizeof buf) /* the path as sent */
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " raw=%s", mc_http_raw_path(req));
     mc_http_add_header(resp, "Content-Type", "text/plain");
     mc_http_set_body(resp, buf, n < 0 ? 0 : (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 }

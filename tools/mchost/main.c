@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static void usage(FILE *f)
 {
@@ -28,28 +29,40 @@ static int fail(const mc_error *err)
     return 2;
 }
 
-/* The admin token: the file's first line, without trailing whitespace. */
-static char *read_token(const char *path, mc_error *err)
+/* The admin token file, checked (mc_host_admin_token_read), its fault at the file's position. */
+static char *read_token(const mc_host_config *hc, mc_error *err)
 {
-    FILE *f = fopen(path, "r");
-    char buf[512];
-    if (!f || !fgets(buf, sizeof buf, f)) {
-        if (f)
-            fclose(f);
-        err->code = MC_EIO;
-        snprintf(err->message, sizeof err->message, "server.admin_token_file: cannot read %s", path);
-        return NULL;
-    }
-    fclose(f);
-    size_t n = strlen(buf);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-        buf[--n] = 0;
-    if (n == 0) {
-        err->code = MC_EINVAL;
-        snprintf(err->message, sizeof err->message, "server.admin_token_file: %s is empty", path);
-        return NULL;
-    }
-    return strdup(buf);
+    char *token = NULL;
+    mc_error terr = {0};
+    int rc = mc_host_admin_token_read(hc->admin_token_file, &token, &terr);
+    if (rc != 0)
+        mc_config_fail(hc->admin_token_node, err, rc, "%s", terr.message);
+    return token;
+}
+
+/* Enough open files for max_connections (each connection is one descriptor) and the rest of
+ * the process: the soft limit is raised up to the hard one; when even that is too low, say so
+ * (the server then lowers its connection limit and says so too). */
+static void raise_nofile(unsigned max_connections)
+{
+    struct rlimit rl;
+    /* Each connection, up to 256 being answered 503 past the limit, and the rest of the process. */
+    rlim_t want = (rlim_t)max_connections + 512;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+        return;
+    rlim_t cur = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (rl.rlim_cur > cur && setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        rl.rlim_cur = cur;
+    if (rl.rlim_cur < want)
+        fprintf(stderr,
+                "warn [host] open-files limit %llu (hard limit %llu) is below the %llu that server.max_connections %u "
+                "needs: raise the hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit)\n",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, (unsigned long long)want,
+                max_connections);
+    else if (rl.rlim_cur > cur)
+        fprintf(stderr, "info [host] open-files limit raised from %llu to %llu\n", (unsigned long long)cur,
+                (unsigned long long)rl.rlim_cur);
 }
 
 /* SIGHUP: the caches: block's factors again (global, then each named one). */
@@ -156,11 +169,12 @@ int main(int argc, char **argv)
         status = fail(&err);
         goto out;
     }
-    if (mc_host_load_modules(host, hc.modules, &err) != 0) {
+    /* The token before the modules: a bad file is found without running any module code. */
+    if (hc.admin_token_file && !(token = read_token(&hc, &err))) {
         status = fail(&err);
         goto out;
     }
-    if (hc.admin_token_file && !(token = read_token(hc.admin_token_file, &err))) {
+    if (mc_host_load_modules(host, hc.modules, &err) != 0) {
         status = fail(&err);
         goto out;
     }
@@ -168,7 +182,23 @@ int main(int argc, char **argv)
         printf("%s: configuration and %zu module(s) OK\n", path, mc_host_module_count(host));
         goto out;
     }
-    if (mc_host_http_start(host, hc.listen, 0, token, &err) != 0) {
+    mc_http_options http;
+    mc_http_options_init(&http);
+    http.listen = hc.listen;
+    http.admin_token = token;
+    http.threads = hc.server_threads;
+    http.handler_threads = hc.server_handler_threads;
+    http.max_connections = hc.max_connections;
+    http.max_connections_per_address = hc.max_connections_per_address;
+    http.request_header_timeout_ns = hc.request_header_timeout_ns;
+    http.idle_timeout_ns = hc.idle_timeout_ns;
+    raise_nofile(hc.max_connections ? hc.max_connections : 10000);
+    mc_error herr = {0};
+    if (mc_host_http_start_v2(host, &http, &herr) != 0) {
+        if (hc.listen_node)
+            mc_config_fail(hc.listen_node, &err, herr.code, "%s", herr.message);
+        else
+            err = herr;
         status = fail(&err);
         goto out;
     }

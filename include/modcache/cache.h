@@ -10,9 +10,12 @@
  * (mc_value) or copies; a handle stays valid after its entry is evicted, replaced or
  * removed, and even after the cache is destroyed, until mc_value_release.
  *
- * Memory reclamation: removed entries are freed after an epoch grace period (Concurrency
- * Kit ck_epoch) once no handle pins them; each thread that uses a cache gets an epoch
- * record that is returned at thread exit. */
+ * Storage: entries whose key and value fit in 14 bytes together live inside the index (one
+ * cache line per hit, nothing allocated); the rest are allocated out of line.
+ *
+ * Memory reclamation: removed out-of-line entries are freed after a grace period of userspace
+ * RCU (liburcu, memb flavour) once no handle pins them, on liburcu's reclamation thread; each
+ * thread that looks at one registers with liburcu once and unregisters at thread exit. */
 #ifndef MODCACHE_CACHE_H
 #define MODCACHE_CACHE_H
 
@@ -110,8 +113,10 @@ MC_API int mc_cache_create(const mc_cache_options *opts, mc_cache **out);
 MC_API void mc_cache_destroy(mc_cache *cache);
 
 /* Look up `key` and return a pinned handle in *out. Returns 0; MC_ENOENT on a miss (or an
- * expired entry); MC_EINVAL for NULL pointers or klen > MC_KEY_MAX. Lock-free. A pinned get
- * does one atomic increment on the entry; mc_cache_get_copy does not write to the entry. */
+ * expired entry); MC_EINVAL for NULL pointers or klen > MC_KEY_MAX; MC_ENOMEM if an entry
+ * stored in the index could not be copied into a handle. Lock-free. A pinned get does one
+ * atomic increment on an out-of-line entry, and allocates a detached copy of an entry stored
+ * in the index; mc_cache_get_copy does neither. */
 MC_API int mc_cache_get(mc_cache *cache, const void *key, size_t klen, mc_value **out);
 
 /* Look up `key` and copy its value into buf (capacity cap), storing the value's size in
@@ -175,8 +180,10 @@ MC_API int mc_cache_remove(mc_cache *cache, const void *key, size_t klen);
 MC_API int mc_cache_remove_prefix(mc_cache *cache, const void *prefix, size_t plen,
                                   size_t *removed);
 
-/* Remove every entry (listener reason MC_EVICT_INVALIDATION) and reclaim their memory before
- * returning, apart from entries pinned by handles. */
+/* Remove every entry (listener reason MC_EVICT_INVALIDATION). Entries stored in the index are
+ * gone when this returns; out-of-line entries (long keys or values, owned values) are freed
+ * after a grace period on the library's reclamation thread, and pinned ones after their
+ * release. Does not wait for that: mc_cache_destroy does. */
 MC_API void mc_cache_clear(mc_cache *cache);
 
 /* Change the bounds at run time (same rules as at create). Entries over the new bounds are

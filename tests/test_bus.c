@@ -1,6 +1,7 @@
 /* The invalidation bus against a real redis-server: buses in this process (two "hosts" with
  * their own registries), then mchost processes sharing a stream, through Redis outages,
  * restarts with and without the stream, trimming past a stalled host, and late starters. */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -770,7 +771,7 @@ static int checker_main(unsigned port, int nkeys, int stop_fd)
     long last[8] = {0};
     unsigned long reads = 0;
     while (!checker_told_to_stop(stop_fd)) {
-        for (int k = 0; k < nkeys; k++) {
+        for (int k = 0; k < nkeys && !checker_told_to_stop(stop_fd); k++) {
             char path[128], body[512];
             snprintf(path, sizeof path, "/_modcache/client/bus/v1/value/kill%d", k);
             if (mct_http(port, "GET", path, NULL, NULL, body, sizeof body) != 200)
@@ -813,7 +814,9 @@ static void test_redis_kill_loop(void **state)
         data_write(key, val);
     }
     int stop[2];
-    assert_int_equal(pipe(stop), 0);
+    /* Close-on-exec: the redis-server processes started later must not hold the write end
+     * open, or the checker never sees it close. */
+    assert_int_equal(pipe2(stop, O_CLOEXEC), 0);
     pid_t checker = fork();
     assert_true(checker >= 0);
     if (checker == 0) {

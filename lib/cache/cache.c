@@ -1063,7 +1063,7 @@ again:
         uint8_t rec = c->policy == MC_POLICY_LRU ? gen : s.b[MC__OFF_REC + i];
         uint32_t list = c->policy == MC_POLICY_LRU ? (gen & (MC__NGENS - 1))
                                                    : ((vl & MC__VL_MAIN) ? MC__Q_MAIN : MC__Q_SMALL);
-        if (!roomy) {
+        if (!roomy || mc__gone_full(&gone)) {
             /* Flush the removal list and start again, the key back in its list. */
             mc__list_push(t, list, cell);
             mc__lock_release(&sh->lock);

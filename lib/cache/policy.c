@@ -9,7 +9,7 @@
  * small queue's end (a parameter of the algorithm; 1 measured best on the project's traces). */
 #define MC__S3_MOVE_THRESHOLD 1
 #define MC__GHOST_DEFAULT_WINDOW 4096
-#define MC__GHOST_SEQ_BITS 20
+#define MC__GHOST_SEQ_BITS 16
 #define MC__GHOST_SEQ_MASK ((1u << MC__GHOST_SEQ_BITS) - 1)
 #define MC__GHOST_WINDOW_MAX (MC__GHOST_SEQ_MASK / 2)
 

@@ -15,7 +15,7 @@
 #define MC__NONE_CELL UINT32_MAX
 
 /* S3-FIFO's ghost: fingerprints of keys evicted from the small queue during the last
- * `window` ghost insertions. 4-byte slots (12-bit fingerprint, 20-bit insertion sequence) in
+ * `window` ghost insertions. 4-byte slots (16-bit fingerprint, 16-bit insertion sequence) in
  * an open-addressing table; stale slots go at compaction. */
 struct mc__ghost {
     uint32_t *slots;

@@ -14,8 +14,9 @@ PACKAGES = cmake make gcc g++ pkg-config \
 # Only for `make test`: a PostgreSQL server for the example module's tests, clang's libFuzzer
 # for the fuzz targets, valgrind for the memcheck label, doxygen for the API reference check.
 TEST_PACKAGES = postgresql clang libclang-rt-14-dev valgrind doxygen
-# Only for `make bench`: the libcuckoo comparison and gnuplot for the charts.
-BENCH_PACKAGES = libcuckoo-dev gnuplot-nox
+# Only for `make bench`: the libcuckoo comparison, gnuplot for the charts, and Caffeine (Debian's
+# jar, and a JDK to compile bench/caffeine/ against it and run it).
+BENCH_PACKAGES = libcuckoo-dev gnuplot-nox libcaffeine-java default-jdk-headless
 
 .PHONY: all deps test-deps bench-deps build demo test test-unit test-tsan test-asan bench clean
 

@@ -93,6 +93,7 @@ struct Options {
     std::string trace;
     std::string report_dir;    // empty: no report files
     std::string redis_server;  // empty: "redis-server" from PATH
+    std::string peer;          // a program measured on the Zipf workloads in its own process (peer.h)
     double seconds = 0.0;      // 0: 2 s, or 0.3 s with --quick
     // Runs of each throughput and latency measurement, interleaved across systems so that a
     // change in the machine's load falls on all of them; the median is reported.

@@ -1,9 +1,11 @@
 // bench/mc_compare.cc: mc_compare, the comparison runner: modcache (LRU, S3-FIFO) against an
-// exact mutex LRU, no-eviction maps (a lock-free one, libcuckoo) and, for memoized lookups,
-// SQLite and Redis, on Zipf throughput, trace miss ratio, memory and lookup latency.
+// exact mutex LRU, no-eviction maps (a lock-free one, libcuckoo), a system in another process
+// (--peer: Caffeine on the JVM) and, for memoized lookups, SQLite and Redis, on Zipf throughput,
+// trace miss ratio, memory and lookup latency.
 //
 // Throughput figures are noisy (about +-30% between runs on a small machine), so every system
-// runs in the same process on the same trace and the tables report ratios between them.
+// runs in the same process on the same trace (a peer in its own, on a trace checked to be the
+// same) and the tables report ratios between them.
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -32,6 +34,7 @@
 #include "harness.h"
 #include "mutex_lru.h"
 #include "nolimit_hash.h"
+#include "peer.h"
 #include "trace.h"
 #include "zipf.h"
 #if MODCACHE_HAVE_LIBCUCKOO
@@ -629,6 +632,7 @@ void usage(FILE *f) {
     std::fputs(
         "usage: mc_compare [--quick] [--json] [--report DIR] [--verbose] [--trace FILE] [--seconds S]\n"
         "                  [--threads LIST] [--repeat N] [--workloads LIST] [--redis-server PATH]\n"
+        "                  [--peer CMD]\n"
         "\n"
         "Compares modcache (lru, s3fifo) with an exact LRU under one mutex (mutex-lru), maps that\n"
         "never evict (nolimit-hash, lock-free; libcuckoo, when built with it) and, for memoized\n"
@@ -648,7 +652,8 @@ void usage(FILE *f) {
         "  --quick            2^20-request trace and 0.3 s windows (the whole run in seconds)\n"
         "  --json             print a JSON array of results on stdout; the tables go to stderr\n"
         "  --report DIR       also write DIR/results.md, DIR/results.json and chart data (plot-*.dat)\n"
-        "  --verbose          also print the exact-LRU cold-start miss ratio of the Zipf trace\n"
+        "  --verbose          also print the Zipf trace's first keys and checksum, and its exact-LRU\n"
+        "                     cold-start miss ratio\n"
         "  --trace FILE       cloudphysics trace (default ../shared/data/cloudphysics.txt)\n"
         "  --seconds S        measuring window per throughput run (default 2)\n"
         "  --threads LIST     comma-separated thread counts for the throughput runs (default 1,2)\n"
@@ -658,6 +663,11 @@ void usage(FILE *f) {
         "                     db-lookup (default: all)\n"
         "  --redis-server P   the redis-server program for db-lookup (default: redis-server in PATH;\n"
         "                     without one, redis-get is left out and the output says so)\n"
+        "  --peer CMD         also measure the system of a program in its own process on the Zipf\n"
+        "                     workloads: /bin/sh -c CMD, started once, its trace checked against this\n"
+        "                     one's, asked for each run between the other systems' runs (bench/peer.h;\n"
+        "                     bench/run_bench.sh passes Caffeine's, bench/caffeine/). Without a working\n"
+        "                     peer the run goes on without it and says why\n"
         "  --help             this text\n"
         "\n"
         "Exit status: 0 when every run completed (whatever the target checks say), 1 when the\n"
@@ -756,6 +766,9 @@ Options parse_options(int argc, char **argv) {
         } else if (a == "--redis-server") {
             o.redis_server = need_value();
             if (o.redis_server.empty()) bad_usage("%s needs a program", "--redis-server");
+        } else if (a == "--peer") {
+            o.peer = need_value();
+            if (o.peer.empty()) bad_usage("%s needs a command", "--peer");
         } else if (a == "--workloads") {
             const std::string v = need_value();
             if (!parse_workloads(v, &o.workloads)) bad_usage("bad --workloads list '%s'", v.c_str());
@@ -1136,13 +1149,38 @@ int main(int argc, char **argv) {
         progress("sanity: share of requests with key >= %zu: %.4f (expected about 0.170)", kZipfCacheEntries,
                  cold_share);
         if (std::fabs(cold_share - 0.170) > 0.005) die("the Zipf trace does not match the workload definition");
+        const uint64_t checksum = zipf_trace_checksum(trace);
         if (o.verbose) {
+            // The line CaffeineBench --check prints for its own trace.
+            std::string first;
+            for (size_t i = 0; i < std::min<size_t>(16, trace.size()); i++) first += fmt(" %u", trace[i]);
+            progress("trace: first keys%s; %zu requests, checksum %016llx", first.c_str(), trace.size(),
+                     static_cast<unsigned long long>(checksum));
             MutexLruSys lru(kZipfCacheEntries);
             size_t misses = 0;
             for (uint32_t k : trace) misses += !lru.request(k, true);
             progress("sanity: exact LRU (mutex-lru) from cold, %zu entries, 1 thread: miss ratio %.4f%s",
                      kZipfCacheEntries, static_cast<double>(misses) / static_cast<double>(trace.size()),
                      o.quick ? " (0.2350 is the figure for the full 2^24 trace)" : " (expected 0.2350)");
+        }
+
+        // Started, and done generating its trace and compiling, before any timing; idle between its
+        // runs. Before answering ready it runs each request shape untimed for twice a run's warm-up,
+        // at least 0.5 s (a JIT compiler needs that much even for --quick).
+        Peer peer;
+        if (!o.peer.empty()) {
+            progress("peer: starting %s", o.peer.c_str());
+            std::string err;
+            if (peer.start(o.peer, trace.size(), checksum, std::max(0.5, 2 * warm), &err)) {
+                info.notes.push_back(fmt("%s: %s; in its own process, on the same trace (checksum %016llx), asked "
+                                         "for each run after the other systems' runs of the round",
+                                         peer.system().c_str(), peer.about().c_str(),
+                                         static_cast<unsigned long long>(checksum)));
+                progress("peer: %s ready, same trace: %s", peer.system().c_str(), peer.about().c_str());
+            } else {
+                info.notes.push_back("--peer not run: " + err);
+                progress("mc_compare: --peer not run: %s", err.c_str());
+            }
         }
 
         std::vector<Row> runs;
@@ -1168,6 +1206,23 @@ int main(int argc, char **argv) {
                     r.overlap = z.overlap;
                     runs.push_back(r);
                 };
+                // A peer that fails is noted and left out of the rest of the run.
+                auto record_peer = [&] {
+                    progress_begin("%s %s %d thread%s%s ... ", workload, peer.system().c_str(), t, t == 1 ? "" : "s",
+                                   o.repeat > 1 ? fmt(" (run %d/%d)", rep, o.repeat).c_str() : "");
+                    Row r;
+                    std::string err;
+                    if (!peer.run(workload, t, warm, o.seconds, &r, &err)) {
+                        progress_end("failed: %s", err.c_str());
+                        info.notes.push_back(fmt("%s stopped at %s %d thread%s (run %d): %s", peer.system().c_str(),
+                                                 workload, t, t == 1 ? "" : "s", rep, err.c_str()));
+                        peer.stop();
+                        return;
+                    }
+                    progress_end("%.2f M ops/s, hit ratio %.4f%s", r.ops_per_sec / 1e6, r.hit_ratio,
+                                 r.overlap ? " (threads met in the trace: hit ratio may be inflated)" : "");
+                    runs.push_back(r);
+                };
                 for (rep = 1; rep <= o.repeat; rep++) {
                     record("modcache", "lru",
                            [] { return std::make_unique<ModcacheSys>(kZipfCacheEntries, MC_POLICY_LRU); });
@@ -1178,9 +1233,11 @@ int main(int argc, char **argv) {
 #if MODCACHE_HAVE_LIBCUCKOO
                     record("libcuckoo", "", [] { return std::make_unique<LibcuckooSys>(); });
 #endif
+                    if (peer.running()) record_peer();
                 }
             }
         }
+        peer.stop();
         const std::vector<Row> med = median_rows(runs);
         rows.insert(rows.end(), med.begin(), med.end());
     }

@@ -110,10 +110,11 @@ void md_header(FILE *f, const RunInfo &info) {
     std::fprintf(f, "| load average (1 min) at start, at end | %s, %s |\n\n", cell(info.load_start, "%.2f").c_str(),
                  cell(info.load_end, "%.2f").c_str());
     std::fprintf(f,
-                 "Every figure comes from this one run: the systems ran one after another in one process on the\n"
-                 "same request traces. Runs on a shared machine vary by about 10-30%%, so read systems against\n"
-                 "each other (the ratios), not against figures from another run. A load average well above 0\n"
-                 "means other programs competed for the cores: 2-thread figures suffer first.\n");
+                 "Every figure comes from this one run: the systems ran one after another on the same request\n"
+                 "traces, in one process (a --peer system in its own, see the notes). Runs on a shared machine\n"
+                 "vary by about 10-30%%, so read systems against each other (the ratios), not against figures\n"
+                 "from another run. A load average well above 0 means other programs competed for the cores:\n"
+                 "2-thread figures suffer first.\n");
     if (!info.notes.empty()) {
         std::fprintf(f, "\n");
         for (const std::string &n : info.notes) std::fprintf(f, "- %s\n", n.c_str());

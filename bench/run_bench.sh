@@ -1,6 +1,6 @@
 #!/bin/sh
-# bench/run_bench.sh: what `make bench` runs: mc_compare at full length, the charts, then the
-# bus latency and token timing programs;
+# bench/run_bench.sh: what `make bench` runs: mc_compare at full length (with Caffeine as its
+# peer when a JDK is installed), the charts, then the bus latency and token timing programs;
 # writes BUILD/bench-results/ (results.md, results.json, throughput.png, missratio.png).
 set -eu
 
@@ -12,6 +12,10 @@ Runs BUILD_DIR/bench/mc_compare (default build/) with every workload and writes
 BUILD_DIR/bench-results/: results.md (tables), results.json (one record per system, workload
 and thread count), throughput.png and missratio.png (gnuplot), plus the charts' data files.
 Options after -- go to mc_compare (e.g. -- --quick for a short run).
+With a JDK (javac, java) and Debian's libcaffeine-java, bench/caffeine/ is compiled into
+BUILD_DIR/bench/caffeine/ and mc_compare measures Caffeine on its Zipf workloads (--peer);
+without them, one line says Caffeine was skipped and why. CAFFEINE_JAR=FILE uses another jar
+than /usr/share/java/caffeine.jar.
   --docs   also copy the charts to docs/benchmarks-throughput.png and
            docs/benchmarks-missratio.png
 USAGE
@@ -42,6 +46,38 @@ mkdir -p "$out"
 rm -f "$out/throughput.png" "$out/missratio.png"
 
 start=$(date +%s)
+
+# Caffeine: compiled here against Debian's jar, then started by mc_compare (--peer), which asks it
+# for each Zipf run after its own systems' runs of the round. JVM: a fixed heap, so that it never
+# resizes during a window, touched at start; the parallel collector, which works only in pauses,
+# so that no collector thread competes with the measured threads for the cores.
+caffeine_jar=${CAFFEINE_JAR:-/usr/share/java/caffeine.jar}
+caffeine_classes=$(cd "$build" && pwd)/bench/caffeine
+jvm_flags="-Xms1g -Xmx1g -XX:+UseParallelGC -XX:+AlwaysPreTouch"
+skip=
+if ! command -v javac >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+    skip="no JDK: javac or java not found (apt-get install default-jdk-headless, or make bench-deps)"
+elif [ ! -r "$caffeine_jar" ]; then
+    skip="$caffeine_jar not found (apt-get install libcaffeine-java, or make bench-deps)"
+else
+    jar=$(readlink -f "$caffeine_jar")
+    mkdir -p "$caffeine_classes"
+    # Compiled again only when a source is newer than the classes.
+    if [ ! -f "$caffeine_classes/CaffeineBench.class" ] ||
+       [ -n "$(find "$here/caffeine" -name '*.java' -newer "$caffeine_classes/CaffeineBench.class")" ]; then
+        if ! javac -d "$caffeine_classes" -cp "$jar" "$here"/caffeine/*.java 2>"$caffeine_classes/javac.log"; then
+            rm -f "$caffeine_classes/CaffeineBench.class"
+            skip="javac failed (see $caffeine_classes/javac.log)"
+        fi
+    fi
+fi
+if [ -n "$skip" ]; then
+    echo "==> Caffeine skipped: $skip"
+else
+    echo "==> Caffeine ($jar): measured on the Zipf workloads as mc_compare's peer (java $jvm_flags)"
+    set -- --peer "exec java $jvm_flags -cp '$caffeine_classes:$jar' CaffeineBench --serve" "$@"
+fi
+
 echo "==> [1/3] $mc: every workload (a few minutes; one line per measurement, elapsed time in brackets)"
 "$mc" --report "$out" "$@"
 

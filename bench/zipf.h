@@ -61,6 +61,17 @@ inline std::vector<uint32_t> zipf_trace(size_t len, uint32_t n = kZipfKeys,
     return trace;
 }
 
+// FNV-1a's constants over the keys, one 32-bit key per step: what a generator in another process
+// must reproduce (mc_compare --peer refuses a peer whose trace gives another checksum).
+inline uint64_t zipf_trace_checksum(const std::vector<uint32_t> &trace) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint32_t k : trace) {
+        h ^= k;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
 // Share of requests for keys >= `hot` (what a cache holding exactly the `hot` hottest keys
 // would miss): 0.170 for the default workload and hot = 100,000.
 inline double zipf_share_at_or_above(const std::vector<uint32_t> &trace, uint32_t hot) {

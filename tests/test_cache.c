@@ -422,6 +422,55 @@ static void test_byte_bound(void **state)
     mc_cache_destroy(c);
 }
 
+/* Caches bounded by weight alone keep LRU order: reads are recorded (small shards exactly,
+ * larger ones within the generations), checked against an exact model at two sizes. */
+static void test_byte_bound_lru_order(void **state)
+{
+    (void)state;
+    listener_log log = {0};
+    /* Three entries of weight 2 + 30 fit under 100: read k1, add k4: k2 goes, not k1. */
+    mc_cache *c = make_cache(0, 100, MC_POLICY_LRU, 1, &log);
+    char v[64];
+    memset(v, 'v', sizeof v);
+    assert_int_equal(mc_cache_put(c, "k1", 2, v, 30), 0);
+    assert_int_equal(mc_cache_put(c, "k2", 2, v, 30), 0);
+    assert_int_equal(mc_cache_put(c, "k3", 2, v, 30), 0);
+    char out[64];
+    size_t n;
+    assert_int_equal(mc_cache_get_copy(c, "k1", 2, out, sizeof out, &n), 0);
+    assert_int_equal(mc_cache_put(c, "k4", 2, v, 30), 0);
+    assert_int_equal(log.calls[MC_EVICT_SIZE], 1);
+    assert_string_equal(log.last_key, "k2");
+    assert_int_equal(mc_cache_get_copy(c, "k3", 2, out, sizeof out, &n), 0);
+    assert_int_equal(mc_cache_put(c, "k5", 2, v, 30), 0); /* k1, k4, k3 read in that order */
+    assert_string_equal(log.last_key, "k1");
+    verify(c);
+    mc_cache_destroy(c);
+
+    /* Larger: 2000 entries of weight 10 under a 20,000-byte bound in one shard, a hot set of
+     * 100 keys read between inserts of new keys: no hot key is ever evicted. */
+    listener_log big = {0};
+    mc_cache *b = make_cache(0, 20000, MC_POLICY_LRU, 1, &big);
+    char k[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "h%03d", i);
+        assert_int_equal(mc_cache_put(b, k, strlen(k), v, 10 - strlen(k)), 0);
+    }
+    for (int i = 0; i < 20000; i++) {
+        snprintf(k, sizeof k, "c%05d", i);
+        assert_int_equal(mc_cache_put(b, k, strlen(k), v, 10 - strlen(k)), 0);
+        if (i % 10 == 0)
+            for (int j = 0; j < 100; j++) {
+                snprintf(k, sizeof k, "h%03d", j);
+                assert_int_equal(mc_cache_get_copy(b, k, strlen(k), out, sizeof out, &n), 0);
+            }
+        assert_true(big.last_key[0] != 'h');
+    }
+    assert_true(big.calls[MC_EVICT_SIZE] >= 18000);
+    verify(b);
+    mc_cache_destroy(b);
+}
+
 static void test_resize(void **state)
 {
     (void)state;
@@ -744,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_remove_prefix),
         cmocka_unit_test(test_entry_bound_lru_order),
         cmocka_unit_test(test_byte_bound),
+        cmocka_unit_test(test_byte_bound_lru_order),
         cmocka_unit_test(test_resize),
         cmocka_unit_test(test_ttl),
         cmocka_unit_test(test_handles_outlive),

@@ -63,7 +63,7 @@ test-tsan: deps
 test-asan: deps
 	cmake -S . -B $(BUILD_ASAN) -DMODCACHE_SANITIZER=address,undefined -DMODCACHE_BUILD_BENCH=OFF $(CMAKE_ARGS)
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
-	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=use_unaligned=1 ctest --output-on-failure -j $(JOBS)
 
 # The full comparison (a few minutes): every workload at full length; tables, JSON and charts
 # in $(BUILD)/bench-results/. cmake runs again first so that a libcuckoo installed by

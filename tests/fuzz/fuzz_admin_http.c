@@ -116,16 +116,24 @@ static size_t prefill_key(mc_cached *fn, size_t i, mc_arg *a)
     return fn == rooms ? 2 : 1;
 }
 
+static bool still_cached(mc_cached *fn, size_t i, char *json, size_t cap);
+
+/* Store the prefilled keys that are missing (an earlier input invalidated them). Keys still
+ * cached are left alone, so that an input replaces (and retires) nothing it did not touch. */
 static void prefill(void)
 {
     mc_cached *fns[] = {users, rooms, events};
     for (size_t f = 0; f < 3; f++)
         for (size_t i = 0; i < NPREFILL; i++) {
+            char json[256];
+            if (still_cached(fns[f], i, json, sizeof json))
+                continue;
             mc_arg a[2];
             size_t n = prefill_key(fns[f], i, a);
             CHECK(mc_cached_prefill(fns[f], a, n, "v", 1) == 0);
         }
 }
+
 
 /* Whether the i-th prefilled key of fn is still cached; its compact JSON form into json. */
 static bool still_cached(mc_cached *fn, size_t i, char *json, size_t cap)

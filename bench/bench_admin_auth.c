@@ -11,20 +11,9 @@
 
 #include "host/host_internal.h"
 
+#include "bench_time.h"
+
 #define TOKEN "k7Qx2mP9vR4sT8wY1zB5nC3dF6gH0jL"
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 int main(int argc, char **argv)
 {

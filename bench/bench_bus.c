@@ -13,18 +13,13 @@
 
 #include "proc.h"
 
+#include "bench_time.h"
+
 typedef struct {
     mc_registry *reg;
     mc_cached *fn;
     mc_bus *bus;
 } node;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static int load(void *self, const mc_arg *args, size_t nargs, mc_load *l)
 {
@@ -87,12 +82,6 @@ static void fill(node *n, int64_t k)
     mc_arg a = mc_arg_int(k);
     if (mc_cached_call(n->fn, &a, 1, &v) == 0)
         mc_value_release(v);
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv)

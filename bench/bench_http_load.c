@@ -23,6 +23,8 @@
 
 #include "proc.h"
 
+#include "bench_time.h"
+
 #define IDLE 5000
 #define TRICKLING 1000
 #define CLIENTS 4 /* keep-alive connections measuring, one thread each */
@@ -30,19 +32,6 @@
 
 static unsigned port;
 static atomic_bool stop_clients, stop_attack;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static int connect_to(bool blocking)
 {

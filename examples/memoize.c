@@ -50,6 +50,14 @@ int main(void)
            db_queries);
     int ok = mc_value_size(v) == 5 && memcmp(mc_value_data(v), "sales", 5) == 0 && db_queries == 2;
     mc_value_release(v);
+    /* The copy-out call: the result lands in our buffer and nothing is pinned on a hit. */
+    char name[32];
+    size_t n;
+    mc_arg arg = MC_ARG_I(42);
+    if (mc_cached_call_copy(dept, &arg, 1, name, sizeof name, &n) != 0)
+        return 6;
+    printf("copied out: %.*s (queries: %d)\n", (int)n, name, db_queries);
+    ok = ok && n == 5 && memcmp(name, "sales", 5) == 0 && db_queries == 2;
     if (MC_CACHED_CALL(dept, &v, MC_ARG_I(1000)) != 0 || !mc_value_is_none(v))
         return 4;
     mc_value_release(v);

@@ -408,30 +408,51 @@ static bool mc__shard_make_room(mc_cache *c, mc__shard *sh, size_t extra, uint64
     }
 }
 
-/* Remove expired entries from the old ends of the lists (a few per call, or every one when
- * `full`: cleanup). Only out-of-line entries carry an access time. */
+/* Which entries a sweep removes: slot i of *s (a copy of its bucket). */
+typedef bool mc__sweep_fn(const mc_cache *c, mc__snap *s, unsigned i, const void *arg);
+
+/* Remove every entry of the shard that `match` accepts (lock held), in bucket order. A
+ * removal can move a later entry into the cell just emptied, so the cell is looked at again.
+ * Returns false if the removal list filled first: the caller releases the lock, flushes the
+ * list and sweeps the shard again from the start (other writers may have moved entries
+ * meanwhile). *removed (if not NULL) counts what went. */
+static bool mc__shard_sweep(mc_cache *c, mc__shard *sh, mc__sweep_fn *match, const void *arg,
+                            mc_evict_reason reason, mc__gone *g, size_t *removed)
+{
+    mc__table *t = mc__shard_table(sh);
+    for (uint32_t cell = 0; cell < t->ncells;) {
+        mc__snap s;
+        mc__table_cell(t, cell, &s);
+        unsigned i = cell % MC__SLOTS;
+        if (!s.b[MC__OFF_TAG + i] || (match && !match(c, &s, i, arg))) {
+            cell++;
+            continue;
+        }
+        if (mc__gone_full(g))
+            return false;
+        mc__shard_drop(c, sh, t, cell, reason, g, true, NULL);
+        if (removed)
+            ++*removed;
+    }
+    return true;
+}
+
+static bool mc__match_expired(const mc_cache *c, mc__snap *s, unsigned i, const void *now)
+{
+    return s->b[MC__OFF_KL + i] == MC__KL_OUT &&
+           mc__expired(c, mc__cell_entry(mc__snap_cell(s, i)), *(const uint64_t *)now);
+}
+
+/* Remove expired entries: from the old ends of the lists (a few per call), or every one when
+ * `full` (cleanup). Only out-of-line entries carry an access time. Returns false as
+ * mc__shard_sweep does. */
 static bool mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full, mc__gone *g)
 {
     if (!c->ttl)
         return true;
+    if (full)
+        return mc__shard_sweep(c, sh, mc__match_expired, &now, MC_EVICT_TIME, g, NULL);
     mc__table *t = mc__shard_table(sh);
-    if (full) {
-        for (uint32_t cell = 0; cell < t->ncells;) {
-            if (mc__gone_full(g))
-                return false;
-            mc__snap s;
-            mc__table_cell(t, cell, &s);
-            unsigned i = cell % MC__SLOTS;
-            if (s.b[MC__OFF_TAG + i] && s.b[MC__OFF_KL + i] == MC__KL_OUT &&
-                mc__expired(c, mc__cell_entry(mc__snap_cell(&s, i)), now)) {
-                /* A removal may move a later entry into this cell: look at it again. */
-                mc__shard_drop(c, sh, t, cell, MC_EVICT_TIME, g, true, NULL);
-                continue;
-            }
-            cell++;
-        }
-        return true;
-    }
     for (uint32_t list = 0; list < MC__NLISTS; list++) {
         for (int k = 0; k < 4; k++) {
             uint32_t cell = mc__list_oldest(t, list);
@@ -439,9 +460,7 @@ static bool mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full
                 break;
             mc__snap s;
             mc__table_cell(t, cell, &s);
-            unsigned i = cell % MC__SLOTS;
-            if (s.b[MC__OFF_KL + i] != MC__KL_OUT ||
-                !mc__expired(c, mc__cell_entry(mc__snap_cell(&s, i)), now))
+            if (!mc__match_expired(c, &s, cell % MC__SLOTS, &now))
                 break;
             mc__shard_drop(c, sh, t, cell, MC_EVICT_TIME, g, true, NULL);
         }
@@ -679,7 +698,7 @@ retry:;
             unsigned char *cell = mc__snap_cell(&f->s, i);
             uint8_t kl = f->s.b[MC__OFF_KL + i];
             if (kl != MC__KL_OUT) {
-                if (kl == klen && mc__short_eq(cell, key, klen)) {
+                if (kl == klen && mc__bytes_eq(cell, key, klen)) {
                     f->bk = bk;
                     f->slot = i;
                     return true;
@@ -753,8 +772,7 @@ static void mc__touch_exact(mc__shard *sh, uint64_t h, const void *key, size_t k
         uint8_t g = atomic_load_explicit(&sh->gen, memory_order_relaxed);
         mc__list_unlink(t, cell);
         mc__list_push(t, g & (MC__NGENS - 1), cell);
-        __atomic_store_n((uint8_t *)&t->buckets[cell / MC__SLOTS] + MC__OFF_REC + cell % MC__SLOTS,
-                         g, __ATOMIC_RELAXED);
+        mc__cell_set(t, cell, MC__OFF_REC, g);
         mc__gen_tick(sh, t);
     }
     mc__lock_release(&sh->lock);
@@ -766,11 +784,10 @@ static inline void mc__record_hit(mc_cache *c, mc__shard *sh, const mc__found *f
 {
     /* The byte sits in the bucket's line; a writer rewriting the line may overwrite it (a
      * lost update, never a torn one: the store is a single byte). */
-    uint8_t *rp = (uint8_t *)f->bk + MC__OFF_REC + f->slot;
     uint8_t rec = f->s.b[MC__OFF_REC + f->slot];
     if (c->policy == MC_POLICY_S3FIFO) {
         if ((rec & 3u) < 3)
-            __atomic_store_n(rp, (uint8_t)(rec + 1), __ATOMIC_RELAXED);
+            mc__slot_set(f->bk, f->slot, MC__OFF_REC, (uint8_t)(rec + 1));
         return;
     }
     if (atomic_load_explicit(&sh->exact, memory_order_relaxed)) {
@@ -780,7 +797,7 @@ static inline void mc__record_hit(mc_cache *c, mc__shard *sh, const mc__found *f
     uint8_t g = atomic_load_explicit(&sh->gen, memory_order_relaxed);
     if ((uint8_t)(g - rec) < 2)
         return; /* among the newest two generations already */
-    __atomic_store_n(rp, g, __ATOMIC_RELAXED);
+    mc__slot_set(f->bk, f->slot, MC__OFF_REC, g);
     if (++mc__restamp_pending >= MC__RESTAMP_BATCH) {
         mc__restamp_pending = 0;
         atomic_fetch_add_explicit(&sh->restamps, MC__RESTAMP_BATCH, memory_order_relaxed);
@@ -1189,54 +1206,19 @@ int mc_cache_remove(mc_cache *c, const void *key, size_t klen)
     return rc;
 }
 
-/* Remove, in every shard, the entries `match` accepts (all when match is NULL): a scan of the
- * index in bucket order. A removal can move a later entry into the cell just emptied, so the
- * cell is looked at again; when the removal list fills, the lock is dropped to flush it and
- * the shard is scanned once more from the start, since other writers may have moved entries
- * meanwhile. */
-static size_t mc__remove_where(mc_cache *c, bool (*match)(const void *, size_t, const void *),
-                               const void *arg)
+/* Remove, in every shard, the entries `match` accepts (all when match is NULL). */
+static size_t mc__remove_where(mc_cache *c, mc__sweep_fn *match, const void *arg)
 {
     size_t removed = 0;
     uint64_t now = mc__now(c);
     for (unsigned si = 0; si < c->nshards; si++) {
         mc__shard *sh = &c->shards[si];
-        bool again = true;
-        while (again) {
-            again = false;
+        bool done = false;
+        while (!done) {
             mc__gone gone;
             mc__gone_init(&gone);
             mc__shard_lock(c, sh, now, &gone);
-            mc__table *t = mc__shard_table(sh);
-            for (uint32_t cell = 0; cell < t->ncells;) {
-                mc__snap s;
-                mc__table_cell(t, cell, &s);
-                unsigned i = cell % MC__SLOTS;
-                if (!s.b[MC__OFF_TAG + i]) {
-                    cell++;
-                    continue;
-                }
-                bool hit = true;
-                if (match) {
-                    uint8_t kl = s.b[MC__OFF_KL + i];
-                    if (kl == MC__KL_OUT) {
-                        mc__entry *e = mc__cell_entry(mc__snap_cell(&s, i));
-                        hit = match(mc__entry_key(e), e->klen, arg);
-                    } else {
-                        hit = match(mc__snap_cell(&s, i), kl, arg);
-                    }
-                }
-                if (!hit) {
-                    cell++;
-                    continue;
-                }
-                if (mc__gone_full(&gone)) {
-                    again = true;
-                    break;
-                }
-                mc__shard_drop(c, sh, t, cell, MC_EVICT_INVALIDATION, &gone, true, NULL);
-                removed++;
-            }
+            done = mc__shard_sweep(c, sh, match, arg, MC_EVICT_INVALIDATION, &gone, &removed);
             mc__lock_release(&sh->lock);
             mc__gone_finish(c, &gone);
         }
@@ -1249,9 +1231,12 @@ struct mc__prefix {
     size_t len;
 };
 
-static bool mc__match_prefix(const void *key, size_t klen, const void *arg)
+static bool mc__match_prefix(const mc_cache *c, mc__snap *s, unsigned i, const void *arg)
 {
+    (void)c;
     const struct mc__prefix *p = arg;
+    size_t klen;
+    const unsigned char *key = mc__snap_key(s, i, &klen);
     return mc_key_has_prefix(key, klen, p->bytes, p->len);
 }
 
@@ -1459,18 +1444,11 @@ int mc__cache_verify(mc_cache *c, char *msg, size_t msglen)
                 n++;
                 uint64_t cw = mc__snap_weight(&s, i);
                 w += cw;
-                const unsigned char *key;
                 size_t klen;
-                if (s.b[MC__OFF_KL + i] == MC__KL_OUT) {
-                    mc__entry *e = mc__cell_entry(mc__snap_cell(&s, i));
-                    key = mc__entry_key(e);
-                    klen = e->klen;
-                    if (atomic_load_explicit(&e->refs, memory_order_relaxed) == 0)
-                        MC__FAIL("shard %u: entry has no reference", si);
-                } else {
-                    key = mc__snap_cell(&s, i);
-                    klen = s.b[MC__OFF_KL + i];
-                }
+                const unsigned char *key = mc__snap_key(&s, i, &klen);
+                if (s.b[MC__OFF_KL + i] == MC__KL_OUT &&
+                    atomic_load_explicit(&mc__cell_entry(mc__snap_cell(&s, i))->refs, memory_order_relaxed) == 0)
+                    MC__FAIL("shard %u: entry has no reference", si);
                 uint64_t h = mc__hash(c, key, klen);
                 if ((size_t)(mc__shard_of(c, h) - c->shards) != si)
                     MC__FAIL("shard %u: entry in the wrong shard", si);

@@ -123,12 +123,16 @@ static inline bool mc__bytes_eq(const unsigned char *a, const unsigned char *b, 
         memcpy(&b1, b + n - 4, 4);
         return ((a0 ^ b0) | (a1 ^ b1)) == 0;
     }
-    if (n < 4) {
-        for (size_t i = 0; i < n; i++)
-            if (a[i] != b[i])
-                return false;
-        return true;
+    if (n >= 2 && n < 4) {
+        uint16_t a0, a1, b0, b1;
+        memcpy(&a0, a, 2);
+        memcpy(&b0, b, 2);
+        memcpy(&a1, a + n - 2, 2);
+        memcpy(&b1, b + n - 2, 2);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
     }
+    if (n < 2)
+        return n == 0 || a[0] == b[0];
     return memcmp(a, b, n) == 0;
 }
 

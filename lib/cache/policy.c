@@ -163,27 +163,11 @@ size_t mc__policy_bytes(const mc__policy *p)
     return p->ghost.slots ? mc__alloc_class((size_t)p->ghost.cap * sizeof *p->ghost.slots) : 0;
 }
 
-static uint8_t mc__cell_byte(const mc__table *t, uint32_t cell, unsigned off)
+/* Moving an entry to the main queue: its flag set, its frequency spent. */
+static void mc__cell_set_main(mc__table *t, uint32_t cell)
 {
-    mc__snap s;
-    mc__table_cell(t, cell, &s);
-    return s.b[off + cell % MC__SLOTS];
-}
-
-/* The recency byte and the queue flag are not covered by the version: readers never act on
- * the flag, and a rec byte read stale costs one recency update. Single-byte stores. */
-static void mc__cell_set_rec(mc__table *t, uint32_t cell, uint8_t rec)
-{
-    __atomic_store_n((uint8_t *)&t->buckets[cell / MC__SLOTS] + MC__OFF_REC + cell % MC__SLOTS, rec,
-                     __ATOMIC_RELAXED);
-}
-
-static void mc__cell_set_main(mc__table *t, uint32_t cell, bool main)
-{
-    uint8_t *vl = (uint8_t *)&t->buckets[cell / MC__SLOTS] + MC__OFF_VL + cell % MC__SLOTS;
-    uint8_t v = __atomic_load_n(vl, __ATOMIC_RELAXED);
-    __atomic_store_n(vl, (uint8_t)(main ? v | MC__VL_MAIN : v & ~MC__VL_MAIN), __ATOMIC_RELAXED);
-    mc__cell_set_rec(t, cell, 0);
+    mc__cell_set(t, cell, MC__OFF_VL, (uint8_t)(mc__cell_get(t, cell, MC__OFF_VL) | MC__VL_MAIN));
+    mc__cell_set(t, cell, MC__OFF_REC, 0);
 }
 
 static uint32_t mc__lru_victim(mc__table *t, uint8_t gen)
@@ -200,7 +184,7 @@ static uint32_t mc__lru_victim(mc__table *t, uint8_t gen)
         }
         if (c == MC__NONE_CELL)
             return MC__NONE_CELL;
-        uint8_t rec = mc__cell_byte(t, c, MC__OFF_REC);
+        uint8_t rec = mc__cell_get(t, c, MC__OFF_REC);
         uint8_t age = (uint8_t)(gen - rec);
         mc__list_unlink(t, c);
         if ((int)age < k) {
@@ -237,24 +221,24 @@ uint32_t mc__policy_victim(mc__policy *p, mc__table *t, uint8_t gen, size_t max_
         if (sm == MC__NONE_CELL && mn == MC__NONE_CELL)
             return MC__NONE_CELL;
         if (sm != MC__NONE_CELL && (mn == MC__NONE_CELL || mc__small_over_share(p, max_entries, max_weight))) {
-            uint8_t f = mc__cell_byte(t, sm, MC__OFF_REC) & 3u;
+            uint8_t f = mc__cell_get(t, sm, MC__OFF_REC) & 3u;
             mc__list_unlink(t, sm);
             if (f >= MC__S3_MOVE_THRESHOLD) {
                 uint64_t w = mc__table_cell_weight(t, sm);
                 p->small_count--;
                 p->small_weight -= w;
                 p->main_count++;
-                mc__cell_set_main(t, sm, true);
+                mc__cell_set_main(t, sm);
                 mc__list_push(t, MC__Q_MAIN, sm);
                 continue;
             }
             mc__ghost_insert(&p->ghost, (uint32_t)mc__table_cell_hash(t, sm, seed));
             return sm;
         }
-        uint8_t f = mc__cell_byte(t, mn, MC__OFF_REC) & 3u;
+        uint8_t f = mc__cell_get(t, mn, MC__OFF_REC) & 3u;
         mc__list_unlink(t, mn);
         if (f > 0) {
-            mc__cell_set_rec(t, mn, (uint8_t)(f - 1));
+            mc__cell_set(t, mn, MC__OFF_REC, (uint8_t)(f - 1));
             mc__list_push(t, MC__Q_MAIN, mn);
             continue;
         }

@@ -228,14 +228,9 @@ uint64_t mc__table_cell_hash(const mc__table *t, uint32_t cell, uint64_t seed)
 {
     mc__snap s;
     mc__table_cell(t, cell, &s);
-    unsigned i = cell % MC__SLOTS;
-    unsigned char *c = mc__snap_cell(&s, i);
-    uint8_t kl = s.b[MC__OFF_KL + i];
-    if (kl == MC__KL_OUT) {
-        mc__entry *e = mc__cell_entry(c);
-        return XXH3_64bits_withSeed(mc__entry_key(e), e->klen, seed);
-    }
-    return XXH3_64bits_withSeed(c, kl, seed);
+    size_t klen;
+    const unsigned char *key = mc__snap_key(&s, cell % MC__SLOTS, &klen);
+    return XXH3_64bits_withSeed(key, klen, seed);
 }
 
 static uint32_t mc__disp(const mc__table *t, const mc__snap *s, uint32_t b, unsigned i, uint64_t seed)

@@ -141,34 +141,29 @@ static inline unsigned mc__snap_match(const mc__snap *s, uint8_t tag)
            (unsigned)(s->b[MC__OFF_TAG + 2] == tag) << 2;
 }
 
-/* Byte strings of at most MC__INLINE_MAX bytes (inline keys), without a call. */
-static inline bool mc__short_eq(const unsigned char *a, const unsigned char *b, size_t n)
+/* One byte of a cell's slot in the index (rec, kl, vl...: `off` is its MC__OFF_*), read or
+ * written alone: the recency byte and the queue flag are not covered by the version (readers
+ * never act on the flag, and a stale recency byte costs one recency update), so a single
+ * relaxed byte access is all they need. */
+static inline uint8_t *mc__slot_byte(const mc__bucket *b, unsigned slot, unsigned off)
 {
-    if (n >= 8) {
-        uint64_t a0, a1, b0, b1;
-        memcpy(&a0, a, 8);
-        memcpy(&b0, b, 8);
-        memcpy(&a1, a + n - 8, 8);
-        memcpy(&b1, b + n - 8, 8);
-        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-    }
-    if (n >= 4) {
-        uint32_t a0, a1, b0, b1;
-        memcpy(&a0, a, 4);
-        memcpy(&b0, b, 4);
-        memcpy(&a1, a + n - 4, 4);
-        memcpy(&b1, b + n - 4, 4);
-        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-    }
-    if (n >= 2) {
-        uint16_t a0, a1, b0, b1;
-        memcpy(&a0, a, 2);
-        memcpy(&b0, b, 2);
-        memcpy(&a1, a + n - 2, 2);
-        memcpy(&b1, b + n - 2, 2);
-        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-    }
-    return n == 0 || a[0] == b[0];
+    return (uint8_t *)b + off + slot;
+}
+static inline uint8_t mc__slot_get(const mc__bucket *b, unsigned slot, unsigned off)
+{
+    return __atomic_load_n(mc__slot_byte(b, slot, off), __ATOMIC_RELAXED);
+}
+static inline void mc__slot_set(mc__bucket *b, unsigned slot, unsigned off, uint8_t v)
+{
+    __atomic_store_n(mc__slot_byte(b, slot, off), v, __ATOMIC_RELAXED);
+}
+static inline uint8_t mc__cell_get(const mc__table *t, uint32_t cell, unsigned off)
+{
+    return mc__slot_get(&t->buckets[cell / MC__SLOTS], cell % MC__SLOTS, off);
+}
+static inline void mc__cell_set(mc__table *t, uint32_t cell, unsigned off, uint8_t v)
+{
+    mc__slot_set(&t->buckets[cell / MC__SLOTS], cell % MC__SLOTS, off, v);
 }
 
 /* Out-of-line cell fields. */
@@ -191,6 +186,20 @@ static inline uint32_t mc__cell_hash(const unsigned char *cell)
     return h;
 }
 
+/* The key stored in slot i of *s (in the copy, or in its out-of-line entry). */
+static inline const unsigned char *mc__snap_key(mc__snap *s, unsigned i, size_t *klen)
+{
+    unsigned char *cell = mc__snap_cell(s, i);
+    uint8_t kl = s->b[MC__OFF_KL + i];
+    if (kl != MC__KL_OUT) {
+        *klen = kl;
+        return cell;
+    }
+    const mc__entry *e = mc__cell_entry(cell);
+    *klen = e->klen;
+    return mc__entry_key(e);
+}
+
 /* Does slot i of *s hold `key`? Out-of-line slots are compared through their entry, which
  * the caller must protect (read section) unless it holds the shard lock. */
 static inline bool mc__slot_is(mc__snap *s, unsigned i, uint64_t h, const void *key, size_t klen)
@@ -198,7 +207,7 @@ static inline bool mc__slot_is(mc__snap *s, unsigned i, uint64_t h, const void *
     unsigned char *cell = mc__snap_cell(s, i);
     uint8_t kl = s->b[MC__OFF_KL + i];
     if (kl != MC__KL_OUT)
-        return kl == klen && mc__short_eq(cell, key, klen);
+        return kl == klen && mc__bytes_eq(cell, key, klen);
     if (mc__cell_klen(cell) != klen || mc__cell_hash(cell) != (uint32_t)h)
         return false;
     return mc__bytes_eq(mc__entry_key(mc__cell_entry(cell)), key, klen);
@@ -275,7 +284,12 @@ void mc__table_store(mc__table *t, uint32_t cell, uint8_t tag, uint8_t disp, uin
 void mc__table_remove(mc__table *t, uint32_t cell, uint64_t seed, uint32_t *watch);
 /* Read a writer's copy of one cell's fields. */
 void mc__table_cell(const mc__table *t, uint32_t cell, mc__snap *s);
-static inline uint64_t mc__table_cell_weight(const mc__table *t, uint32_t cell);
+static inline uint64_t mc__table_cell_weight(const mc__table *t, uint32_t cell)
+{
+    mc__snap s;
+    mc__bucket_get(&t->buckets[cell / MC__SLOTS], &s);
+    return mc__snap_weight(&s, cell % MC__SLOTS);
+}
 /* The full hash of the key stored in a cell (rehashes inline keys). */
 uint64_t mc__table_cell_hash(const mc__table *t, uint32_t cell, uint64_t seed);
 /* Mark every bucket of a replaced table odd, forever: readers still probing it go back to
@@ -284,12 +298,5 @@ void mc__table_retire(mc__table *t);
 /* Check tags, overflow counts, displacements and the live count (tests): 0, or a negative
  * code naming the first inconsistency. */
 int mc__table_check(const mc__table *t, uint64_t seed);
-
-static inline uint64_t mc__table_cell_weight(const mc__table *t, uint32_t cell)
-{
-    mc__snap s;
-    mc__table_cell(t, cell, &s);
-    return mc__snap_weight(&s, cell % MC__SLOTS);
-}
 
 #endif

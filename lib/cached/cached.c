@@ -696,6 +696,24 @@ static int mc__call_lookup(mc_cached *fn, const mc_arg *args, size_t nargs, unsi
     return mc_cache_get(fn->cache, key, *klen, hit) == 0;
 }
 
+/* After a miss on `key`: join the load in flight for it, or start one, and wait for its
+ * value (or take the value a load stored meanwhile). */
+static int mc__call_miss(mc_cached *fn, const unsigned char *key, size_t klen, const mc_arg *args,
+                         size_t nargs, mc_value **out)
+{
+    /* Hits never read the clock; a miss's wait counts from here. */
+    uint64_t deadline = mc__deadline(fn);
+    mc_load *l;
+    int rc = mc__join_or_start(fn, key, klen, args, nargs, NULL, &l, out);
+    if (rc == 1)
+        return 0;
+    if (rc < 0)
+        return rc;
+    if (rc == 2)
+        mc__start_load(fn, l, NULL, 0, 0);
+    return mc__load_wait(l, out, deadline);
+}
+
 int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **out)
 {
     if (!fn || !out)
@@ -708,17 +726,7 @@ int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_value **o
     int rc = mc__call_lookup(fn, args, nargs, key, &klen, out);
     if (rc != 0)
         return rc < 0 ? rc : 0;
-    /* Hits never read the clock; a miss's wait counts from here. */
-    uint64_t deadline = mc__deadline(fn);
-    mc_load *l;
-    rc = mc__join_or_start(fn, key, klen, args, nargs, NULL, &l, out);
-    if (rc == 1)
-        return 0;
-    if (rc < 0)
-        return rc;
-    if (rc == 2)
-        mc__start_load(fn, l, NULL, 0, 0);
-    return mc__load_wait(l, out, deadline);
+    return mc__call_miss(fn, key, klen, args, nargs, out);
 }
 
 int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, void *buf, size_t cap,
@@ -743,15 +751,7 @@ int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, void *b
         return rc;
     /* A miss: the ordinary call (single flight, timeouts), then a copy of its result. */
     mc_value *v = NULL;
-    uint64_t deadline = mc__deadline(fn);
-    mc_load *l;
-    rc = mc__join_or_start(fn, key, klen, args, nargs, NULL, &l, &v);
-    if (rc == 2)
-        mc__start_load(fn, l, NULL, 0, 0);
-    if (rc == 0 || rc == 2)
-        rc = mc__load_wait(l, &v, deadline);
-    else if (rc == 1)
-        rc = 0;
+    rc = mc__call_miss(fn, key, klen, args, nargs, &v);
     if (rc != 0)
         return rc;
     size_t n = mc_value_size(v);

@@ -36,8 +36,11 @@ static void mc__epoch_init(void)
         abort(); /* only when the process is out of TLS keys: nothing sensible remains */
 }
 
-static void mc__epoch_register(void)
+/* Register the calling thread with liburcu on its first use of it. */
+static inline void mc__epoch_register(void)
 {
+    if (__builtin_expect(mc__registered, 1))
+        return;
     pthread_once(&mc__epoch_once, mc__epoch_init);
     urcu_memb_register_thread();
     /* Any non-NULL value makes the key's destructor run at thread exit. */
@@ -47,8 +50,7 @@ static void mc__epoch_register(void)
 
 void mc__epoch_enter(void)
 {
-    if (__builtin_expect(!mc__registered, 0))
-        mc__epoch_register();
+    mc__epoch_register();
     urcu_memb_read_lock();
 }
 
@@ -62,8 +64,7 @@ void mc__epoch_exit(void)
 
 void mc__epoch_retire(mc__retire_node *node, mc__retire_fn *cb)
 {
-    if (__builtin_expect(!mc__registered, 0))
-        mc__epoch_register();
+    mc__epoch_register();
 #ifdef MC__TSAN
     /* The hand-over to the reclamation thread goes through liburcu's queue, unseen. */
     __tsan_release(&mc__tsan_epoch_sync);
@@ -73,8 +74,7 @@ void mc__epoch_retire(mc__retire_node *node, mc__retire_fn *cb)
 
 void mc__epoch_barrier(void)
 {
-    if (__builtin_expect(!mc__registered, 0))
-        mc__epoch_register();
+    mc__epoch_register();
     urcu_memb_barrier();
 }
 

@@ -38,7 +38,7 @@ static int mc__read_count(const mc_config_node *v, unsigned max, unsigned *out, 
     return rc;
 }
 
-/* A timeout from 1 ms to 1 h. */
+/* A timeout or reconnection delay: a duration from 1 ms to 1 h. */
 static int mc__read_timeout(const mc_config_node *v, uint64_t *out, mc_error *err)
 {
     uint64_t ns;
@@ -90,18 +90,6 @@ static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_erro
     return rc;
 }
 
-/* A reconnection delay: a duration from 1 ms to 1 h. */
-static int mc__read_backoff(const mc_config_node *v, uint64_t *out, mc_error *err)
-{
-    uint64_t ns;
-    int rc = mc_config_duration(v, &ns, err);
-    if (rc == 0 && (ns < 1000000 || ns > 3600000000000ull))
-        rc = mc_config_fail(v, err, MC_EINVAL, "expected a duration from 1ms to 1h");
-    if (rc == 0)
-        *out = ns;
-    return rc;
-}
-
 static int mc__read_redis(const mc_config_node *r, mc_host_config *out, mc_error *err)
 {
     static const char *const keys[] = {"address",     "stream",        "maxlen",       "queue_limit",
@@ -137,9 +125,9 @@ static int mc__read_redis(const mc_config_node *r, mc_host_config *out, mc_error
     }
     const mc_config_node *rmin = mc_config_get(r, "reconnect_min");
     if (rc == 0 && rmin)
-        rc = mc__read_backoff(rmin, &out->redis_reconnect_min_ns, err);
+        rc = mc__read_timeout(rmin, &out->redis_reconnect_min_ns, err);
     if (rc == 0 && (v = mc_config_get(r, "reconnect_max")))
-        rc = mc__read_backoff(v, &out->redis_reconnect_max_ns, err);
+        rc = mc__read_timeout(v, &out->redis_reconnect_max_ns, err);
     if (rc == 0 && out->redis_reconnect_min_ns > out->redis_reconnect_max_ns)
         rc = mc_config_fail(rmin ? rmin : r, err, MC_EINVAL, "reconnect_min is above reconnect_max");
     return rc;

@@ -58,6 +58,18 @@ int main(void)
         return 6;
     printf("copied out: %.*s (queries: %d)\n", (int)n, name, db_queries);
     ok = ok && n == 5 && memcmp(name, "sales", 5) == 0 && db_queries == 2;
+    /* The borrowed call: a pointer into the cached value, valid until mc_read_end, with no
+     * copy and no reference count. */
+    mc_read_begin();
+    const void *p;
+    size_t plen;
+    if (mc_cached_call_borrow(dept, &arg, 1, &p, &plen) != 0) {
+        mc_read_end();
+        return 7;
+    }
+    printf("borrowed: %.*s (queries: %d)\n", (int)plen, (const char *)p, db_queries);
+    ok = ok && plen == 5 && memcmp(p, "sales", 5) == 0 && db_queries == 2;
+    mc_read_end();
     if (MC_CACHED_CALL(dept, &v, MC_ARG_I(1000)) != 0 || !mc_value_is_none(v))
         return 4;
     mc_value_release(v);

@@ -781,6 +781,87 @@ static void test_evict_idle(void **state)
     mc_cache_destroy(plain);
 }
 
+/* Borrowed values (mc_read_begin, mc_cache_get_borrow, mc_read_end): valid until the
+ * outermost end whatever happens to their entries, inline ones included (however many);
+ * lookups inside a section; a cache destroyed inside one does not wait for it. */
+static void test_borrow(void **state)
+{
+    (void)state;
+    mc_cache_options o;
+    mc_cache_options_init(&o);
+    o.max_entries = 64;
+    mc_cache *c;
+    assert_int_equal(mc_cache_create(&o, &c), 0);
+    char big[300];
+    memset(big, 'b', sizeof big);
+    assert_int_equal(mc_cache_put(c, "big", 3, big, sizeof big), 0);
+    assert_int_equal(mc_cache_put(c, "s", 1, "tiny", 4), 0);
+    const void *pb = NULL, *ps = NULL;
+    size_t nb = 0, ns = 0;
+    assert_int_equal(mc_cache_get_borrow(c, "big", 3, &pb, &nb), MC_EINVAL); /* no section */
+    mc_read_begin();
+    assert_int_equal(mc_cache_get_borrow(c, "big", 3, &pb, &nb), 0);
+    assert_int_equal(nb, sizeof big);
+    assert_int_equal(mc_cache_get_borrow(c, "s", 1, &ps, &ns), 0);
+    assert_int_equal(ns, 4);
+    assert_memory_equal(ps, "tiny", 4);
+    const void *px;
+    size_t nx;
+    assert_int_equal(mc_cache_get_borrow(c, "nope", 4, &px, &nx), MC_ENOENT);
+    /* Nested: an inner end releases nothing. */
+    mc_read_begin();
+    char small[8];
+    size_t vl;
+    assert_int_equal(mc_cache_get_copy(c, "s", 1, small, sizeof small, &vl), 0);
+    mc_read_end();
+    /* Replace, remove, evict everything and clear: the borrowed bytes stay as they were. */
+    char other[300];
+    memset(other, 'o', sizeof other);
+    assert_int_equal(mc_cache_put(c, "big", 3, other, sizeof other), 0);
+    assert_int_equal(mc_cache_remove(c, "s", 1), 0);
+    for (int i = 0; i < 500; i++) {
+        char k[16];
+        int kl = snprintf(k, sizeof k, "k%d", i);
+        assert_int_equal(mc_cache_put(c, k, (size_t)kl, big, 100), 0);
+    }
+    mc_cache_clear(c);
+    for (size_t i = 0; i < sizeof big; i++)
+        assert_int_equal(((const char *)pb)[i], 'b');
+    assert_memory_equal(ps, "tiny", 4);
+    /* Many inline borrows in one section: each keeps its own bytes. */
+    enum { MANY = 5000 };
+    static const void *many[MANY];
+    for (int i = 0; i < MANY; i++) {
+        uint32_t v = (uint32_t)i * 2654435761u;
+        assert_int_equal(mc_cache_put(c, "m", 1, &v, sizeof v), 0);
+        size_t n;
+        assert_int_equal(mc_cache_get_borrow(c, "m", 1, &many[i], &n), 0);
+        assert_int_equal(n, sizeof v);
+    }
+    for (int i = 0; i < MANY; i++) {
+        uint32_t v = (uint32_t)i * 2654435761u;
+        assert_memory_equal(many[i], &v, sizeof v);
+    }
+    /* A cache destroyed inside a section: returns without waiting for it. */
+    mc_cache *d;
+    assert_int_equal(mc_cache_create(&o, &d), 0);
+    assert_int_equal(mc_cache_put(d, "big", 3, big, sizeof big), 0);
+    assert_int_equal(mc_cache_get_borrow(d, "big", 3, &px, &nx), 0);
+    mc_cache_destroy(d);
+    mc_read_end();
+    mc_read_end(); /* without a begin: nothing */
+    mc_cache_stats st;
+    mc_cache_stats_get(c, &st);
+    assert_true(st.hits >= 2 + MANY);
+    /* A new section after the last one works as the first did. */
+    assert_int_equal(mc_cache_put(c, "big", 3, other, sizeof other), 0);
+    mc_read_begin();
+    assert_int_equal(mc_cache_get_borrow(c, "big", 3, &pb, &nb), 0);
+    assert_int_equal(((const char *)pb)[0], 'o');
+    mc_read_end();
+    mc_cache_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -802,6 +883,7 @@ int main(void)
         cmocka_unit_test(test_evict_reason_names),
         cmocka_unit_test(test_reentrant_listener),
         cmocka_unit_test(test_evict_idle),
+        cmocka_unit_test(test_borrow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

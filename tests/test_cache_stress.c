@@ -1,6 +1,7 @@
 /* Multi-threaded stress of mc_cache: mixed get/put/remove/clear/resize from several threads,
  * checking values never mix up, bounds hold, every entry leaves exactly once, nothing leaks. */
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "cache/cache_internal.h"
@@ -343,6 +345,99 @@ static void test_inline_values_never_tear(void **state)
     mc_cache_destroy(tear.cache);
 }
 
+/* A value borrowed in a read section on one thread stays intact while another thread
+ * replaces and removes its entry, evicts the whole cache and clears it, and while liburcu's
+ * reclamation thread has time to run. The borrowed value is owned by the cache and its
+ * destructor scribbles over it before freeing it, so a reclamation that came too early
+ * changes the bytes in every build (and AddressSanitizer reports the read). */
+static struct {
+    mc_cache *cache;
+    atomic_int round; /* the round the writer should run, -1: stop */
+    atomic_int done;  /* the last round the writer finished */
+} brw;
+
+#define BORROW_ROUNDS 200
+#define BORROW_LEN 256
+
+static void scribble_free(void *v)
+{
+    /* Volatile stores: a plain memset before free is a dead store the compiler may drop. */
+    volatile unsigned char *b = v;
+    for (size_t i = 0; i < BORROW_LEN; i++)
+        b[i] = 0xdd;
+    free(v);
+}
+
+static void *borrow_writer(void *arg)
+{
+    (void)arg; /* cmocka asserts only on the test's own thread: abort() here */
+    unsigned char junk[BORROW_LEN];
+    for (int seen = 0;;) {
+        int r = atomic_load(&brw.round);
+        if (r < 0)
+            break;
+        if (r == seen) {
+            sched_yield();
+            continue;
+        }
+        seen = r;
+        memset(junk, 0xee, sizeof junk);
+        if (mc_cache_put(brw.cache, "k", 1, junk, sizeof junk) != 0) /* replaced */
+            abort();
+        if (mc_cache_remove(brw.cache, "k", 1) != 0)
+            abort();
+        for (int i = 0; i < 600; i++) {
+            char k[16];
+            int kl = snprintf(k, sizeof k, "w%d", i);
+            if (mc_cache_put(brw.cache, k, (size_t)kl, junk, 64 + (size_t)i % 64) != 0)
+                abort();
+        }
+        mc_cache_clear(brw.cache);
+        atomic_store(&brw.done, r);
+    }
+    return NULL;
+}
+
+static void test_borrow_outlives_removal(void **state)
+{
+    (void)state;
+    mc_cache_options o;
+    mc_cache_options_init(&o);
+    o.max_entries = 200;
+    assert_int_equal(mc_cache_create(&o, &brw.cache), 0);
+    atomic_store(&brw.round, 0);
+    atomic_store(&brw.done, 0);
+    pthread_t w;
+    assert_int_equal(pthread_create(&w, NULL, borrow_writer, NULL), 0);
+    unsigned long intact = 0;
+    for (int r = 1; r <= BORROW_ROUNDS; r++) {
+        unsigned char *v = malloc(BORROW_LEN);
+        assert_non_null(v);
+        memset(v, (unsigned char)r, BORROW_LEN);
+        assert_int_equal(mc_cache_put_owned(brw.cache, "k", 1, v, BORROW_LEN, scribble_free, 0, 0), 0);
+        mc_read_begin();
+        const void *p;
+        size_t n;
+        assert_int_equal(mc_cache_get_borrow(brw.cache, "k", 1, &p, &n), 0);
+        assert_int_equal(n, BORROW_LEN);
+        atomic_store(&brw.round, r);
+        while (atomic_load(&brw.done) != r)
+            sched_yield();
+        if (r % 20 == 0)
+            usleep(5000); /* time for the reclamation thread to (wrongly) free it */
+        const unsigned char *b = p;
+        for (size_t i = 0; i < n; i++)
+            if (b[i] != (unsigned char)r)
+                fail_msg("round %d: borrowed byte %zu changed to %u", r, i, b[i]);
+        intact++;
+        mc_read_end();
+    }
+    atomic_store(&brw.round, -1);
+    pthread_join(w, NULL);
+    assert_int_equal(intact, BORROW_ROUNDS);
+    mc_cache_destroy(brw.cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_stress_s3fifo),
         cmocka_unit_test(test_stress_ttl),
         cmocka_unit_test(test_inline_values_never_tear),
+        cmocka_unit_test(test_borrow_outlives_removal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

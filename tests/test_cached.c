@@ -151,6 +151,42 @@ static void test_call_copy(void **state)
     mc_cached_destroy(fn);
 }
 
+/* mc_cached_call_borrow: only inside a read section; a miss loads (its pin kept until the
+ * section ends), a hit borrows, "no value" is MC_ENOENT, and what was borrowed stays intact
+ * while the entry is invalidated and reloaded inside the section. */
+static void test_call_borrow(void **state)
+{
+    (void)state;
+    db_t db = {.none_for = 99};
+    mc_cached *fn = make_fn(&db, 100);
+    mc_arg a = mc_arg_int(7), none = mc_arg_int(99);
+    const void *p = NULL, *q = NULL;
+    size_t n = 0, m = 0;
+    assert_int_equal(mc_cached_call_borrow(fn, &a, 1, &p, &n), MC_EINVAL); /* no section */
+    assert_int_equal(atomic_load(&db.calls), 0);
+    mc_read_begin();
+    assert_int_equal(mc_cached_call_borrow(fn, &a, 1, &p, &n), 0); /* a load */
+    assert_int_equal(n, 3);
+    assert_memory_equal(p, "7:0", 3);
+    atomic_store(&db.version, 1);
+    assert_int_equal(mc_cached_call_borrow(fn, &a, 1, &q, &m), 0); /* a hit */
+    assert_memory_equal(q, "7:0", 3);
+    assert_int_equal(atomic_load(&db.calls), 1);
+    assert_int_equal(mc_cached_call_borrow(fn, &none, 1, &q, &m), MC_ENOENT);
+    assert_int_equal(mc_cached_call_borrow(fn, &none, 1, &q, &m), MC_ENOENT);
+    assert_int_equal(atomic_load(&db.calls), 2);
+    /* Invalidated and reloaded while borrowed: the old bytes stay readable, the new call
+     * sees the new value. */
+    assert_int_equal(mc_cached_invalidate(fn, &a, 1), 0);
+    assert_int_equal(mc_cached_call_borrow(fn, &a, 1, &q, &m), 0);
+    assert_memory_equal(q, "7:1", 3);
+    assert_memory_equal(p, "7:0", 3);
+    assert_int_equal(mc_cached_call_borrow(NULL, &a, 1, &q, &m), MC_EINVAL);
+    assert_int_equal(mc_cached_call_borrow(fn, &a, 1, NULL, &m), MC_EINVAL);
+    mc_read_end();
+    mc_cached_destroy(fn);
+}
+
 static void test_hit_and_miss(void **state)
 {
     (void)state;
@@ -1381,6 +1417,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_validation),
+        cmocka_unit_test(test_call_borrow),
         cmocka_unit_test(test_hit_and_miss),
         cmocka_unit_test(test_call_copy),
         cmocka_unit_test(test_errors_not_cached),

@@ -33,8 +33,9 @@ typedef struct mc_value mc_value;
 
 /* Eviction policy (mc_cache_options.policy). */
 typedef enum mc_policy {
-    /* Least recently used, exact within a shard: hits are recorded in per-shard striped
-     * buffers and applied in order before the shard's next write. The default. */
+    /* Least recently used: exact in small shards, within two generations (1/8 of a
+     * shard's bound) in large ones, where a hit stores one recency byte only when its entry
+     * is older than that (docs/cache.md). The default. */
     MC_POLICY_LRU = 0,
     /* S3-FIFO (small FIFO, main FIFO with 2-bit frequency, ghost FIFO of evicted hashes):
      * scan-resistant, usually a lower miss ratio; a hit only sets bits on the entry. */
@@ -125,6 +126,29 @@ MC_API int mc_cache_get(mc_cache *cache, const void *key, size_t klen, mc_value 
  * and writes no shared memory on a hit except the policy's recency record. */
 MC_API int mc_cache_get_copy(mc_cache *cache, const void *key, size_t klen, void *buf,
                              size_t cap, size_t *vlen);
+
+/* Read sections, for borrowed values and for lookups in bulk. Between mc_read_begin and
+ * mc_read_end on the same thread, values borrowed with mc_cache_get_borrow (or
+ * mc_cached_call_borrow) stay valid however their entries leave the cache meanwhile (evicted,
+ * replaced, removed, cleared), and every lookup skips the read section it would otherwise
+ * enter and leave on its own (cheaper for many lookups). Sections nest; only the outermost
+ * mc_read_end releases what they borrowed (an mc_read_end without a begin does nothing).
+ * A section delays the reclamation of every removed entry in the process while it lasts, so
+ * keep it short: never block in one, and never call mc_cache_destroy, mc_cached_destroy or
+ * a loader-running call that may wait long (a borrowed call's miss) where that matters.
+ * Inside a section, mc_cache_destroy frees the cache's removed entries only after the
+ * section ends. Costs plain stores (liburcu's memb flavour). */
+MC_API void mc_read_begin(void);
+MC_API void mc_read_end(void);
+
+/* Look up `key` and borrow its value: *data points at its *vlen bytes, valid until the
+ * calling thread's outermost mc_read_end, and writes nothing (no pin, no copy) for
+ * out-of-line entries; an entry stored in the index has its few bytes copied into the
+ * section's scratch memory. Only inside a read section. Returns 0; MC_ENOENT on a miss or
+ * an expired entry; MC_EINVAL for NULL pointers, klen > MC_KEY_MAX or no read section;
+ * MC_ENOMEM if scratch memory could not be had. The bytes must not be written. */
+MC_API int mc_cache_get_borrow(mc_cache *cache, const void *key, size_t klen, const void **data,
+                               size_t *vlen);
 
 /* True if `key` is present and not expired. Does not count as a hit or a miss, does not touch
  * recency. */

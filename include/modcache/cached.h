@@ -170,6 +170,16 @@ MC_API int mc_cached_call(mc_cached *fn, const mc_arg *args, size_t nargs, mc_va
 MC_API int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, void *buf,
                                size_t cap, size_t *vlen);
 
+/* mc_cached_call, borrowing the result instead of pinning or copying it: *data points at its
+ * *vlen bytes, valid until the calling thread's outermost mc_read_end (modcache/cache.h).
+ * Only inside a read section. A hit takes no lock and writes no reference count or shared
+ * line; a miss loads as mc_cached_call does (single flight, timeouts) inside the caller's
+ * section, keeping the loaded value pinned until the section ends. Returns 0; MC_ENOENT if
+ * the loader found nothing (a cached "no value"); MC_EINVAL outside a read section or for
+ * NULL pointers; otherwise as mc_cached_call. The bytes must not be written. Thread-safe. */
+MC_API int mc_cached_call_borrow(mc_cached *fn, const mc_arg *args, size_t nargs,
+                                 const void **data, size_t *vlen);
+
 /* Callback for invalidation dependencies: runs once when the entry it was attached to leaves
  * the cache for any reason (invalidated, evicted, expired, replaced, cleared), on the thread
  * that made it leave, outside every lock. */

@@ -821,6 +821,46 @@ int mc_cache_get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size
     return mc__cache_get_copy_ex(c, key, klen, buf, cap, vlen, &none);
 }
 
+/* A live hit's value: bytes in the probe's copy of the bucket (inline) or in an out-of-line
+ * entry (valid for the read section). */
+typedef struct mc__hitval {
+    const unsigned char *data;
+    size_t n;
+    bool none;
+    bool in_line;
+} mc__hitval;
+
+/* Probe for key and check that what it found has not expired (out-of-line entries carry the
+ * access time, refreshed here). True with *hv set on a live hit; the caller records it. */
+static inline __attribute__((always_inline)) bool
+mc__find_live(mc_cache *c, mc__shard *sh, uint64_t h, const void *key, size_t klen, mc__found *f,
+              bool *section, mc__hitval *hv)
+{
+    if (!mc__probe(sh, h, key, klen, f, section))
+        return false;
+    unsigned char *cell = mc__snap_cell(&f->s, f->slot);
+    uint8_t kl = f->s.b[MC__OFF_KL + f->slot];
+    if (kl != MC__KL_OUT) {
+        uint8_t vl = f->s.b[MC__OFF_VL + f->slot];
+        hv->data = cell + kl;
+        hv->n = vl & MC__VL_LEN;
+        hv->none = (vl & MC__VL_NONE) != 0;
+        hv->in_line = true;
+        return true;
+    }
+    mc__entry *e = mc__cell_entry(cell);
+    uint64_t now = mc__now(c);
+    if (mc__expired(c, e, now))
+        return false;
+    hv->data = mc__entry_value(e);
+    hv->n = e->vlen;
+    hv->none = (e->flags & MC__E_NONE) != 0;
+    hv->in_line = false;
+    if (c->track)
+        mc__touch_atime(c, e, now);
+    return true;
+}
+
 int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
                           size_t *vlen, bool *none)
 {
@@ -829,48 +869,78 @@ int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, 
         return MC_EINVAL;
     uint64_t h = mc__hash(c, key, klen);
     mc__shard *sh = mc__shard_of(c, h);
-    bool section = false;
+    /* Inside a held section (mc_read_begin) the lookup needs no section of its own. */
+    bool held = mc__in_read(), section = held;
     mc__found f;
+    mc__hitval hv;
     int rc = MC_ENOENT;
-    if (mc__probe(sh, h, key, klen, &f, &section)) {
-        unsigned char *cell = mc__snap_cell(&f.s, f.slot);
-        uint8_t kl = f.s.b[MC__OFF_KL + f.slot];
-        if (kl != MC__KL_OUT) {
-            size_t n = f.s.b[MC__OFF_VL + f.slot] & MC__VL_LEN;
-            *none = (f.s.b[MC__OFF_VL + f.slot] & MC__VL_NONE) != 0;
-            *vlen = n;
-            if (n > cap) {
-                rc = MC_ERANGE;
-            } else {
-                mc__copy_small(buf, cell + kl, n);
-                rc = 0;
-            }
+    if (mc__find_live(c, sh, h, key, klen, &f, &section, &hv)) {
+        *none = hv.none;
+        *vlen = hv.n;
+        if (hv.n > cap) {
+            rc = MC_ERANGE;
         } else {
-            mc__entry *e = mc__cell_entry(cell);
-            uint64_t now = mc__now(c);
-            if (!mc__expired(c, e, now)) {
-                size_t n = e->vlen;
-                *none = (e->flags & MC__E_NONE) != 0;
-                *vlen = n;
-                if (n > cap) {
-                    rc = MC_ERANGE;
-                } else {
-                    if (n)
-                        memcpy(buf, mc__entry_value(e), n);
-                    rc = 0;
-                }
-                if (c->track)
-                    mc__touch_atime(c, e, now);
-            }
+            if (hv.in_line)
+                mc__copy_small(buf, hv.data, hv.n);
+            else if (hv.n)
+                memcpy(buf, hv.data, hv.n);
+            rc = 0;
         }
-        if (rc != MC_ENOENT)
-            mc__record_hit(c, sh, &f, h, key, klen);
+        mc__record_hit(c, sh, &f, h, key, klen);
     }
-    if (section)
+    if (section && !held)
         mc__epoch_exit();
     mc__count_lookup(c, rc != MC_ENOENT);
     return rc;
 }
+
+int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const void **data,
+                            size_t *vlen, bool *none)
+{
+    *none = false;
+    if (!c || !data || !vlen || !mc__key_ok(key, klen) || !mc__in_read())
+        return MC_EINVAL;
+    *data = NULL;
+    *vlen = 0;
+    uint64_t h = mc__hash(c, key, klen);
+    mc__shard *sh = mc__shard_of(c, h);
+    bool section = true; /* the caller's */
+    mc__found f;
+    mc__hitval hv;
+    int rc = MC_ENOENT;
+    if (mc__find_live(c, sh, h, key, klen, &f, &section, &hv)) {
+        rc = 0;
+        if (hv.in_line) {
+            /* An inline value has no bytes that outlive the probe's copy: it goes to the
+             * section's scratch, released with the section. */
+            unsigned char *p = mc__read_scratch(hv.n ? hv.n : 1);
+            if (p)
+                mc__copy_small(p, hv.data, hv.n);
+            else
+                rc = MC_ENOMEM;
+            hv.data = p;
+        }
+        if (rc == 0) {
+            *data = hv.data;
+            *vlen = hv.n;
+            *none = hv.none;
+            mc__record_hit(c, sh, &f, h, key, klen);
+        }
+    }
+    if (rc != MC_ENOMEM)
+        mc__count_lookup(c, rc == 0);
+    return rc;
+}
+
+int mc_cache_get_borrow(mc_cache *c, const void *key, size_t klen, const void **data, size_t *vlen)
+{
+    bool none;
+    return mc__cache_get_borrow_ex(c, key, klen, data, vlen, &none);
+}
+
+void mc_read_begin(void) { mc__read_enter(); }
+
+void mc_read_end(void) { mc__read_exit(); }
 
 static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bool count)
 {
@@ -881,8 +951,9 @@ static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bo
     mc__shard *sh = mc__shard_of(c, h);
     mc__entry *e = NULL;
     int rc = MC_ENOENT;
+    bool held = mc__in_read();
     for (;;) {
-        bool section = false;
+        bool section = held;
         mc__found f;
         bool retry = false;
         if (mc__probe(sh, h, key, klen, &f, &section)) {
@@ -908,7 +979,7 @@ static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bo
             if (rc == 0)
                 mc__record_hit(c, sh, &f, h, key, klen);
         }
-        if (section)
+        if (section && !held)
             mc__epoch_exit();
         if (!retry)
             break;
@@ -937,12 +1008,12 @@ bool mc_cache_contains(mc_cache *c, const void *key, size_t klen)
         return false;
     uint64_t h = mc__hash(c, key, klen);
     mc__shard *sh = mc__shard_of(c, h);
-    bool section = false;
+    bool held = mc__in_read(), section = held;
     mc__found f;
     bool found = mc__probe(sh, h, key, klen, &f, &section);
     if (found && f.s.b[MC__OFF_KL + f.slot] == MC__KL_OUT)
         found = !mc__expired(c, mc__cell_entry(mc__snap_cell(&f.s, f.slot)), mc__now(c));
-    if (section)
+    if (section && !held)
         mc__epoch_exit();
     return found;
 }

@@ -85,6 +85,10 @@ mc_value *mc__value_detached(const mc__put_args *a);
 int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
                           size_t *vlen, bool *none);
 
+/* mc_cache_get_borrow that also tells a cached "no value" (*none; *vlen 0). */
+int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const void **data,
+                            size_t *vlen, bool *none);
+
 /* mc_cache_get without counting a hit or miss (second looks of the same request). */
 int mc__cache_get_quiet(mc_cache *c, const void *key, size_t klen, mc_value **out);
 

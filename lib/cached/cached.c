@@ -9,6 +9,7 @@
 
 #include "cache/cache_internal.h"
 #include "core/alloc.h"
+#include "core/epoch.h"
 #include "key/key_internal.h"
 
 void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
@@ -765,6 +766,46 @@ int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, void *b
         memcpy(buf, mc_value_data(v), n);
     mc_value_release(v);
     return rc;
+}
+
+static void mc__release_deferred(void *v) { mc_value_release(v); }
+
+int mc_cached_call_borrow(mc_cached *fn, const mc_arg *args, size_t nargs, const void **data,
+                          size_t *vlen)
+{
+    if (!fn || !data || !vlen || !mc__in_read())
+        return MC_EINVAL;
+    *data = NULL;
+    *vlen = 0;
+    if (!fn->loader)
+        return MC_ENOTSUP;
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = mc__call_key(fn, args, nargs, key, &klen);
+    if (rc != 0)
+        return rc;
+    bool none;
+    rc = mc__cache_get_borrow_ex(fn->cache, key, klen, data, vlen, &none);
+    if (rc == 0)
+        return none ? MC_ENOENT : 0;
+    if (rc != MC_ENOENT)
+        return rc;
+    /* A miss: the ordinary call, its pin held until the section ends. */
+    mc_value *v = NULL;
+    rc = mc__call_miss(fn, key, klen, args, nargs, &v);
+    if (rc != 0)
+        return rc;
+    if (mc_value_is_none(v)) {
+        mc_value_release(v);
+        return MC_ENOENT;
+    }
+    if (!mc__read_defer(mc__release_deferred, v)) {
+        mc_value_release(v);
+        return MC_ENOMEM;
+    }
+    *data = mc_value_data(v);
+    *vlen = mc_value_size(v);
+    return 0;
 }
 
 int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_done_fn done, void *ud)

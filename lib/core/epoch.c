@@ -18,10 +18,41 @@ static atomic_uint mc__next_thread_id;
 
 static _Thread_local MC__TLS unsigned char mc__registered;
 _Thread_local MC__TLS unsigned mc__tid_plus1;
+_Thread_local MC__TLS unsigned mc__read_depth;
+
+/* Scratch bytes and deferred calls of the calling thread's held section. The oldest chunk
+ * is kept between sections (most sections need no more), the others freed at the end. */
+typedef struct mc__scratch_chunk {
+    struct mc__scratch_chunk *next; /* older chunk */
+    size_t used, cap;
+    _Alignas(16) unsigned char data[];
+} mc__scratch_chunk;
+
+typedef struct mc__deferred {
+    void (*fn)(void *);
+    void *arg;
+    struct mc__deferred *next;
+} mc__deferred;
+
+#define MC__SCRATCH_CHUNK 4096
+
+static _Thread_local MC__TLS mc__scratch_chunk *mc__scratch;
+static _Thread_local MC__TLS mc__deferred *mc__defer_head, *mc__defer_tail;
+
+static void mc__scratch_free_all(void)
+{
+    for (mc__scratch_chunk *c = mc__scratch; c;) {
+        mc__scratch_chunk *older = c->next;
+        free(c);
+        c = older;
+    }
+    mc__scratch = NULL;
+}
 
 static void mc__epoch_thread_exit(void *arg)
 {
     (void)arg;
+    mc__scratch_free_all();
     /* liburcu keeps a list of registered readers: a thread that exits registered would leave
      * a dangling record that the next grace period reads. */
     if (mc__registered) {
@@ -74,8 +105,80 @@ void mc__epoch_retire(mc__retire_node *node, mc__retire_fn *cb)
 
 void mc__epoch_barrier(void)
 {
+    if (mc__read_depth)
+        return; /* the section would hold back the grace period being waited for */
     mc__epoch_register();
     urcu_memb_barrier();
+}
+
+void mc__read_enter(void)
+{
+    if (mc__read_depth++ == 0)
+        mc__epoch_enter();
+}
+
+void mc__read_exit(void)
+{
+    if (mc__read_depth == 0 || --mc__read_depth != 0)
+        return;
+    mc__epoch_exit();
+    /* The deferred calls run outside the section, and may hold sections of their own (a
+     * release that runs a listener that reads): this section's chunks, which hold the
+     * queue, are set aside first so that those sections use fresh ones. */
+    mc__deferred *d = mc__defer_head;
+    mc__scratch_chunk *chunks = mc__scratch;
+    mc__defer_head = mc__defer_tail = NULL;
+    mc__scratch = NULL;
+    while (d) {
+        d->fn(d->arg);
+        d = d->next;
+    }
+    while (chunks && chunks->next) {
+        mc__scratch_chunk *c = chunks;
+        chunks = chunks->next;
+        free(c);
+    }
+    if (chunks && !mc__scratch) {
+        chunks->used = 0;
+        mc__scratch = chunks; /* kept for the next section */
+    } else {
+        free(chunks);
+    }
+}
+
+void *mc__read_scratch(size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    mc__scratch_chunk *c = mc__scratch;
+    if (!c || c->cap - c->used < n) {
+        size_t cap = n > MC__SCRATCH_CHUNK ? n : MC__SCRATCH_CHUNK;
+        mc__scratch_chunk *nc = malloc(sizeof *nc + cap);
+        if (!nc)
+            return NULL;
+        nc->next = c;
+        nc->used = 0;
+        nc->cap = cap;
+        mc__scratch = c = nc;
+    }
+    void *p = c->data + c->used;
+    c->used += n;
+    return p;
+}
+
+bool mc__read_defer(void (*fn)(void *), void *arg)
+{
+    mc__deferred *d = mc__read_scratch(sizeof *d);
+    if (!d)
+        return false;
+    d->fn = fn;
+    d->arg = arg;
+    d->next = NULL;
+    if (mc__defer_tail)
+        mc__defer_tail->next = d;
+    else
+        mc__defer_head = d;
+    mc__defer_tail = d;
+    return true;
 }
 
 unsigned mc__thread_id_slow(void)

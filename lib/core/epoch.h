@@ -5,6 +5,9 @@
 #ifndef MC_CORE_EPOCH_H
 #define MC_CORE_EPOCH_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include <urcu/urcu-memb.h>
 
 /* The node a retired object embeds (16 bytes). */
@@ -17,13 +20,30 @@ typedef void mc__retire_fn(mc__retire_node *node);
 void mc__epoch_enter(void);
 void mc__epoch_exit(void);
 
+/* Read sections that callers hold across calls (mc_read_begin/mc_read_end): the calling
+ * thread's nesting depth, 0 outside. Lookups made inside one use it instead of entering
+ * their own, and borrowed results stay valid until the outermost exit. */
+extern _Thread_local unsigned mc__read_depth __attribute__((tls_model("initial-exec")));
+static inline bool mc__in_read(void) { return mc__read_depth != 0; }
+void mc__read_enter(void);
+/* Leave one level; the outermost exit leaves the section, runs the deferred calls (in the
+ * order they were queued) and frees the scratch bytes. A call outside a section does nothing. */
+void mc__read_exit(void);
+/* n bytes (16-byte aligned) valid until the outermost mc__read_exit; only inside a section.
+ * NULL when out of memory. */
+void *mc__read_scratch(size_t n);
+/* Queue fn(arg) for the outermost mc__read_exit; only inside a section. false when out of
+ * memory (nothing queued). */
+bool mc__read_defer(void (*fn)(void *), void *arg);
+
 /* Run cb(node) after a grace period (every section that could see the object has ended), on
  * liburcu's reclamation thread. The callback must start with MC__EPOCH_RECLAIM() and must
  * not touch any object that can be destroyed before it runs (a cache, a shard). */
 void mc__epoch_retire(mc__retire_node *node, mc__retire_fn *cb);
 
-/* Wait until every callback retired so far (by any thread) has run. Must not be called
- * inside a section. */
+/* Wait until every callback retired so far (by any thread) has run. Inside a section held
+ * across calls (mc__in_read), where waiting could never end, it returns at once: the
+ * callbacks then run after the section. Must not be called inside an internal section. */
 void mc__epoch_barrier(void);
 
 /* A small dense id for the calling thread (0, 1, 2... in order of first use), for picking

@@ -679,6 +679,38 @@ static void test_s3fifo_ops(void **state)
     mc_cache_destroy(c);
 }
 
+/* The reference S3-FIFO rules, in one 10-entry shard: until the first eviction, entries
+ * beyond the small queue's share (one entry) go to main; a small-queue entry read once
+ * (fewer than two times) is still evicted from it; one read twice moves to main. */
+static void test_s3fifo_reference_rules(void **state)
+{
+    (void)state;
+    mc_cache *c = make_cache(10, 0, MC_POLICY_S3FIFO, 1, NULL);
+    char k[32];
+    for (int i = 0; i < 10; i++) { /* k0 in small, k1..k9 in main */
+        snprintf(k, sizeof k, "k%d", i);
+        put_s(c, k, "v");
+    }
+    put_s(c, "k10", "v"); /* small holds its share: k0 goes, k10 is the small queue */
+    put_s(c, "k11", "v"); /* k10 goes: the filled main was kept */
+    assert_false(mc_cache_contains(c, "k0", 2));
+    assert_false(mc_cache_contains(c, "k10", 3));
+    for (int i = 1; i < 10; i++) {
+        snprintf(k, sizeof k, "k%d", i);
+        assert_true(mc_cache_contains(c, k, strlen(k)));
+    }
+    assert_true(get_s(c, "k11")); /* read once */
+    put_s(c, "k12", "v");
+    assert_false(mc_cache_contains(c, "k11", 3)); /* once is not enough */
+    assert_true(get_s(c, "k12"));
+    assert_true(get_s(c, "k12")); /* twice */
+    put_s(c, "k13", "v");
+    assert_true(mc_cache_contains(c, "k12", 3)); /* moved to main; a main entry went */
+    assert_true(mc_cache_size(c) <= 10);
+    verify(c);
+    mc_cache_destroy(c);
+}
+
 static void test_evict_reason_names(void **state)
 {
     (void)state;
@@ -880,6 +912,7 @@ int main(void)
         cmocka_unit_test(test_handles_outlive),
         cmocka_unit_test(test_s3fifo_scan_resistance),
         cmocka_unit_test(test_s3fifo_ops),
+        cmocka_unit_test(test_s3fifo_reference_rules),
         cmocka_unit_test(test_evict_reason_names),
         cmocka_unit_test(test_reentrant_listener),
         cmocka_unit_test(test_evict_idle),

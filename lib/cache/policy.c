@@ -6,8 +6,9 @@
 #include "core/error.h"
 
 /* S3-FIFO: a small-queue entry read at least this often moves to main when it reaches the
- * small queue's end (a parameter of the algorithm; 1 measured best on the project's traces). */
-#define MC__S3_MOVE_THRESHOLD 1
+ * small queue's end (the algorithm's published default; docs/cache.md has the trace's miss
+ * ratios with 1 and 2). */
+#define MC__S3_MOVE_THRESHOLD 2
 #define MC__GHOST_DEFAULT_WINDOW 4096
 #define MC__GHOST_SEQ_BITS 16
 #define MC__GHOST_SEQ_MASK ((1u << MC__GHOST_SEQ_BITS) - 1)
@@ -66,9 +67,9 @@ static uint32_t mc__ghost_home(const struct mc__ghost *g, uint32_t hash)
     return (uint32_t)(((uint64_t)(hash * 0x9e3779b1u) * g->cap) >> 32);
 }
 
-bool mc__policy_ghost_has(const mc__policy *p, uint32_t hash)
+bool mc__policy_ghost_take(mc__policy *p, uint32_t hash)
 {
-    const struct mc__ghost *g = &p->ghost;
+    struct mc__ghost *g = &p->ghost;
     if (!g->slots)
         return false;
     uint32_t fp = mc__ghost_fp(hash), i = mc__ghost_home(g, hash);
@@ -76,8 +77,14 @@ bool mc__policy_ghost_has(const mc__policy *p, uint32_t hash)
         uint32_t s = g->slots[i];
         if (s == 0)
             return false;
-        if ((s >> MC__GHOST_SEQ_BITS) == fp && mc__ghost_fresh(g, s & MC__GHOST_SEQ_MASK))
+        if ((s >> MC__GHOST_SEQ_BITS) == fp && mc__ghost_fresh(g, s & MC__GHOST_SEQ_MASK)) {
+            /* Taken: the slot stays (probes pass it) but is no longer fresh. */
+            uint32_t stale = (g->seq - g->window) & MC__GHOST_SEQ_MASK;
+            if (stale == 0) /* 0 marks an empty slot */
+                stale = (g->seq - g->window - 1) & MC__GHOST_SEQ_MASK;
+            g->slots[i] = fp << MC__GHOST_SEQ_BITS | stale;
             return true;
+        }
         if (++i == g->cap)
             i = 0;
     }
@@ -209,18 +216,28 @@ static bool mc__small_over_share(const mc__policy *p, size_t max_entries, uint64
     return false;
 }
 
+bool mc__policy_fill_main(const mc__policy *p, size_t max_entries, uint64_t max_weight)
+{
+    return !p->evicted && mc__small_over_share(p, max_entries, max_weight);
+}
+
 uint32_t mc__policy_victim(mc__policy *p, mc__table *t, uint8_t gen, size_t max_entries,
                            uint64_t max_weight, uint64_t seed)
 {
     if (p->kind == MC_POLICY_LRU)
         return mc__lru_victim(t, gen);
     /* Each pass either evicts or moves an entry / spends one frequency unit, and frequencies
-     * are at most 3, so the loop ends within 4 * entries steps. */
+     * are at most 3, so the loop ends within 4 * entries steps. Once the small queue is
+     * chosen, it gives the victim: entries read enough move to main meanwhile (main may run
+     * over its share until its own turn comes). */
+    bool from_small = false;
     for (;;) {
         uint32_t sm = mc__list_oldest(t, MC__Q_SMALL), mn = mc__list_oldest(t, MC__Q_MAIN);
         if (sm == MC__NONE_CELL && mn == MC__NONE_CELL)
             return MC__NONE_CELL;
-        if (sm != MC__NONE_CELL && (mn == MC__NONE_CELL || mc__small_over_share(p, max_entries, max_weight))) {
+        if (sm != MC__NONE_CELL &&
+            (from_small || mn == MC__NONE_CELL || mc__small_over_share(p, max_entries, max_weight))) {
+            from_small = true;
             uint8_t f = mc__cell_get(t, sm, MC__OFF_REC) & 3u;
             mc__list_unlink(t, sm);
             if (f >= MC__S3_MOVE_THRESHOLD) {
@@ -233,6 +250,7 @@ uint32_t mc__policy_victim(mc__policy *p, mc__table *t, uint8_t gen, size_t max_
                 continue;
             }
             mc__ghost_insert(&p->ghost, (uint32_t)mc__table_cell_hash(t, sm, seed));
+            p->evicted = true;
             return sm;
         }
         uint8_t f = mc__cell_get(t, mn, MC__OFF_REC) & 3u;
@@ -242,6 +260,7 @@ uint32_t mc__policy_victim(mc__policy *p, mc__table *t, uint8_t gen, size_t max_
             mc__list_push(t, MC__Q_MAIN, mn);
             continue;
         }
+        p->evicted = true;
         return mn;
     }
 }

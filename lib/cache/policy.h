@@ -28,8 +28,11 @@ typedef struct mc__policy {
      * restamps reported in batches); 0 = exact mode. */
     uint32_t gen_len, gen_ticks;
     uint64_t restamps_seen;
-    /* S3-FIFO queue sizes. */
+    /* S3-FIFO queue sizes, and whether a victim was ever taken: until then, inserts beyond
+     * the small queue's share go to main (a cache filling up keeps what it loaded instead
+     * of pushing 90% of it out through the small queue). */
     uint64_t small_count, small_weight, main_count;
+    bool evicted;
     struct mc__ghost ghost;
 } mc__policy;
 
@@ -65,6 +68,10 @@ static inline uint32_t mc__list_newer(const mc__table *t, uint32_t cell)
     return n >= t->ncells ? MC__NONE_CELL : n;
 }
 
+/* S3-FIFO: does a new entry (not in the ghost) go straight to main? Only while the shard has
+ * never evicted and the small queue holds its share. */
+bool mc__policy_fill_main(const mc__policy *p, size_t max_entries, uint64_t max_weight);
+
 /* Move every cell of list `from` to the oldest end of list `to`. */
 void mc__list_splice_oldest(mc__table *t, uint32_t from, uint32_t to);
 
@@ -74,8 +81,9 @@ void mc__policy_destroy(mc__policy *p);
 void mc__policy_set_window(mc__policy *p, size_t window);
 size_t mc__policy_bytes(const mc__policy *p);
 
-/* S3-FIFO admission: true if the key was evicted from the small queue recently. */
-bool mc__policy_ghost_has(const mc__policy *p, uint32_t hash);
+/* S3-FIFO admission: true if the key was evicted from the small queue recently, and then
+ * forgets it (one admission to main per eviction). */
+bool mc__policy_ghost_take(mc__policy *p, uint32_t hash);
 
 /* Choose and unlink the next victim given the shard's bounds (0 = unbounded) and the
  * shard's current generation; MC__NONE_CELL if the shard is empty. `seed` rehashes keys for

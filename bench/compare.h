@@ -51,8 +51,13 @@ inline constexpr MissRatioSystem kMissRatioSystems[] = {
     {"mutex-lru", "", &kRefLru},
 };
 
-// Memory per entry: entries inserted.
+// Memory per entry: entries inserted. The memory workload stores small items (a one-field
+// tuple key of 1-4 bytes and an 8-byte value, kept inline in the index: at most 14 bytes of
+// key and value); memory-ool stores kOolKeyBytes-byte keys with kOolValueBytes-byte values,
+// too large for that, each entry an allocation of its own.
 inline constexpr size_t kMemorySizes[] = {100000, 1000000};
+constexpr size_t kOolKeyBytes = 16;
+constexpr size_t kOolValueBytes = 32;
 
 // Memoized functions: keys of the memo-hit key set, requests in its Zipf access order, and the
 // missing keys the single-flight check loads from two threads at once.
@@ -123,7 +128,8 @@ struct Row {
     double ops_min = kNull, ops_max = kNull;  // over the runs median_rows combined
     bool overlap = false;
     size_t entries_held = 0;
-    double key_bytes = kNull;
+    double key_bytes = kNull;    // memory: per entry, subtracted with value_bytes
+    double value_bytes = kNull;
     uint64_t joined = 0;  // single-flight: calls that waited for another thread's load
 };
 
@@ -161,7 +167,22 @@ struct RunInfo {
 void run_db_lookup(std::vector<Row> &rows, const Options &o, double warm, RunInfo *info);
 void print_db_table(FILE *f, const std::vector<Row> &rows, const Options &o);
 
-// report.cc: the machine-readable record list and the report directory.
+// report.cc: the targets, the machine-readable record list and the report directory.
+
+// One target: a ratio or bound between figures of this run, stated and never enforced. `what`
+// names the comparison and its goal in the words both the console and results.md print.
+struct Target {
+    std::string what;
+    std::string measured;  // the figure; when not measured, why
+    int met = -1;          // 1 PASS, 0 MISS, -1 n/a (not measured in this run)
+};
+const char *target_status(const Target &t);  // "PASS", "MISS" or "n/a"
+// The targets, in order; have_trace says whether the cloudphysics workload ran.
+std::vector<Target> targets(const std::vector<Row> &rows, bool have_trace);
+// Comparisons reported beside the targets without a goal (met is always -1).
+std::vector<Target> informational(const std::vector<Row> &rows);
+// How a memo-hit system makes its call, for the tables ("" for other systems).
+const char *memo_note(const std::string &system);
 void print_json(FILE *f, const std::vector<Row> &rows);
 // Write results.md, results.json and the charts' data (plot-*.dat) into dir (created if
 // missing). Returns false with *err set on an I/O failure.

@@ -33,6 +33,22 @@ struct alignas(64) ThreadCounts {
     uint64_t all_ops = 0;  // including the warm-up: where the thread ended up in the trace
 };
 
+// A system may also offer batch_begin() and batch_end(), which each thread calls around every
+// batch of 64 requests it makes (a read section held across the batch); for the others these
+// do nothing.
+template <class Sys>
+auto batch_begin(Sys &sys, int) -> decltype(sys.batch_begin(), void()) {
+    sys.batch_begin();
+}
+template <class Sys>
+void batch_begin(Sys &, long) {}
+template <class Sys>
+auto batch_end(Sys &sys, int) -> decltype(sys.batch_end(), void()) {
+    sys.batch_end();
+}
+template <class Sys>
+void batch_end(Sys &, long) {}
+
 template <class Sys>
 void zipf_worker(Sys &sys, const uint32_t *trace, size_t len, size_t start, bool fill, Control &ctl,
                  ThreadCounts &out) {
@@ -44,10 +60,12 @@ void zipf_worker(Sys &sys, const uint32_t *trace, size_t len, size_t start, bool
     size_t i = start;
     for (;;) {
         // The phase flag is read once per batch so its cache line is not pulled every request.
+        batch_begin(sys, 0);
         for (int b = 0; b < 64; b++) {
             hits += sys.request(trace[i], fill);
             if (++i == len) i = 0;
         }
+        batch_end(sys, 0);
         ops += 64;
         const int phase = ctl.phase.load(std::memory_order_relaxed);
         if (phase != seen) {

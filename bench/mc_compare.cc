@@ -1,7 +1,7 @@
 // bench/mc_compare.cc: mc_compare, the comparison runner: modcache (LRU, S3-FIFO) against an
 // exact mutex LRU, no-eviction maps (a lock-free one, libcuckoo), a system in another process
 // (--peer: Caffeine on the JVM) and, for memoized lookups, SQLite and Redis, on Zipf throughput,
-// trace miss ratio, memory and lookup latency.
+// trace miss ratio, memory and lookup latency; then the targets (report.cc) from those figures.
 //
 // Throughput figures are noisy (about +-30% between runs on a small machine), so every system
 // runs in the same process on the same trace (a peer in its own, on a trace checked to be the
@@ -227,6 +227,11 @@ public:
         check_rc(mc_cache_put(cache_, kb, klen, &key, sizeof key), "mc_cache_put");
     }
 
+    // Any byte string as key (memory-ool).
+    void put_bytes(const void *key, size_t klen, const void *value, size_t vlen) {
+        check_rc(mc_cache_put(cache_, key, klen, value, vlen), "mc_cache_put");
+    }
+
     size_t size() { return mc_cache_size(cache_); }
 
 private:
@@ -336,7 +341,11 @@ bool jemalloc_is_malloc() {
     return ok;
 }
 
-Row memory_modcache(mc_policy policy, const char *policy_name, size_t n) {
+// memory: small items, one-field tuple keys of 1-4 bytes and 8-byte values (inline in the
+// index). memory-ool (out_of_line): kOolKeyBytes-byte keys (the integer, then its mix) and
+// kOolValueBytes-byte values, above the 14 bytes of key and value an inline cell holds.
+Row memory_modcache(mc_policy policy, const char *policy_name, size_t n, bool out_of_line) {
+    static_assert(kOolKeyBytes == 16 && kOolValueBytes % 8 == 0, "memory-ool keys are two 64-bit words");
     size_t before, after;
     if (!jemalloc_allocated(&before)) die("jemalloc stats.allocated unavailable");
     size_t key_bytes = 0;
@@ -345,9 +354,17 @@ Row memory_modcache(mc_policy policy, const char *policy_name, size_t n) {
         ModcacheSys sys(n, policy);
         uint8_t kb[32];
         for (uint64_t k = 0; k < n; k++) {
-            const size_t klen = ModcacheSys::encode(k, kb, sizeof kb);
-            key_bytes += klen;
-            sys.put(k);
+            if (out_of_line) {
+                const uint64_t key[2] = {k, SplitMix64(k).next()};
+                uint64_t value[kOolValueBytes / 8];
+                for (size_t i = 0; i < kOolValueBytes / 8; i++) value[i] = k + i;
+                sys.put_bytes(key, sizeof key, value, sizeof value);
+                key_bytes += sizeof key;
+            } else {
+                const size_t klen = ModcacheSys::encode(k, kb, sizeof kb);
+                key_bytes += klen;
+                sys.put(k);
+            }
         }
         held = sys.size();
         if (!jemalloc_allocated(&after)) die("jemalloc stats.allocated unavailable");
@@ -355,15 +372,16 @@ Row memory_modcache(mc_policy policy, const char *policy_name, size_t n) {
     Row r;
     r.system = "modcache";
     r.policy = policy_name;
-    r.workload = "memory";
+    r.workload = out_of_line ? "memory-ool" : "memory";
     r.cache_size = n;
     r.entries_held = held;
     r.key_bytes = static_cast<double>(key_bytes) / static_cast<double>(n);
+    r.value_bytes = out_of_line ? static_cast<double>(kOolValueBytes) : 8.0;
     // Per entry actually held: a sharded cache may evict a few entries before it is full, and
     // dividing by n would then flatter it.
     if (held > 0)
         r.bytes_per_entry = (static_cast<double>(after) - static_cast<double>(before)) / static_cast<double>(held) -
-                            (r.key_bytes + 8.0);
+                            (r.key_bytes + r.value_bytes);
     return r;
 }
 
@@ -383,16 +401,19 @@ Row memory_mutex_lru(size_t n) {
     r.cache_size = n;
     r.entries_held = held;
     r.key_bytes = 8.0;
+    r.value_bytes = 8.0;
     r.bytes_per_entry =
         (static_cast<double>(after) - static_cast<double>(before)) / static_cast<double>(held) - (8.0 + 8.0);
     return r;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Memoized functions. memo-hit: what mc_cached_call adds on a hit (arguments to key bytes,
-// hashing, the layer's bookkeeping) over the mc_cache_get + mc_value_release it ends in, both
-// on the function's own cache with the same keys in the same order. single-flight: threads
-// missing the same keys at the same moment must run each key's loader once.
+// Memoized functions. memo-hit: what a memoized call adds on a hit (arguments to key bytes,
+// hashing, the layer's bookkeeping) over the mc_cache_get + mc_value_release it ends in, for its
+// three ways of returning the result (pinned: mc_cached_call; copied out: mc_cached_call_copy;
+// borrowed: mc_cached_call_borrow in a read section held across 64 calls), all on the
+// function's own cache with the same keys in the same order. single-flight: threads missing
+// the same keys at the same moment must run each key's loader once.
 
 // The key set: ("@user<5 digits>:example.com", n) tuples, the shape of a typical memo key.
 class MemoKeys {
@@ -513,6 +534,31 @@ private:
     const MemoKeys &keys_;
 };
 
+// The borrowing call: the result read in place, valid until the read section ends. Each
+// thread holds one read section (mc_read_begin .. mc_read_end) around every batch of 64 calls
+// it makes (the harness's batch_begin and batch_end), as a caller looking up many keys at once.
+class MemoBorrowSys {
+public:
+    MemoBorrowSys(mc_cached *fn, const MemoKeys &keys) : fn_(fn), keys_(keys) {}
+    void batch_begin() { mc_read_begin(); }
+    void batch_end() { mc_read_end(); }
+    bool request(uint64_t i, bool) {
+        const mc_arg args[2] = {keys_.user_arg(i), mc_arg_int(keys_.num(i))};
+        const void *data = nullptr;
+        size_t vlen = 0;
+        check_rc(mc_cached_call_borrow(fn_, args, 2, &data, &vlen), "mc_cached_call_borrow");
+        uint64_t got = 0;
+        if (vlen == sizeof got) std::memcpy(&got, data, sizeof got);
+        if (vlen != sizeof got || got != static_cast<uint64_t>(keys_.num(i)))
+            die("mc_cached_call_borrow: key %" PRIu64 " returned a wrong value (%zu bytes)", i, vlen);
+        return true;
+    }
+
+private:
+    mc_cached *fn_;
+    const MemoKeys &keys_;
+};
+
 // The floor under it: a pinned get of the already encoded key on the function's own cache.
 class MemoRawGetSys {
 public:
@@ -543,6 +589,7 @@ void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vecto
     MemoCallSys memo(fn.get(), keys);
     MemoRawGetSys raw(mc_cached_cache(fn.get()), keys);
     MemoCopySys copy(fn.get(), keys);
+    MemoBorrowSys borrow(fn.get(), keys);
     for (size_t i = 0; i < keys.size(); i++) memo.request(i, false);
     mc_cached_stats st;
     mc_cached_stats_get(fn.get(), &st);
@@ -576,12 +623,14 @@ void run_memo_hit(std::vector<Row> &rows, const MemoKeys &keys, const std::vecto
             r.ops_per_sec = static_cast<double>(w.ops) / w.secs;
             r.hit_ratio = hits + misses > 0 ? hits / (hits + misses) : kNull;
             r.ns_per_op = static_cast<double>(t) * 1e9 / r.ops_per_sec;
-            progress_end("%.2f M ops/s, %.1f ns/op", r.ops_per_sec / 1e6, r.ns_per_op);
+            progress_end("%.2f M ops/s, %.1f ns/op%s", r.ops_per_sec / 1e6, r.ns_per_op,
+                         std::strcmp(system, "modcache-memo-borrow") == 0 ? " (one read section per 64 calls)" : "");
             runs.push_back(r);
         };
         for (rep = 1; rep <= repeat; rep++) {
             record("modcache-memo", memo);
             record("modcache-memo-copy", copy);
+            record("modcache-memo-borrow", borrow);
             record("modcache-raw-get", raw);
         }
     }
@@ -639,9 +688,18 @@ void usage(FILE *f) {
         "lookups, the SQLite query and a Redis GET they stand in front of:\n"
         "  zipf-getput, zipf-readonly  throughput on the Zipf(0.99, 1M keys) trace, 100k-entry cache\n"
         "  cloudphysics                miss ratio on the trace file, against libCacheSim's figures\n"
-        "  memory                      bytes per entry beyond key and value (jemalloc stats)\n"
-        "  memo-hit                    a memoized function's hit (mc_cached_call) against the raw\n"
-        "                              mc_cache_get beneath it, same keys, same cache\n"
+        "  memory                      bytes per entry beyond key and value (jemalloc stats) at 100k\n"
+        "                              and 1M entries, small items: 1-4 byte tuple keys, 8-byte values\n"
+        "                              (inline in the index)\n"
+        "  memory-ool                  the same with 16-byte keys and 32-byte values, stored out of\n"
+        "                              line (an allocation per entry); run with memory\n"
+        "  memo-hit                    a memoized function's hit, its 2-field key built per call:\n"
+        "                              pinned (mc_cached_call, record modcache-memo), copied out\n"
+        "                              (mc_cached_call_copy, modcache-memo-copy), borrowed\n"
+        "                              (mc_cached_call_borrow, modcache-memo-borrow: one read section,\n"
+        "                              mc_read_begin .. mc_read_end, held around each batch of 64 calls\n"
+        "                              a thread makes); against the raw pinned mc_cache_get beneath\n"
+        "                              them (modcache-raw-get), same keys, same cache\n"
         "  single-flight               2 threads calling the same 1,000 missing keys: 1,000 loads\n"
         "  db-lookup                   user id -> department for 100k users in Zipf order: a warm\n"
         "                              memoized function over SQLite (modcache-memo), the indexed\n"
@@ -659,8 +717,8 @@ void usage(FILE *f) {
         "  --threads LIST     comma-separated thread counts for the throughput runs (default 1,2)\n"
         "  --repeat N         runs of each Zipf, memo-hit and db-lookup measurement, interleaved across\n"
         "                     systems; the median is reported (default 3, 1 with --quick)\n"
-        "  --workloads LIST   comma-separated groups to run: zipf, cloudphysics, memory, memo,\n"
-        "                     db-lookup (default: all)\n"
+        "  --workloads LIST   comma-separated groups to run: zipf, cloudphysics, memory (memory and\n"
+        "                     memory-ool), memo (memo-hit, single-flight), db-lookup (default: all)\n"
         "  --redis-server P   the redis-server program for db-lookup (default: redis-server in PATH;\n"
         "                     without one, redis-get is left out and the output says so)\n"
         "  --peer CMD         also measure the system of a program in its own process on the Zipf\n"
@@ -669,6 +727,9 @@ void usage(FILE *f) {
         "                     bench/run_bench.sh passes Caffeine's, bench/caffeine/). Without a working\n"
         "                     peer the run goes on without it and says why\n"
         "  --help             this text\n"
+        "\n"
+        "Last comes the targets list (also in results.md): ratios and bounds between figures of the\n"
+        "run, each PASS, MISS or n/a (not measured in this run, with the reason).\n"
         "\n"
         "Exit status: 0 when every run completed (whatever the target checks say), 1 when the\n"
         "report could not be written, 2 on bad usage.\n",
@@ -847,31 +908,36 @@ void print_memory_table(FILE *f, const std::vector<Row> &rows) {
     std::fprintf(f,
                  "\nmemory: overhead per entry BEYOND key and value bytes\n"
                  "  (jemalloc stats.allocated after inserting N keys minus before creating the cache,\n"
-                 "   divided by the entries held, minus key bytes and the 8-byte value)\n");
-    std::fprintf(f, "  %-18s %9s %9s %10s %16s\n", "system", "N", "held", "key bytes", "overhead B/entry");
-    for (const Row &r : rows) {
-        if (r.workload != "memory") continue;
-        std::fprintf(f, "  %-18s %9zu %9zu %10.2f %16.1f\n", label(r).c_str(), r.cache_size, r.entries_held,
-                     r.key_bytes, r.bytes_per_entry);
-    }
+                 "   divided by the entries held, minus key and value bytes); memory: small items, inline\n"
+                 "   in the index; memory-ool: %zu-byte keys, %zu-byte values, an allocation per entry\n",
+                 kOolKeyBytes, kOolValueBytes);
+    std::fprintf(f, "  %-11s %-18s %9s %9s %10s %12s %16s\n", "workload", "system", "N", "held", "key bytes",
+                 "value bytes", "overhead B/entry");
+    for (const char *w : {"memory", "memory-ool"})
+        for (const Row &r : rows) {
+            if (r.workload != w) continue;
+            std::fprintf(f, "  %-11s %-18s %9zu %9zu %10.2f %12.0f %16.1f\n", w, label(r).c_str(), r.cache_size,
+                         r.entries_held, r.key_bytes, r.value_bytes, r.bytes_per_entry);
+        }
 }
 
 void print_memo_tables(FILE *f, const std::vector<Row> &rows, const Options &o) {
     std::fprintf(f,
-                 "\nmemo-hit: a memoized function's hit (mc_cached_call, its 2-field key built per call)\n"
+                 "\nmemo-hit: a memoized function's hit (its 2-field key built per call) pinned, copied out\n"
+                 "  and borrowed (one read section held around each batch of 64 calls a thread makes),\n"
                  "  against mc_cache_get + mc_value_release of the pre-encoded key on the function's own\n"
                  "  cache; %zu keys, Zipf(%.2f) order; ns/op is one call's time on one thread\n",
                  kMemoKeys, kZipfExponent);
-    std::fprintf(f, "  %-18s %7s %9s %9s %10s %9s\n", "system", "threads", "M ops/s", "ns/op", "hit ratio", "memo/raw");
+    std::fprintf(f, "  %-20s %7s %9s %9s %10s %7s  %s\n", "system", "threads", "M ops/s", "ns/op", "hit ratio", "vs raw",
+                 "call");
     for (int t : o.threads) {
         const Row *raw = find_row(rows, "modcache-raw-get", "", "memo-hit", t, kMemoCacheSize);
         for (const Row &r : rows) {
             if (r.workload != "memo-hit" || r.threads != t) continue;
             std::string ratio = "-";
-            if (r.system == "modcache-memo" && raw && raw->ns_per_op > 0)
-                ratio = fmt("%.2fx", r.ns_per_op / raw->ns_per_op);
-            std::fprintf(f, "  %-18s %7d %9.2f %9.1f %10.4f %9s\n", label(r).c_str(), t, r.ops_per_sec / 1e6,
-                         r.ns_per_op, r.hit_ratio, ratio.c_str());
+            if (&r != raw && raw && raw->ns_per_op > 0) ratio = fmt("%.2fx", r.ns_per_op / raw->ns_per_op);
+            std::fprintf(f, "  %-20s %7d %9.2f %9.1f %10.4f %7s  %s\n", label(r).c_str(), t, r.ops_per_sec / 1e6,
+                         r.ns_per_op, r.hit_ratio, ratio.c_str(), memo_note(r.system));
         }
     }
     const Row *sf = find_row(rows, "modcache-memo", "", "single-flight", kSingleFlightThreads, kSingleFlightCacheSize);
@@ -884,136 +950,19 @@ void print_memo_tables(FILE *f, const std::vector<Row> &rows, const Options &o) 
         std::fprintf(f, "  not run\n");
 }
 
-void print_target(FILE *f, bool known, bool pass, const std::string &what, const std::string &figure) {
-    std::fprintf(f, "  %-4s  %-58s %s\n", known ? (pass ? "PASS" : "MISS") : "n/a", what.c_str(),
-                 known ? figure.c_str() : "(not measured in this run)");
-}
-
+// The list results.md has too, in the same words (report.cc).
 void print_targets(FILE *f, const std::vector<Row> &rows, bool have_trace) {
+    const std::vector<Target> list = targets(rows, have_trace), info = informational(rows);
+    size_t width = 0;
+    for (const std::vector<Target> *l : {&list, &info})
+        for (const Target &t : *l) width = std::max(width, t.what.size());
     std::fprintf(f, "\ntargets (informational: the exit status does not depend on them)\n");
-    for (const char *pol : {"lru", "s3fifo"}) {
-        const std::string name = std::string("modcache/") + pol;
-        const Row *gp2 = find_row(rows, "modcache", pol, "zipf-getput", 2, kZipfCacheEntries);
-        const Row *mx2 = find_row(rows, "mutex-lru", "", "zipf-getput", 2, kZipfCacheEntries);
-        const Row *nl2 = find_row(rows, "nolimit-hash", "", "zipf-getput", 2, kZipfCacheEntries);
-        if (gp2 && mx2) {
-            const double x = gp2->ops_per_sec / mx2->ops_per_sec;
-            print_target(f, true, x >= 4.0, name + " getput 2 threads >= 4x mutex-lru", fmt("%.2fx", x));
-        } else {
-            print_target(f, false, false, name + " getput 2 threads >= 4x mutex-lru", "");
-        }
-        if (gp2 && nl2) {
-            const double x = gp2->ops_per_sec / nl2->ops_per_sec;
-            print_target(f, true, x >= 0.5, name + " getput 2 threads >= 50% of nolimit-hash", fmt("%.0f%%", 100 * x));
-        } else {
-            print_target(f, false, false, name + " getput 2 threads >= 50% of nolimit-hash", "");
-        }
-        const Row *ro1 = find_row(rows, "modcache", pol, "zipf-readonly", 1, kZipfCacheEntries);
-        const Row *ro2 = find_row(rows, "modcache", pol, "zipf-readonly", 2, kZipfCacheEntries);
-        const Row *nr2 = find_row(rows, "nolimit-hash", "", "zipf-readonly", 2, kZipfCacheEntries);
-        if (ro1 && ro2) {
-            const double x = ro2->ops_per_sec / ro1->ops_per_sec;
-            print_target(f, true, x >= 1.8, name + " readonly 2 threads >= 1.8x 1 thread", fmt("%.2fx", x));
-        } else {
-            print_target(f, false, false, name + " readonly 2 threads >= 1.8x 1 thread", "");
-        }
-        if (ro2 && nr2) {
-            const double x = ro2->ops_per_sec / nr2->ops_per_sec;
-            print_target(f, true, x >= 0.6, name + " readonly 2 threads >= 60% of nolimit-hash",
-                         fmt("%.0f%%", 100 * x));
-        } else {
-            print_target(f, false, false, name + " readonly 2 threads >= 60% of nolimit-hash", "");
-        }
-        for (size_t n : kMemorySizes) {
-            const Row *m = find_row(rows, "modcache", pol, "memory", 0, n);
-            const std::string what = name + fmt(" overhead <= 48 B/entry at %zu", n);
-            if (m && !std::isnan(m->bytes_per_entry))
-                print_target(f, true, m->bytes_per_entry <= 48.0, what, fmt("%.1f B", m->bytes_per_entry));
-            else
-                print_target(f, false, false, what, "");
-        }
-    }
-    for (int t : {1, 2}) {
-        const Row *memo = find_row(rows, "modcache-memo", "", "memo-hit", t, kMemoCacheSize);
-        const Row *raw = find_row(rows, "modcache-raw-get", "", "memo-hit", t, kMemoCacheSize);
-        const std::string what = fmt("modcache-memo hit %d thread%s <= 1.5x raw get time", t, t == 1 ? "" : "s");
-        if (memo && raw) {
-            const double x = memo->ns_per_op / raw->ns_per_op;
-            print_target(f, true, x <= 1.5, what, fmt("%.2fx", x));
-        } else {
-            print_target(f, false, false, what, "");
-        }
-    }
-    {
-        const Row *sf = find_row(rows, "modcache-memo", "", "single-flight", kSingleFlightThreads,
-                                 kSingleFlightCacheSize);
-        const std::string what = fmt("modcache-memo single-flight %dx%zu keys -> %zu loads", kSingleFlightThreads,
-                                     kSingleFlightKeys, kSingleFlightKeys);
-        if (sf)
-            print_target(f, true, sf->loader_calls == static_cast<long long>(kSingleFlightKeys), what,
-                         fmt("%lld loads", sf->loader_calls));
-        else
-            print_target(f, false, false, what, "");
-    }
-    for (const char *pol : {"lru", "s3fifo"}) {
-        const Row *gp2 = find_row(rows, "modcache", pol, "zipf-getput", 2, kZipfCacheEntries);
-        const Row *lc2 = find_row(rows, "libcuckoo", "", "zipf-getput", 2, kZipfCacheEntries);
-        const std::string what = fmt("modcache/%s getput 2 threads >= 1x libcuckoo", pol);
-        if (gp2 && lc2) {
-            const double x = gp2->ops_per_sec / lc2->ops_per_sec;
-            print_target(f, true, x >= 1.0, what, fmt("%.2fx", x));
-        } else {
-            print_target(f, false, false, what, "");
-        }
-    }
-    {
-        // Latency ratios: the database's p50 over the memoized hit's, one thread.
-        const Row *memo = find_row(rows, "modcache-memo", "", "db-lookup", 1, kDbMemoCacheSize);
-        const struct {
-            const char *system;
-            double goal;
-        } dbs[] = {{"sqlite-query", 100.0}, {"redis-get", 500.0}};
-        for (const auto &d : dbs) {
-            const Row *r = find_row(rows, d.system, "", "db-lookup", 1, kDbUsers);
-            const std::string what = fmt("modcache-memo hit p50 >= %.0fx faster than %s", d.goal, d.system);
-            if (memo && r && memo->p50_ns > 0) {
-                const double x = r->p50_ns / memo->p50_ns;
-                print_target(f, true, x >= d.goal, what, fmt("%.0fx", x));
-            } else {
-                print_target(f, false, false, what, "");
-            }
-        }
-    }
-    // Trace checks: worst difference over the five sizes.
-    struct TraceTarget {
-        const char *system, *policy;
-        const RefRow *ref;
-        double tol;
-        bool one_sided;  // "or better": only a higher miss ratio counts against it
-        const char *what;
-    };
-    const TraceTarget tts[] = {
-        {"modcache", "lru", &kRefLru, 0.01, false, "modcache/lru cloudphysics within 0.01 of exact LRU"},
-        {"modcache", "s3fifo", &kRefS3fifo, 0.01, true, "modcache/s3fifo cloudphysics <= S3-FIFO + 0.01"},
-        {"mutex-lru", "", &kRefLru, 0.0005, false, "harness: mutex-lru equals exact LRU to 3 decimals"},
-    };
-    for (const TraceTarget &t : tts) {
-        double worst = 0.0;
-        bool all = have_trace;
-        for (size_t i = 0; i < kNumTraceSizes && all; i++) {
-            const Row *r = find_row(rows, t.system, t.policy, "cloudphysics", 1, kTraceSizes[i]);
-            if (!r) {
-                all = false;
-                break;
-            }
-            const double d = (1.0 - r->hit_ratio) - t.ref->miss[i];
-            if (t.one_sided ? d > worst : std::fabs(d) > std::fabs(worst)) worst = d;
-        }
-        // The references have 4 decimals: judge the difference at that precision too.
-        worst = std::round(worst * 1e4) / 1e4 + 0.0;
-        const bool pass = t.one_sided ? worst <= t.tol + 1e-9 : std::fabs(worst) <= t.tol + 1e-9;
-        print_target(f, all, pass, t.what, fmt("worst %+.4f", worst));
-    }
+    for (const Target &t : list)
+        std::fprintf(f, "  %-4s  %-*s  %s\n", target_status(t), static_cast<int>(width), t.what.c_str(),
+                     t.measured.c_str());
+    std::fprintf(f, "also measured, without a target\n");
+    for (const Target &t : info)
+        std::fprintf(f, "  %-4s  %-*s  %s\n", "", static_cast<int>(width), t.what.c_str(), t.measured.c_str());
 }
 
 std::string find_default_trace() {
@@ -1270,9 +1219,13 @@ int main(int argc, char **argv) {
         if (jemalloc_is_malloc()) {
             for (size_t n : kMemorySizes) {
                 progress("memory modcache/lru, s3fifo, mutex-lru at %zu entries", n);
-                rows.push_back(memory_modcache(MC_POLICY_LRU, "lru", n));
-                rows.push_back(memory_modcache(MC_POLICY_S3FIFO, "s3fifo", n));
+                rows.push_back(memory_modcache(MC_POLICY_LRU, "lru", n, false));
+                rows.push_back(memory_modcache(MC_POLICY_S3FIFO, "s3fifo", n, false));
                 rows.push_back(memory_mutex_lru(n));
+                progress("memory-ool modcache/lru, s3fifo at %zu entries (%zu-byte keys, %zu-byte values)", n,
+                         kOolKeyBytes, kOolValueBytes);
+                rows.push_back(memory_modcache(MC_POLICY_LRU, "lru", n, true));
+                rows.push_back(memory_modcache(MC_POLICY_S3FIFO, "s3fifo", n, true));
             }
         } else {
             info.notes.push_back("memory not run: malloc is not jemalloc in this process (sanitizer build?)");

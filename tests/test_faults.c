@@ -246,7 +246,7 @@ static void cache_steps(run_t *r, objects_t *ob)
     }
     c = ob->s3;
     if (c) {
-        /* Enough churn for the ghost to compact, reads to promote, a resize to rebuild it. */
+        /* Enough churn for the ghost to rotate its filters, reads to promote, a resize to rebuild it. */
         char v[48];
         for (int i = 0; i < 300; i++) {
             snprintf(v, sizeof v, "s3 value %d", i);

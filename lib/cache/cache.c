@@ -1193,7 +1193,7 @@ again:
         if (c->policy == MC_POLICY_LRU) {
             rec = gen;
             list = gen & (MC__NGENS - 1);
-        } else if (mc__policy_ghost_take(&sh->policy, (uint32_t)h) ||
+        } else if (mc__policy_ghost_has(&sh->policy, (uint32_t)h) ||
                    mc__policy_fill_main(&sh->policy, mc__entry_bounded(sh) ? sh->max_entries : 0,
                                         sh->max_weight == UINT64_MAX ? 0 : sh->max_weight)) {
             vl |= MC__VL_MAIN;

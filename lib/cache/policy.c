@@ -2,6 +2,8 @@
  * queues, plus the ghost. Shard lock held. */
 #include "cache/policy.h"
 
+#include <string.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
 
@@ -10,9 +12,6 @@
  * ratios with 1 and 2). */
 #define MC__S3_MOVE_THRESHOLD 2
 #define MC__GHOST_DEFAULT_WINDOW 4096
-#define MC__GHOST_SEQ_BITS 16
-#define MC__GHOST_SEQ_MASK ((1u << MC__GHOST_SEQ_BITS) - 1)
-#define MC__GHOST_WINDOW_MAX (MC__GHOST_SEQ_MASK / 2)
 
 void mc__list_splice_oldest(mc__table *t, uint32_t from, uint32_t to)
 {
@@ -30,115 +29,74 @@ void mc__list_splice_oldest(mc__table *t, uint32_t from, uint32_t to)
 
 /* ---- ghost ---- */
 
-static uint32_t mc__ghost_fp(uint32_t hash)
+#define MC__GHOST_PROBES 5
+#define MC__GHOST_BITS_PER_KEY 8
+
+/* The probe positions of a key in one filter (double hashing over the 32 hash bits). */
+static inline void mc__ghost_pos(const struct mc__ghost *g, uint32_t hash, uint32_t pos[MC__GHOST_PROBES])
 {
-    uint32_t fp = hash >> (32 - (32 - MC__GHOST_SEQ_BITS));
-    return fp ? fp : 1;
+    uint64_t nbits = (uint64_t)g->words * 64;
+    uint32_t a = hash * 0x9e3779b1u, b = ((hash ^ (hash >> 15)) * 0x85ebca6bu) | 1u;
+    for (unsigned i = 0; i < MC__GHOST_PROBES; i++)
+        pos[i] = (uint32_t)(((uint64_t)(a + i * b) * nbits) >> 32); /* multiply-shift: any size */
+}
+
+static bool mc__ghost_in(const struct mc__ghost *g, unsigned f, const uint32_t pos[MC__GHOST_PROBES])
+{
+    const uint64_t *w = g->bits + (size_t)f * g->words;
+    for (unsigned i = 0; i < MC__GHOST_PROBES; i++)
+        if (!(w[pos[i] / 64] >> (pos[i] % 64) & 1))
+            return false;
+    return true;
 }
 
 static int mc__ghost_alloc(struct mc__ghost *g, size_t window)
 {
     if (window == 0)
         window = MC__GHOST_DEFAULT_WINDOW;
-    if (window > MC__GHOST_WINDOW_MAX)
-        window = MC__GHOST_WINDOW_MAX;
-    /* Fresh slots fill at most 2/3 of the table; compaction runs at 3/4. */
-    uint32_t cap = (uint32_t)window + (uint32_t)window / 2 + 8;
-    uint32_t *s = mc__zalloc((size_t)cap * sizeof *s);
-    if (!s)
+    size_t half = (window + 1) / 2;
+    size_t words = (half * MC__GHOST_BITS_PER_KEY + 63) / 64;
+    if (words > ((size_t)1 << 26))
+        return MC_ENOMEM; /* far beyond any shard's bound */
+    uint64_t *bits = mc__zalloc(2 * words * sizeof *bits);
+    if (!bits)
         return MC_ENOMEM;
-    if (g->slots)
-        mc__free(g->slots, (size_t)g->cap * sizeof *g->slots);
-    g->slots = s;
-    g->cap = cap;
-    g->window = (uint32_t)window;
-    g->seq = 0;
-    g->used = 0;
+    if (g->bits)
+        mc__free(g->bits, 2 * (size_t)g->words * sizeof *g->bits);
+    g->bits = bits;
+    g->words = (uint32_t)words;
+    g->cur = 0;
+    g->fill = 0;
+    g->half = (uint32_t)half;
     return 0;
 }
 
-static bool mc__ghost_fresh(const struct mc__ghost *g, uint32_t slot)
+bool mc__policy_ghost_has(const mc__policy *p, uint32_t hash)
 {
-    return slot != 0 && ((g->seq - slot) & MC__GHOST_SEQ_MASK) < g->window;
-}
-
-static uint32_t mc__ghost_home(const struct mc__ghost *g, uint32_t hash)
-{
-    return (uint32_t)(((uint64_t)(hash * 0x9e3779b1u) * g->cap) >> 32);
-}
-
-bool mc__policy_ghost_take(mc__policy *p, uint32_t hash)
-{
-    struct mc__ghost *g = &p->ghost;
-    if (!g->slots)
+    const struct mc__ghost *g = &p->ghost;
+    if (!g->bits)
         return false;
-    uint32_t fp = mc__ghost_fp(hash), i = mc__ghost_home(g, hash);
-    for (uint32_t n = 0; n < g->cap; n++) {
-        uint32_t s = g->slots[i];
-        if (s == 0)
-            return false;
-        if ((s >> MC__GHOST_SEQ_BITS) == fp && mc__ghost_fresh(g, s & MC__GHOST_SEQ_MASK)) {
-            /* Taken: the slot stays (probes pass it) but is no longer fresh. */
-            uint32_t stale = (g->seq - g->window) & MC__GHOST_SEQ_MASK;
-            if (stale == 0) /* 0 marks an empty slot */
-                stale = (g->seq - g->window - 1) & MC__GHOST_SEQ_MASK;
-            g->slots[i] = fp << MC__GHOST_SEQ_BITS | stale;
-            return true;
-        }
-        if (++i == g->cap)
-            i = 0;
-    }
-    return false;
-}
-
-static void mc__ghost_place(struct mc__ghost *g, uint32_t fp, uint32_t home, uint32_t seq)
-{
-    uint32_t i = home;
-    for (;;) {
-        uint32_t s = g->slots[i];
-        if (s == 0 || (s >> MC__GHOST_SEQ_BITS) == fp) {
-            if (s == 0)
-                g->used++;
-            g->slots[i] = fp << MC__GHOST_SEQ_BITS | seq;
-            return;
-        }
-        if (++i == g->cap)
-            i = 0;
-    }
-}
-
-/* Keep only fresh slots. The home of a stored slot is not kept, so compaction re-places by
- * fingerprint alone into a fresh array: fingerprints with the same home collide a little
- * more, which only makes admission slightly more generous. On allocation failure the ghost
- * forgets everything: it only steers admission. */
-static void mc__ghost_compact(struct mc__ghost *g)
-{
-    uint32_t *old = g->slots;
-    uint32_t *s = mc__zalloc((size_t)g->cap * sizeof *s);
-    g->used = 0;
-    if (!s) {
-        memset(old, 0, (size_t)g->cap * sizeof *old);
-        return;
-    }
-    g->slots = s;
-    for (uint32_t i = 0; i < g->cap; i++)
-        if (mc__ghost_fresh(g, old[i] & MC__GHOST_SEQ_MASK)) {
-            /* Slots are probed from their home; keep each near where it was. */
-            mc__ghost_place(g, old[i] >> MC__GHOST_SEQ_BITS, i, old[i] & MC__GHOST_SEQ_MASK);
-        }
-    mc__free(old, (size_t)g->cap * sizeof *old);
+    uint32_t pos[MC__GHOST_PROBES];
+    mc__ghost_pos(g, hash, pos);
+    return mc__ghost_in(g, 0, pos) || mc__ghost_in(g, 1, pos);
 }
 
 static void mc__ghost_insert(struct mc__ghost *g, uint32_t hash)
 {
-    if (!g->slots)
+    if (!g->bits)
         return;
-    g->seq = (g->seq + 1) & MC__GHOST_SEQ_MASK;
-    if (g->seq == 0)
-        g->seq = 1;
-    if ((uint64_t)(g->used + 1) * 4 > (uint64_t)g->cap * 3)
-        mc__ghost_compact(g);
-    mc__ghost_place(g, mc__ghost_fp(hash), mc__ghost_home(g, hash), g->seq);
+    if (g->fill >= g->half) {
+        /* The older filter is forgotten and filled next. */
+        g->cur ^= 1;
+        memset(g->bits + (size_t)g->cur * g->words, 0, (size_t)g->words * sizeof *g->bits);
+        g->fill = 0;
+    }
+    uint32_t pos[MC__GHOST_PROBES];
+    mc__ghost_pos(g, hash, pos);
+    uint64_t *w = g->bits + (size_t)g->cur * g->words;
+    for (unsigned i = 0; i < MC__GHOST_PROBES; i++)
+        w[pos[i] / 64] |= (uint64_t)1 << (pos[i] % 64);
+    g->fill++;
 }
 
 /* ---- policy ---- */
@@ -154,9 +112,9 @@ int mc__policy_init(mc__policy *p, mc_policy kind, size_t window)
 
 void mc__policy_destroy(mc__policy *p)
 {
-    if (p->ghost.slots)
-        mc__free(p->ghost.slots, (size_t)p->ghost.cap * sizeof *p->ghost.slots);
-    p->ghost.slots = NULL;
+    if (p->ghost.bits)
+        mc__free(p->ghost.bits, 2 * (size_t)p->ghost.words * sizeof *p->ghost.bits);
+    p->ghost.bits = NULL;
 }
 
 void mc__policy_set_window(mc__policy *p, size_t window)
@@ -167,7 +125,7 @@ void mc__policy_set_window(mc__policy *p, size_t window)
 
 size_t mc__policy_bytes(const mc__policy *p)
 {
-    return p->ghost.slots ? mc__alloc_class((size_t)p->ghost.cap * sizeof *p->ghost.slots) : 0;
+    return p->ghost.bits ? mc__alloc_class(2 * (size_t)p->ghost.words * sizeof *p->ghost.bits) : 0;
 }
 
 /* Moving an entry to the main queue: its flag set, its frequency spent. */

@@ -14,12 +14,16 @@
 #define MC__Q_MAIN 1
 #define MC__NONE_CELL UINT32_MAX
 
-/* S3-FIFO's ghost: fingerprints of keys evicted from the small queue during the last
- * `window` ghost insertions. 4-byte slots (16-bit fingerprint, 16-bit insertion sequence) in
- * an open-addressing table; stale slots go at compaction. */
+/* S3-FIFO's ghost: the keys evicted from the small queue during about the last `window`
+ * evictions, as two Bloom filters of window/2 keys each (8 bits per key, 5 probes, about 2%
+ * false positives each): the one being filled and the one before it. When the one being filled
+ * has taken window/2 keys, the older one is cleared and filled next. About 1 byte per
+ * remembered key; a key cannot be taken out (the ghost admits it again until it ages out). */
 struct mc__ghost {
-    uint32_t *slots;
-    uint32_t cap, window, seq, used;
+    uint64_t *bits;     /* two filters of `words` words each, back to back */
+    uint32_t words;     /* per filter */
+    uint32_t cur;       /* the filter being filled: 0 or 1 */
+    uint32_t fill, half;
 };
 
 typedef struct mc__policy {
@@ -81,9 +85,9 @@ void mc__policy_destroy(mc__policy *p);
 void mc__policy_set_window(mc__policy *p, size_t window);
 size_t mc__policy_bytes(const mc__policy *p);
 
-/* S3-FIFO admission: true if the key was evicted from the small queue recently, and then
- * forgets it (one admission to main per eviction). */
-bool mc__policy_ghost_take(mc__policy *p, uint32_t hash);
+/* S3-FIFO admission: true if the key was evicted from the small queue recently (or, for a
+ * few percent of other keys, another key set the same bits). */
+bool mc__policy_ghost_has(const mc__policy *p, uint32_t hash);
 
 /* Choose and unlink the next victim given the shard's bounds (0 = unbounded) and the
  * shard's current generation; MC__NONE_CELL if the shard is empty. `seed` rehashes keys for

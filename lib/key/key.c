@@ -98,7 +98,7 @@ static int utf8_valid(const unsigned char *p, size_t n)
     return 1;
 }
 
-static size_t uint_bytes(uint64_t v)
+static inline size_t uint_bytes(uint64_t v)
 {
     return v ? (size_t)(71 - __builtin_clzll(v)) / 8 : 0;
 }
@@ -114,7 +114,7 @@ static size_t leb_size(size_t v)
 }
 
 /* Splits an integer field into its tag base and the unsigned payload to store. */
-static void int_parts(const mc_arg *a, unsigned *tag, uint64_t *mag)
+static inline void int_parts(const mc_arg *a, unsigned *tag, uint64_t *mag)
 {
     if (a->type == MC_ARG_INT && a->v.i < 0) {
         *tag = TAG_NINT;
@@ -231,7 +231,7 @@ static unsigned char *field_write(unsigned char *p, const mc_arg *a)
 
 /* One integer field, the most common key (a user or row id), in one pass: the same bytes
  * as field_write, stored big-endian with one 8-byte move when the buffer has room. */
-static int encode_one_int(const mc_arg *a, unsigned char *p, size_t cap, size_t *len)
+static inline int encode_one_int(const mc_arg *a, unsigned char *p, size_t cap, size_t *len)
 {
     unsigned tag;
     uint64_t mag;
@@ -252,12 +252,21 @@ static int encode_one_int(const mc_arg *a, unsigned char *p, size_t cap, size_t 
     return 0;
 }
 
+static int encode_general(const mc_arg *args, size_t nargs, void *out, size_t cap, size_t *len);
+
 int mc_key_encode(const mc_arg *args, size_t nargs, void *out, size_t cap, size_t *len)
 {
     if ((args == NULL && nargs > 0) || out == NULL || len == NULL)
         return MC_EINVAL;
     if (nargs == 1 && (args[0].type == MC_ARG_INT || args[0].type == MC_ARG_UINT))
         return encode_one_int(&args[0], out, cap, len);
+    return encode_general(args, nargs, out, cap, len);
+}
+
+/* Out of line, so that the one-integer path above saves no registers. */
+__attribute__((noinline)) static int encode_general(const mc_arg *args, size_t nargs, void *out,
+                                                    size_t cap, size_t *len)
+{
     /* Size everything first so that a failing call writes nothing into `out`. */
     size_t total = 0;
     for (size_t i = 0; i < nargs; i++) {

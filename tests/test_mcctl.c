@@ -344,7 +344,7 @@ static void test_metrics(void **state)
     /* No token needed. */
     assert_int_equal(RUN("--url", url, "metrics"), 0);
     assert_says("modcache_cache_hits_total{cache=\"" FN "\"} ");
-    assert_says("modcache_cache_max_size{cache=\"" FN "\"} 10\n");
+    assert_says("modcache_cache_max_entries{cache=\"" FN "\"} 10\n");
 }
 
 static void test_bad_key(void **state)

@@ -80,7 +80,7 @@ static void test_serve_reload_stop(void **state)
 
     static char out[65536];
     assert_int_equal(get(port, "/metrics", NULL, out, sizeof out), 200);
-    assert_non_null(strstr(out, "modcache_cache_max_size{cache=\"mod_good.lookup\"} 20\n")); /* 10 x 2.0 */
+    assert_non_null(strstr(out, "modcache_cache_max_entries{cache=\"mod_good.lookup\"} 20\n")); /* 10 x 2.0 */
     assert_int_equal(get(port, "/_modcache/admin/v1/caches", NULL, out, sizeof out), 401);
     assert_int_equal(get(port, "/_modcache/admin/v1/caches", "Authorization: Bearer t0ken-for-mchost-tests\r\n", out, sizeof out), 200);
     assert_non_null(strstr(out, "\"name\": \"mod_good.lookup\""));
@@ -90,7 +90,7 @@ static void test_serve_reload_stop(void **state)
     kill(pid, SIGHUP);
     assert_true(wait_for(errfd, "cache factors reloaded"));
     assert_int_equal(get(port, "/metrics", NULL, out, sizeof out), 200);
-    assert_non_null(strstr(out, "modcache_cache_max_size{cache=\"mod_good.lookup\"} 30\n"));
+    assert_non_null(strstr(out, "modcache_cache_max_entries{cache=\"mod_good.lookup\"} 30\n"));
 
     kill(pid, SIGTERM);
     assert_int_equal(finish(pid, errfd), 0);

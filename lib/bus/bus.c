@@ -657,7 +657,9 @@ static void mc__flush_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
  * entries written after it are still read). */
 static void mc__full_flush(mc_bus *b, mc__rpos *pos, const mc__xinfo *xi, const char *why)
 {
+    mc_invalidation_source was = mc_cached_set_invalidation_source(MC_INVALIDATION_FLUSH);
     mc_registry_list(b->reg, mc__flush_one, NULL);
+    mc_cached_set_invalidation_source(was);
     atomic_fetch_add(&b->full_flushes, 1);
     pos->last = xi->exists ? xi->last_generated : (mc__sid){0, 0};
     pos->seen = xi->exists ? xi->entries_added : 0;
@@ -804,6 +806,8 @@ static long mc__read_round(mc_bus *b, redisContext *c, mc__rpos *pos)
 static void *mc__reader_main(void *arg)
 {
     mc_bus *b = arg;
+    /* Everything this thread invalidates comes from the stream (full flushes say so). */
+    mc_cached_set_invalidation_source(MC_INVALIDATION_BUS);
     mc__rpos pos = {0};
     unsigned backoff = b->backoff_min;
     bool tried = false, ever = false;

@@ -52,6 +52,7 @@ struct mc_load {
     mc_cached *fn;
     struct mc_load *next; /* in-flight chain of its stripe bucket */
     uint64_t khash;
+    uint64_t start_ns;    /* monotonic, when the load was created (its duration's start) */
     unsigned refs;        /* stripe lock: 1 for the in-flight table + 1 per blocking waiter */
     bool done;            /* stripe lock */
     bool batch;           /* a batch: items below, no key of its own */
@@ -100,6 +101,10 @@ struct mc_cached {
     double factor;         /* the factor in effect */
     atomic_size_t n_attached;
     _Atomic uint64_t loads, load_errors, joined, invalidations, cancelled, timeouts;
+    _Atomic uint64_t inv_by_source[MC_INVALIDATION_NSOURCES];
+    /* Finished loads per duration bucket (not cumulative here; mc_cached_stats_get sums). */
+    _Atomic uint64_t load_hist[MC_LOAD_BUCKETS];
+    _Atomic uint64_t load_sum_ns;
     uint64_t load_timeout_ns; /* 0: callers wait as long as the load takes */
     /* Runner threads (load timeouts), under rlock. */
     pthread_mutex_t rlock;

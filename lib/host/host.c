@@ -315,7 +315,9 @@ int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *args, size
 {
     if (!api || !fn)
         return MC_EINVAL;
+    mc_invalidation_source was = mc_cached_set_invalidation_source(MC_INVALIDATION_MODULE);
     int rc = mc_cached_invalidate(fn, args, nargs);
+    mc_cached_set_invalidation_source(was);
     if (rc == MC_ENOENT)
         rc = 0;
     const char *name = mc_cached_name(fn);
@@ -328,7 +330,9 @@ int mc_api_invalidate_all(mc_api *api, mc_cached *fn)
 {
     if (!api || !fn)
         return MC_EINVAL;
+    mc_invalidation_source was = mc_cached_set_invalidation_source(MC_INVALIDATION_MODULE);
     mc_cached_invalidate_all(fn);
+    mc_cached_set_invalidation_source(was);
     const char *name = mc_cached_name(fn);
     return api->host->bus && name ? mc_bus_publish_all(api->host->bus, name) : 0;
 }

@@ -56,7 +56,8 @@ typedef struct mc_bus_options {
     unsigned backoff_min_ms;   /* first reconnect delay (default 100) */
     unsigned backoff_max_ms;   /* longest reconnect delay (default 5000) */
     unsigned timeout_ms;       /* connect and command timeout (default 2000) */
-    mc_bus_log_fn log;         /* NULL: "<level> [bus] <message>" lines on stderr */
+    mc_bus_log_fn log;         /* NULL: "<time> <level> [bus] <message>" lines on stderr, info and
+                                  above (mc_logger_bus_fn with the defaults; modcache/log.h) */
     void *log_ud;
 } mc_bus_options;
 

@@ -1,6 +1,7 @@
 /* The invalidation bus over a Redis stream: a sender thread draining a bounded queue with
  * pipelined XADDs, and a reader thread applying other senders' entries to a registry by name. */
 #include "modcache/bus.h"
+#include "modcache/log.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -89,7 +90,6 @@ static void mc__bus_log(mc_bus *b, int level, const char *fmt, ...) __attribute_
 
 static void mc__bus_log(mc_bus *b, int level, const char *fmt, ...)
 {
-    static const char *const names[] = {"debug", "info", "warn", "error"};
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -98,7 +98,7 @@ static void mc__bus_log(mc_bus *b, int level, const char *fmt, ...)
     if (b->log)
         b->log(b->log_ud, level, msg);
     else
-        fprintf(stderr, "%s [bus] %s\n", names[level & 3], msg);
+        mc_logger_bus_fn(NULL, level, msg); /* timestamped text on stderr, info and above */
 }
 
 /* One occurrence of a repeating fault: the first in full, then a count per interval with the

@@ -3,6 +3,7 @@
 #include "cached/cached_internal.h"
 #include "core/error.h"
 #include "host/host_internal.h"
+#include "modcache/log.h"
 
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -10,12 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const mc__level_names[] = {"debug", "info", "warn", "error"};
-
+/* The default logger: timestamped text lines on stderr, info and above (modcache/log.h). */
 static void mc__stderr_log(void *ud, mc_log_level level, const char *module, const char *message)
 {
     (void)ud;
-    fprintf(stderr, "%s [%s] %s\n", mc__level_names[level & 3], module ? module : "host", message);
+    mc_logger_write(NULL, level, module, message);
 }
 
 void mc_host_options_init(mc_host_options *opts)

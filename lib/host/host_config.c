@@ -54,7 +54,7 @@ static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_erro
 {
     static const char *const keys[] = {"listen", "admin_token_file", "threads", "handler_threads", "max_connections",
                                        "max_connections_per_address", "request_header_timeout",
-                                       "idle_timeout", NULL};
+                                       "idle_timeout", "log_level", "log_format", NULL};
     int rc = mc_config_allow_keys(n, keys, err);
     const mc_config_node *v;
     if (rc == 0 && (v = mc_config_get(n, "listen")))
@@ -87,6 +87,13 @@ static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_erro
         rc = mc__read_timeout(v, &out->request_header_timeout_ns, err);
     if (rc == 0 && (v = mc_config_get(n, "idle_timeout")))
         rc = mc__read_timeout(v, &out->idle_timeout_ns, err);
+    const char *word;
+    if (rc == 0 && (v = mc_config_get(n, "log_level")) && (rc = mc_config_string(v, &word, err)) == 0 &&
+        mc_log_level_parse(word, &out->log_level) != 0)
+        rc = mc_config_fail(v, err, MC_EINVAL, "%s: expected debug, info, warn or error", word);
+    if (rc == 0 && (v = mc_config_get(n, "log_format")) && (rc = mc_config_string(v, &word, err)) == 0 &&
+        mc_log_format_parse(word, &out->log_format) != 0)
+        rc = mc_config_fail(v, err, MC_EINVAL, "%s: expected text or json", word);
     return rc;
 }
 
@@ -160,6 +167,8 @@ int mc_host_config_read(const mc_config *doc, mc_host_config *out, mc_error *err
         return MC_EINVAL;
     memset(out, 0, sizeof *out);
     out->listen = "127.0.0.1:8008";
+    out->log_level = MC_LOG_INFO;
+    out->log_format = MC_LOG_TEXT;
     out->instance_name = "modcache";
     out->redis_address = "127.0.0.1:6379";
     out->redis_stream = "modcache:invalidations";

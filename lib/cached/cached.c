@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cache/cache_internal.h"
+#include "cache/cache_cached.h"
 #include "core/alloc.h"
 
 void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);

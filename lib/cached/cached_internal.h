@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "cached/cached_host.h"
 #include "modcache/cached.h"
 
 #define MC__CACHED_STRIPES 16
@@ -137,10 +138,6 @@ static inline void mc__cond_init_monotonic(pthread_cond_t *c)
     pthread_condattr_destroy(&ca);
 }
 
-/* Unregister fn if it is still registered, without reading fn unless it is found there: a
- * module may have destroyed a function it registered (which unregisters it) before the host
- * cleans up after it. */
-void mc__registry_forget(mc_registry *reg, const mc_cached *fn);
 
 /* Apply a factor (resizing the cache at once). Used by the registry. */
 void mc__cached_apply_factor(mc_cached *fn, double factor);

@@ -1,6 +1,6 @@
 /* The module host: dlopen'd modules with a checked descriptor, parse_config and init in config
  * order, fini in reverse, and the API handle through which modules register cached functions. */
-#include "cached/cached_internal.h"
+#include "cached/cached_host.h"
 #include "core/error.h"
 #include "host/host_internal.h"
 #include "modcache/log.h"

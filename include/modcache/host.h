@@ -154,6 +154,9 @@ typedef struct mc_host_config {
      * json; default text): what mchost gives its mc_logger. */
     mc_log_level log_level;
     mc_log_format log_format;
+    /* invalidation.redis.announce_interval (1ms to 1h; default 5s): how often the host
+     * announces itself beside the stream (mc_bus_options.announce_interval_ms). */
+    uint64_t redis_announce_interval_ns;
 } mc_host_config;
 
 /* Returns 0 or MC_EINVAL/MC_ENOMEM with err naming the path and position. Checks everything

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "bus/announce.h"
 #include "core/addr.h"
 #include "core/error.h"
 #include "core/ratelog.h"
@@ -69,6 +70,8 @@ struct mc_bus {
 
     pthread_t sender_thr, reader_thr;
     bool has_reader;
+    mc__announcer *announcer; /* readers only: this host's entry beside the stream */
+    unsigned announce_ms;
 
     _Atomic uint64_t sent, received, own, applied, ignored, catchups, full_flushes, collapsed,
         reconnects, failed;
@@ -993,6 +996,7 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     b->log = o.log;
     b->log_ud = o.log_ud;
     b->reg = o.registry;
+    b->announce_ms = o.announce_interval_ms;
     strcpy(b->last_id, "0-0");
     unsigned char rnd[16];
     if (!b->host || !b->stream || !b->instance || !b->inflight) {
@@ -1023,6 +1027,10 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
             mc__bus_free(b);
             return mc__error_set(err, MC_EIO, "cannot start the bus reader thread");
         }
+        /* Without an announcer the host still works; `mcctl hosts` just does not list it. */
+        if (mc__announce_start(b->host, b->port, b->stream, b->instance, b->announce_ms, b->timeout_ms, b,
+                               &b->announcer) != 0)
+            mc__bus_log(b, 2, "cannot start announcing this host beside %s", b->stream);
     }
     *out = b;
     return 0;
@@ -1032,6 +1040,9 @@ void mc_bus_stop(mc_bus *b)
 {
     if (!b)
         return;
+    /* The announcement goes first: a host that is stopping reads the stream no longer. */
+    mc__announce_stop(b->announcer);
+    b->announcer = NULL;
     /* Give queued messages their chance first, then stop both threads. */
     mc_bus_flush(b, b->timeout_ms);
     pthread_mutex_lock(&b->lock);

@@ -100,7 +100,7 @@ static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_erro
 static int mc__read_redis(const mc_config_node *r, mc_host_config *out, mc_error *err)
 {
     static const char *const keys[] = {"address",     "stream",        "maxlen",       "queue_limit",
-                                       "reconnect_min", "reconnect_max", NULL};
+                                       "reconnect_min", "reconnect_max", "announce_interval", NULL};
     int rc = mc_config_allow_keys(r, keys, err);
     const mc_config_node *v;
     if (rc == 0 && (v = mc_config_get(r, "address"))) {
@@ -135,6 +135,8 @@ static int mc__read_redis(const mc_config_node *r, mc_host_config *out, mc_error
         rc = mc__read_timeout(rmin, &out->redis_reconnect_min_ns, err);
     if (rc == 0 && (v = mc_config_get(r, "reconnect_max")))
         rc = mc__read_timeout(v, &out->redis_reconnect_max_ns, err);
+    if (rc == 0 && (v = mc_config_get(r, "announce_interval")))
+        rc = mc__read_timeout(v, &out->redis_announce_interval_ns, err);
     if (rc == 0 && out->redis_reconnect_min_ns > out->redis_reconnect_max_ns)
         rc = mc_config_fail(rmin ? rmin : r, err, MC_EINVAL, "reconnect_min is above reconnect_max");
     return rc;
@@ -176,6 +178,7 @@ int mc_host_config_read(const mc_config *doc, mc_host_config *out, mc_error *err
     out->redis_queue_limit = 10000;
     out->redis_reconnect_min_ns = 100000000;
     out->redis_reconnect_max_ns = 5000000000;
+    out->redis_announce_interval_ns = (uint64_t)MC_BUS_ANNOUNCE_DEFAULT_MS * 1000000;
     const mc_config_node *root = mc_config_root(doc);
     int rc = mc_config_allow_keys(root, sections, err);
     const mc_config_node *n;

@@ -176,6 +176,7 @@ int main(int argc, char **argv)
         bo.maxlen = hc.redis_maxlen;
         bo.instance = hc.instance_name;
         bo.registry = reg;
+        bo.announce_interval_ms = (unsigned)(hc.redis_announce_interval_ns / 1000000);
         bo.log = mc_logger_bus_fn;
         bo.log_ud = &logger;
         bo.queue_limit = hc.redis_queue_limit;

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "modcache.h"
+#include "key/key_internal.h"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -930,6 +931,60 @@ static void test_json_random_roundtrip(void **state)
     }
 }
 
+/* The memoized-call encoder (one pass into a scratch buffer) produces exactly the bytes and
+ * the error codes of mc_key_encode: random tuples of every type, strings of random (also
+ * invalid) UTF-8, and sizes around MC_KEY_MAX. */
+static void test_scratch_encoder_matches(void **state)
+{
+    (void)state;
+    static unsigned char strs[8][MC_KEY_MAX + 64];
+    unsigned ok = 0, failed = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        mc_arg args[8];
+        size_t n = rnd() % 9;
+        for (size_t i = 0; i < n; i++) {
+            switch (rnd() % 8) {
+            case 0: args[i] = mc_arg_null(); break;
+            case 1: args[i] = mc_arg_bool(rnd() & 1); break;
+            case 2: args[i] = mc_arg_int((int64_t)rnd() >> (rnd() % 64)); break;
+            case 3: args[i] = mc_arg_uint(rnd() >> (rnd() % 64)); break;
+            case 4: args[i] = mc_arg_double((double)(int64_t)rnd() / 7.0); break;
+            default: {
+                /* Mostly short ASCII, sometimes UTF-8, sometimes a bad byte or a long run. */
+                size_t len = rnd() % 4 == 0 ? rnd() % (MC_KEY_MAX + 40) : rnd() % 40, k = 0;
+                while (k < len) {
+                    unsigned r = (unsigned)(rnd() % 20);
+                    if (r == 0 && k + 4 <= len)
+                        k += rnd_utf8(strs[i] + k);
+                    else if (r == 1)
+                        strs[i][k++] = (unsigned char)(0x80 + rnd() % 0x80);
+                    else
+                        strs[i][k++] = (unsigned char)('a' + rnd() % 26);
+                }
+                args[i] = rnd() % 5 == 0 ? mc_arg_bytes(strs[i], k) : mc_arg_strn((const char *)strs[i], k);
+            }
+            }
+        }
+        unsigned char a[MC_KEY_MAX], b[MC_KEY_MAX];
+        size_t la = 0, lb = 0;
+        int ra = mc_key_encode(args, n, a, sizeof a, &la);
+        if (ra == MC_ERANGE)
+            ra = MC_E2BIG;
+        int rb = mc__key_encode_scratch(args, n, b, &lb);
+        assert_int_equal(ra, rb);
+        if (ra == 0) {
+            assert_int_equal(la, lb);
+            assert_memory_equal(a, b, la);
+            ok++;
+        } else {
+            failed++;
+        }
+    }
+    /* Both outcomes were exercised. */
+    assert_true(ok > 1000);
+    assert_true(failed > 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -952,6 +1007,7 @@ int main(void)
         cmocka_unit_test(test_json_malformed),
         cmocka_unit_test(test_json_limits),
         cmocka_unit_test(test_json_random_roundtrip),
+        cmocka_unit_test(test_scratch_encoder_matches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,6 +24,9 @@
 /* Shards bounded to fewer entries than this record every hit exactly (a try-lock on the
  * hit, which never waits); byte-bounded shards do while they hold fewer. */
 #define MC__EXACT_BELOW 64
+/* A hit restamps an entry only when its stamp is this many generations old or more (the
+ * slack of the LRU order that docs/cache.md states and test_cache_lru_model checks). */
+#define MC__FRESH_GENS 2
 /* Readers report restamps to the shard in batches of this many. */
 #define MC__RESTAMP_BATCH 16
 /* The index is sized up front for at most this many entries per shard and grows beyond. */
@@ -795,8 +798,8 @@ static inline void mc__record_hit(mc_cache *c, mc__shard *sh, const mc__found *f
         return;
     }
     uint8_t g = atomic_load_explicit(&sh->gen, memory_order_relaxed);
-    if ((uint8_t)(g - rec) < 2)
-        return; /* among the newest two generations already */
+    if ((uint8_t)(g - rec) < MC__FRESH_GENS)
+        return; /* among the newest generations already */
     mc__slot_set(f->bk, f->slot, MC__OFF_REC, g);
     if (++mc__restamp_pending >= MC__RESTAMP_BATCH) {
         mc__restamp_pending = 0;

@@ -9,6 +9,7 @@
 
 #include "cache/cache_cached.h"
 #include "core/alloc.h"
+#include "key/key_internal.h"
 
 void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
 
@@ -49,7 +50,7 @@ static int mc__call_key_raw(const mc_cached *fn, const mc_arg *args, size_t narg
     if (nargs < nk)
         return MC_EINVAL;
     if (nk == nargs && fn->key_mask_len == 0)
-        return mc_key_encode(args, nargs, buf, MC_KEY_MAX, klen);
+        return mc__key_encode_scratch(args, nargs, buf, klen);
     mc_arg kept[64];
     size_t n = 0;
     for (size_t i = 0; i < nk; i++) {
@@ -59,7 +60,7 @@ static int mc__call_key_raw(const mc_cached *fn, const mc_arg *args, size_t narg
             return MC_E2BIG;
         kept[n++] = args[i];
     }
-    return mc_key_encode(kept, n, buf, MC_KEY_MAX, klen);
+    return mc__key_encode_scratch(kept, n, buf, klen);
 }
 
 static uint64_t mc__khash(const void *key, size_t klen) { return mc_key_hash(key, klen, 0x6d63636163686564ull); }

@@ -1,8 +1,10 @@
 /* Canonical binary encoding of tuple keys: encode, decode, prefix lengths and the key hash.
  * Cache tables store and compare these bytes, so the layout below must never change. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "key/key_internal.h"
 #include "modcache/key.h"
 
 /* Only this file hashes keys; inlining lets XXH3 pick its short-input path at compile time. */
@@ -278,6 +280,105 @@ int mc_key_encode(const mc_arg *args, size_t nargs, void *out, size_t cap, size_
         p = field_write(p, &args[i]);
     *len = total;
     return 0;
+}
+
+/* Strings in one pass: copies n bytes and says whether they are all ASCII, a word at a time
+ * (overlapping words for the tail, never reading outside either buffer). */
+static inline bool str_ascii_copy(unsigned char *dst, const unsigned char *src, size_t n)
+{
+    uint64_t any = 0;
+    if (n >= 8) {
+        size_t i = 0;
+        uint64_t w;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, src + i, 8);
+            memcpy(dst + i, &w, 8);
+            any |= w;
+        }
+        memcpy(&w, src + n - 8, 8);
+        memcpy(dst + n - 8, &w, 8);
+        any |= w;
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, src, 4);
+        memcpy(&b, src + n - 4, 4);
+        memcpy(dst, &a, 4);
+        memcpy(dst + n - 4, &b, 4);
+        any = a | b;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            dst[i] = src[i];
+            any |= src[i];
+        }
+    }
+    return (any & 0x8080808080808080ull) == 0;
+}
+
+/* The single pass; false on any failure, whose exact code mc_key_encode then gives. */
+static bool encode_scratch(const mc_arg *args, size_t nargs, unsigned char *out, size_t *len)
+{
+    unsigned char *p = out, *const end = out + MC_KEY_MAX;
+    for (size_t i = 0; i < nargs; i++) {
+        const mc_arg *a = &args[i];
+        switch (a->type) {
+        case MC_ARG_INT:
+        case MC_ARG_UINT: {
+            unsigned tag;
+            uint64_t mag;
+            int_parts(a, &tag, &mag);
+            size_t n = uint_bytes(mag);
+            if ((size_t)(end - p) < 1 + n)
+                return false;
+            *p = (unsigned char)(tag | n);
+            if ((size_t)(end - p) >= 9) {
+                uint64_t be = __builtin_bswap64(n ? mag << (64 - 8 * n) : 0);
+                memcpy(p + 1, &be, 8);
+            } else {
+                put_uint(p + 1, mag, n);
+            }
+            p += 1 + n;
+            break;
+        }
+        case MC_ARG_STR:
+        case MC_ARG_BYTES: {
+            size_t n = a->v.s.len;
+            if (a->v.s.ptr == NULL && n > 0)
+                return false;
+            if (n > MC_KEY_MAX || (size_t)(end - p) < 1 + leb_size(n) + n)
+                return false;
+            *p++ = a->type == MC_ARG_STR ? TAG_STR : TAG_BYTES;
+            p = put_leb(p, n);
+            if (!str_ascii_copy(p, a->v.s.ptr, n) && a->type == MC_ARG_STR &&
+                !utf8_valid(a->v.s.ptr, n))
+                return false;
+            p += n;
+            break;
+        }
+        default: {
+            size_t fs;
+            int rc = field_size(a, &fs);
+            if (rc != 0)
+                return false;
+            if ((size_t)(end - p) < fs)
+                return false;
+            p = field_write(p, a);
+            break;
+        }
+        }
+    }
+    *len = (size_t)(p - out);
+    return true;
+}
+
+int mc__key_encode_scratch(const mc_arg *args, size_t nargs, unsigned char out[MC_KEY_MAX],
+                           size_t *len)
+{
+    if (args == NULL && nargs > 0)
+        return MC_EINVAL;
+    if (encode_scratch(args, nargs, out, len))
+        return 0;
+    int rc = mc_key_encode(args, nargs, out, MC_KEY_MAX, len);
+    return rc == MC_ERANGE ? MC_E2BIG : rc;
 }
 
 uint64_t mc_key_hash(const void *key, size_t len, uint64_t seed)

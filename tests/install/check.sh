@@ -36,7 +36,7 @@ needed "$host_lib" | grep -q '^libmicrohttpd' || fail "libmodcache-host does not
 
 echo "== RUNPATH"
 rel=$(realpath --relative-to="$prefix/bin" "$libdir")
-for p in mchost; do
+for p in mchost mcctl; do
   rp=$(runpath "$prefix/bin/$p")
   case ":$rp:" in *":\$ORIGIN/$rel:"*) ;; *) fail "$p: RUNPATH '$rp', want \$ORIGIN/$rel" ;; esac
 done

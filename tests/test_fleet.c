@@ -111,6 +111,7 @@ static int teardown(void **state)
     (void)state;
     for (int i = 0; i < 2; i++)
         if (hosts[i].pid > 0) {
+            kill(hosts[i].pid, SIGCONT); /* a failed test_host_gone may leave it stopped */
             mct_finish(&hosts[i], SIGTERM);
             free(hosts[i].log);
         }

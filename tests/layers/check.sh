@@ -36,6 +36,8 @@ probe cached cache/entry.h refused
 probe cached host/host_internal.h refused
 probe cached cache/cache_cached.h ok
 probe cached cached/cached_internal.h ok
+probe cached key/key_internal.h ok
+probe host key/key_internal.h refused
 probe cache cached/cached_internal.h refused
 probe cache cache/cache_internal.h ok
 probe key cache/cache_internal.h refused

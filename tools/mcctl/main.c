@@ -114,8 +114,9 @@ static const char hosts_help[] =
 static const char metrics_help[] =
     "usage: mcctl [OPTIONS] metrics\n"
     "\n"
-    "Prints the host's /metrics (Prometheus text format: hits, misses, evictions by reason, size,\n"
-    "bytes, bound, memory and loads per cached function). Needs no token.\n"
+    "Prints the host's /metrics (Prometheus text format: hits, misses, evictions by reason,\n"
+    "invalidations by source, entries, bytes, bound, memory, loads and load durations per cached\n"
+    "function; docs/metrics.md lists every family). Needs no token.\n"
     "\n";
 
 static void print_help(FILE *f, const char *text)

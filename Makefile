@@ -12,8 +12,9 @@ PACKAGES = cmake make gcc g++ pkg-config \
            libxxhash-dev liburcu-dev libjemalloc-dev libyaml-dev libmicrohttpd-dev libcmocka-dev \
            libcurl4-openssl-dev libbenchmark-dev libhiredis-dev redis-server libsqlite3-dev libpq-dev
 # Only for `make test`: a PostgreSQL server for the example module's tests, clang's libFuzzer
-# for the fuzz targets, valgrind for the memcheck label, doxygen for the API reference check.
-TEST_PACKAGES = postgresql clang libclang-rt-14-dev valgrind doxygen
+# for the fuzz targets, valgrind for the memcheck label, doxygen for the API reference check,
+# prometheus for promtool, which checks the /metrics text (test_metrics).
+TEST_PACKAGES = postgresql clang libclang-rt-14-dev valgrind doxygen prometheus
 # Only for `make bench`: the libcuckoo comparison, gnuplot for the charts, and Caffeine (Debian's
 # jar, and a JDK to compile bench/caffeine/ against it and run it).
 BENCH_PACKAGES = libcuckoo-dev gnuplot-nox libcaffeine-java default-jdk-headless

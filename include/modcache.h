@@ -1,7 +1,8 @@
 /* modcache.h: the umbrella header. Include this, or the per-layer headers under modcache/.
  * Layers: common (errors, version), key (tuple keys), cache (the concurrent cache),
  * cached (memoized functions, their registry and cache config), config (YAML), module and
- * host (modules as shared objects), bus (invalidations across processes through Redis). */
+ * host (modules as shared objects), bus (invalidations across processes through Redis), log
+ * (the host's timestamped log lines). */
 #ifndef MODCACHE_H
 #define MODCACHE_H
 
@@ -13,5 +14,6 @@
 #include "modcache/module.h"
 #include "modcache/host.h"
 #include "modcache/bus.h"
+#include "modcache/log.h"
 
 #endif

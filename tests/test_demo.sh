@@ -41,7 +41,7 @@ expect "users/blocked-user -> 403" "the guard's refusal"
 expect "mcctl invalidate example_dept.get_department_for_user '\[\"user42\"\]' -> exit 0" "mcctl's exit status"
 expect "^  mcctl: ok$" "mcctl's success"
 expect "loads: $NUM before, $NUM after: reloaded" "the reload after invalidation"
-for m in modcache_cache_hits_total modcache_cache_misses_total modcache_cache_loads_total modcache_cache_size; do
+for m in modcache_cache_hits_total modcache_cache_misses_total modcache_cache_loads_total modcache_cache_entries; do
     expect "^  $m\{cache=\"example_dept.get_department_for_user\"\} [1-9][0-9]*$" "metric line $m (non-zero)"
 done
 expect "modcache_cache_evictions_total\{cache=\"example_dept.get_department_for_user\",reason=\"invalidation\"\} [1-9]" \

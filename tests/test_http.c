@@ -356,14 +356,18 @@ static void test_metrics(void **state)
     assert_non_null(strstr(r.body, "modcache_cache_hits_total{cache=\"mod_good.lookup\"} "));
     assert_non_null(strstr(r.body, "modcache_cache_misses_total{cache=\"mod_good.lookup\"} "));
     assert_non_null(strstr(r.body, "modcache_cache_evictions_total{cache=\"mod_good.lookup\",reason=\"invalidation\"} "));
-    assert_non_null(strstr(r.body, "modcache_cache_size{cache=\"mod_good.lookup\"} 1\n"));
-    assert_non_null(strstr(r.body, "modcache_cache_max_size{cache=\"mod_good.lookup\"} 10\n"));
+    assert_non_null(strstr(r.body, "modcache_cache_entries{cache=\"mod_good.lookup\"} 1\n"));
+    assert_non_null(strstr(r.body, "modcache_cache_max_entries{cache=\"mod_good.lookup\"} 10\n"));
     assert_non_null(strstr(r.body, "modcache_jemalloc_allocated_bytes "));
-    /* Every sample line parses as name{labels} value. */
+    /* Every sample line parses as name{labels} value; the rest are HELP and TYPE lines. */
     for (const char *line = r.body; *line;) {
         const char *nl = strchr(line, '\n');
         assert_non_null(nl);
-        assert_int_equal(strncmp(line, "modcache_", 9), 0);
+        if (!strncmp(line, "# HELP ", 7) || !strncmp(line, "# TYPE ", 7)) {
+            line = nl + 1;
+            continue;
+        }
+        assert_true(!strncmp(line, "modcache_", 9) || !strncmp(line, "process_", 8));
         const char *sp = nl;
         while (sp > line && sp[-1] != ' ')
             sp--;

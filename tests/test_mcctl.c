@@ -182,6 +182,8 @@ static void test_usage_errors(void **state)
         {"caches", "extra"},
         {"caches", "--all"},
         {"metrics", "--json"},
+        {"hosts"},
+        {"--redis", "127.0.0.1:6379", "hosts", "--all"},
         {"metrics", "extra"},
         {"invalidate"},
         {tf, "invalidate", FN},
@@ -344,7 +346,7 @@ static void test_metrics(void **state)
     /* No token needed. */
     assert_int_equal(RUN("--url", url, "metrics"), 0);
     assert_says("modcache_cache_hits_total{cache=\"" FN "\"} ");
-    assert_says("modcache_cache_max_size{cache=\"" FN "\"} 10\n");
+    assert_says("modcache_cache_max_entries{cache=\"" FN "\"} 10\n");
 }
 
 static void test_bad_key(void **state)
@@ -736,7 +738,8 @@ static void test_redis_keys(void **state)
     assert_int_equal(RUN("--redis", redis_addr, "--stream", "t:keys", "--instance", "ops-laptop", "invalidate", FN,
                            "[\"@alice:example.com\"]", "[ \"@bob\" , 42 ]"),
                      0);
-    assert_says("invalidated 2 keys of " FN " on every host reading t:keys at ");
+    assert_says("invalidated 2 keys of " FN " on 0 live hosts reading t:keys at ");
+    assert_says("mcctl: warning: no live host reads t:keys"); /* no host reads that stream */
     assert_says(redis_addr);
     assert_int_equal(xlen("t:keys"), 1);
     redis_cmd((const char *const[]){"XRANGE", "t:keys", "-", "+", NULL});
@@ -756,7 +759,7 @@ static void test_redis_all(void **state)
     (void)state;
     /* The default stream and instance. */
     assert_int_equal(RUN("--redis", redis_addr, "invalidate", FN, "--all"), 0);
-    assert_says("invalidated all entries of " FN " on every host reading modcache:invalidations at ");
+    assert_says("invalidated all entries of " FN " on 0 live hosts reading modcache:invalidations at ");
     assert_int_equal(xlen("modcache:invalidations"), 1);
     redis_cmd((const char *const[]){"XRANGE", "modcache:invalidations", "-", "+", NULL});
     assert_field("v", "1");

@@ -80,7 +80,7 @@ static void test_serve_reload_stop(void **state)
 
     static char out[65536];
     assert_int_equal(get(port, "/metrics", NULL, out, sizeof out), 200);
-    assert_non_null(strstr(out, "modcache_cache_max_size{cache=\"mod_good.lookup\"} 20\n")); /* 10 x 2.0 */
+    assert_non_null(strstr(out, "modcache_cache_max_entries{cache=\"mod_good.lookup\"} 20\n")); /* 10 x 2.0 */
     assert_int_equal(get(port, "/_modcache/admin/v1/caches", NULL, out, sizeof out), 401);
     assert_int_equal(get(port, "/_modcache/admin/v1/caches", "Authorization: Bearer t0ken-for-mchost-tests\r\n", out, sizeof out), 200);
     assert_non_null(strstr(out, "\"name\": \"mod_good.lookup\""));
@@ -90,7 +90,7 @@ static void test_serve_reload_stop(void **state)
     kill(pid, SIGHUP);
     assert_true(wait_for(errfd, "cache factors reloaded"));
     assert_int_equal(get(port, "/metrics", NULL, out, sizeof out), 200);
-    assert_non_null(strstr(out, "modcache_cache_max_size{cache=\"mod_good.lookup\"} 30\n"));
+    assert_non_null(strstr(out, "modcache_cache_max_entries{cache=\"mod_good.lookup\"} 30\n"));
 
     kill(pid, SIGTERM);
     assert_int_equal(finish(pid, errfd), 0);
@@ -135,6 +135,93 @@ static void test_open_files_limit(void **state)
     assert_non_null(strstr(proc.log, want));
     kill(pid, SIGTERM);
     assert_int_equal(finish(pid, errfd), 0);
+}
+
+/* True when every line of the captured output is a log line of the given format: RFC 3339 UTC
+ * with milliseconds first (text), or the JSON object's "time"; *nlines counts them. */
+static bool lines_timestamped(const char *log, bool json, size_t *nlines)
+{
+    *nlines = 0;
+    for (const char *l = log; *l;) {
+        const char *eol = strchr(l, '\n');
+        if (!eol)
+            break;
+        /* start-up errors before the config is read, and --check's report on stdout */
+        if (!strncmp(l, "mchost:", 7) || memmem(l, (size_t)(eol - l), ": configuration and ", 20)) {
+            l = eol + 1;
+            continue;
+        }
+        const char *ts = l;
+        if (json) {
+            if (strncmp(l, "{\"time\":\"", 9) != 0 || eol[-1] != '}' || !strstr(l, "\"component\":\""))
+                return false;
+            ts = l + 9;
+        }
+        int y, mo, d, h, mi, sec, ms;
+        char z;
+        if (sscanf(ts, "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &y, &mo, &d, &h, &mi, &sec, &ms, &z) != 8 || z != 'Z' ||
+            ts[23] != 'Z' || y < 2020 || mo < 1 || mo > 12)
+            return false;
+        (*nlines)++;
+        l = eol + 1;
+    }
+    return true;
+}
+
+/* server.log_level, server.log_format and --log-level (which wins over the file). */
+static void test_log_settings(void **state)
+{
+    (void)state;
+    char cfg[300], text[1024];
+    snprintf(cfg, sizeof cfg, "%s/log.yaml", dir);
+    int errfd;
+    size_t n;
+    snprintf(text, sizeof text,
+             "server:\n  listen: 127.0.0.1:0\n  log_format: json\n"
+             "modules:\n  - module: %s/mod_good.so\n    config: {ttl: 2h}\n", MODULE_DIR);
+    write_file(cfg, text);
+    pid_t pid = spawn((const char *[]){MCHOST, "--check", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 0);
+    if (!lines_timestamped(proc.log, true, &n))
+        fail_msg("not all lines are timestamped JSON:\n%s", proc.log);
+    if (n < 3)
+        fail_msg("%zu lines:\n%s", n, proc.log);
+    assert_non_null(strstr(proc.log, "\"level\":\"info\",\"component\":\"host\",\"message\":\"loaded module mod_good from "));
+    assert_non_null(strstr(proc.log, "\"level\":\"info\",\"component\":\"mod_good\",\"message\":\"init ttl_ms=7200000"));
+    /* warn and above: mod_good's fini warns about its late registration, nothing at info. */
+    pid = spawn((const char *[]){MCHOST, "--check", "--log-level", "warn", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 0);
+    assert_null(strstr(proc.log, "\"level\":\"info\""));
+    assert_non_null(strstr(proc.log, "\"level\":\"warn\",\"component\":\"mod_good\""));
+
+    snprintf(text, sizeof text,
+             "server:\n  log_level: error\n  log_format: text\n"
+             "modules:\n  - module: %s/mod_good.so\n", MODULE_DIR);
+    write_file(cfg, text);
+    pid = spawn((const char *[]){MCHOST, "--check", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 0);
+    assert_null(strstr(proc.log, "[host]"));
+    assert_null(strstr(proc.log, "[mod_good]"));
+    pid = spawn((const char *[]){MCHOST, "--log-level", "debug", "--check", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 0);
+    assert_true(lines_timestamped(proc.log, false, &n));
+    assert_true(n >= 3);
+    assert_non_null(strstr(proc.log, "Z info [host] loaded module mod_good from "));
+
+    /* Unknown values are refused with their position; so is a bad --log-level. */
+    write_file(cfg, "server:\n  log_level: loud\n");
+    pid = spawn((const char *[]){MCHOST, "--check", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 2);
+    assert_non_null(strstr(proc.log, "server.log_level: loud: expected debug, info, warn or error"));
+    assert_non_null(strstr(proc.log, "log.yaml:2:14)"));
+    write_file(cfg, "server:\n  log_format: xml\n");
+    pid = spawn((const char *[]){MCHOST, "--check", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 2);
+    assert_non_null(strstr(proc.log, "server.log_format: xml: expected text or json"));
+    pid = spawn((const char *[]){MCHOST, "--log-level", "loud", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 2);
+    assert_non_null(strstr(proc.log, "mchost: --log-level loud"));
+    unlink(cfg);
 }
 
 static void test_check_and_errors(void **state)
@@ -252,6 +339,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serve_reload_stop),
         cmocka_unit_test(test_open_files_limit),
+        cmocka_unit_test(test_log_settings),
         cmocka_unit_test(test_check_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

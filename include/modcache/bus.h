@@ -56,9 +56,17 @@ typedef struct mc_bus_options {
     unsigned backoff_min_ms;   /* first reconnect delay (default 100) */
     unsigned backoff_max_ms;   /* longest reconnect delay (default 5000) */
     unsigned timeout_ms;       /* connect and command timeout (default 2000) */
-    mc_bus_log_fn log;         /* NULL: "<level> [bus] <message>" lines on stderr */
+    mc_bus_log_fn log;         /* NULL: "<time> <level> [bus] <message>" lines on stderr, info and
+                                  above (mc_logger_bus_fn with the defaults; modcache/log.h) */
     void *log_ud;
+    /* A bus that reads (registry set) announces itself beside the stream every this many ms
+     * (default MC_BUS_ANNOUNCE_DEFAULT_MS): see mc_bus_hosts_list. Publish-only buses do not. */
+    unsigned announce_interval_ms;
 } mc_bus_options;
+
+/* How often a reading bus announces itself by default; its announcement expires after three
+ * intervals without one. */
+#define MC_BUS_ANNOUNCE_DEFAULT_MS 5000u
 
 /* Fill *opts with the defaults listed in mc_bus_options. */
 MC_API void mc_bus_options_init(mc_bus_options *opts);
@@ -109,6 +117,34 @@ typedef struct mc_bus_stats {
 
 /* Snapshot of a bus's counters (zeros for a NULL bus). */
 MC_API void mc_bus_stats_get(mc_bus *bus, mc_bus_stats *out);
+
+/* ---- the fleet: who reads a stream ----
+ * Every reading bus keeps, beside its stream S, a hash "S:host:<instance>" (the fields below;
+ * it expires three announcement intervals after the last one) and its instance name in the
+ * sorted set "S:hosts" (scored by the last announcement, in ms since the epoch). A clean stop
+ * removes both. Instance names should be unique per stream: two hosts with one name share one
+ * announcement. */
+typedef struct mc_bus_host {
+    char instance[128];
+    char last_id[48];      /* the last stream id it applied ("0-0" before any) */
+    uint64_t lag_entries;  /* stream entries after last_id when it announced (at most 1000) */
+    uint64_t lag_ms;       /* how long the oldest of them had waited then, in ms (0: caught up) */
+    uint64_t last_seen_ms; /* its last announcement, ms since the epoch */
+    uint64_t age_ms;       /* how long ago that was, when listed */
+    uint64_t started_ms;   /* when its bus started */
+    bool link_up;          /* both its connections to Redis were up */
+    char hostname[128];
+    long pid;
+    char version[32];      /* its libmodcache version */
+} mc_bus_host;
+
+/* The live hosts reading `stream` (NULL: "modcache:invalidations") at Redis `address`, in name
+ * order: those whose announcement has not expired. *hosts (free with mc_bus_hosts_free) and *n.
+ * Returns 0; MC_EINVAL (a bad address; the keys hold other types); MC_EIO (Redis unreachable,
+ * err says why); MC_ENOMEM. Any thread; its own connection, closed before returning. */
+MC_API int mc_bus_hosts_list(const char *address, const char *stream, unsigned timeout_ms, mc_bus_host **hosts,
+                             size_t *n, mc_error *err);
+MC_API void mc_bus_hosts_free(mc_bus_host *hosts);
 
 #ifdef __cplusplus
 }

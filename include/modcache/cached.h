@@ -235,6 +235,33 @@ MC_API int mc_cached_invalidate_json(mc_cached *fn, const char *json, size_t len
 MC_API int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const void *value,
                              size_t vlen);
 
+/* Where an invalidation came from, as counted in mc_cached_stats.invalidations_by_source
+ * and in /metrics (`modcache_cache_invalidations_total{source=...}`). */
+typedef enum mc_invalidation_source {
+    MC_INVALIDATION_DIRECT = 0, /* a program's or module's own mc_cached_invalidate* call */
+    MC_INVALIDATION_MODULE = 1, /* a module through the host (mc_api_invalidate_cache/_all) */
+    MC_INVALIDATION_ADMIN = 2,  /* the host's admin API (mcctl over HTTP) */
+    MC_INVALIDATION_BUS = 3,    /* another host's invalidation, read from the Redis stream */
+    MC_INVALIDATION_FLUSH = 4,  /* a full flush after the bus lost track of the stream */
+    MC_INVALIDATION_NSOURCES = 5
+} mc_invalidation_source;
+
+/* The source's label value: "direct", "module", "admin", "bus", "flush" ("unknown" otherwise). */
+MC_API const char *mc_invalidation_source_name(mc_invalidation_source source);
+
+/* Attribute the invalidations the calling thread makes from now on (its mc_cached_invalidate*
+ * calls, the registry's, and those of the invalidation callbacks they run on this thread) to
+ * `source`; returns the previous source so that the caller can restore it. Each thread starts
+ * with MC_INVALIDATION_DIRECT. Counting only: nothing else depends on it. */
+MC_API mc_invalidation_source mc_cached_set_invalidation_source(mc_invalidation_source source);
+
+/* Buckets of the load-duration histogram: loads that took at most
+ * mc_cached_load_bucket_ns(i) nanoseconds are counted in bucket i and every later one
+ * (Prometheus' cumulative buckets); the last bucket (index MC_LOAD_BUCKETS - 1) is +Inf. */
+#define MC_LOAD_BUCKETS 19
+/* The upper bound of bucket i in nanoseconds (1 us .. 10 s), UINT64_MAX for the last one. */
+MC_API uint64_t mc_cached_load_bucket_ns(size_t i);
+
 /* What mc_cached_stats_get reports: the cache's statistics and the function's counters. */
 typedef struct mc_cached_stats {
     mc_cache_stats cache;
@@ -244,12 +271,21 @@ typedef struct mc_cached_stats {
     uint64_t invalidations;
     uint64_t cancelled_fills; /* loads whose result was not stored due to invalidation */
     uint64_t timeouts;     /* calls (blocking, async or batch keys) that got MC_ETIMEDOUT */
+    /* `invalidations` split by where they came from (mc_invalidation_source). */
+    uint64_t invalidations_by_source[MC_INVALIDATION_NSOURCES];
+    /* Loads finished (stored, dropped or failed; a batch counts each key) and how long each
+     * took from its start to its result: cumulative counts per mc_cached_load_bucket_ns
+     * bound, the last one being every finished load, and the sum of the durations. */
+    uint64_t load_duration_buckets[MC_LOAD_BUCKETS];
+    uint64_t load_duration_sum_ns;
 } mc_cached_stats;
 
 /* Snapshot of a function's statistics, summed when read as in mc_cache_stats_get. */
 MC_API void mc_cached_stats_get(mc_cached *fn, mc_cached_stats *out);
 /* The name given at creation ("" if none). */
 MC_API const char *mc_cached_name(const mc_cached *fn);
+/* Whether the function was created `iterable` (its bound and weights count elements). */
+MC_API bool mc_cached_is_iterable(const mc_cached *fn);
 /* The underlying cache (for stats and sizing; do not put into it directly). */
 MC_API mc_cache *mc_cached_cache(mc_cached *fn);
 

@@ -7,6 +7,7 @@
 #define MODCACHE_HOST_H
 
 #include "bus.h"
+#include "log.h"
 #include "module.h"
 
 #ifdef __cplusplus
@@ -21,7 +22,8 @@ typedef void (*mc_log_fn)(void *ud, mc_log_level level, const char *module, cons
 
 /* Options of mc_host_create (mc_host_options_init: every field NULL, the defaults). */
 typedef struct mc_host_options {
-    /* Logger; NULL writes "<level> [<module>] <message>" lines to stderr. */
+    /* Logger; NULL writes "<RFC 3339 time> <level> [<module>] <message>" lines of level info
+     * and above to stderr (mc_logger_write with the defaults; modcache/log.h). */
     mc_log_fn log;
     void *log_ud;
     /* Registry for the modules' cached functions; NULL creates one with default config. */
@@ -148,6 +150,13 @@ typedef struct mc_host_config {
     /* Where the file set listen and admin_token_file (NULL: not set), for errors found later
      * (a port in use, a bad token file) to name the file's line:column. */
     const mc_config_node *listen_node, *admin_token_node;
+    /* server.log_level (debug, info, warn, error; default info) and server.log_format (text,
+     * json; default text): what mchost gives its mc_logger. */
+    mc_log_level log_level;
+    mc_log_format log_format;
+    /* invalidation.redis.announce_interval (1ms to 1h; default 5s): how often the host
+     * announces itself beside the stream (mc_bus_options.announce_interval_ms). */
+    uint64_t redis_announce_interval_ns;
 } mc_host_config;
 
 /* Returns 0 or MC_EINVAL/MC_ENOMEM with err naming the path and position. Checks everything

@@ -1,6 +1,7 @@
 /* The invalidation bus over a Redis stream: a sender thread draining a bounded queue with
  * pipelined XADDs, and a reader thread applying other senders' entries to a registry by name. */
 #include "modcache/bus.h"
+#include "modcache/log.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -15,6 +16,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "bus/announce.h"
 #include "core/addr.h"
 #include "core/error.h"
 #include "core/ratelog.h"
@@ -68,6 +70,8 @@ struct mc_bus {
 
     pthread_t sender_thr, reader_thr;
     bool has_reader;
+    mc__announcer *announcer; /* readers only: this host's entry beside the stream */
+    unsigned announce_ms;
 
     _Atomic uint64_t sent, received, own, applied, ignored, catchups, full_flushes, collapsed,
         reconnects, failed;
@@ -89,7 +93,6 @@ static void mc__bus_log(mc_bus *b, int level, const char *fmt, ...) __attribute_
 
 static void mc__bus_log(mc_bus *b, int level, const char *fmt, ...)
 {
-    static const char *const names[] = {"debug", "info", "warn", "error"};
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -98,7 +101,7 @@ static void mc__bus_log(mc_bus *b, int level, const char *fmt, ...)
     if (b->log)
         b->log(b->log_ud, level, msg);
     else
-        fprintf(stderr, "%s [bus] %s\n", names[level & 3], msg);
+        mc_logger_bus_fn(NULL, level, msg); /* timestamped text on stderr, info and above */
 }
 
 /* One occurrence of a repeating fault: the first in full, then a count per interval with the
@@ -657,7 +660,9 @@ static void mc__flush_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
  * entries written after it are still read). */
 static void mc__full_flush(mc_bus *b, mc__rpos *pos, const mc__xinfo *xi, const char *why)
 {
+    mc_invalidation_source was = mc_cached_set_invalidation_source(MC_INVALIDATION_FLUSH);
     mc_registry_list(b->reg, mc__flush_one, NULL);
+    mc_cached_set_invalidation_source(was);
     atomic_fetch_add(&b->full_flushes, 1);
     pos->last = xi->exists ? xi->last_generated : (mc__sid){0, 0};
     pos->seen = xi->exists ? xi->entries_added : 0;
@@ -804,6 +809,8 @@ static long mc__read_round(mc_bus *b, redisContext *c, mc__rpos *pos)
 static void *mc__reader_main(void *arg)
 {
     mc_bus *b = arg;
+    /* Everything this thread invalidates comes from the stream (full flushes say so). */
+    mc_cached_set_invalidation_source(MC_INVALIDATION_BUS);
     mc__rpos pos = {0};
     unsigned backoff = b->backoff_min;
     bool tried = false, ever = false;
@@ -989,6 +996,7 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     b->log = o.log;
     b->log_ud = o.log_ud;
     b->reg = o.registry;
+    b->announce_ms = o.announce_interval_ms;
     strcpy(b->last_id, "0-0");
     unsigned char rnd[16];
     if (!b->host || !b->stream || !b->instance || !b->inflight) {
@@ -1019,6 +1027,10 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
             mc__bus_free(b);
             return mc__error_set(err, MC_EIO, "cannot start the bus reader thread");
         }
+        /* Without an announcer the host still works; `mcctl hosts` just does not list it. */
+        if (mc__announce_start(b->host, b->port, b->stream, b->instance, b->announce_ms, b->timeout_ms, b,
+                               &b->announcer) != 0)
+            mc__bus_log(b, 2, "cannot start announcing this host beside %s", b->stream);
     }
     *out = b;
     return 0;
@@ -1028,6 +1040,9 @@ void mc_bus_stop(mc_bus *b)
 {
     if (!b)
         return;
+    /* The announcement goes first: a host that is stopping reads the stream no longer. */
+    mc__announce_stop(b->announcer);
+    b->announcer = NULL;
     /* Give queued messages their chance first, then stop both threads. */
     mc_bus_flush(b, b->timeout_ms);
     pthread_mutex_lock(&b->lock);

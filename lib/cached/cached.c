@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cache/cache_internal.h"
+#include "cache/cache_cached.h"
 #include "core/alloc.h"
 #include "core/epoch.h"
 #include "key/key_internal.h"
@@ -80,6 +80,49 @@ static uint64_t mc__mono_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Upper bounds of the load-duration buckets (1-2.5-5 steps from 1 us to 10 s, then +Inf). */
+static const uint64_t mc__load_bounds[MC_LOAD_BUCKETS] = {
+    1000ull,       5000ull,       10000ull,      25000ull,       50000ull,       100000ull,    250000ull,
+    500000ull,     1000000ull,    2500000ull,    5000000ull,     10000000ull,    25000000ull,  100000000ull,
+    250000000ull,  1000000000ull, 2500000000ull, 10000000000ull, UINT64_MAX};
+
+uint64_t mc_cached_load_bucket_ns(size_t i) { return i < MC_LOAD_BUCKETS ? mc__load_bounds[i] : UINT64_MAX; }
+
+/* One finished load into the histogram: relaxed, these are statistics read as a snapshot. */
+static void mc__observe_load(mc_cached *fn, const mc_load *l)
+{
+    uint64_t d = mc__mono_ns() - l->start_ns;
+    size_t b = 0;
+    while (d > mc__load_bounds[b])
+        b++;
+    atomic_fetch_add_explicit(&fn->load_hist[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&fn->load_sum_ns, d, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------ invalidation sources */
+
+static _Thread_local mc_invalidation_source mc__inv_source = MC_INVALIDATION_DIRECT;
+
+const char *mc_invalidation_source_name(mc_invalidation_source source)
+{
+    static const char *const names[MC_INVALIDATION_NSOURCES] = {"direct", "module", "admin", "bus", "flush"};
+    return (unsigned)source < MC_INVALIDATION_NSOURCES ? names[source] : "unknown";
+}
+
+mc_invalidation_source mc_cached_set_invalidation_source(mc_invalidation_source source)
+{
+    mc_invalidation_source old = mc__inv_source;
+    if ((unsigned)source < MC_INVALIDATION_NSOURCES)
+        mc__inv_source = source;
+    return old;
+}
+
+static void mc__count_invalidation(mc_cached *fn)
+{
+    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&fn->inv_by_source[mc__inv_source], 1, memory_order_relaxed);
 }
 
 /* The deadline of a wait that starts now: 0 (none) without a load timeout. */
@@ -175,6 +218,7 @@ static mc_load *mc__load_new(mc_cached *fn, const unsigned char *key, size_t kle
     memcpy(l->key, key, klen);
     atomic_init(&l->invalidated, false);
     l->res_weight = 1;
+    l->start_ns = mc__mono_ns();
     if (nargs) {
         /* The arguments are re-encoded so that the load owns every string it hands the loader,
          * which may finish on another thread after the caller returned. */
@@ -287,6 +331,7 @@ static void mc__load_finish(mc_load *l, int rc)
         mc__result_clear(l);
     if (rc != 0)
         atomic_fetch_add_explicit(&fn->load_errors, 1, memory_order_relaxed);
+    mc__observe_load(fn, l);
 
     struct mc__stripe_c *st = mc__stripe_of(fn, l->khash);
     mc_load *to_free = NULL;
@@ -971,7 +1016,7 @@ static void mc__mark_key(mc_cached *fn, const unsigned char *key, size_t klen)
 static int mc__invalidate_key(mc_cached *fn, const unsigned char *key, size_t klen)
 {
     mc__mark_key(fn, key, klen);
-    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
+    mc__count_invalidation(fn);
     return mc_cache_remove(fn->cache, key, klen);
 }
 
@@ -1014,7 +1059,7 @@ int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t nargs,
     if (rc != 0)
         return rc;
     mc__mark_inflight(fn, prefix, plen, false);
-    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
+    mc__count_invalidation(fn);
     return mc_cache_remove_prefix(fn->cache, prefix, plen, removed);
 }
 
@@ -1023,7 +1068,7 @@ void mc_cached_invalidate_all(mc_cached *fn)
     if (!fn)
         return;
     mc__mark_inflight(fn, NULL, 0, true);
-    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
+    mc__count_invalidation(fn);
     mc_cache_clear(fn->cache);
 }
 
@@ -1292,8 +1337,18 @@ void mc_cached_stats_get(mc_cached *fn, mc_cached_stats *out)
     out->invalidations = atomic_load_explicit(&fn->invalidations, memory_order_relaxed);
     out->cancelled_fills = atomic_load_explicit(&fn->cancelled, memory_order_relaxed);
     out->timeouts = atomic_load_explicit(&fn->timeouts, memory_order_relaxed);
+    for (int i = 0; i < MC_INVALIDATION_NSOURCES; i++)
+        out->invalidations_by_source[i] = atomic_load_explicit(&fn->inv_by_source[i], memory_order_relaxed);
+    uint64_t cum = 0;
+    for (int i = 0; i < MC_LOAD_BUCKETS; i++) {
+        cum += atomic_load_explicit(&fn->load_hist[i], memory_order_relaxed);
+        out->load_duration_buckets[i] = cum;
+    }
+    out->load_duration_sum_ns = atomic_load_explicit(&fn->load_sum_ns, memory_order_relaxed);
 }
 
 const char *mc_cached_name(const mc_cached *fn) { return fn ? fn->name : ""; }
 
 mc_cache *mc_cached_cache(mc_cached *fn) { return fn ? fn->cache : NULL; }
+
+bool mc_cached_is_iterable(const mc_cached *fn) { return fn && fn->iterable; }

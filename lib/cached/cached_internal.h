@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "cached/cached_host.h"
 #include "modcache/cached.h"
 
 #define MC__CACHED_STRIPES 16
@@ -52,6 +53,7 @@ struct mc_load {
     mc_cached *fn;
     struct mc_load *next; /* in-flight chain of its stripe bucket */
     uint64_t khash;
+    uint64_t start_ns;    /* monotonic, when the load was created (its duration's start) */
     unsigned refs;        /* stripe lock: 1 for the in-flight table + 1 per blocking waiter */
     bool done;            /* stripe lock */
     bool batch;           /* a batch: items below, no key of its own */
@@ -100,6 +102,10 @@ struct mc_cached {
     double factor;         /* the factor in effect */
     atomic_size_t n_attached;
     _Atomic uint64_t loads, load_errors, joined, invalidations, cancelled, timeouts;
+    _Atomic uint64_t inv_by_source[MC_INVALIDATION_NSOURCES];
+    /* Finished loads per duration bucket (not cumulative here; mc_cached_stats_get sums). */
+    _Atomic uint64_t load_hist[MC_LOAD_BUCKETS];
+    _Atomic uint64_t load_sum_ns;
     uint64_t load_timeout_ns; /* 0: callers wait as long as the load takes */
     /* Runner threads (load timeouts), under rlock. */
     pthread_mutex_t rlock;
@@ -132,10 +138,6 @@ static inline void mc__cond_init_monotonic(pthread_cond_t *c)
     pthread_condattr_destroy(&ca);
 }
 
-/* Unregister fn if it is still registered, without reading fn unless it is found there: a
- * module may have destroyed a function it registered (which unregisters it) before the host
- * cleans up after it. */
-void mc__registry_forget(mc_registry *reg, const mc_cached *fn);
 
 /* Apply a factor (resizing the cache at once). Used by the registry. */
 void mc__cached_apply_factor(mc_cached *fn, double factor);

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cache/cache_internal.h"
+#include "cache/cache_cached.h"
 #include "core/alloc.h"
 #include "core/error.h"
 

@@ -3,6 +3,8 @@
 #ifndef MC_CORE_ALLOC_H
 #define MC_CORE_ALLOC_H
 
+#include "core/internal_api.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,29 +13,29 @@
  * Thread-safe. Each allocation is owned by the caller and freed with mc__free. */
 
 /* NULL on failure. */
-void *mc__alloc(size_t size);
+MC_INTERNAL void *mc__alloc(size_t size);
 /* Zero-filled; NULL on failure. */
-void *mc__zalloc(size_t size);
+MC_INTERNAL void *mc__zalloc(size_t size);
 /* `size` is what was passed to mc__alloc (lets jemalloc skip a size lookup). NULL is ignored. */
-void mc__free(void *ptr, size_t size);
+MC_INTERNAL void mc__free(void *ptr, size_t size);
 /* Bytes the allocator really reserved for ptr (size class rounding included). */
-size_t mc__alloc_usable(const void *ptr);
+MC_INTERNAL size_t mc__alloc_usable(const void *ptr);
 /* What mc__alloc_usable will say of an allocation of `size`, computed from the size alone
  * (jemalloc's size classes; the size itself when built without jemalloc). */
-size_t mc__alloc_class(size_t size);
+MC_INTERNAL size_t mc__alloc_class(size_t size);
 
 /* jemalloc's stats.allocated after an epoch refresh: the bytes the whole process has allocated
  * through jemalloc (0 if the statistics are unavailable). */
-size_t mc__allocated_bytes(void);
+MC_INTERNAL size_t mc__allocated_bytes(void);
 
 /* ---- general-purpose memory of the cache, memoized-function and config layers ----
  * malloc, calloc, realloc and strdup with the fault switch below in front of them. The memory
  * is libc's: free it with free(), so that objects handed to callers (a config factor array)
  * keep their documented contract. mc__realloc leaves ptr untouched when it fails. Thread-safe. */
-void *mc__malloc(size_t size);
-void *mc__calloc(size_t n, size_t size);
-void *mc__realloc(void *ptr, size_t size);
-char *mc__strdup(const char *s);
+MC_INTERNAL void *mc__malloc(size_t size);
+MC_INTERNAL void *mc__calloc(size_t n, size_t size);
+MC_INTERNAL void *mc__realloc(void *ptr, size_t size);
+MC_INTERNAL char *mc__strdup(const char *s);
 
 /* ---- allocation failure injection (tests only) ----
  * When armed, the allocations made through every function above (except mc__free) are
@@ -52,10 +54,10 @@ typedef struct mc__fault_plan {
 } mc__fault_plan;
 
 /* Arm with a plan (copied), resetting the counts; NULL or first == 0 disarms. */
-void mc__fault_arm(const mc__fault_plan *plan);
+MC_INTERNAL void mc__fault_arm(const mc__fault_plan *plan);
 /* Allocations failed on purpose since the last arm. */
-uint64_t mc__fault_injected(void);
+MC_INTERNAL uint64_t mc__fault_injected(void);
 /* Allocations counted since the last arm (process-wide counting only; 0 per thread). */
-uint64_t mc__fault_counted(void);
+MC_INTERNAL uint64_t mc__fault_counted(void);
 
 #endif

@@ -3,6 +3,8 @@
 #ifndef MC_CORE_RATELOG_H
 #define MC_CORE_RATELOG_H
 
+#include "core/internal_api.h"
+
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,20 +26,20 @@ typedef enum mc__ratelog_action {
     MC__RATELOG_COUNT = 2, /* an interval has passed: log "*count more in the last ..." */
 } mc__ratelog_action;
 
-void mc__ratelog_init(mc__ratelog *rl);
-void mc__ratelog_destroy(mc__ratelog *rl);
+MC_INTERNAL void mc__ratelog_init(mc__ratelog *rl);
+MC_INTERNAL void mc__ratelog_destroy(mc__ratelog *rl);
 
 /* Record one occurrence at `now_ns`. *count receives the occurrences since the last line when
  * the answer is MC__RATELOG_COUNT (including this one). `interval_ns`: at most one count line
  * per interval. */
-mc__ratelog_action mc__ratelog_hit(mc__ratelog *rl, uint64_t now_ns, uint64_t interval_ns, uint64_t *count);
+MC_INTERNAL mc__ratelog_action mc__ratelog_hit(mc__ratelog *rl, uint64_t now_ns, uint64_t interval_ns, uint64_t *count);
 
 /* True once when the fault is over: it was active and nothing happened for `quiet_ns` (0: it is
  * known to be over now). *total and *duration_ns describe the whole episode. */
-bool mc__ratelog_end(mc__ratelog *rl, uint64_t now_ns, uint64_t quiet_ns, uint64_t *total,
+MC_INTERNAL bool mc__ratelog_end(mc__ratelog *rl, uint64_t now_ns, uint64_t quiet_ns, uint64_t *total,
                      uint64_t *duration_ns);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
-uint64_t mc__ratelog_now(void);
+MC_INTERNAL uint64_t mc__ratelog_now(void);
 
 #endif

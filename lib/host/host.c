@@ -1,8 +1,9 @@
 /* The module host: dlopen'd modules with a checked descriptor, parse_config and init in config
  * order, fini in reverse, and the API handle through which modules register cached functions. */
-#include "cached/cached_internal.h"
+#include "cached/cached_host.h"
 #include "core/error.h"
 #include "host/host_internal.h"
+#include "modcache/log.h"
 
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -10,12 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const mc__level_names[] = {"debug", "info", "warn", "error"};
-
+/* The default logger: timestamped text lines on stderr, info and above (modcache/log.h). */
 static void mc__stderr_log(void *ud, mc_log_level level, const char *module, const char *message)
 {
     (void)ud;
-    fprintf(stderr, "%s [%s] %s\n", mc__level_names[level & 3], module ? module : "host", message);
+    mc_logger_write(NULL, level, module, message);
 }
 
 void mc_host_options_init(mc_host_options *opts)
@@ -315,7 +315,9 @@ int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *args, size
 {
     if (!api || !fn)
         return MC_EINVAL;
+    mc_invalidation_source was = mc_cached_set_invalidation_source(MC_INVALIDATION_MODULE);
     int rc = mc_cached_invalidate(fn, args, nargs);
+    mc_cached_set_invalidation_source(was);
     if (rc == MC_ENOENT)
         rc = 0;
     const char *name = mc_cached_name(fn);
@@ -328,7 +330,9 @@ int mc_api_invalidate_all(mc_api *api, mc_cached *fn)
 {
     if (!api || !fn)
         return MC_EINVAL;
+    mc_invalidation_source was = mc_cached_set_invalidation_source(MC_INVALIDATION_MODULE);
     mc_cached_invalidate_all(fn);
+    mc_cached_set_invalidation_source(was);
     const char *name = mc_cached_name(fn);
     return api->host->bus && name ? mc_bus_publish_all(api->host->bus, name) : 0;
 }

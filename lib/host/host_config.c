@@ -54,7 +54,7 @@ static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_erro
 {
     static const char *const keys[] = {"listen", "admin_token_file", "threads", "handler_threads", "max_connections",
                                        "max_connections_per_address", "request_header_timeout",
-                                       "idle_timeout", NULL};
+                                       "idle_timeout", "log_level", "log_format", NULL};
     int rc = mc_config_allow_keys(n, keys, err);
     const mc_config_node *v;
     if (rc == 0 && (v = mc_config_get(n, "listen")))
@@ -87,13 +87,20 @@ static int mc__read_server(const mc_config_node *n, mc_host_config *out, mc_erro
         rc = mc__read_timeout(v, &out->request_header_timeout_ns, err);
     if (rc == 0 && (v = mc_config_get(n, "idle_timeout")))
         rc = mc__read_timeout(v, &out->idle_timeout_ns, err);
+    const char *word;
+    if (rc == 0 && (v = mc_config_get(n, "log_level")) && (rc = mc_config_string(v, &word, err)) == 0 &&
+        mc_log_level_parse(word, &out->log_level) != 0)
+        rc = mc_config_fail(v, err, MC_EINVAL, "%s: expected debug, info, warn or error", word);
+    if (rc == 0 && (v = mc_config_get(n, "log_format")) && (rc = mc_config_string(v, &word, err)) == 0 &&
+        mc_log_format_parse(word, &out->log_format) != 0)
+        rc = mc_config_fail(v, err, MC_EINVAL, "%s: expected text or json", word);
     return rc;
 }
 
 static int mc__read_redis(const mc_config_node *r, mc_host_config *out, mc_error *err)
 {
     static const char *const keys[] = {"address",     "stream",        "maxlen",       "queue_limit",
-                                       "reconnect_min", "reconnect_max", NULL};
+                                       "reconnect_min", "reconnect_max", "announce_interval", NULL};
     int rc = mc_config_allow_keys(r, keys, err);
     const mc_config_node *v;
     if (rc == 0 && (v = mc_config_get(r, "address"))) {
@@ -128,6 +135,8 @@ static int mc__read_redis(const mc_config_node *r, mc_host_config *out, mc_error
         rc = mc__read_timeout(rmin, &out->redis_reconnect_min_ns, err);
     if (rc == 0 && (v = mc_config_get(r, "reconnect_max")))
         rc = mc__read_timeout(v, &out->redis_reconnect_max_ns, err);
+    if (rc == 0 && (v = mc_config_get(r, "announce_interval")))
+        rc = mc__read_timeout(v, &out->redis_announce_interval_ns, err);
     if (rc == 0 && out->redis_reconnect_min_ns > out->redis_reconnect_max_ns)
         rc = mc_config_fail(rmin ? rmin : r, err, MC_EINVAL, "reconnect_min is above reconnect_max");
     return rc;
@@ -160,6 +169,8 @@ int mc_host_config_read(const mc_config *doc, mc_host_config *out, mc_error *err
         return MC_EINVAL;
     memset(out, 0, sizeof *out);
     out->listen = "127.0.0.1:8008";
+    out->log_level = MC_LOG_INFO;
+    out->log_format = MC_LOG_TEXT;
     out->instance_name = "modcache";
     out->redis_address = "127.0.0.1:6379";
     out->redis_stream = "modcache:invalidations";
@@ -167,6 +178,7 @@ int mc_host_config_read(const mc_config *doc, mc_host_config *out, mc_error *err
     out->redis_queue_limit = 10000;
     out->redis_reconnect_min_ns = 100000000;
     out->redis_reconnect_max_ns = 5000000000;
+    out->redis_announce_interval_ns = (uint64_t)MC_BUS_ANNOUNCE_DEFAULT_MS * 1000000;
     const mc_config_node *root = mc_config_root(doc);
     int rc = mc_config_allow_keys(root, sections, err);
     const mc_config_node *n;

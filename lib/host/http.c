@@ -4,8 +4,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -439,49 +441,219 @@ static void mc__label(char *out, size_t cap, const char *s)
     out[o] = 0;
 }
 
-static void mc__metrics_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
+/* ---- /metrics: Prometheus text format 0.0.4, every family with HELP and TYPE, its samples
+ * contiguous (one family at a time across all functions, as the format requires). */
+
+/* One registered function's statistics, collected under the registry's read lock. */
+typedef struct {
+    char label[512]; /* the name, escaped as a label value */
+    bool iterable;
+    mc_cached_stats st;
+} mc__fn_sample;
+
+typedef struct {
+    mc__fn_sample *v;
+    size_t n, cap;
+    bool failed;
+} mc__fn_samples;
+
+static void mc__collect_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
 {
-    mc__buf *b = ud;
-    char n[512];
-    mc__label(n, sizeof n, mc_cached_name(fn));
-    mc__bprintf(b, "modcache_cache_hits_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.hits);
-    mc__bprintf(b, "modcache_cache_misses_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.misses);
-    for (int r = 0; r < MC_EVICT_NREASONS; r++)
-        mc__bprintf(b, "modcache_cache_evictions_total{cache=\"%s\",reason=\"%s\"} %llu\n", n,
-                    mc_evict_reason_name((mc_evict_reason)r), (unsigned long long)st->cache.evictions[r]);
-    mc__bprintf(b, "modcache_cache_size{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.entries);
-    mc__bprintf(b, "modcache_cache_bytes{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.weight);
-    mc__bprintf(b, "modcache_cache_max_size{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.max_entries);
-    mc__bprintf(b, "modcache_cache_memory_bytes{cache=\"%s\"} %llu\n", n, (unsigned long long)st->cache.memory);
-    mc__bprintf(b, "modcache_cache_loads_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->loads);
-    mc__bprintf(b, "modcache_cache_load_errors_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->load_errors);
-    mc__bprintf(b, "modcache_cache_load_timeouts_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->timeouts);
+    mc__fn_samples *fs = ud;
+    if (fs->n == fs->cap) {
+        size_t cap = fs->cap ? fs->cap * 2 : 16;
+        mc__fn_sample *v = realloc(fs->v, cap * sizeof *v);
+        if (!v) {
+            fs->failed = true;
+            return;
+        }
+        fs->v = v;
+        fs->cap = cap;
+    }
+    mc__fn_sample *x = &fs->v[fs->n++];
+    mc__label(x->label, sizeof x->label, mc_cached_name(fn));
+    x->iterable = mc_cached_is_iterable(fn);
+    x->st = *st;
 }
 
-/* The invalidation bus's counters, Prometheus style. */
+static void mc__family(mc__buf *b, const char *name, const char *type, const char *help)
+{
+    mc__bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Which functions a per-function family covers: entry counts and byte weights only mean
+ * something for functions that weigh entries by bytes, element counts for iterable ones. */
+enum { MC__ALL, MC__BYTES_ONLY, MC__ITERABLE_ONLY };
+
+typedef struct {
+    const char *name, *type, *help;
+    int which;
+    size_t offset; /* of a uint64_t in mc_cached_stats */
+} mc__fn_family;
+
+#define MC__ST(field) offsetof(mc_cached_stats, field)
+static const mc__fn_family mc__fn_families[] = {
+    {"modcache_cache_hits_total", "counter", "Lookups answered from the cache.", MC__ALL, MC__ST(cache.hits)},
+    {"modcache_cache_misses_total", "counter", "Lookups that found no entry.", MC__ALL, MC__ST(cache.misses)},
+    {"modcache_cache_entries", "gauge", "Entries held now.", MC__ALL, MC__ST(cache.entries)},
+    {"modcache_cache_max_entries", "gauge", "The entry bound now: max_entries times the cache factor.",
+     MC__BYTES_ONLY, MC__ST(cache.max_entries)},
+    {"modcache_cache_bytes", "gauge", "Key and value bytes of the entries held now.", MC__BYTES_ONLY,
+     MC__ST(cache.weight)},
+    {"modcache_cache_elements", "gauge", "Elements held now by an iterable function (the sum of entry weights).",
+     MC__ITERABLE_ONLY, MC__ST(cache.weight)},
+    {"modcache_cache_max_elements", "gauge",
+     "The element bound of an iterable function now: max_entries times the cache factor.", MC__ITERABLE_ONLY,
+     MC__ST(cache.max_bytes)},
+    {"modcache_cache_memory_bytes", "gauge", "Bytes allocated now for the entries, the index and the policy state.",
+     MC__ALL, MC__ST(cache.memory)},
+    {"modcache_cache_loads_total", "counter", "Loader runs started (a batch counts each key).", MC__ALL,
+     MC__ST(loads)},
+    {"modcache_cache_load_errors_total", "counter", "Loads that ended in an error (nothing stored).", MC__ALL,
+     MC__ST(load_errors)},
+    {"modcache_cache_load_timeouts_total", "counter", "Calls that gave up on a load at the load timeout.", MC__ALL,
+     MC__ST(timeouts)},
+};
+#undef MC__ST
+
+static uint64_t mc__st_u64(const mc_cached_stats *st, size_t offset)
+{
+    uint64_t v;
+    memcpy(&v, (const char *)st + offset, sizeof v);
+    return v;
+}
+
+/* le="..." of a bucket bound in seconds, the shortest exact decimal form. */
+static void mc__le(char *out, size_t cap, uint64_t ns)
+{
+    if (ns == UINT64_MAX)
+        snprintf(out, cap, "+Inf");
+    else
+        snprintf(out, cap, "%g", (double)ns / 1e9);
+}
+
+static void mc__cache_metrics(mc__buf *b, const mc__fn_samples *fs)
+{
+    for (size_t f = 0; f < sizeof mc__fn_families / sizeof mc__fn_families[0]; f++) {
+        const mc__fn_family *fam = &mc__fn_families[f];
+        mc__family(b, fam->name, fam->type, fam->help);
+        for (size_t i = 0; i < fs->n; i++) {
+            const mc__fn_sample *x = &fs->v[i];
+            if ((fam->which == MC__BYTES_ONLY && x->iterable) || (fam->which == MC__ITERABLE_ONLY && !x->iterable))
+                continue;
+            mc__bprintf(b, "%s{cache=\"%s\"} %llu\n", fam->name, x->label,
+                        (unsigned long long)mc__st_u64(&x->st, fam->offset));
+        }
+    }
+    mc__family(b, "modcache_cache_evictions_total", "counter", "Entries that left the cache, by reason.");
+    for (size_t i = 0; i < fs->n; i++)
+        for (int r = 0; r < MC_EVICT_NREASONS; r++)
+            mc__bprintf(b, "modcache_cache_evictions_total{cache=\"%s\",reason=\"%s\"} %llu\n", fs->v[i].label,
+                        mc_evict_reason_name((mc_evict_reason)r), (unsigned long long)fs->v[i].st.cache.evictions[r]);
+    mc__family(b, "modcache_cache_invalidations_total", "counter",
+               "Invalidation calls (keys, prefixes or all), by where they came from.");
+    for (size_t i = 0; i < fs->n; i++)
+        for (int src = 0; src < MC_INVALIDATION_NSOURCES; src++)
+            mc__bprintf(b, "modcache_cache_invalidations_total{cache=\"%s\",source=\"%s\"} %llu\n", fs->v[i].label,
+                        mc_invalidation_source_name((mc_invalidation_source)src),
+                        (unsigned long long)fs->v[i].st.invalidations_by_source[src]);
+    mc__family(b, "modcache_cache_load_duration_seconds", "histogram",
+               "Time from a load's start to its result (stored, dropped or failed).");
+    for (size_t i = 0; i < fs->n; i++) {
+        const mc__fn_sample *x = &fs->v[i];
+        char le[32];
+        for (size_t k = 0; k < MC_LOAD_BUCKETS; k++) {
+            mc__le(le, sizeof le, mc_cached_load_bucket_ns(k));
+            mc__bprintf(b, "modcache_cache_load_duration_seconds_bucket{cache=\"%s\",le=\"%s\"} %llu\n", x->label,
+                        le, (unsigned long long)x->st.load_duration_buckets[k]);
+        }
+        mc__bprintf(b, "modcache_cache_load_duration_seconds_sum{cache=\"%s\"} %.9f\n", x->label,
+                    (double)x->st.load_duration_sum_ns / 1e9);
+        mc__bprintf(b, "modcache_cache_load_duration_seconds_count{cache=\"%s\"} %llu\n", x->label,
+                    (unsigned long long)x->st.load_duration_buckets[MC_LOAD_BUCKETS - 1]);
+    }
+}
+
+/* The process's start in seconds since the epoch: its start time in clock ticks after boot
+ * (/proc/self/stat, field 22) plus the boot time (/proc/stat btime); 0 when unreadable. */
+static double mc__process_start;
+static void mc__process_start_once(void)
+{
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    unsigned long long ticks = 0, btime = 0;
+    /* After the command name: state (field 3), then fields 4..21, then starttime. */
+    if (!p || sscanf(p + 1, " %*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu",
+                     &ticks) != 1)
+        return;
+    f = fopen("/proc/stat", "r");
+    while (f && fgets(buf, sizeof buf, f))
+        if (sscanf(buf, "btime %llu", &btime) == 1)
+            break;
+    if (f)
+        fclose(f);
+    long hz = sysconf(_SC_CLK_TCK);
+    if (btime && hz > 0)
+        mc__process_start = (double)btime + (double)ticks / (double)hz;
+}
+
+static void mc__process_metrics(mc__buf *b)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, mc__process_start_once);
+    mc__family(b, "modcache_build_info", "gauge", "Always 1: the library version and the module ABI it speaks.");
+    mc__bprintf(b, "modcache_build_info{version=\"%s\",module_abi=\"%u\"} 1\n", mc_version(),
+                (unsigned)MC_MODULE_ABI_VERSION);
+    if (mc__process_start > 0) {
+        mc__family(b, "process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch in seconds.");
+        mc__bprintf(b, "process_start_time_seconds %.2f\n", mc__process_start);
+    }
+    mc__family(b, "modcache_jemalloc_allocated_bytes", "gauge",
+               "Bytes jemalloc reports allocated by the whole process (stats.allocated).");
+    mc__bprintf(b, "modcache_jemalloc_allocated_bytes %zu\n", mc__allocated_bytes());
+}
+
+/* One unlabelled sample with its family lines. */
+typedef struct {
+    const char *name, *type, *help;
+    uint64_t v;
+} mc__plain;
+
+static void mc__plain_metrics(mc__buf *b, const mc__plain *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        mc__family(b, rows[i].name, rows[i].type, rows[i].help);
+        mc__bprintf(b, "%s %llu\n", rows[i].name, (unsigned long long)rows[i].v);
+    }
+}
+
+/* The invalidation bus's counters. */
 static void mc__bus_metrics(mc__buf *b, mc_bus *bus)
 {
     mc_bus_stats st;
     mc_bus_stats_get(bus, &st);
-    const struct {
-        const char *name;
-        uint64_t v;
-    } rows[] = {
-        {"modcache_bus_sent_total", st.sent},
-        {"modcache_bus_received_total", st.received},
-        {"modcache_bus_own_total", st.own},
-        {"modcache_bus_applied_total", st.applied},
-        {"modcache_bus_ignored_total", st.ignored},
-        {"modcache_bus_catchups_total", st.catchups},
-        {"modcache_bus_full_flushes_total", st.full_flushes},
-        {"modcache_bus_collapsed_total", st.collapsed},
-        {"modcache_bus_reconnects_total", st.reconnects},
-        {"modcache_bus_failed_total", st.failed},
-        {"modcache_bus_queued", st.queued},
-        {"modcache_bus_link_up", st.link_up},
+    const mc__plain rows[] = {
+        {"modcache_bus_sent_total", "counter", "Messages written to the stream.", st.sent},
+        {"modcache_bus_received_total", "counter", "Stream entries read from other senders.", st.received},
+        {"modcache_bus_own_total", "counter", "Stream entries read back that this host sent (skipped).", st.own},
+        {"modcache_bus_applied_total", "counter", "Received entries applied to a registered function.", st.applied},
+        {"modcache_bus_ignored_total", "counter", "Received entries for unknown names, or malformed.", st.ignored},
+        {"modcache_bus_catchups_total", "counter", "Reconnections that resumed from the last id handled.", st.catchups},
+        {"modcache_bus_full_flushes_total", "counter", "Times every function was invalidated after a possible loss.",
+         st.full_flushes},
+        {"modcache_bus_collapsed_total", "counter", "Times the outage queue was collapsed into all-messages.",
+         st.collapsed},
+        {"modcache_bus_reconnects_total", "counter", "Connections to Redis made after a failure.", st.reconnects},
+        {"modcache_bus_failed_total", "counter", "Messages Redis refused for good (dropped, logged).", st.failed},
+        {"modcache_bus_queued", "gauge", "Messages waiting to be sent now.", st.queued},
+        {"modcache_bus_link_up", "gauge", "1 when both connections to Redis are up.", st.link_up},
     };
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-        mc__bprintf(b, "%s %llu\n", rows[i].name, (unsigned long long)rows[i].v);
+    mc__plain_metrics(b, rows, sizeof rows / sizeof rows[0]);
 }
 
 static void mc__http_stats_of(const struct mc__http *s, mc_http_stats *st);
@@ -491,13 +663,34 @@ static void mc__http_metrics(mc__buf *b, const struct mc__http *s)
 {
     mc_http_stats st;
     mc__http_stats_of(s, &st);
-    mc__bprintf(b,
-                "modcache_http_connections %llu\nmodcache_http_max_connections %llu\n"
-                "modcache_http_connections_refused_total %llu\nmodcache_http_header_timeouts_total %llu\n"
-                "modcache_http_requests_total %llu\nmodcache_http_bad_paths_total %llu\n",
-                (unsigned long long)st.connections, (unsigned long long)st.max_connections,
-                (unsigned long long)st.refused, (unsigned long long)st.header_timeouts,
-                (unsigned long long)st.requests, (unsigned long long)st.bad_paths);
+    const mc__plain rows[] = {
+        {"modcache_http_connections", "gauge", "Connections open now.", st.connections},
+        {"modcache_http_max_connections", "gauge", "The connection limit in force.", st.max_connections},
+        {"modcache_http_connections_refused_total", "counter", "Connections refused at the limit.", st.refused},
+        {"modcache_http_header_timeouts_total", "counter", "Connections closed for a late request head.",
+         st.header_timeouts},
+        {"modcache_http_requests_total", "counter", "Requests answered.", st.requests},
+        {"modcache_http_bad_paths_total", "counter", "Requests answered 400 for a path that does not normalise.",
+         st.bad_paths},
+    };
+    mc__plain_metrics(b, rows, sizeof rows / sizeof rows[0]);
+}
+
+/* The whole /metrics text. */
+static void mc__metrics(struct mc__http *s, mc__buf *b)
+{
+    mc_host *h = s->host;
+    mc__fn_samples fs = {0};
+    mc_registry_list(h->registry, mc__collect_one, &fs);
+    if (fs.failed)
+        b->failed = true;
+    mc__cache_metrics(b, &fs);
+    free(fs.v);
+    mc__process_metrics(b);
+    if (h->bus)
+        mc__bus_metrics(b, h->bus);
+    if (s->live)
+        mc__http_metrics(b, s);
 }
 
 static void mc__buf_to_resp(mc__buf *b, mc_http_response *r, const char *type)
@@ -666,7 +859,9 @@ static void mc__admin(struct mc__http *s, const mc_http_request *req, mc_http_re
         }
         memcpy(name, rest + pl, nl);
         name[nl] = 0;
+        mc_invalidation_source was = mc_cached_set_invalidation_source(MC_INVALIDATION_ADMIN);
         mc__admin_invalidate(s->host, name, req->body, req->body_len, r);
+        mc_cached_set_invalidation_source(was);
         return;
     }
     mc__resp_text(r, 404, "{\"error\": \"no such admin endpoint\"}");
@@ -702,12 +897,7 @@ static void mc__dispatch(struct mc__http *s, const mc_http_request *req, mc_http
             return;
         }
         mc__buf b = {0};
-        mc_registry_list(h->registry, mc__metrics_one, &b);
-        mc__bprintf(&b, "modcache_jemalloc_allocated_bytes %zu\n", mc__allocated_bytes());
-        if (h->bus)
-            mc__bus_metrics(&b, h->bus);
-        if (s->live)
-            mc__http_metrics(&b, s);
+        mc__metrics(s, &b);
         mc__buf_to_resp(&b, r, "text/plain; version=0.0.4");
         return;
     }

@@ -3,6 +3,8 @@
 #ifndef MC_KEY_KEYLIST_H
 #define MC_KEY_KEYLIST_H
 
+#include "core/internal_api.h"
+
 #include <stddef.h>
 
 /* Find the next element of the array starting at text[0] (after optional whitespace), within
@@ -10,7 +12,7 @@
  * array, unchecked inside beyond string and bracket balance), 0 at the end of the array (*pos
  * is then just past its closing bracket: the caller judges what follows), or MC_EPARSE when the
  * text is not an array of arrays (*pos is then the byte offset of the fault). */
-int mc__keylist_next(const char *text, size_t len, size_t *pos, const char **item, size_t *item_len);
+MC_INTERNAL int mc__keylist_next(const char *text, size_t len, size_t *pos, const char **item, size_t *item_len);
 
 /* A key list split into NUL-terminated keys (for mc_registry_invalidate and the bus). */
 typedef struct mc__keylist {
@@ -22,7 +24,7 @@ typedef struct mc__keylist {
 /* Split the array starting at text[0] into out (free with mc__keylist_free). *end (may be NULL)
  * gets the offset just past the closing bracket, or of the fault. Returns 0, MC_EPARSE (out
  * empty) or MC_ENOMEM. */
-int mc__keylist_split(const char *text, size_t len, mc__keylist *out, size_t *end);
-void mc__keylist_free(mc__keylist *kl);
+MC_INTERNAL int mc__keylist_split(const char *text, size_t len, mc__keylist *out, size_t *end);
+MC_INTERNAL void mc__keylist_free(mc__keylist *kl);
 
 #endif

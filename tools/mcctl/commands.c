@@ -266,7 +266,16 @@ int mcctl_cmd_invalidate(const mcctl_args *a, const mcctl_keys *keys)
     free(body);
     if (rc != MCCTL_OK)
         return rc;
-    if (r.status == 200) {
+    if (r.status == 200 && a->json) {
+        bool published;
+        if (invalidated(&r, &published) == -2) {
+            mcctl_say("the host at %s answered 200 without saying what it invalidated; is --url a modcache host?",
+                      url);
+            rc = MCCTL_FAIL;
+        } else {
+            printf("%s\n", r.body); /* the host's own answer, as `caches --json` does */
+        }
+    } else if (r.status == 200) {
         bool published;
         long long n = invalidated(&r, &published);
         const char *also = published ? ", which published it to every host reading its stream" : "";

@@ -46,13 +46,15 @@ static const char global_help[] =
     "                           of its arguments, such as '[\"@alice:example.com\"]'\n"
     "  invalidate NAME --all    drop every entry of NAME\n"
     "  metrics                  the host's /metrics (Prometheus text format)\n"
+    "  hosts --redis HOST:PORT  the live hosts reading the stream: last applied id, lag, last\n"
+    "                           seen (--json: as JSON)\n"
     "\n"
     "Options (before or after the command):\n"
     "  --url URL          the host's HTTP server (default " MCCTL_DEFAULT_URL ")\n"
     "  --token-file FILE  the admin token: the first line of FILE, the file the host's\n"
     "                     server.admin_token_file names; without it, $MODCACHE_ADMIN_TOKEN\n"
-    "  --redis HOST:PORT  invalidate through the fleet's Redis stream instead of one host\n"
-    "                     (invalidate only; no token needed)\n"
+    "  --redis HOST:PORT  invalidate through the fleet's Redis stream instead of one host, or\n"
+    "                     list the hosts reading it (invalidate and hosts; no token needed)\n"
     "  --stream NAME      the stream, with --redis (default " MCCTL_DEFAULT_STREAM ")\n"
     "  --instance NAME    the instance name written with the message, with --redis (default\n"
     "                     " MCCTL_DEFAULT_INSTANCE ")\n"
@@ -88,13 +90,33 @@ static const char invalidate_help[] =
     "By default the host at --url does it (POST /_modcache/admin/v1/caches/NAME/invalidate, with\n"
     "the admin token). With --redis HOST:PORT the invalidation goes on the stream (--stream) that\n"
     "every host reads, and each applies it; hosts keep the entries of names they do not know.\n"
+    "It then says how many live hosts read that stream, and warns on stderr when none does (a\n"
+    "wrong --stream, or no host running). --json prints the outcome as JSON: the host's answer\n"
+    "over HTTP, or {\"published\": true, \"stream\": ..., \"live_hosts\": N, ...} with --redis.\n"
+    "\n";
+
+static const char hosts_help[] =
+    "usage: mcctl --redis HOST:PORT [--stream NAME] hosts [--json]\n"
+    "\n"
+    "Lists the hosts reading the stream (default " MCCTL_DEFAULT_STREAM "), from the announcements\n"
+    "each host renews beside it (every invalidation.redis.announce_interval, 5 s by default; one\n"
+    "that stops announcing drops out after three intervals), one line each, by instance name:\n"
+    "  INSTANCE     its invalidation.instance_name\n"
+    "  LAST ID      the last stream id it applied\n"
+    "  LAG          stream entries after that id when it announced (0: caught up)\n"
+    "  BEHIND       how long the oldest entry it has not applied has waited\n"
+    "  SEEN         how long ago it announced\n"
+    "  LINK         up when both its connections to Redis were up\n"
+    "  HOST, PID, VERSION  where it runs, and its libmodcache version\n"
+    "--json prints {\"stream\": ..., \"hosts\": [...]} with the same fields.\n"
     "\n";
 
 static const char metrics_help[] =
     "usage: mcctl [OPTIONS] metrics\n"
     "\n"
-    "Prints the host's /metrics (Prometheus text format: hits, misses, evictions by reason, size,\n"
-    "bytes, bound, memory and loads per cached function). Needs no token.\n"
+    "Prints the host's /metrics (Prometheus text format: hits, misses, evictions by reason,\n"
+    "invalidations by source, entries, bytes, bound, memory, loads and load durations per cached\n"
+    "function; docs/metrics.md lists every family). Needs no token.\n"
     "\n";
 
 static void print_help(FILE *f, const char *text)
@@ -111,6 +133,8 @@ static const char *command_help(const char *command)
         return invalidate_help;
     if (!strcmp(command, "metrics"))
         return metrics_help;
+    if (!strcmp(command, "hosts"))
+        return hosts_help;
     return NULL;
 }
 
@@ -252,11 +276,13 @@ static int check(const mcctl_args *a)
         return usage_error(NULL, "--stream needs a name");
     if (a->instance && !a->instance[0])
         return usage_error(NULL, "--instance needs a name");
-    bool inv = !strcmp(c, "invalidate");
-    if (a->redis && !inv)
-        return usage_error(c, "--redis works with invalidate only; %s asks one host (--url)", c);
-    if (a->json && strcmp(c, "caches") != 0)
-        return usage_error(c, "--json belongs to caches");
+    bool inv = !strcmp(c, "invalidate"), hosts = !strcmp(c, "hosts");
+    if (a->redis && !inv && !hosts)
+        return usage_error(c, "--redis works with invalidate and hosts only; %s asks one host (--url)", c);
+    if (hosts && !a->redis)
+        return usage_error(c, "hosts reads the fleet's announcements in Redis: give --redis HOST:PORT");
+    if (a->json && strcmp(c, "caches") != 0 && !inv && !hosts)
+        return usage_error(c, "--json belongs to caches, hosts and invalidate");
     if (a->all && !inv)
         return usage_error(c, "--all belongs to invalidate");
     if (!inv) {
@@ -278,6 +304,8 @@ static int check(const mcctl_args *a)
 
 static int run(const mcctl_args *a)
 {
+    if (!strcmp(a->command, "hosts"))
+        return mcctl_cmd_hosts(a);
     if (strcmp(a->command, "invalidate") != 0) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
             mcctl_say("cannot initialise libcurl");
@@ -329,7 +357,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (a.command && !command_help(a.command)) {
-        rc = usage_error(NULL, "unknown command %s (commands: caches, invalidate, metrics)", a.command);
+        rc = usage_error(NULL, "unknown command %s (commands: caches, invalidate, metrics, hosts)", a.command);
         goto out;
     }
     if (fl.help) {
@@ -337,7 +365,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (!a.command) {
-        rc = usage_error(NULL, "no command given (caches, invalidate or metrics)");
+        rc = usage_error(NULL, "no command given (caches, invalidate, metrics or hosts)");
         goto out;
     }
     if ((rc = check(&a)) == MCCTL_OK)

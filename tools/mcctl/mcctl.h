@@ -37,7 +37,7 @@ typedef struct mcctl_args {
     const char *stream;
     const char *instance;
     unsigned timeout_ms;
-    bool json;              /* caches --json */
+    bool json;              /* caches, hosts and invalidate --json */
     bool all;               /* invalidate --all */
     const char *command;
     const char *const *pos; /* positional arguments after the command */
@@ -132,7 +132,13 @@ char *mcctl_json_error_text(const char *text, size_t len);
 int mcctl_cmd_caches(const mcctl_args *a);
 int mcctl_cmd_metrics(const mcctl_args *a);
 int mcctl_cmd_invalidate(const mcctl_args *a, const mcctl_keys *keys);
-/* invalidate with --redis: publish on the stream instead of asking a host. */
+/* invalidate with --redis: publish on the stream instead of asking a host; then say how many
+ * live hosts read that stream (a warning on stderr when none does). */
 int mcctl_cmd_invalidate_redis(const mcctl_args *a, const mcctl_keys *keys);
+/* hosts --redis: the live hosts reading the stream, from their announcements. */
+int mcctl_cmd_hosts(const mcctl_args *a);
+
+/* Print s as a JSON string (quotes included). */
+void mcctl_print_json_string(const char *s);
 
 #endif

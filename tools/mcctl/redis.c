@@ -114,10 +114,131 @@ int mcctl_cmd_invalidate_redis(const mcctl_args *a, const mcctl_keys *keys)
     pthread_mutex_destroy(&q.lock);
     if (status != MCCTL_OK)
         return status;
-    if (a->all)
-        printf("invalidated all entries of %s on every host reading %s at %s\n", name, stream, a->redis);
+
+    /* Who will apply it: the hosts whose announcement beside this stream is alive. */
+    mc_bus_host *hosts = NULL;
+    size_t nhosts = 0;
+    long long elapsed = now_ms() - start;
+    unsigned left = elapsed < (long long)a->timeout_ms ? (unsigned)(a->timeout_ms - elapsed) : 1u;
+    mc_error herr = {0};
+    bool known = mc_bus_hosts_list(a->redis, stream, left, &hosts, &nhosts, &herr) == 0;
+    mc_bus_hosts_free(hosts);
+    if (!known)
+        mcctl_say("warning: published, but cannot tell which hosts read %s: %s", stream, herr.message);
+    else if (nhosts == 0)
+        mcctl_say("warning: no live host reads %s at %s, so nothing applied it; do the hosts use another stream "
+                  "(invalidation.redis.stream, --stream NAME)? `mcctl --redis %s hosts` lists the readers",
+                  stream, a->redis, a->redis);
+    if (a->json) {
+        printf("{\"published\": true, \"redis\": ");
+        mcctl_print_json_string(a->redis);
+        printf(", \"stream\": ");
+        mcctl_print_json_string(stream);
+        printf(", \"cache\": ");
+        mcctl_print_json_string(name);
+        if (a->all)
+            printf(", \"invalidated\": \"all\"");
+        else
+            printf(", \"invalidated\": %zu", keys->n);
+        if (known)
+            printf(", \"live_hosts\": %zu}\n", nhosts);
+        else
+            printf(", \"live_hosts\": null}\n");
+    } else {
+        char readers[96];
+        if (known)
+            snprintf(readers, sizeof readers, "%zu live host%s", nhosts, nhosts == 1 ? "" : "s");
+        else
+            snprintf(readers, sizeof readers, "every host");
+        if (a->all)
+            printf("invalidated all entries of %s on %s reading %s at %s\n", name, readers, stream, a->redis);
+        else
+            printf("invalidated %zu key%s of %s on %s reading %s at %s\n", keys->n, keys->n == 1 ? "" : "s", name,
+                   readers, stream, a->redis);
+    }
+    return fflush(stdout) == 0 ? MCCTL_OK : MCCTL_FAIL;
+}
+
+void mcctl_print_json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+/* "1.2s", "340ms", "5m" */
+static void human_ms(uint64_t ms, char *out, size_t cap)
+{
+    if (ms < 1000)
+        snprintf(out, cap, "%llums", (unsigned long long)ms);
+    else if (ms < 60000)
+        snprintf(out, cap, "%.1fs", (double)ms / 1000);
+    else if (ms < 3600000)
+        snprintf(out, cap, "%llum", (unsigned long long)(ms / 60000));
     else
-        printf("invalidated %zu key%s of %s on every host reading %s at %s\n", keys->n, keys->n == 1 ? "" : "s",
-               name, stream, a->redis);
+        snprintf(out, cap, "%lluh", (unsigned long long)(ms / 3600000));
+}
+
+int mcctl_cmd_hosts(const mcctl_args *a)
+{
+    const char *stream = a->stream ? a->stream : MCCTL_DEFAULT_STREAM;
+    mc_bus_host *h = NULL;
+    size_t n = 0;
+    mc_error err = {0};
+    int rc = mc_bus_hosts_list(a->redis, stream, a->timeout_ms, &h, &n, &err);
+    if (rc != 0) {
+        mcctl_say("cannot list the hosts reading %s: %s%s", stream, err.message[0] ? err.message : mc_strerror(rc),
+                  rc == MC_EIO ? "; is redis-server running there? (--redis HOST:PORT names it)" : "");
+        return rc == MC_EIO ? MCCTL_UNREACHABLE : MCCTL_FAIL;
+    }
+    if (a->json) {
+        printf("{\"redis\": ");
+        mcctl_print_json_string(a->redis);
+        printf(", \"stream\": ");
+        mcctl_print_json_string(stream);
+        printf(", \"hosts\": [");
+        for (size_t i = 0; i < n; i++) {
+            printf("%s{\"instance\": ", i ? ", " : "");
+            mcctl_print_json_string(h[i].instance);
+            printf(", \"last_id\": ");
+            mcctl_print_json_string(h[i].last_id);
+            printf(", \"lag_entries\": %llu, \"lag_ms\": %llu, \"last_seen_ms\": %llu, \"age_ms\": %llu, "
+                   "\"started_ms\": %llu, \"link_up\": %s, \"hostname\": ",
+                   (unsigned long long)h[i].lag_entries, (unsigned long long)h[i].lag_ms,
+                   (unsigned long long)h[i].last_seen_ms, (unsigned long long)h[i].age_ms,
+                   (unsigned long long)h[i].started_ms, h[i].link_up ? "true" : "false");
+            mcctl_print_json_string(h[i].hostname);
+            printf(", \"pid\": %ld, \"version\": ", h[i].pid);
+            mcctl_print_json_string(h[i].version);
+            printf("}");
+        }
+        printf("]}\n");
+    } else {
+        int w = 8;
+        for (size_t i = 0; i < n; i++)
+            if ((int)strlen(h[i].instance) > w)
+                w = (int)strlen(h[i].instance);
+        printf("%-*s  %-22s %7s %7s %7s  %-4s  %s\n", w, "INSTANCE", "LAST ID", "LAG", "BEHIND", "SEEN", "LINK",
+               "HOST, PID, VERSION");
+        for (size_t i = 0; i < n; i++) {
+            char behind[16], seen[16];
+            human_ms(h[i].lag_ms, behind, sizeof behind);
+            human_ms(h[i].age_ms, seen, sizeof seen);
+            printf("%-*s  %-22s %7llu %7s %7s  %-4s  %s, %ld, %s\n", w, h[i].instance, h[i].last_id,
+                   (unsigned long long)h[i].lag_entries, behind, seen, h[i].link_up ? "up" : "down", h[i].hostname,
+                   h[i].pid, h[i].version);
+        }
+        if (n == 0)
+            mcctl_say("no live host reads %s at %s", stream, a->redis);
+    }
+    mc_bus_hosts_free(h);
     return fflush(stdout) == 0 ? MCCTL_OK : MCCTL_FAIL;
 }

@@ -3,18 +3,35 @@
 #include <modcache.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
+/* Every line the host, its modules and its bus log: server.log_level / --log-level and
+ * server.log_format (modcache/log.h). */
+static mc_logger logger;
+
+static void hlog(mc_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void hlog(mc_log_level level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mc_logger_write(&logger, level, "host", msg);
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: mchost -c FILE [--check]\n"
+    fprintf(f, "usage: mchost -c FILE [--check] [--log-level LEVEL]\n"
                "\n"
                "Loads the configuration FILE and its modules, then serves HTTP until SIGINT or SIGTERM.\n"
                "  -c, --config FILE  the host's YAML configuration\n"
                "  --check            validate the configuration and load the modules, then exit\n"
+               "  --log-level LEVEL  debug, info, warn or error (default: server.log_level, else info)\n"
                "  --version          print the version\n"
                "  --help             this text\n"
                "SIGHUP re-reads the caches: block and applies its cache factors.\n"
@@ -55,14 +72,14 @@ static void raise_nofile(unsigned max_connections)
     if (rl.rlim_cur > cur && setrlimit(RLIMIT_NOFILE, &rl) != 0)
         rl.rlim_cur = cur;
     if (rl.rlim_cur < want)
-        fprintf(stderr,
-                "warn [host] open-files limit %llu (hard limit %llu) is below the %llu that server.max_connections %u "
-                "needs: raise the hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit)\n",
-                (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, (unsigned long long)want,
-                max_connections);
+        hlog(MC_LOG_WARN,
+             "open-files limit %llu (hard limit %llu) is below the %llu that server.max_connections %u "
+             "needs: raise the hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit)",
+             (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, (unsigned long long)want,
+             max_connections);
     else if (rl.rlim_cur > cur)
-        fprintf(stderr, "info [host] open-files limit raised from %llu to %llu\n", (unsigned long long)cur,
-                (unsigned long long)rl.rlim_cur);
+        hlog(MC_LOG_INFO, "open-files limit raised from %llu to %llu", (unsigned long long)cur,
+             (unsigned long long)rl.rlim_cur);
 }
 
 /* SIGHUP: the caches: block's factors again (global, then each named one). */
@@ -72,7 +89,7 @@ static void reload_factors(const char *path, mc_registry *reg)
     mc_config *doc = NULL;
     mc_host_config hc;
     if (mc_config_load_file(path, &doc, &err) != 0 || mc_host_config_read(doc, &hc, &err) != 0) {
-        fprintf(stderr, "mchost: reload refused, keeping the running configuration: %s\n", err.message);
+        hlog(MC_LOG_ERROR, "reload refused, keeping the running configuration: %s", err.message);
         if (doc)
             mc_config_free(doc);
         return;
@@ -80,20 +97,27 @@ static void reload_factors(const char *path, mc_registry *reg)
     /* As at start: MODCACHE_CACHE_FACTOR[_<NAME>] in the environment still win over the file. */
     int rc = mc_registry_reload_factors(reg, &hc.caches);
     if (rc != 0)
-        fprintf(stderr, "mchost: reload refused, keeping the running factors: %s\n", mc_strerror(rc));
+        hlog(MC_LOG_ERROR, "reload refused, keeping the running factors: %s", mc_strerror(rc));
     else
-        fprintf(stderr, "info [host] cache factors reloaded from %s\n", path);
+        hlog(MC_LOG_INFO, "cache factors reloaded from %s", path);
     free(hc.factors);
     mc_config_free(doc);
 }
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
+    const char *path = NULL, *level_arg = NULL;
     int check = 0;
+    mc_logger_init(&logger);
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
             path = argv[++i];
+        } else if (!strcmp(argv[i], "--log-level") && i + 1 < argc) {
+            level_arg = argv[++i];
+            if (mc_log_level_parse(level_arg, &logger.min_level) != 0) {
+                fprintf(stderr, "mchost: --log-level %s: expected debug, info, warn or error\n", level_arg);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--check")) {
             check = 1;
         } else if (!strcmp(argv[i], "--help")) {
@@ -127,6 +151,9 @@ int main(int argc, char **argv)
         mc_config_free(doc);
         return fail(&err);
     }
+    logger.format = hc.log_format;
+    if (!level_arg) /* the command line wins over the file */
+        logger.min_level = hc.log_level;
     mc_registry *reg = NULL;
     int rc = mc_registry_create(&hc.caches, &reg);
     free(hc.factors);
@@ -149,6 +176,9 @@ int main(int argc, char **argv)
         bo.maxlen = hc.redis_maxlen;
         bo.instance = hc.instance_name;
         bo.registry = reg;
+        bo.announce_interval_ms = (unsigned)(hc.redis_announce_interval_ns / 1000000);
+        bo.log = mc_logger_bus_fn;
+        bo.log_ud = &logger;
         bo.queue_limit = hc.redis_queue_limit;
         bo.backoff_min_ms = (unsigned)(hc.redis_reconnect_min_ns / 1000000);
         bo.backoff_max_ms = (unsigned)(hc.redis_reconnect_max_ns / 1000000);
@@ -156,13 +186,15 @@ int main(int argc, char **argv)
             status = fail(&err);
             goto out;
         }
-        fprintf(stderr, "info [host] invalidation bus: redis %s, stream %s, instance %s\n", hc.redis_address,
-                hc.redis_stream, hc.instance_name);
+        hlog(MC_LOG_INFO, "invalidation bus: redis %s, stream %s, instance %s", hc.redis_address, hc.redis_stream,
+             hc.instance_name);
     }
     mc_host_options ho;
     mc_host_options_init(&ho);
     ho.registry = reg;
     ho.bus = bus;
+    ho.log = mc_logger_host_fn;
+    ho.log_ud = &logger;
     if ((rc = mc_host_create(&ho, &host)) != 0) {
         err.code = rc;
         snprintf(err.message, sizeof err.message, "%s", mc_strerror(rc));
@@ -210,7 +242,7 @@ int main(int argc, char **argv)
             reload_factors(path, reg);
             continue;
         }
-        fprintf(stderr, "info [host] %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        hlog(MC_LOG_INFO, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
         break;
     }
 out:

@@ -1,0 +1,14 @@
+/* The memoized-function layer's narrow internal interface for the host layer: the one call the
+ * host needs beyond modcache/cached.h. The only header of lib/cached/ the host layer sees. */
+#ifndef MC_CACHED_HOST_H
+#define MC_CACHED_HOST_H
+
+#include "core/internal_api.h"
+#include "modcache/cached.h"
+
+/* Unregister fn if it is still registered, without reading fn unless it is found there: a
+ * module may have destroyed a function it registered (which unregisters it) before the host
+ * cleans up after it. */
+MC_INTERNAL void mc__registry_forget(mc_registry *reg, const mc_cached *fn);
+
+#endif

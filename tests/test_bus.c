@@ -224,7 +224,7 @@ static void test_roundtrip(void **state)
     uint64_t ignored = stats(&b).ignored;
     assert_int_equal(mc_bus_publish_all(a.bus, "no.such.function"), 0);
     char out[256];
-    redis_cmd(out, sizeof out, (const char *[]){"XADD", "s.roundtrip", "*", "v", "2", "cache", FN_NAME, "op", "all", NULL});
+    redis_cmd(out, sizeof out, (const char *[]){"XADD", "s.roundtrip", "*", "v", "3", "cache", FN_NAME, "op", "all", NULL});
     redis_cmd(out, sizeof out, (const char *[]){"XADD", "s.roundtrip", "*", "v", "1", "cache", FN_NAME, NULL});
     redis_cmd(out, sizeof out, (const char *[]){"XADD", "s.roundtrip", "*", "v", "1", "cache", FN_NAME, "op", "keys", "keys", "[1", NULL});
     assert_true(WAIT_UNTIL(stats(&b).ignored == ignored + 4, WAIT_MS));
@@ -644,6 +644,146 @@ static void test_three_hosts(void **state)
         host_stop(&h[i]);
 }
 
+static bool field_cached(host *h, const char *user, const char *field)
+{
+    char path[256], body[256];
+    snprintf(path, sizeof path, "/_modcache/client/bus/v1/fcached/%s/%s", user, field);
+    return mct_http(h->port, "GET", path, NULL, NULL, body, sizeof body) == 200 && strstr(body, "true");
+}
+
+static void field_load(host *h, const char *user, const char *field)
+{
+    char path[256], body[256];
+    snprintf(path, sizeof path, "/_modcache/client/bus/v1/field/%s/%s", user, field);
+    assert_int_equal(mct_http(h->port, "GET", path, NULL, NULL, body, sizeof body), 200);
+    assert_true(field_cached(h, user, field));
+}
+
+/* Every (user, field) entry of both hosts loaded; returns nothing. */
+static void fields_load_all(host *h, int n)
+{
+    for (int i = 0; i < n; i++) {
+        field_load(&h[i], "u1", "name");
+        field_load(&h[i], "u1", "mail");
+        field_load(&h[i], "u2", "name");
+    }
+}
+
+static int run_mcctl(const char *const *argv, char *out, size_t cap)
+{
+    return mct_run(argv, NULL, out, cap);
+}
+
+/* A tree function (user, field) on two hosts: a one-field tuple drops the user's subtree on
+ * both, through the module API, the admin API, mcctl over HTTP and mcctl over Redis; tuples of
+ * the wrong length are refused on each path and nothing is applied or sent. */
+static void test_partial_keys_two_hosts(void **state)
+{
+    (void)state;
+    host h[2];
+    for (int i = 0; i < 2; i++)
+        host_start(&h[i], i + 1, redis.port, 10000);
+    for (int i = 0; i < 2; i++)
+        assert_true(WAIT_UNTIL(host_metric(&h[i], "modcache_bus_link_up") == 1, WAIT_MS));
+    data_write("u1.name", "Ann");
+    data_write("u1.mail", "ann@x");
+    data_write("u2.name", "Bob");
+    char body[1024], out[4096], addr[64], url[64];
+    const char *auth = "Authorization: Bearer tok-for-the-bus-tests\r\n";
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", redis.port);
+
+    /* Module API: invalidate_cache(field, ("u1",)). */
+    fields_load_all(h, 2);
+    assert_int_equal(mct_http(h[0].port, "POST", "/_modcache/client/bus/v1/finvalidate/u1", NULL, NULL, body, sizeof body), 200);
+    assert_non_null(strstr(body, "MC_OK"));
+    assert_false(field_cached(&h[0], "u1", "name"));
+    assert_false(field_cached(&h[0], "u1", "mail"));
+    assert_true(field_cached(&h[0], "u2", "name"));
+    assert_true(WAIT_UNTIL(!field_cached(&h[1], "u1", "name") && !field_cached(&h[1], "u1", "mail"), WAIT_MS));
+    assert_true(field_cached(&h[1], "u2", "name"));
+    /* The entry says it carries a subtree (format version 2). */
+    redis_cmd(out, sizeof out, (const char *[]){"XREVRANGE", "hosts", "+", "-", "COUNT", "1", NULL});
+    assert_non_null(strstr(out, "v\n2\n"));
+    assert_non_null(strstr(out, "cache\nmod_bus.field\nop\nkeys\nkeys\n[[\"u1\"]]\n"));
+
+    /* Admin API on the second host: the answer counts what it removed there. */
+    fields_load_all(h, 2);
+    assert_int_equal(mct_http(h[1].port, "POST", "/_modcache/admin/v1/caches/mod_bus.field/invalidate", auth,
+                              "{\"keys\": [[\"u2\"], [\"u1\", \"mail\"]]}", body, sizeof body),
+                     200);
+    assert_string_equal(body, "{\"invalidated\": 2, \"removed\": 2, \"published\": true}");
+    assert_true(WAIT_UNTIL(!field_cached(&h[0], "u2", "name") && !field_cached(&h[0], "u1", "mail"), WAIT_MS));
+    assert_true(field_cached(&h[0], "u1", "name"));
+    assert_true(field_cached(&h[1], "u1", "name"));
+
+    /* mcctl through the first host's admin API. */
+    fields_load_all(h, 2);
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", h[0].port);
+    char tok[320];
+    snprintf(tok, sizeof tok, "%s/token", dir);
+    int rc = run_mcctl((const char *[]){MCCTL, "--url", url, "--token-file", tok, "invalidate", "mod_bus.field",
+                                        "[\"u1\"]", NULL},
+                       out, sizeof out);
+    if (rc != 0)
+        fail_msg("mcctl: %d\n%s", rc, out);
+    assert_non_null(strstr(out, "invalidated 1 key of mod_bus.field at "));
+    assert_non_null(strstr(out, "(2 entries removed there), which published it"));
+    assert_true(WAIT_UNTIL(!field_cached(&h[1], "u1", "name") && !field_cached(&h[1], "u1", "mail"), WAIT_MS));
+    assert_true(field_cached(&h[1], "u2", "name"));
+
+    /* mcctl straight onto the stream: every host drops the subtree. */
+    fields_load_all(h, 2);
+    rc = run_mcctl((const char *[]){MCCTL, "--redis", addr, "--stream", "hosts", "invalidate", "mod_bus.field",
+                                    "[\"u2\"]", NULL},
+                   out, sizeof out);
+    if (rc != 0)
+        fail_msg("mcctl --redis: %d\n%s", rc, out);
+    for (int i = 0; i < 2; i++) {
+        assert_true(WAIT_UNTIL(!field_cached(&h[i], "u2", "name"), WAIT_MS));
+        assert_true(field_cached(&h[i], "u1", "name"));
+    }
+
+    /* Wrong lengths, on every path: refused, nothing applied, nothing sent. */
+    fields_load_all(h, 2);
+    uint64_t sent0 = host_metric(&h[0], "modcache_bus_sent_total"), sent1 = host_metric(&h[1], "modcache_bus_sent_total");
+    assert_int_equal(mct_http(h[0].port, "POST", "/_modcache/client/bus/v1/finvalidate/u1/name/x", NULL, NULL, body,
+                              sizeof body),
+                     200);
+    assert_non_null(strstr(body, "MC_EINVAL"));
+    assert_int_equal(mct_http(h[1].port, "POST", "/_modcache/admin/v1/caches/mod_bus.field/invalidate", auth,
+                              "{\"keys\": [[\"u1\"], [\"u1\", \"name\", \"x\"]]}", body, sizeof body),
+                     400);
+    assert_string_equal(body, "{\"error\": \"key 1 has 3 fields; mod_bus.field takes 2 (or fewer, for a subtree)\"}");
+    assert_int_equal(mct_http(h[1].port, "POST", "/_modcache/admin/v1/caches/mod_bus.read/invalidate", auth,
+                              "{\"keys\": [[\"u1\", \"name\"]]}", body, sizeof body),
+                     400); /* not a tree: a longer tuple is refused too */
+    assert_non_null(strstr(body, "key 0 has 2 fields; mod_bus.read takes 1\""));
+    rc = run_mcctl((const char *[]){MCCTL, "--url", url, "--token-file", tok, "invalidate", "mod_bus.field",
+                                    "[\"u1\", \"name\", \"x\"]", NULL},
+                   out, sizeof out);
+    assert_int_equal(rc, 3);
+    assert_non_null(strstr(out, "refused KEY 1 of mod_bus.field: it has 3 fields"));
+    uint64_t ign0 = host_metric(&h[0], "modcache_bus_ignored_total"), ign1 = host_metric(&h[1], "modcache_bus_ignored_total");
+    rc = run_mcctl((const char *[]){MCCTL, "--redis", addr, "--stream", "hosts", "invalidate", "mod_bus.field",
+                                    "[\"u1\", \"name\", \"x\"]", NULL},
+                   out, sizeof out);
+    assert_int_equal(rc, 0); /* written: only the hosts know the key length */
+    assert_true(WAIT_UNTIL(host_metric(&h[0], "modcache_bus_ignored_total") == ign0 + 1 &&
+                               host_metric(&h[1], "modcache_bus_ignored_total") == ign1 + 1,
+                           WAIT_MS));
+    for (int i = 0; i < 2; i++) {
+        assert_true(field_cached(&h[i], "u1", "name"));
+        assert_true(field_cached(&h[i], "u1", "mail"));
+        assert_true(field_cached(&h[i], "u2", "name"));
+    }
+    assert_int_equal(host_metric(&h[0], "modcache_bus_sent_total"), sent0);
+    assert_int_equal(host_metric(&h[1], "modcache_bus_sent_total"), sent1);
+    /* The module's refused call is in its host's log. */
+    assert_true(mct_wait_for(&h[0].proc, 0, "invalidation of mod_bus.field refused: key 0 has 3 fields", WAIT_MS));
+    for (int i = 0; i < 2; i++)
+        host_stop(&h[i]);
+}
+
 /* Redis stopped while invalidations happen, then restarted with its data (catch-up), and then
  * without it (full flush): afterwards no host serves a value invalidated during the outage. */
 static void test_hosts_through_redis_restarts(void **state)
@@ -886,6 +1026,7 @@ int main(void)
     };
     const struct CMUnitTest hosts[] = {
         cmocka_unit_test(test_three_hosts),
+        cmocka_unit_test(test_partial_keys_two_hosts),
         cmocka_unit_test(test_hosts_through_redis_restarts),
         cmocka_unit_test(test_stalled_host_trimmed_past),
         cmocka_unit_test(test_late_host),

@@ -2,7 +2,11 @@
  * reading the same Redis stream, and are applied there to the registry's functions by name.
  *
  * Messages are stream entries (XADD with an approximate MAXLEN) with the fields
- *   v        "1" (the format version; entries with another version are ignored)
+ *   v        "1", or "2" when a key is a subtree (shorter than the function's keys, on a tree
+ *            function); readers apply both alike, judging each tuple by its length against
+ *            their function (a tuple of the wrong length is refused, counted as ignored and
+ *            logged); "2" keeps readers older than subtrees from taking a prefix for a key.
+ *            Entries of other versions are ignored.
  *   instance the sender's configured instance name (for people reading the stream)
  *   sender   a random identifier of one running bus (readers skip their own entries)
  *   cache    the registered function's name
@@ -50,7 +54,10 @@ typedef struct mc_bus_options {
     const char *stream;        /* stream key (default "modcache:invalidations") */
     uint64_t maxlen;           /* approximate MAXLEN of every XADD (default 100000; 0: no trim) */
     const char *instance;      /* instance name written with each message (default "modcache") */
-    /* Where received invalidations are applied. NULL: publish only (no reader thread). */
+    /* Where received invalidations are applied (mc_registry_apply, as remote ones), and whose
+     * invalidations are sent: the bus subscribes to it (mc_registry_subscribe) until
+     * mc_bus_stop, so everything applied through the registry here reaches the stream.
+     * NULL: publish only (no reader thread). */
     mc_registry *registry;
     size_t queue_limit;        /* messages waiting while Redis is away (default 10000) */
     unsigned backoff_min_ms;   /* first reconnect delay (default 100) */
@@ -74,9 +81,11 @@ MC_API int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
 MC_API void mc_bus_stop(mc_bus *bus);
 
 /* Queue an invalidation of `nkeys` keys of the function named `cache`, each key in JSON tuple
- * form (checked here: MC_EPARSE with err naming the key). Nothing is applied locally: callers
- * invalidate their own process themselves (the host does both). Returns 0, MC_EINVAL,
- * MC_EPARSE, MC_ENOMEM. */
+ * form (checked here: MC_EPARSE with err naming the key), written as format version 1 (the
+ * bus cannot know the key length: readers judge each tuple). Nothing is applied locally:
+ * these are for publishers without the function (mcctl --redis); a process with the
+ * function applies through its registry, which hands the invalidation to the bus. Returns 0,
+ * MC_EINVAL, MC_EPARSE, MC_ENOMEM. */
 MC_API int mc_bus_publish_keys(mc_bus *bus, const char *cache, const char *const *json_keys,
                                size_t nkeys, mc_error *err);
 /* The same for an encoded key tuple (mc_key_encode). */
@@ -95,7 +104,8 @@ typedef struct mc_bus_stats {
     uint64_t received;     /* entries read from the stream from other senders */
     uint64_t own;          /* entries read back that this bus sent (skipped) */
     uint64_t applied;      /* received entries applied to a registered function */
-    uint64_t ignored;      /* received entries for unknown names, or malformed */
+    uint64_t ignored;      /* received entries for unknown names, malformed, or refused (a key of
+                            * the wrong length for the function; logged) */
     uint64_t catchups;     /* reconnects that resumed after the last applied id */
     uint64_t full_flushes; /* times every registered function was invalidated */
     uint64_t collapsed;    /* times the outage queue was collapsed into "all" messages */

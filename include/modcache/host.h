@@ -26,10 +26,11 @@ typedef struct mc_host_options {
     void *log_ud;
     /* Registry for the modules' cached functions; NULL creates one with default config. */
     mc_registry *registry;
-    /* Invalidation bus (modcache/bus.h), borrowed: invalidate_cache and admin invalidations are
-     * published on it after being applied here. NULL: invalidations stay in this process. The
-     * bus must outlive the host (stop it after mc_host_destroy, so that modules' fini can still
-     * invalidate), and its registry should be this host's. */
+    /* Invalidation bus (modcache/bus.h), borrowed, started with this host's registry: the bus
+     * subscribes to the registry, so invalidate_cache and admin invalidations reach it once
+     * applied here; the host reads it for /metrics. NULL: invalidations stay in this process.
+     * The bus must outlive the host (stop it after mc_host_destroy, so that modules' fini can
+     * still invalidate). */
     struct mc_bus *bus;
 } mc_host_options;
 
@@ -44,13 +45,18 @@ MC_API void mc_host_destroy(mc_host *host);
 /* Load one module from a shared object path: checks the descriptor's ABI version, then
  * parse_config(config), then init. `config` may be NULL (the module sees a null scalar);
  * `where` names the entry in errors (e.g. the config node of the `module:` key; NULL: none).
- * Returns 0; MC_EIO (cannot load, no descriptor), MC_ENOTSUP (ABI version), or the module's
- * parse_config / init error, with err naming the path. */
+ * Returns 0; MC_EIO (cannot load, no descriptor), MC_ENOTSUP (ABI version), MC_EEXIST (that
+ * shared object is loaded already), or the module's parse_config / init error, with err
+ * naming the path. */
 MC_API int mc_host_load_module(mc_host *host, const char *path, const mc_config_node *config,
                                const mc_config_node *where, mc_error *err);
 
 /* Load the `modules:` list of a config file: each entry a map {module: <path>, config: <any>}.
- * On any failure, the modules this call initialised are finalised in reverse order. */
+ * Every module is opened and its config parsed (parse_config) before any module's init runs,
+ * so a fault anywhere in the list stops start-up before any init has had effects. The same
+ * shared object listed twice (or already loaded) is refused with MC_EEXIST naming both config
+ * paths: it would share one handle and its static state. On any failure, the modules this
+ * call initialised are finalised in reverse order. */
 MC_API int mc_host_load_modules(mc_host *host, const mc_config_node *modules, mc_error *err);
 
 /* ---- callbacks by category ---- */

@@ -35,6 +35,7 @@ typedef struct {
     char *cache;
     char *keys;   /* JSON array of keys, or NULL for "all" */
     uint64_t seq; /* publish order, for mc_bus_flush; a collapsed message keeps the largest */
+    bool subtrees; /* some key is shorter than the function's: format version 2 */
 } mc__bmsg;
 
 struct mc_bus {
@@ -77,7 +78,7 @@ struct mc_bus {
     char last_id[48];
     /* Faults that repeat per message or per retry: logged when they start, as a count while
      * they last, and when they end (core/ratelog.h). */
-    mc__ratelog drops, send_errors, read_errors;
+    mc__ratelog drops, send_errors, read_errors, refusals;
 };
 
 /* At most one count line per interval for a repeating fault. */
@@ -249,6 +250,7 @@ static void mc__q_collapse(mc_bus *b)
         if (j == out) {
             free(m.keys);
             m.keys = NULL;
+            m.subtrees = false;
             *mc__q_at(b, out++) = m;
         }
     }
@@ -274,6 +276,7 @@ static int mc__q_push(mc_bus *b, mc__bmsg m, bool front)
         }
         free(m.keys);
         m.keys = NULL;
+        m.subtrees = false;
     }
     if (b->qlen == b->qcap) {
         size_t cap = b->qcap ? b->qcap * 2 : 64;
@@ -299,9 +302,9 @@ static int mc__q_push(mc_bus *b, mc__bmsg m, bool front)
     return 0;
 }
 
-static int mc__publish(mc_bus *b, const char *cache, char *keys)
+static int mc__publish(mc_bus *b, const char *cache, char *keys, bool subtrees)
 {
-    mc__bmsg m = {.cache = strdup(cache), .keys = keys};
+    mc__bmsg m = {.cache = strdup(cache), .keys = keys, .subtrees = subtrees};
     if (!m.cache) {
         free(keys);
         return MC_ENOMEM;
@@ -365,7 +368,7 @@ int mc_bus_publish_keys(mc_bus *b, const char *cache, const char *const *json_ke
     }
     out[len++] = ']';
     out[len] = 0;
-    return mc__publish(b, cache, out);
+    return mc__publish(b, cache, out, false);
 }
 
 int mc_bus_publish_args(mc_bus *b, const char *cache, const mc_arg *args, size_t nargs)
@@ -391,14 +394,69 @@ int mc_bus_publish_args(mc_bus *b, const char *cache, const mc_arg *args, size_t
         free(out);
         return rc;
     }
-    return mc__publish(b, cache, out);
+    return mc__publish(b, cache, out, false);
 }
 
 int mc_bus_publish_all(mc_bus *b, const char *cache)
 {
     if (!b || !cache || !*cache)
         return MC_EINVAL;
-    return mc__publish(b, cache, NULL);
+    return mc__publish(b, cache, NULL, false);
+}
+
+/* Encoded keys as the stream's JSON array ([["a",1],["b"]]), malloc'd, or NULL (MC_ENOMEM or
+ * malformed bytes: *rc says which). */
+static char *mc__keys_json(const mc_invalidation_key *keys, size_t n, int *rc)
+{
+    size_t cap = 64, len = 0;
+    char *out = malloc(cap);
+    *rc = out ? 0 : MC_ENOMEM;
+    if (out)
+        out[len++] = '[';
+    for (size_t i = 0; i < n && *rc == 0; i++) {
+        size_t jlen = 0;
+        for (;;) {
+            *rc = mc_key_to_json(keys[i].key, keys[i].len, out + len + (i > 0), cap - len - (i > 0) - 1, &jlen);
+            if (*rc != MC_ERANGE)
+                break;
+            size_t ncap = (len + jlen + 4) * 2;
+            char *o = realloc(out, ncap);
+            if (!o) {
+                *rc = MC_ENOMEM;
+                break;
+            }
+            out = o;
+            cap = ncap;
+        }
+        if (*rc == 0) {
+            if (i > 0)
+                out[len] = ',';
+            len += jlen + (i > 0);
+        }
+    }
+    if (*rc != 0) {
+        free(out);
+        return NULL;
+    }
+    out[len++] = ']';
+    out[len] = 0;
+    return out;
+}
+
+/* The registry's subscriber: every invalidation applied in this process (not those this
+ * reader received) goes on the stream. Runs on the applying thread: a queue append. */
+static int mc__on_invalidation(void *ud, const mc_invalidation *inv, const mc_invalidation_result *res)
+{
+    mc_bus *b = ud;
+    if (inv->origin != MC_INVALIDATION_LOCAL || !inv->name || !*inv->name)
+        return 0;
+    if (inv->all)
+        return mc__publish(b, inv->name, NULL, false);
+    if (inv->nkeys == 0)
+        return 0;
+    int rc;
+    char *keys = mc__keys_json(inv->keys, inv->nkeys, &rc);
+    return keys ? mc__publish(b, inv->name, keys, res && res->prefixes > 0) : rc;
 }
 
 /* Lowest sequence number not yet written (queue and in-flight batch), or UINT64_MAX. */
@@ -469,7 +527,7 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
         }
         argv[argc++] = "*";
         argv[argc++] = "v";
-        argv[argc++] = "1";
+        argv[argc++] = m->subtrees ? "2" : "1";
         argv[argc++] = "instance";
         argv[argc++] = b->instance;
         argv[argc++] = "sender";
@@ -715,7 +773,10 @@ static const redisReply *mc__field(const redisReply *fields, const char *name)
     return NULL;
 }
 
-/* Apply one entry's fields. */
+/* Apply one entry's fields: the bus reader's edge, JSON keys to one invalidation, applied
+ * through the registry as a remote one (so that this bus does not send it again). Versions 1
+ * and 2 are read alike (a tuple's length says whether it is a key or a subtree); version 2 only
+ * keeps readers that predate subtrees from taking a prefix for a key. */
 static void mc__apply(mc_bus *b, const redisReply *fields)
 {
     const redisReply *v = mc__field(fields, "v"), *sender = mc__field(fields, "sender"),
@@ -725,34 +786,58 @@ static void mc__apply(mc_bus *b, const redisReply *fields)
         return;
     }
     atomic_fetch_add(&b->received, 1);
-    if (!v || strcmp(v->str, "1") != 0 || !cache || !op) {
+    if (!v || (strcmp(v->str, "1") != 0 && strcmp(v->str, "2") != 0) || !cache || !op) {
         atomic_fetch_add(&b->ignored, 1);
         return;
     }
     mc_error err = {0};
+    mc_invalidation inv = {.name = cache->str, .origin = MC_INVALIDATION_REMOTE};
     int rc;
     if (!strcmp(op->str, "all")) {
-        rc = mc_registry_invalidate(b->reg, cache->str, NULL, 0, &err);
+        inv.all = true;
+        rc = mc_registry_apply(b->reg, NULL, &inv, NULL, &err);
     } else if (!strcmp(op->str, "keys")) {
         const redisReply *keys = mc__field(fields, "keys");
         if (!keys) {
             atomic_fetch_add(&b->ignored, 1);
             return;
         }
-        /* NUL-terminated keys for the registry (which guards against unregistering). */
         mc__keylist kl;
         rc = mc__keylist_split(keys->str, keys->len, &kl, NULL);
+        bool split = rc == 0; /* otherwise kl holds nothing */
+        mc_invalidation_key *ks = NULL;
+        unsigned char *enc = NULL;
+        if (rc == 0 && kl.n) {
+            ks = calloc(kl.n, sizeof *ks);
+            enc = malloc(kl.n * (size_t)MC__BUS_KEY_MAX);
+            if (!ks || !enc)
+                rc = MC_ENOMEM;
+            for (size_t i = 0; i < kl.n && rc == 0; i++) {
+                ks[i].key = enc + i * (size_t)MC__BUS_KEY_MAX;
+                rc = mc_key_from_json(kl.keys[i], strlen(kl.keys[i]), enc + i * (size_t)MC__BUS_KEY_MAX,
+                                      MC__BUS_KEY_MAX, &ks[i].len, NULL);
+                if (rc == MC_ERANGE || rc == MC_E2BIG)
+                    rc = MC_EPARSE;
+            }
+        }
         if (rc == MC_ENOMEM) {
             /* Cannot apply precisely: apply broadly rather than lose the invalidation. */
-            rc = mc_registry_invalidate(b->reg, cache->str, NULL, 0, &err);
+            inv.all = true;
+            rc = mc_registry_apply(b->reg, NULL, &inv, NULL, &err);
         } else if (rc != 0 || kl.n == 0) {
-            mc__keylist_free(&kl);
-            atomic_fetch_add(&b->ignored, 1);
-            return;
+            rc = MC_EPARSE;
         } else {
-            rc = mc_registry_invalidate(b->reg, cache->str, kl.keys, kl.n, &err);
-            mc__keylist_free(&kl);
+            inv.keys = ks;
+            inv.nkeys = kl.n;
+            rc = mc_registry_apply(b->reg, NULL, &inv, NULL, &err);
+            if (rc == MC_EINVAL)
+                mc__bus_log_repeating(b, &b->refusals, 2, "invalidations refused", "invalidation of %s from %s refused: %s",
+                                      cache->str, sender ? sender->str : "?", err.message);
         }
+        free(ks);
+        free(enc);
+        if (split)
+            mc__keylist_free(&kl);
     } else {
         atomic_fetch_add(&b->ignored, 1);
         return;
@@ -921,6 +1006,7 @@ static void mc__bus_free(mc_bus *b)
     mc__ratelog_destroy(&b->drops);
     mc__ratelog_destroy(&b->send_errors);
     mc__ratelog_destroy(&b->read_errors);
+    mc__ratelog_destroy(&b->refusals);
     free(b);
 }
 
@@ -976,6 +1062,7 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     mc__ratelog_init(&b->drops);
     mc__ratelog_init(&b->send_errors);
     mc__ratelog_init(&b->read_errors);
+    mc__ratelog_init(&b->refusals);
     b->host = strdup(rhost);
     b->port = (int)port;
     b->stream = strdup(o.stream);
@@ -1005,7 +1092,13 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
         snprintf(b->sender + 2 * i, 3, "%02x", rnd[i]);
 
     b->has_reader = b->reg != NULL; /* read by the sender: set before any thread starts */
+    if (b->reg && mc_registry_subscribe(b->reg, mc__on_invalidation, b) != 0) {
+        mc__bus_free(b);
+        return MC_ENOMEM;
+    }
     if (pthread_create(&b->sender_thr, NULL, mc__sender_main, b) != 0) {
+        if (b->reg)
+            mc_registry_unsubscribe(b->reg, mc__on_invalidation, b);
         mc__bus_free(b);
         return mc__error_set(err, MC_EIO, "cannot start the bus sender thread");
     }
@@ -1016,6 +1109,7 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
             pthread_cond_broadcast(&b->wake);
             pthread_mutex_unlock(&b->lock);
             pthread_join(b->sender_thr, NULL);
+            mc_registry_unsubscribe(b->reg, mc__on_invalidation, b);
             mc__bus_free(b);
             return mc__error_set(err, MC_EIO, "cannot start the bus reader thread");
         }
@@ -1028,7 +1122,10 @@ void mc_bus_stop(mc_bus *b)
 {
     if (!b)
         return;
-    /* Give queued messages their chance first, then stop both threads. */
+    /* No more invalidations are taken (this waits for a subscriber call in progress); queued
+     * messages get their chance, then both threads stop. */
+    if (b->reg)
+        mc_registry_unsubscribe(b->reg, mc__on_invalidation, b);
     mc_bus_flush(b, b->timeout_ms);
     pthread_mutex_lock(&b->lock);
     b->stopping = true;
@@ -1045,6 +1142,7 @@ void mc_bus_stop(mc_bus *b)
     mc__bus_log_ended(b, &b->drops, "dropping invalidations refused by Redis");
     mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
     mc__bus_log_ended(b, &b->read_errors, "stream read errors");
+    mc__bus_log_ended(b, &b->refusals, "invalidations refused");
     mc__bus_free(b);
 }
 

@@ -9,6 +9,7 @@
 
 #include "cache/cache_internal.h"
 #include "core/alloc.h"
+#include "core/error.h"
 
 void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
 
@@ -933,6 +934,81 @@ static int mc__invalidate_key(mc_cached *fn, const unsigned char *key, size_t kl
     return mc_cache_remove(fn->cache, key, klen);
 }
 
+static size_t mc__invalidate_prefix(mc_cached *fn, const void *prefix, size_t plen)
+{
+    size_t removed = 0;
+    mc__mark_inflight(fn, prefix, plen, false);
+    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
+    mc_cache_remove_prefix(fn->cache, prefix, plen, &removed);
+    return removed;
+}
+
+static size_t mc__invalidate_everything(mc_cached *fn)
+{
+    size_t removed = 0;
+    mc__mark_inflight(fn, NULL, 0, true);
+    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
+    /* The empty prefix matches every key: a clear that counts what it removed. */
+    mc_cache_remove_prefix(fn->cache, NULL, 0, &removed);
+    return removed;
+}
+
+/* How one tuple of `fields` fields applies to fn: 0 one key, 1 a subtree, or MC_EINVAL with
+ * err saying why (index i in messages). */
+static int mc__tuple_kind(const mc_cached *fn, int fields, size_t i, mc_error *err)
+{
+    if (fields < 0)
+        return mc__error_set(err, MC_EINVAL, "key %zu: malformed key bytes", i);
+    size_t n = (size_t)fields;
+    if (n == 0)
+        return mc__error_set(err, MC_EINVAL, "key %zu is empty; %s%s", i, fn->name[0] ? fn->name : "the function",
+                             fn->key_len ? " takes keys of that many fields" : " needs at least one field");
+    if (fn->key_len == 0)
+        return fn->tree ? 1 : 0;
+    if (n == fn->key_len)
+        return 0;
+    if (n < fn->key_len && fn->tree)
+        return 1;
+    return mc__error_set(err, MC_EINVAL, "key %zu has %zu field%s; %s takes %zu%s", i, n, n == 1 ? "" : "s",
+                         fn->name[0] ? fn->name : "the function", fn->key_len,
+                         fn->tree ? " (or fewer, for a subtree)" : "");
+}
+
+int mc_cached_apply(mc_cached *fn, const mc_invalidation *inv, mc_invalidation_result *res, mc_error *err)
+{
+    mc_invalidation_result local;
+    if (!res)
+        res = &local;
+    memset(res, 0, sizeof *res);
+    if (!fn || !inv || (!inv->all && inv->nkeys && !inv->keys))
+        return MC_EINVAL;
+    if (inv->all) {
+        res->removed = mc__invalidate_everything(fn);
+        return 0;
+    }
+    /* Every tuple is judged before anything is applied: a refusal changes nothing. */
+    for (size_t i = 0; i < inv->nkeys; i++) {
+        const mc_invalidation_key *k = &inv->keys[i];
+        int kind = (!k->key && k->len) || k->len > MC_KEY_MAX
+                       ? mc__error_set(err, MC_EINVAL, "key %zu: malformed key bytes", i)
+                       : mc__tuple_kind(fn, mc_key_count(k->key, k->len), i, err);
+        if (kind < 0) {
+            res->bad_key = i;
+            return kind;
+        }
+        if (kind == 1)
+            res->prefixes++;
+    }
+    for (size_t i = 0; i < inv->nkeys; i++) {
+        const mc_invalidation_key *k = &inv->keys[i];
+        if (mc__tuple_kind(fn, mc_key_count(k->key, k->len), i, NULL) == 1)
+            res->removed += mc__invalidate_prefix(fn, k->key, k->len);
+        else if (mc__invalidate_key(fn, k->key, k->len) == 0)
+            res->removed++;
+    }
+    return 0;
+}
+
 int mc_cached_invalidate(mc_cached *fn, const mc_arg *args, size_t nargs)
 {
     if (!fn || (!args && nargs))
@@ -942,7 +1018,13 @@ int mc_cached_invalidate(mc_cached *fn, const mc_arg *args, size_t nargs)
     int rc = mc__tuple_key(args, nargs, key, &klen);
     if (rc != 0)
         return rc;
-    return mc__invalidate_key(fn, key, klen);
+    mc_invalidation_key k = {key, klen};
+    mc_invalidation inv = {.keys = &k, .nkeys = 1};
+    mc_invalidation_result res;
+    rc = mc_cached_apply(fn, &inv, &res, NULL);
+    if (rc != 0)
+        return rc;
+    return res.removed ? 0 : MC_ENOENT;
 }
 
 int mc_cached_invalidate_json(mc_cached *fn, const char *json, size_t len, mc_error *err)
@@ -954,8 +1036,9 @@ int mc_cached_invalidate_json(mc_cached *fn, const char *json, size_t len, mc_er
     int rc = mc_key_from_json(json, len, key, sizeof key, &klen, err);
     if (rc != 0)
         return rc;
-    rc = mc__invalidate_key(fn, key, klen);
-    return rc == MC_ENOENT ? 0 : rc;
+    mc_invalidation_key k = {key, klen};
+    mc_invalidation inv = {.keys = &k, .nkeys = 1};
+    return mc_cached_apply(fn, &inv, NULL, err);
 }
 
 int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t nargs, size_t *removed)
@@ -971,19 +1054,22 @@ int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t nargs,
     int rc = mc__tuple_key(args, nargs, prefix, &plen);
     if (rc != 0)
         return rc;
-    mc__mark_inflight(fn, prefix, plen, false);
-    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
-    return mc_cache_remove_prefix(fn->cache, prefix, plen, removed);
+    size_t n = mc__invalidate_prefix(fn, prefix, plen);
+    if (removed)
+        *removed = n;
+    return 0;
 }
 
 void mc_cached_invalidate_all(mc_cached *fn)
 {
     if (!fn)
         return;
-    mc__mark_inflight(fn, NULL, 0, true);
-    atomic_fetch_add_explicit(&fn->invalidations, 1, memory_order_relaxed);
-    mc_cache_clear(fn->cache);
+    mc__invalidate_everything(fn);
 }
+
+size_t mc_cached_key_length(const mc_cached *fn) { return fn ? fn->key_len : 0; }
+
+bool mc_cached_is_tree(const mc_cached *fn) { return fn && fn->tree; }
 
 int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const void *value, size_t vlen)
 {
@@ -1135,6 +1221,16 @@ int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self
     fn->iterable = o->iterable;
     fn->keep_unread = o->keep_unread_entries;
     fn->base_max_entries = o->max_entries;
+    fn->key_len = o->num_args;
+    for (size_t i = 0; i < o->n_uncached_args && o->num_args; i++) {
+        bool dup = false; /* an index listed twice leaves one field out, not two */
+        for (size_t j = 0; j < i; j++)
+            dup |= o->uncached_args[j] == o->uncached_args[i];
+        if (!dup)
+            fn->key_len--;
+    }
+    pthread_mutex_init(&fn->reflock, NULL);
+    pthread_cond_init(&fn->refcond, NULL);
     if (o->n_uncached_args) {
         size_t n = o->num_args ? o->num_args : 64;
         for (size_t i = 0; i < n; i++)
@@ -1202,6 +1298,11 @@ void mc_cached_destroy(mc_cached *fn)
         return;
     if (fn->registry)
         mc_registry_remove(fn->registry, fn);
+    /* Unregistered, so no new reference can be taken: wait for the holders to let go. */
+    pthread_mutex_lock(&fn->reflock);
+    while (fn->refs)
+        pthread_cond_wait(&fn->refcond, &fn->reflock);
+    pthread_mutex_unlock(&fn->reflock);
     /* Loads still running for callers that timed out finish first: they store into the
      * cache and run its listener. */
     mc__join_runners(fn);
@@ -1223,6 +1324,8 @@ void mc_cached_destroy(mc_cached *fn)
         pthread_cond_destroy(&st->cond);
     }
     pthread_mutex_destroy(&fn->rlock);
+    pthread_mutex_destroy(&fn->reflock);
+    pthread_cond_destroy(&fn->refcond);
     pthread_mutex_destroy(&fn->tlock);
     pthread_cond_destroy(&fn->tcond);
     free(fn);

@@ -96,7 +96,13 @@ struct mc_cached {
     size_t key_mask_len;
     bool tree, iterable, keep_unread;
     size_t base_max_entries;
-    mc_registry *registry; /* set while registered */
+    size_t key_len;        /* fields of a key (num_args minus uncached ones); 0: not declared */
+    mc_registry *registry; /* set while registered (the registry, never a scope); its lock */
+    const mc_registry *owner; /* the scope it was registered through, or NULL; registry lock */
+    /* Counted references of mc_registry_acquire: destroy waits for them to go. */
+    pthread_mutex_t reflock;
+    pthread_cond_t refcond;
+    unsigned refs;
     double factor;         /* the factor in effect */
     atomic_size_t n_attached;
     _Atomic uint64_t loads, load_errors, joined, invalidations, cancelled, timeouts;
@@ -132,10 +138,8 @@ static inline void mc__cond_init_monotonic(pthread_cond_t *c)
     pthread_condattr_destroy(&ca);
 }
 
-/* Unregister fn if it is still registered, without reading fn unless it is found there: a
- * module may have destroyed a function it registered (which unregisters it) before the host
- * cleans up after it. */
-void mc__registry_forget(mc_registry *reg, const mc_cached *fn);
+/* The registry a handle stands for: itself, or a scope's registry. */
+mc_registry *mc__registry_root(mc_registry *reg);
 
 /* Apply a factor (resizing the cache at once). Used by the registry. */
 void mc__cached_apply_factor(mc_cached *fn, double factor);

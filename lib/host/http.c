@@ -540,22 +540,27 @@ static void mc__resp_error(mc_http_response *r, unsigned status, const char *pre
     mc__buf_to_resp(&b, r, "application/json");
 }
 
-/* POST .../caches/<name>/invalidate with {"all": true} or {"keys": [[...], ...]}: every key is
- * checked before anything is invalidated; then this host, then (with a bus) every other host. */
+/* POST .../caches/<name>/invalidate with {"all": true} or {"keys": [[...], ...]}: the JSON
+ * edge. Every key is parsed, and checked against the function's key length, before anything
+ * is invalidated; then the registry applies it here and hands it to its subscribers (the bus,
+ * which sends it to every other host). */
 static void mc__admin_invalidate(mc_host *h, const char *name, const char *body, size_t len,
                                  mc_http_response *r)
 {
-    mc_cached *fn = mc_registry_find(h->registry, name);
-    if (!fn) {
+    /* Pinned for the whole request: the module owning it may be unloaded meanwhile. */
+    mc_cached *fn = NULL;
+    if (mc_registry_acquire(h->registry, name, &fn) != 0) {
         mc__resp_error(r, 404, "no cache named ", name);
         return;
     }
     const char *p = mc__ws(body, body + len), *end = body + len;
+    bool all = false;
+    mc__keylist kl = {0};
+    mc_invalidation_key *keys = NULL;
+    unsigned char *enc = NULL;
     if (p == end || *p != '{')
         goto bad;
     p = mc__ws(p + 1, end);
-    bool all = false;
-    mc__keylist kl = {0};
     if (end - p >= 5 && !strncmp(p, "\"all\"", 5)) {
         p = mc__ws(p + 5, end);
         if (p == end || *p != ':')
@@ -572,58 +577,61 @@ static void mc__admin_invalidate(mc_host *h, const char *name, const char *body,
         const char *arr = mc__ws(p + 1, end);
         size_t arr_end;
         int rc = mc__keylist_split(arr, (size_t)(end - arr), &kl, &arr_end);
-        if (rc == MC_ENOMEM) {
-            r->failed = true;
-            return;
-        }
+        if (rc == MC_ENOMEM)
+            goto nomem;
         if (rc != 0)
             goto bad;
-        unsigned char key[4096];
-        size_t klen;
+        keys = calloc(kl.n ? kl.n : 1, sizeof *keys);
+        enc = malloc((kl.n ? kl.n : 1) * (size_t)MC_KEY_MAX);
+        if (!keys || !enc)
+            goto nomem;
         for (size_t i = 0; i < kl.n; i++) {
             mc_error err = {0};
-            if (mc_key_from_json(kl.keys[i], strlen(kl.keys[i]), key, sizeof key, &klen, &err) != 0) {
+            unsigned char *k = enc + i * (size_t)MC_KEY_MAX;
+            if (mc_key_from_json(kl.keys[i], strlen(kl.keys[i]), k, MC_KEY_MAX, &keys[i].len, &err) != 0) {
                 char prefix[32];
                 snprintf(prefix, sizeof prefix, "key %zu: ", i);
                 mc__resp_error(r, 400, prefix, err.message);
-                mc__keylist_free(&kl);
-                return;
+                goto out;
             }
+            keys[i].key = k;
         }
         p = arr + arr_end;
     } else {
         goto bad;
     }
     p = mc__ws(p, end);
-    if (p == end || *p != '}' || mc__ws(p + 1, end) != end) {
-        mc__keylist_free(&kl);
+    if (p == end || *p != '}' || mc__ws(p + 1, end) != end)
         goto bad;
-    }
 
-    int brc = 0;
-    if (all) {
-        mc_cached_invalidate_all(fn);
-        if (h->bus)
-            brc = mc_bus_publish_all(h->bus, name);
-    } else if (kl.n) { /* (with no keys, a NULL list would mean "all" to the registry) */
-        mc_error err = {0};
-        brc = mc_registry_invalidate(h->registry, name, kl.keys, kl.n, &err);
-        if (brc == 0 && h->bus)
-            brc = mc_bus_publish_keys(h->bus, name, kl.keys, kl.n, &err);
+    mc_invalidation inv = {.name = name, .all = all, .keys = keys, .nkeys = all ? 0 : kl.n};
+    mc_invalidation_result res = {0};
+    mc_error err = {0};
+    int rc = 0;
+    if (all || kl.n) /* an empty list asks for nothing */
+        rc = mc_registry_apply(h->registry, fn, &inv, &res, &err);
+    if (rc == MC_EINVAL) {
+        mc__resp_error(r, 400, "", err.message[0] ? err.message : mc_strerror(rc));
+    } else if (rc != 0) {
+        mc__resp_error(r, 500, "", err.message[0] ? err.message : mc_strerror(rc));
+    } else if (all) {
+        mc__resp_text(r, 200, "{\"invalidated\": \"all\", \"removed\": %zu, \"published\": %s}", res.removed,
+                      res.subscribers ? "true" : "false");
+    } else {
+        mc__resp_text(r, 200, "{\"invalidated\": %zu, \"removed\": %zu, \"published\": %s}", kl.n, res.removed,
+                      res.subscribers ? "true" : "false");
     }
-    size_t n = kl.n;
-    mc__keylist_free(&kl);
-    if (brc != 0) {
-        mc__resp_text(r, 500, "{\"error\": \"%s\"}", mc_strerror(brc));
-        return;
-    }
-    if (all)
-        mc__resp_text(r, 200, "{\"invalidated\": \"all\", \"published\": %s}", h->bus ? "true" : "false");
-    else
-        mc__resp_text(r, 200, "{\"invalidated\": %zu, \"published\": %s}", n, h->bus ? "true" : "false");
-    return;
+    goto out;
+nomem:
+    r->failed = true;
+    goto out;
 bad:
     mc__resp_text(r, 400, "{\"error\": \"expected {\\\"keys\\\": [[...], ...]} or {\\\"all\\\": true}\"}");
+out:
+    free(keys);
+    free(enc);
+    mc__keylist_free(&kl);
+    mc_registry_release(fn);
 }
 
 static void mc__admin(struct mc__http *s, const mc_http_request *req, mc_http_response *r)

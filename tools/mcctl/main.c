@@ -27,7 +27,8 @@ static const char exit_codes[] =
     "  0  success\n"
     "  1  any other failure (an unexpected answer from the host, a server error)\n"
     "  2  usage error\n"
-    "  3  a KEY is not a valid JSON key tuple (nothing was sent)\n"
+    "  3  a KEY is not a valid JSON key tuple, or the host refused its length (nothing was\n"
+    "     invalidated)\n"
     "  4  the host has no cache by that name (its HTTP 404 answer saying so)\n"
     "  5  no admin token, or the host refused it (HTTP 401), or its admin API is disabled (HTTP 403)\n"
     "  6  the host or Redis cannot be reached\n";
@@ -83,11 +84,16 @@ static const char invalidate_help[] =
     "false, null, and {\"hex\": \"00ff\"} for byte strings, e.g.\n"
     "  mcctl invalidate example_dept.get_department_for_user '[\"@alice:example.com\"]'\n"
     "Every KEY is checked before anything is sent: a bad one is shown with its position.\n"
+    "A KEY names one entry when it has as many fields as the function's keys; on a function\n"
+    "created with `tree`, a shorter KEY drops every entry under it (['@alice'] for all of\n"
+    "@alice's fields). The host refuses a KEY of any other length (exit status 3) and then\n"
+    "invalidates nothing; it answers how many entries it removed.\n"
     "--all drops every entry of NAME.\n"
     "\n"
     "By default the host at --url does it (POST /_modcache/admin/v1/caches/NAME/invalidate, with\n"
     "the admin token). With --redis HOST:PORT the invalidation goes on the stream (--stream) that\n"
-    "every host reads, and each applies it; hosts keep the entries of names they do not know.\n"
+    "every host reads, and each applies it; hosts keep the entries of names they do not know,\n"
+    "and each refuses (and logs) a KEY of the wrong length for its function.\n"
     "\n";
 
 static const char metrics_help[] =

@@ -406,32 +406,71 @@ static void test_trimming(void **state)
     node_stop(&b);
 }
 
-/* A stream key of the wrong type: every invalidation is refused and dropped, with one log line
- * when it starts (not one per message) and one with the total when writes succeed again. */
-static void test_drops_logged_once(void **state)
+static size_t log_count(node *n, const char *needle)
+{
+    pthread_mutex_lock(&n->log_lock);
+    size_t k = 0;
+    for (const char *p = n->log; (p = strstr(p, needle)); p++)
+        k++;
+    pthread_mutex_unlock(&n->log_lock);
+    return k;
+}
+
+/* The stream key replaced by a key of another type (WRONGTYPE) while two buses use it: an
+ * outage like a lost link. Nothing is dropped (the sender keeps its messages queued), each
+ * bus logs it once with its cause and once when it ends, the state shows in the stats, and
+ * when the key is fixed the queued invalidations are written (counted as resent) and the
+ * reader, which cannot prove it missed nothing, flushes. */
+static void test_wrongtype_outage(void **state)
 {
     (void)state;
     char out[256];
-    redis_cmd(out, sizeof out, (const char *[]){"SET", "s.wrongtype", "not a stream", NULL});
-    node a;
+    node a, b;
     node_start(&a, redis.port, "s.wrongtype", 1000, 1000);
-    assert_true(WAIT_UNTIL(stats(&a).link_up || node_logged(&a, "XINFO"), WAIT_MS));
-    for (int i = 0; i < 200; i++)
-        node_invalidate(&a, i % 64);
-    assert_true(WAIT_UNTIL(stats(&a).failed >= 200, WAIT_MS));
-    pthread_mutex_lock(&a.log_lock);
-    size_t drops = 0, reads = 0;
-    for (const char *p = a.log; (p = strstr(p, "dropped\n")); p++)
-        drops++;
-    for (const char *p = a.log; (p = strstr(p, "WRONGTYPE")); p++)
-        reads++;
-    pthread_mutex_unlock(&a.log_lock);
-    assert_int_equal(drops, 1);
-    assert_true(reads <= 3); /* the drop line and at most one per read command, not one per retry */
+    node_start(&b, redis.port, "s.wrongtype", 1000, 1000);
+    assert_true(WAIT_UNTIL(linked(&a) && linked(&b), WAIT_MS));
+    atomic_store(&db[5], 50);
+    atomic_store(&db[6], 60);
+    assert_int_equal(node_get(&b, 5), 50);
+    assert_int_equal(node_get(&b, 6), 60);
+    uint64_t flushes = stats(&b).full_flushes;
+
     redis_cmd(out, sizeof out, (const char *[]){"DEL", "s.wrongtype", NULL});
-    node_invalidate(&a, 1);
-    assert_true(WAIT_UNTIL(node_logged(&a, "dropping invalidations refused by Redis ended: 200 in "), WAIT_MS));
+    redis_cmd(out, sizeof out, (const char *[]){"SET", "s.wrongtype", "not a stream", NULL});
+    assert_true(WAIT_UNTIL(!stats(&b).stream_usable, WAIT_MS)); /* the reader sees it by itself */
+    atomic_store(&db[5], 51);
+    for (int i = 0; i < 200; i++)
+        node_invalidate(&a, i % 2 ? 5 : 7);
+    assert_true(WAIT_UNTIL(!stats(&a).stream_usable, WAIT_MS));
+    sleep_ms(300); /* several retries */
+    mc_bus_stats sa = stats(&a);
+    assert_int_equal(sa.failed, 0);
+    assert_true(sa.queued > 0);
+    assert_int_equal(sa.stream_outages, 1);
+    assert_int_equal(log_count(&a, "stream s.wrongtype unusable ("), 1);
+    assert_int_equal(log_count(&a, "WRONGTYPE"), 1); /* one line, not one per retry */
+    assert_int_equal(log_count(&b, "stream s.wrongtype unusable (reader: "), 1);
+    assert_true(node_cached(&b, 6));
+
+    /* Fixed: the queue goes out, b flushes (the stream was overwritten), both say it ended. */
+    redis_cmd(out, sizeof out, (const char *[]){"DEL", "s.wrongtype", NULL});
+    assert_true(WAIT_UNTIL(stats(&a).stream_usable && stats(&a).queued == 0, WAIT_MS));
+    assert_true(WAIT_UNTIL(stats(&b).stream_usable, WAIT_MS));
+    assert_true(WAIT_UNTIL(stats(&b).full_flushes == flushes + 1, WAIT_MS));
+    assert_false(node_cached(&b, 6)); /* flushed: whatever it missed cannot be served */
+    assert_true(stats(&a).resent > 0);
+    assert_true(WAIT_UNTIL(log_count(&a, "stream s.wrongtype usable again after ") == 1, WAIT_MS));
+    assert_true(WAIT_UNTIL(log_count(&b, "stream s.wrongtype usable again after ") == 1, WAIT_MS));
+    assert_int_equal(node_get(&b, 5), 51);
+    /* Working again: a's next invalidation reaches b. */
+    assert_int_equal(node_get(&b, 6), 60);
+    atomic_store(&db[6], 61);
+    node_invalidate(&a, 6);
+    assert_true(WAIT_UNTIL(!node_cached(&b, 6), WAIT_MS));
+    assert_int_equal(node_get(&b, 6), 61);
+    assert_int_equal(stats(&a).failed, 0);
     node_stop(&a);
+    node_stop(&b);
 }
 
 /* The stream deleted under a connected reader: the next writes recreate it; the reader notices
@@ -1021,7 +1060,7 @@ int main(void)
         cmocka_unit_test(test_queue_collapse_and_late_first_connection),
         cmocka_unit_test(test_trimming),
         cmocka_unit_test(test_stream_deleted),
-        cmocka_unit_test(test_drops_logged_once),
+        cmocka_unit_test(test_wrongtype_outage),
         cmocka_unit_test(test_bad_options),
     };
     const struct CMUnitTest hosts[] = {

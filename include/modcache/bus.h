@@ -18,6 +18,13 @@
  * only appends to the queue (a mutex held for a copy): it never waits for Redis, and nothing in
  * the bus touches a cache's read path.
  *
+ * An unusable stream (the key replaced by one of another type: WRONGTYPE; a persistent ERR
+ * reply) is an outage too: the sender keeps every message queued and retries with backoff
+ * (the queue collapsing as below), the reader treats it as a lost link (on recovery: catch-up
+ * when continuity is proven, a full flush otherwise, always a full flush after WRONGTYPE since
+ * the stream was overwritten), and the bus logs one line when the outage starts, with its
+ * cause, and one when it ends. mc_bus_stats.stream_usable shows the state.
+ *
  * Faults. When Redis goes away both threads log once and reconnect with exponential backoff
  * (backoff_min_ms doubling to backoff_max_ms). Messages published meanwhile wait in the queue;
  * when it holds queue_limit messages, the queue is collapsed into one "all" message per cache
@@ -110,15 +117,27 @@ typedef struct mc_bus_stats {
     uint64_t full_flushes; /* times every registered function was invalidated */
     uint64_t collapsed;    /* times the outage queue was collapsed into "all" messages */
     uint64_t reconnects;   /* connections made after a failure (both threads) */
-    uint64_t failed;       /* messages Redis refused for good (WRONGTYPE, ERR): dropped, logged;
-                            * other error replies (LOADING, BUSY, OOM...) are retried */
+    uint64_t failed;       /* messages lost because the queue could not grow (out of memory);
+                            * error replies never drop a message (see `resent`) */
     uint64_t queued;       /* messages waiting to be sent now */
     bool link_up;          /* both connections are up */
     char last_id[48];      /* last stream id the reader handled ("0-0" before any) */
+    /* Filled by mc_bus_stats_get_sized only (programs built against headers from before
+     * these fields call the unsized symbol, which stops at `resent`). */
+    uint64_t resent;         /* messages written again after a failed or unconfirmed write
+                              * (counted in `sent` once, here for every write after the first) */
+    uint64_t stream_outages; /* times the stream became unusable (WRONGTYPE, persistent ERR) */
+    bool stream_usable;      /* false while either connection finds the stream unusable */
 } mc_bus_stats;
 
-/* Snapshot of a bus's counters (zeros for a NULL bus). */
+/* Snapshot of a bus's counters (zeros for a NULL bus), filling the fields up to last_id: the
+ * symbol programs built against older headers call. New code gets mc_bus_stats_get_sized
+ * through the macro below. */
 MC_API void mc_bus_stats_get(mc_bus *bus, mc_bus_stats *out);
+/* Snapshot of every field a struct of `size` bytes holds (sizeof *out). */
+MC_API void mc_bus_stats_get_sized(mc_bus *bus, mc_bus_stats *out, size_t size);
+/* mc_bus_stats_get(bus, out): the sized snapshot, for the struct the caller was built with. */
+#define mc_bus_stats_get(bus, out) mc_bus_stats_get_sized((bus), (out), sizeof *(out))
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ typedef struct {
     char *keys;   /* JSON array of keys, or NULL for "all" */
     uint64_t seq; /* publish order, for mc_bus_flush; a collapsed message keeps the largest */
     bool subtrees; /* some key is shorter than the function's: format version 2 */
+    unsigned attempts; /* writes tried: a confirmed write after the first is a resend */
 } mc__bmsg;
 
 struct mc_bus {
@@ -71,9 +73,14 @@ struct mc_bus {
     bool has_reader;
 
     _Atomic uint64_t sent, received, own, applied, ignored, catchups, full_flushes, collapsed,
-        reconnects, failed;
+        reconnects, failed, resent, outages;
     _Atomic bool send_up, read_up;
     _Atomic bool outage_logged; /* one "unreachable" line per outage, whichever thread sees it */
+    /* The stream unusable (a key of another type, persistent ERR replies): an outage of its own,
+     * seen by either thread. send_bad / read_bad: each thread's view; stream_logged: one line
+     * when it starts (with its cause) and one when both threads find the stream usable again. */
+    _Atomic bool send_bad, read_bad, stream_logged;
+    _Atomic uint64_t stream_bad_since; /* monotonic ns, when the logged outage began */
     pthread_mutex_t idlock;
     char last_id[48];
     /* Faults that repeat per message or per retry: logged when they start, as a count while
@@ -198,6 +205,30 @@ static void mc__link_check_up(mc_bus *b)
     if (atomic_load(&b->send_up) && (!b->has_reader || atomic_load(&b->read_up)) &&
         atomic_exchange(&b->outage_logged, false))
         mc__bus_log(b, 1, "redis %s:%d reachable again", b->host, b->port);
+}
+
+/* The stream became unusable for one thread: logged once per outage, with its cause. */
+static void mc__stream_bad(mc_bus *b, _Atomic bool *flag, const char *what, const char *why)
+{
+    atomic_store(flag, true);
+    if (!atomic_exchange(&b->stream_logged, true)) {
+        atomic_store(&b->stream_bad_since, mc__now_ns());
+        atomic_fetch_add(&b->outages, 1);
+        mc__bus_log(b, 3,
+                    "stream %s unusable (%s: %s); invalidations are kept queued, caches will be caught up or "
+                    "flushed when it is usable again; retrying",
+                    b->stream, what, why);
+    }
+}
+
+/* One thread finds the stream usable again; the outage ends when both do. */
+static void mc__stream_good(mc_bus *b, _Atomic bool *flag)
+{
+    if (!atomic_exchange(flag, false))
+        return;
+    if (!atomic_load(&b->send_bad) && !atomic_load(&b->read_bad) && atomic_exchange(&b->stream_logged, false))
+        mc__bus_log(b, 1, "stream %s usable again after %.1f s (%" PRIu64 " invalidations resent in all)", b->stream,
+                    (double)(mc__now_ns() - atomic_load(&b->stream_bad_since)) / 1e9, atomic_load(&b->resent));
 }
 
 static redisContext *mc__connect(mc_bus *b, unsigned extra_ms, const char *what)
@@ -492,16 +523,17 @@ int mc_bus_flush(mc_bus *b, unsigned timeout_ms)
 
 /* ------------------------------------------------------------------ the sender */
 
-/* An error reply that may go away by itself (a server loading its data, busy, out of memory,
- * a replica): the message is kept and sent again after a backoff. Other errors (WRONGTYPE, a
- * malformed command) would be refused forever: the message is dropped and counted. */
-static bool mc__transient(const char *err)
+/* An error reply that says the stream itself is unusable (the key holds another type, or the
+ * server refuses the command outright): an outage until someone fixes the key. Other error
+ * replies (a server loading its data, busy, out of memory, a replica) are passing states.
+ * Either way the message is kept and sent again after a backoff: nothing is dropped. */
+static bool mc__stream_fault(const char *err)
 {
-    static const char *const permanent[] = {"WRONGTYPE", "ERR", NULL};
-    for (const char *const *p = permanent; *p; p++)
+    static const char *const faults[] = {"WRONGTYPE", "ERR", NULL};
+    for (const char *const *p = faults; *p; p++)
         if (!strncmp(err, *p, strlen(*p)) && (err[strlen(*p)] == ' ' || err[strlen(*p)] == 0))
-            return false;
-    return true;
+            return true;
+    return false;
 }
 
 /* Write the in-flight batch with one pipeline; b->retry[i] says which messages must go again
@@ -515,7 +547,8 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
     char maxlen[24];
     snprintf(maxlen, sizeof maxlen, "%" PRIu64, b->maxlen);
     for (size_t i = 0; i < b->ninflight; i++) {
-        const mc__bmsg *m = &b->inflight[i];
+        mc__bmsg *m = &b->inflight[i];
+        m->attempts++;
         const char *argv[18];
         int argc = 0;
         argv[argc++] = "XADD";
@@ -554,20 +587,19 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
         }
         if (r->type != REDIS_REPLY_ERROR) {
             atomic_fetch_add(&b->sent, 1);
+            if (b->inflight[i].attempts > 1)
+                atomic_fetch_add(&b->resent, 1);
             b->retry[i] = false;
-            mc__bus_log_ended(b, &b->drops, "dropping invalidations refused by Redis");
             mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
-        } else if (mc__transient(r->str)) {
+            mc__stream_good(b, &b->send_bad);
+        } else if (mc__stream_fault(r->str)) {
+            mc__stream_bad(b, &b->send_bad, "XADD", r->str);
+            backoff = true;
+        } else {
             if (!backoff)
                 mc__bus_log_repeating(b, &b->send_errors, 2, "XADD retries", "XADD to %s: %s; retrying", b->stream,
                                       r->str);
             backoff = true;
-        } else {
-            atomic_fetch_add(&b->failed, 1);
-            b->retry[i] = false;
-            mc__bus_log_repeating(b, &b->drops, 3, "invalidations dropped",
-                                  "XADD to %s refused: %s; invalidation of %s dropped", b->stream, r->str,
-                                  b->inflight[i].cache);
         }
         freeReplyObject(r);
     }
@@ -650,6 +682,7 @@ static void *mc__sender_main(void *arg)
 
 typedef struct {
     bool exists;
+    char error[160]; /* the reply error when mc__stream_info returns -2 */
     mc__sid last_generated, max_deleted;
     bool has_max_deleted, has_added;
     uint64_t entries_added;
@@ -667,8 +700,7 @@ static int mc__stream_info(mc_bus *b, redisContext *c, mc__xinfo *xi)
     if (r->type == REDIS_REPLY_ERROR) {
         rc = strstr(r->str, "no such key") ? 1 : -2;
         if (rc == -2)
-            mc__bus_log_repeating(b, &b->read_errors, 3, "stream read errors", "XINFO STREAM %s: %s", b->stream,
-                                  r->str);
+            snprintf(xi->error, sizeof xi->error, "XINFO STREAM: %s", r->str);
     } else if (r->type == REDIS_REPLY_ARRAY) {
         xi->exists = true;
         for (size_t i = 0; i + 1 < r->elements; i += 2) {
@@ -686,6 +718,7 @@ static int mc__stream_info(mc_bus *b, redisContext *c, mc__xinfo *xi)
         }
     } else {
         rc = -2;
+        snprintf(xi->error, sizeof xi->error, "XINFO STREAM: unexpected reply type %d", r->type);
     }
     freeReplyObject(r);
     return rc;
@@ -695,6 +728,8 @@ typedef struct {
     mc__sid last;    /* last entry handled */
     uint64_t seen;   /* entries-added value matching `last`: counts every entry handled */
     bool positioned; /* last/seen are meaningful */
+    bool replaced;   /* the key held another type meanwhile: what was after `last` is gone */
+    char error[160]; /* the read's error reply (mc__read_round returning -2) */
 } mc__rpos;
 
 static void mc__set_last_id(mc_bus *b, mc__sid id)
@@ -857,10 +892,10 @@ static long mc__read_round(mc_bus *b, redisContext *c, mc__rpos *pos)
     if (!r)
         return -1;
     long handled = 0;
-    if (r->type != REDIS_REPLY_ERROR)
-        mc__bus_log_ended(b, &b->read_errors, "stream read errors");
     if (r->type == REDIS_REPLY_ERROR) {
-        mc__bus_log_repeating(b, &b->read_errors, 3, "stream read errors", "XREAD %s: %s", b->stream, r->str);
+        snprintf(pos->error, sizeof pos->error, "XREAD: %s", r->str);
+        if (!strncmp(r->str, "WRONGTYPE", 9))
+            pos->replaced = true;
         handled = -2;
     } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
                r->element[0]->elements == 2 && r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
@@ -901,13 +936,22 @@ static void *mc__reader_main(void *arg)
         redisContext *c = mc__connect(b, MC__BUS_BLOCK_MS, "reader");
         mc__xinfo xi;
         int irc = c ? mc__stream_info(b, c, &xi) : -1;
-        if (irc < 0 && c)
+        if (irc == -1 && c)
             mc__link_down(b, "reader", c->errstr[0] ? c->errstr : "XINFO failed");
+        if (irc == -2) {
+            /* Reachable but unusable (a key of another type): an outage like a lost link. */
+            atomic_store(&b->read_up, true);
+            mc__link_check_up(b);
+            if (strstr(xi.error, "WRONGTYPE"))
+                pos.replaced = true;
+            mc__stream_bad(b, &b->read_bad, "reader", xi.error);
+        }
         if (irc < 0) {
             if (c)
                 redisFree(c);
             tried = true;
-            atomic_store(&b->read_up, false);
+            if (irc == -1)
+                atomic_store(&b->read_up, false);
             pthread_mutex_lock(&b->lock);
             backoff = mc__backoff_locked(b, backoff);
             pthread_mutex_unlock(&b->lock);
@@ -919,10 +963,16 @@ static void *mc__reader_main(void *arg)
         if (!ever && tried) {
             /* Serving began without the bus: invalidations sent meanwhile were never seen. */
             mc__full_flush(b, &pos, &xi, "the first connection came after start-up");
+        } else if (pos.replaced) {
+            /* The stream was overwritten: entries after the last one applied cannot be proven
+             * to have been seen. */
+            mc__full_flush(b, &pos, &xi, "the stream key held another type meanwhile");
         } else {
             mc__continuity(b, &pos, &xi, ever);
         }
+        pos.replaced = false;
         ever = true;
+        mc__stream_good(b, &b->read_bad);
         pthread_mutex_lock(&b->rlock);
         b->rctx = c;
         pthread_mutex_unlock(&b->rlock);
@@ -932,6 +982,7 @@ static void *mc__reader_main(void *arg)
         /* Check continuity as soon as the first catch-up batch is read: entries lost during the
          * outage are then found at once, not at the next quiet moment. */
         uint64_t last_check = 0;
+        bool stream_fault = false;
         for (;;) {
             pthread_mutex_lock(&b->lock);
             stop = b->stopping;
@@ -941,17 +992,25 @@ static void *mc__reader_main(void *arg)
             long n = mc__read_round(b, c, &pos);
             if (n == -1)
                 break;
-            if (n == -2) { /* a reply error: wait, then try again on the same connection */
-                pthread_mutex_lock(&b->lock);
-                backoff = mc__backoff_locked(b, backoff);
-                pthread_mutex_unlock(&b->lock);
-                continue;
+            if (n == -2) {
+                /* A reply error: the stream is unusable. Treated as a lost link: reconnect
+                 * after a backoff and decide again between catch-up and full flush. */
+                mc__stream_bad(b, &b->read_bad, "reader", pos.error);
+                stream_fault = true;
+                break;
             }
             /* Behind the tail (a full batch): read on; otherwise check continuity now and then. */
             if (n < MC__BUS_READ_COUNT && (n == 0 || last_check == 0 || mc__now_ns() - last_check > MC__BUS_CHECK_NS)) {
                 int rc = mc__stream_info(b, c, &xi);
                 if (rc == -1)
                     break;
+                if (rc == -2) {
+                    if (strstr(xi.error, "WRONGTYPE"))
+                        pos.replaced = true;
+                    mc__stream_bad(b, &b->read_bad, "reader", xi.error);
+                    stream_fault = true;
+                    break;
+                }
                 if (rc >= 0)
                     mc__continuity(b, &pos, &xi, false);
                 last_check = mc__now_ns();
@@ -963,11 +1022,16 @@ static void *mc__reader_main(void *arg)
         pthread_mutex_lock(&b->lock);
         stop = b->stopping;
         pthread_mutex_unlock(&b->lock);
-        if (!stop) {
+        if (!stop && !stream_fault) {
             atomic_store(&b->read_up, false);
             mc__link_down(b, "reader", c->errstr[0] ? c->errstr : "connection lost");
         }
         redisFree(c);
+        if (!stop && stream_fault) {
+            pthread_mutex_lock(&b->lock);
+            backoff = mc__backoff_locked(b, backoff);
+            pthread_mutex_unlock(&b->lock);
+        }
     }
     return NULL;
 }
@@ -1139,20 +1203,34 @@ void mc_bus_stop(mc_bus *b)
     pthread_join(b->sender_thr, NULL);
     if (b->has_reader)
         pthread_join(b->reader_thr, NULL);
-    mc__bus_log_ended(b, &b->drops, "dropping invalidations refused by Redis");
     mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
-    mc__bus_log_ended(b, &b->read_errors, "stream read errors");
     mc__bus_log_ended(b, &b->refusals, "invalidations refused");
     mc__bus_free(b);
 }
 
+#undef mc_bus_stats_get
+
 void mc_bus_stats_get(mc_bus *b, mc_bus_stats *out)
 {
-    if (!out)
+    mc_bus_stats_get_sized(b, out, offsetof(mc_bus_stats, resent));
+}
+
+void mc_bus_stats_get_sized(mc_bus *b, mc_bus_stats *dst, size_t size)
+{
+    if (!dst)
         return;
+    if (size > sizeof(mc_bus_stats))
+        size = sizeof(mc_bus_stats);
+    mc_bus_stats full;
+    mc_bus_stats *out = &full;
     memset(out, 0, sizeof *out);
-    if (!b)
+    if (!b) {
+        memcpy(dst, out, size);
         return;
+    }
+    out->resent = atomic_load(&b->resent);
+    out->stream_outages = atomic_load(&b->outages);
+    out->stream_usable = !atomic_load(&b->send_bad) && !atomic_load(&b->read_bad);
     out->sent = atomic_load(&b->sent);
     out->received = atomic_load(&b->received);
     out->own = atomic_load(&b->own);
@@ -1170,4 +1248,5 @@ void mc_bus_stats_get(mc_bus *b, mc_bus_stats *out)
     pthread_mutex_lock(&b->idlock);
     memcpy(out->last_id, b->last_id, sizeof out->last_id);
     pthread_mutex_unlock(&b->idlock);
+    memcpy(dst, out, size);
 }

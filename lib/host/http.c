@@ -479,6 +479,9 @@ static void mc__bus_metrics(mc__buf *b, mc_bus *bus)
         {"modcache_bus_failed_total", st.failed},
         {"modcache_bus_queued", st.queued},
         {"modcache_bus_link_up", st.link_up},
+        {"modcache_bus_resent_total", st.resent},
+        {"modcache_bus_stream_outages_total", st.stream_outages},
+        {"modcache_bus_stream_usable", st.stream_usable},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         mc__bprintf(b, "%s %llu\n", rows[i].name, (unsigned long long)rows[i].v);

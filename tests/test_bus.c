@@ -552,22 +552,28 @@ static void data_write(const char *key, const char *value)
     assert_int_equal(rename(tmp, path), 0);
 }
 
-static void host_start(host *h, int idx, unsigned redis_port, uint64_t maxlen)
+static void host_start_with(host *h, int idx, unsigned redis_port, uint64_t maxlen, const char *extra)
 {
     char text[2048];
     snprintf(h->cfg, sizeof h->cfg, "%s/host%d.yaml", dir, idx);
     snprintf(text, sizeof text,
              "server:\n  listen: 127.0.0.1:0\n  admin_token_file: %s/token\n"
-             "invalidation:\n  backend: redis\n  instance_name: host%d\n"
-             "  redis: {address: 127.0.0.1:%u, stream: hosts, maxlen: %" PRIu64 "}\n"
+             "invalidation:\n  backend: redis\n  instance_name: host%d\n%s"
+             "  redis: {address: 127.0.0.1:%u, stream: hosts, maxlen: %" PRIu64 "%s}\n"
              "modules:\n  - module: %s/mod_bus.so\n    config: {dir: %s/data}\n",
-             dir, idx, redis_port, maxlen, MODULE_DIR, dir);
+             dir, idx, extra ? extra : "", redis_port, maxlen,
+             extra ? ", reconnect_min: 20ms, reconnect_max: 200ms" : "", MODULE_DIR, dir);
     assert_int_equal(mct_write_file(h->cfg, text), 0);
     assert_int_equal(mct_spawn(&h->proc, (const char *[]){MCHOST, "-c", h->cfg, NULL}, NULL), 0);
     assert_true(mct_wait_for(&h->proc, 0, "serving HTTP on 127.0.0.1:", WAIT_MS));
     const char *p = strstr(h->proc.log, "serving HTTP on 127.0.0.1:");
     h->port = (unsigned)atoi(p + strlen("serving HTTP on 127.0.0.1:"));
     assert_true(h->port > 0);
+}
+
+static void host_start(host *h, int idx, unsigned redis_port, uint64_t maxlen)
+{
+    host_start_with(h, idx, redis_port, maxlen, NULL);
 }
 
 static void host_stop(host *h)
@@ -1049,6 +1055,260 @@ static void test_redis_kill_loop(void **state)
     mct_redis_cleanup(&r);
 }
 
+/* ------------------------------------------------------------------ bounded staleness */
+
+/* In process: the stream made unusable under a bus with max_staleness: past 3/4 of it the
+ * function bypasses its cache (every call loads, concurrent calls of a key still share one
+ * load, nothing is stored); once the stream is usable and read to its tail the cache is
+ * flushed and used again. */
+static void test_bypass_when_unconfirmed(void **state)
+{
+    (void)state;
+    char out[256];
+    node n;
+    memset(&n, 0, sizeof n);
+    pthread_mutex_init(&n.log_lock, NULL);
+    assert_int_equal(mc_registry_create(NULL, &n.reg), 0);
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = FN_NAME;
+    o.max_entries = 100;
+    o.num_args = 1;
+    o.registry = n.reg;
+    assert_int_equal(mc_cached_create(&o, load_version, NULL, &n.fn), 0);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", redis.port);
+    mc_bus_options bo;
+    mc_bus_options_init(&bo);
+    bo.address = addr;
+    bo.stream = "s.stale";
+    bo.registry = n.reg;
+    bo.backoff_min_ms = 20;
+    bo.backoff_max_ms = 100;
+    bo.timeout_ms = 500;
+    bo.max_staleness_ms = 400;
+    bo.log = node_log;
+    bo.log_ud = &n;
+    mc_error err = {0};
+    assert_int_equal(mc_bus_start(&bo, &n.bus, &err), 0);
+    assert_true(WAIT_UNTIL(linked(&n), WAIT_MS));
+    atomic_store(&db[9], 90);
+    assert_int_equal(node_get(&n, 9), 90);
+    sleep_ms(600); /* connected and quiet: confirmed all along, no bypass */
+    assert_false(stats(&n).bypassing);
+    assert_int_equal(node_get(&n, 9), 90);
+    mc_cached_stats cs;
+    mc_cached_stats_get(n.fn, &cs);
+    uint64_t loads = cs.loads;
+
+    redis_cmd(out, sizeof out, (const char *[]){"SET", "s.stale", "not a stream", NULL});
+    assert_true(WAIT_UNTIL(stats(&n).bypassing, WAIT_MS));
+    assert_true(mc_cached_bypassing(n.fn));
+    assert_true(mc_registry_bypassing(n.reg));
+    assert_true(stats(&n).unconfirmed_ms >= 300);
+    atomic_store(&db[9], 91); /* changed while the host cannot learn of it */
+    assert_int_equal(node_get(&n, 9), 91); /* not the cached 90 */
+    assert_int_equal(node_get(&n, 9), 91);
+    mc_cached_stats_get(n.fn, &cs);
+    assert_int_equal(cs.loads, loads + 2); /* every call loaded */
+    assert_true(mc_cached_bypassed_calls(n.fn) >= 2);
+    assert_true(node_logged(&n, "registered functions bypass their caches"));
+
+    redis_cmd(out, sizeof out, (const char *[]){"DEL", "s.stale", NULL});
+    assert_true(WAIT_UNTIL(!stats(&n).bypassing, WAIT_MS));
+    assert_false(mc_cached_bypassing(n.fn));
+    assert_true(node_logged(&n, "current again with the stream: caches flushed"));
+    assert_false(node_cached(&n, 9)); /* flushed on the way out */
+    assert_int_equal(node_get(&n, 9), 91);
+    mc_cached_stats_get(n.fn, &cs);
+    uint64_t after = cs.loads;
+    assert_int_equal(node_get(&n, 9), 91);
+    mc_cached_stats_get(n.fn, &cs);
+    assert_int_equal(cs.loads, after); /* a hit again */
+    assert_int_equal(stats(&n).bypass_periods, 1);
+    node_stop(&n);
+}
+
+/* The bound against real faults. Two mchost processes with max_staleness: 2s; the test writes
+ * new versions of a few keys and invalidates them through the first host; a checker process
+ * reads the second host as fast as it can and records when each read started and what it got.
+ * Meanwhile Redis is broken three ways: the stream key replaced by a string for 3 s, the server
+ * stopped (SIGSTOP) for 10 s, and killed and restarted without its data. Afterwards no read may
+ * have returned a version older than one invalidated more than max_staleness before the read
+ * began. */
+enum { STALE_KEYS = 3, STALE_MAX_WRITES = 4096 };
+#define STALE_BOUND_MS 2000
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int stale_checker_main(unsigned port, const char *outpath, int stop_fd)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    FILE *f = fopen(outpath, "w");
+    if (!f)
+        return 3;
+    unsigned long reads = 0;
+    while (!checker_told_to_stop(stop_fd)) {
+        for (int k = 0; k < STALE_KEYS; k++) {
+            char path[128], body[512];
+            snprintf(path, sizeof path, "/_modcache/client/bus/v1/value/stale%d", k);
+            long long t = mono_ms();
+            if (mct_http(port, "GET", path, NULL, NULL, body, sizeof body) != 200)
+                continue;
+            const char *v = strstr(body, "\"value\": \"");
+            if (!v)
+                continue;
+            fprintf(f, "%lld %d %ld\n", t, k, strtol(v + strlen("\"value\": \""), NULL, 10));
+            reads++;
+        }
+    }
+    fclose(f);
+    return reads > 0 ? 0 : 2;
+}
+
+static void test_bounded_staleness_under_faults(void **state)
+{
+    (void)state;
+    mct_redis r = {.persist = false};
+    assert_int_equal(mct_redis_start(&r, 0), 0);
+    char port[16];
+    snprintf(port, sizeof port, "%u", r.port);
+    host h[2];
+    for (int i = 0; i < 2; i++)
+        host_start_with(&h[i], 50 + i, r.port, 10000, "  max_staleness: 2s\n");
+    for (int i = 0; i < 2; i++)
+        assert_true(WAIT_UNTIL(host_metric(&h[i], "modcache_bus_link_up") == 1, WAIT_MS));
+    static long long written_at[STALE_MAX_WRITES]; /* version -> when its invalidation returned */
+    static int key_of[STALE_MAX_WRITES];
+    long version = 0;
+    char key[16], val[32];
+    for (int k = 0; k < STALE_KEYS; k++) {
+        version++;
+        snprintf(key, sizeof key, "stale%d", k);
+        snprintf(val, sizeof val, "%ld", version);
+        data_write(key, val);
+        written_at[version] = mono_ms();
+        key_of[version] = k;
+    }
+    char outpath[300];
+    snprintf(outpath, sizeof outpath, "%s/reads.log", dir);
+    int stop[2];
+    assert_int_equal(pipe2(stop, O_CLOEXEC), 0);
+    pid_t checker = fork();
+    assert_true(checker >= 0);
+    if (checker == 0) {
+        close(stop[1]);
+        _exit(stale_checker_main(h[1].port, outpath, stop[0]));
+    }
+    close(stop[0]);
+
+    /* Writes every 50 ms for `ms`, through the first host (which may be unable to send). */
+    long long phase_end;
+#define WRITE_FOR(ms)                                                                              \
+    for (phase_end = mono_ms() + (ms); mono_ms() < phase_end;) {                                  \
+        if (version + 1 >= STALE_MAX_WRITES)                                                       \
+            break;                                                                                 \
+        version++;                                                                                 \
+        int k_ = (int)(version % STALE_KEYS);                                                      \
+        snprintf(key, sizeof key, "stale%d", k_);                                                  \
+        snprintf(val, sizeof val, "%ld", version);                                                 \
+        data_write(key, val);                                                                      \
+        host_invalidate(&h[0], key);                                                               \
+        written_at[version] = mono_ms();                                                           \
+        key_of[version] = k_;                                                                      \
+        sleep_ms(50);                                                                              \
+    }
+    char out[256];
+    WRITE_FOR(1500);
+    /* 1. The stream key replaced by a string for 3 s. */
+    assert_int_equal(mct_redis_cmd(r.port, out, sizeof out, (const char *[]){"DEL", "hosts", NULL}), 0);
+    assert_int_equal(mct_redis_cmd(r.port, out, sizeof out, (const char *[]){"SET", "hosts", "x", NULL}), 0);
+    WRITE_FOR(3000);
+    assert_int_equal(host_metric(&h[1], "modcache_bus_bypassing"), 1);
+    assert_int_equal(mct_redis_cmd(r.port, out, sizeof out, (const char *[]){"DEL", "hosts", NULL}), 0);
+    WRITE_FOR(2000);
+    /* 2. The server stopped for 10 s. */
+    assert_int_equal(kill(r.proc.pid, SIGSTOP), 0);
+    WRITE_FOR(10000);
+    assert_int_equal(host_metric(&h[1], "modcache_bus_bypassing"), 1);
+    assert_int_equal(kill(r.proc.pid, SIGCONT), 0);
+    WRITE_FOR(3000);
+    /* 3. Killed and restarted without its data. */
+    mct_redis_stop(&r, true);
+    WRITE_FOR(1000);
+    mct_redis_cleanup(&r);
+    assert_int_equal(mct_redis_start(&r, r.port), 0);
+    WRITE_FOR(3000);
+    for (int i = 0; i < 2; i++)
+        assert_true(WAIT_UNTIL(host_metric(&h[i], "modcache_bus_link_up") == 1, WAIT_MS));
+    assert_true(WAIT_UNTIL(host_metric(&h[1], "modcache_bus_bypassing") == 0, WAIT_MS));
+    WRITE_FOR(1000);
+#undef WRITE_FOR
+    close(stop[1]);
+    int status = 0;
+    waitpid(checker, &status, 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    uint64_t periods = host_metric(&h[1], "modcache_bus_bypass_periods_total");
+    uint64_t bypassed = host_metric(&h[1], "modcache_bus_bypassing");
+    (void)bypassed;
+    char body[65536];
+    assert_int_equal(mct_http(h[1].port, "GET", "/metrics", NULL, NULL, body, sizeof body), 200);
+    const char *bp = strstr(body, "modcache_cache_bypassed_total{cache=\"mod_bus.read\"} ");
+    assert_non_null(bp);
+    unsigned long long bypassed_calls = strtoull(bp + strlen("modcache_cache_bypassed_total{cache=\"mod_bus.read\"} "), NULL, 10);
+    assert_int_equal(mct_http(h[1].port, "GET", "/_modcache/admin/v1/caches",
+                              "Authorization: Bearer tok-for-the-bus-tests\r\n", NULL, body, sizeof body),
+                     200);
+    assert_non_null(strstr(body, "\"bypass\": false, \"bypassed\": "));
+    for (int i = 0; i < 2; i++)
+        host_stop(&h[i]);
+    mct_redis_stop(&r, true);
+    mct_redis_cleanup(&r);
+
+    /* The verdict: for each read, the newest version of its key invalidated more than the
+     * bound before the read began; the read must not be older. */
+    FILE *f = fopen(outpath, "r");
+    assert_non_null(f);
+    long long t;
+    int k;
+    long got;
+    unsigned long reads = 0, stale = 0;
+    long long worst = 0;
+    while (fscanf(f, "%lld %d %ld", &t, &k, &got) == 3) {
+        reads++;
+        long must = 0;
+        for (long v = version; v >= 1; v--)
+            if (key_of[v] == k && written_at[v] + STALE_BOUND_MS < t) {
+                must = v;
+                break;
+            }
+        if (got < must) {
+            long long age = 0;
+            for (long v = got + 1; v <= version; v++)
+                if (key_of[v] == k) {
+                    age = t - written_at[v]; /* how long ago the value read was replaced */
+                    break;
+                }
+            if (stale++ == 0 || age > worst)
+                worst = age;
+        }
+    }
+    fclose(f);
+    print_message("bounded staleness: %lu reads, %ld versions written, %llu bypassed calls, %llu bypass periods, "
+                  "%lu reads older than %d ms (worst %lld ms)\n",
+                  reads, version, bypassed_calls, (unsigned long long)periods, stale, STALE_BOUND_MS, worst);
+    assert_true(reads > 100);
+    assert_true(periods >= 2);
+    assert_true(bypassed_calls > 0);
+    assert_int_equal(stale, 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1061,6 +1321,7 @@ int main(void)
         cmocka_unit_test(test_trimming),
         cmocka_unit_test(test_stream_deleted),
         cmocka_unit_test(test_wrongtype_outage),
+        cmocka_unit_test(test_bypass_when_unconfirmed),
         cmocka_unit_test(test_bad_options),
     };
     const struct CMUnitTest hosts[] = {
@@ -1070,6 +1331,7 @@ int main(void)
         cmocka_unit_test(test_stalled_host_trimmed_past),
         cmocka_unit_test(test_late_host),
         cmocka_unit_test(test_redis_kill_loop),
+        cmocka_unit_test(test_bounded_staleness_under_faults),
     };
     int failed = cmocka_run_group_tests_name("bus", in_process, setup_redis, teardown_redis);
     if (setup_redis(NULL) != 0)

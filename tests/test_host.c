@@ -504,7 +504,21 @@ static void test_host_config(void **state)
     assert_int_equal(hc.redis_queue_limit, 50);
     assert_int_equal(hc.redis_reconnect_min_ns, 20000000);
     assert_int_equal(hc.redis_reconnect_max_ns, 2000000000);
+    assert_int_equal(hc.max_staleness_ns, 0); /* off by default */
     free(hc.factors);
+    mc_config_free(doc);
+
+    /* Bounded staleness: a duration, with the Redis backend only. */
+    assert_int_equal(read_host_config("invalidation: {backend: redis, max_staleness: 5s}\n", &hc, &err, &doc), 0);
+    assert_int_equal(hc.max_staleness_ns, 5000000000ull);
+    free(hc.factors);
+    mc_config_free(doc);
+    assert_int_equal(read_host_config("invalidation: {backend: redis, max_staleness: 50ms}\n", &hc, &err, &doc),
+                     MC_EINVAL);
+    assert_non_null(strstr(err.message, "invalidation.max_staleness: expected a duration from 200ms to 1d"));
+    mc_config_free(doc);
+    assert_int_equal(read_host_config("invalidation: {max_staleness: 5s}\n", &hc, &err, &doc), MC_EINVAL);
+    assert_non_null(strstr(err.message, "invalidation.max_staleness: needs backend: redis"));
     mc_config_free(doc);
 
     /* The server's limits; a bare Redis host (port 6379), a bracketed IPv6 address. */

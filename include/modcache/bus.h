@@ -72,6 +72,13 @@ typedef struct mc_bus_options {
     unsigned timeout_ms;       /* connect and command timeout (default 2000) */
     mc_bus_log_fn log;         /* NULL: "<level> [bus] <message>" lines on stderr */
     void *log_ud;
+    /* Bounded staleness (0: off, the default): when the reader cannot confirm that it has
+     * applied everything in the stream for longer than 3/4 of this (link down, stream
+     * unusable, catch-up not done), the registry's functions bypass their caches
+     * (mc_registry_set_bypass) until it can; then they are flushed and used again. With a
+     * registry only. Confirmation comes with each read that reaches the stream's tail; the
+     * reader then blocks at most max_staleness_ms / 8 (10 ms to 1 s) per read. */
+    unsigned max_staleness_ms;
 } mc_bus_options;
 
 /* Fill *opts with the defaults listed in mc_bus_options. */
@@ -128,6 +135,9 @@ typedef struct mc_bus_stats {
                               * (counted in `sent` once, here for every write after the first) */
     uint64_t stream_outages; /* times the stream became unusable (WRONGTYPE, persistent ERR) */
     bool stream_usable;      /* false while either connection finds the stream unusable */
+    bool bypassing;          /* max_staleness: the registry's caches are bypassed now */
+    uint64_t bypass_periods; /* times the bypass began */
+    uint64_t unconfirmed_ms; /* max_staleness: since the reader last confirmed it was current */
 } mc_bus_stats;
 
 /* Snapshot of a bus's counters (zeros for a NULL bus), filling the fields up to last_id: the

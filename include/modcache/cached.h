@@ -243,6 +243,11 @@ MC_API size_t mc_cached_key_length(const mc_cached *fn);
 /* Whether the function was created with `tree` (shorter tuples invalidate subtrees). */
 MC_API bool mc_cached_is_tree(const mc_cached *fn);
 
+/* Whether calls bypass the cache now (the registry's bounded staleness: see
+ * mc_registry_set_bypass), and how many calls did since creation. */
+MC_API bool mc_cached_bypassing(const mc_cached *fn);
+MC_API uint64_t mc_cached_bypassed_calls(const mc_cached *fn);
+
 /* ------------------------------------------------------------------ invalidations as values */
 
 /* One encoded key tuple (mc_key_encode, mc_key_from_json): borrowed bytes. */
@@ -388,6 +393,15 @@ MC_API void mc_registry_scope_clear(mc_registry *scope);
 MC_API void mc_registry_scope_destroy(mc_registry *scope);
 /* Whether fn is registered through this scope. */
 MC_API bool mc_registry_scope_owns(mc_registry *scope, const mc_cached *fn);
+
+/* Bounded staleness (the invalidation bus drives it with invalidation.max_staleness): on,
+ * every registered function (and any registered later) bypasses its cache: calls are not
+ * served from it and loads are not stored, while concurrent calls of one key still share one
+ * load. Off again, every function is flushed first (mc_cached_invalidate_all), then uses its
+ * cache again, so nothing cached before or during the bypass is served afterwards. A function
+ * unregistered meanwhile leaves the bypass. Thread-safe; not from an invalidation callback. */
+MC_API void mc_registry_set_bypass(mc_registry *reg, bool on);
+MC_API bool mc_registry_bypassing(mc_registry *reg);
 
 /* Visitor of mc_registry_list: one registered function and its statistics. */
 typedef void (*mc_registry_visit_fn)(void *ud, mc_cached *fn, const mc_cached_stats *stats);

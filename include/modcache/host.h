@@ -124,7 +124,7 @@ typedef enum mc_bus_backend {
 /* The file's sections, read and checked (strings point into the mc_config document).
  *   server:       {listen: 127.0.0.1:8008, admin_token_file: admin.token}
  *   caches:       see mc_config_read_caches
- *   invalidation: {backend: local|redis, instance_name: worker1,
+ *   invalidation: {backend: local|redis, instance_name: worker1, max_staleness: 5s,
  *                  redis: {address: 127.0.0.1:6379, stream: modcache:invalidations, maxlen: 100000,
  *                          queue_limit: 10000, reconnect_min: 100ms, reconnect_max: 5s}}
  *   modules:      [{module: <path>, config: <any>}, ...]  (loaded by mc_host_load_modules)
@@ -154,6 +154,9 @@ typedef struct mc_host_config {
     /* Where the file set listen and admin_token_file (NULL: not set), for errors found later
      * (a port in use, a bad token file) to name the file's line:column. */
     const mc_config_node *listen_node, *admin_token_node;
+    /* invalidation.max_staleness (200ms to 1d; 0, the default: off; needs backend redis):
+     * mc_bus_options.max_staleness_ms. */
+    uint64_t max_staleness_ns;
 } mc_host_config;
 
 /* Returns 0 or MC_EINVAL/MC_ENOMEM with err naming the path and position. Checks everything

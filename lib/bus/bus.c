@@ -81,6 +81,18 @@ struct mc_bus {
      * when it starts (with its cause) and one when both threads find the stream usable again. */
     _Atomic bool send_bad, read_bad, stream_logged;
     _Atomic uint64_t stream_bad_since; /* monotonic ns, when the logged outage began */
+    /* Bounded staleness (max_staleness_ns > 0): `confirmed` is the latest moment (monotonic ns)
+     * by which every entry then in the stream is known to have been applied; the watchdog
+     * thread turns the registry's bypass on when it is older than the threshold, and the
+     * reader turns it off (flushing) when it is current again. */
+    uint64_t max_staleness_ns, stale_after_ns, watch_tick_ns;
+    unsigned block_ms; /* XREAD BLOCK: short enough to confirm currency well within the bound */
+    _Atomic uint64_t confirmed;
+    _Atomic uint64_t bypass_periods;
+    _Atomic bool bypassing;
+    pthread_mutex_t bypass_lock; /* serializes turning the bypass on and off */
+    pthread_t watch_thr;
+    bool has_watch;
     pthread_mutex_t idlock;
     char last_id[48];
     /* Faults that repeat per message or per retry: logged when they start, as a count while
@@ -885,7 +897,7 @@ static long mc__read_round(mc_bus *b, redisContext *c, mc__rpos *pos)
 {
     char count[16], block[16], id[48];
     snprintf(count, sizeof count, "%d", MC__BUS_READ_COUNT);
-    snprintf(block, sizeof block, "%d", MC__BUS_BLOCK_MS);
+    snprintf(block, sizeof block, "%u", b->block_ms);
     snprintf(id, sizeof id, "%" PRIu64 "-%" PRIu64, pos->last.ms, pos->last.seq);
     const char *argv[] = {"XREAD", "COUNT", count, "BLOCK", block, "STREAMS", b->stream, id};
     redisReply *r = redisCommandArgv(c, 8, argv, NULL);
@@ -921,6 +933,60 @@ static long mc__read_round(mc_bus *b, redisContext *c, mc__rpos *pos)
     return handled;
 }
 
+/* The reader is current as of `at`: end a bypass (the registry flushes first). */
+static void mc__confirm(mc_bus *b, uint64_t at)
+{
+    if (!b->max_staleness_ns)
+        return;
+    uint64_t prev = atomic_load(&b->confirmed);
+    while (prev < at && !atomic_compare_exchange_weak(&b->confirmed, &prev, at))
+        ;
+    if (!atomic_load(&b->bypassing))
+        return;
+    pthread_mutex_lock(&b->bypass_lock);
+    if (atomic_load(&b->bypassing) && mc__now_ns() - atomic_load(&b->confirmed) < b->stale_after_ns) {
+        mc_registry_set_bypass(b->reg, false);
+        atomic_store(&b->bypassing, false);
+        mc__bus_log(b, 1, "current again with the stream: caches flushed and in use again");
+    }
+    pthread_mutex_unlock(&b->bypass_lock);
+}
+
+/* The watchdog: past the threshold without confirmation, every registered function bypasses
+ * its cache. The threshold (3/4 of max_staleness) plus one tick (1/8) stays under the bound,
+ * so the bypass is in force before a cached value could be older than max_staleness. */
+static void *mc__watch_main(void *arg)
+{
+    mc_bus *b = arg;
+    pthread_mutex_lock(&b->lock);
+    while (!b->stopping) {
+        unsigned ms = (unsigned)(b->watch_tick_ns / 1000000u);
+        struct timespec dl = mc__deadline(ms ? ms : 1);
+        pthread_cond_timedwait(&b->wake, &b->lock, &dl);
+        if (b->stopping)
+            break;
+        pthread_mutex_unlock(&b->lock);
+        uint64_t now = mc__now_ns(), conf = atomic_load(&b->confirmed);
+        if (!atomic_load(&b->bypassing) && now > conf && now - conf > b->stale_after_ns) {
+            pthread_mutex_lock(&b->bypass_lock);
+            conf = atomic_load(&b->confirmed);
+            if (!atomic_load(&b->bypassing) && mc__now_ns() - conf > b->stale_after_ns) {
+                mc_registry_set_bypass(b->reg, true);
+                atomic_store(&b->bypassing, true);
+                atomic_fetch_add(&b->bypass_periods, 1);
+                mc__bus_log(b, 2,
+                            "not confirmed current with the stream for %.1f s (max_staleness %.1f s): registered "
+                            "functions bypass their caches until it is",
+                            (double)(mc__now_ns() - conf) / 1e9, (double)b->max_staleness_ns / 1e9);
+            }
+            pthread_mutex_unlock(&b->bypass_lock);
+        }
+        pthread_mutex_lock(&b->lock);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
 static void *mc__reader_main(void *arg)
 {
     mc_bus *b = arg;
@@ -933,7 +999,7 @@ static void *mc__reader_main(void *arg)
         pthread_mutex_unlock(&b->lock);
         if (stop)
             break;
-        redisContext *c = mc__connect(b, MC__BUS_BLOCK_MS, "reader");
+        redisContext *c = mc__connect(b, b->block_ms, "reader");
         mc__xinfo xi;
         int irc = c ? mc__stream_info(b, c, &xi) : -1;
         if (irc == -1 && c)
@@ -989,6 +1055,7 @@ static void *mc__reader_main(void *arg)
             pthread_mutex_unlock(&b->lock);
             if (stop)
                 break;
+            uint64_t issued = mc__now_ns(); /* entries added before now are in this read's answer */
             long n = mc__read_round(b, c, &pos);
             if (n == -1)
                 break;
@@ -1011,8 +1078,11 @@ static void *mc__reader_main(void *arg)
                     stream_fault = true;
                     break;
                 }
-                if (rc >= 0)
+                if (rc >= 0) {
                     mc__continuity(b, &pos, &xi, false);
+                    /* At the tail with continuity checked (or flushed): current as of the read. */
+                    mc__confirm(b, issued);
+                }
                 last_check = mc__now_ns();
             }
         }
@@ -1065,6 +1135,7 @@ static void mc__bus_free(mc_bus *b)
     pthread_mutex_destroy(&b->lock);
     pthread_mutex_destroy(&b->rlock);
     pthread_mutex_destroy(&b->idlock);
+    pthread_mutex_destroy(&b->bypass_lock);
     pthread_cond_destroy(&b->wake);
     pthread_cond_destroy(&b->flushed);
     mc__ratelog_destroy(&b->drops);
@@ -1141,6 +1212,17 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     b->log_ud = o.log_ud;
     b->reg = o.registry;
     strcpy(b->last_id, "0-0");
+    pthread_mutex_init(&b->bypass_lock, NULL);
+    b->block_ms = MC__BUS_BLOCK_MS;
+    if (o.max_staleness_ms && o.registry) {
+        b->max_staleness_ns = (uint64_t)o.max_staleness_ms * 1000000u;
+        b->stale_after_ns = b->max_staleness_ns / 4 * 3;
+        b->watch_tick_ns = b->max_staleness_ns / 8;
+        unsigned block = o.max_staleness_ms / 8;
+        b->block_ms = block < 10 ? 10 : block > MC__BUS_BLOCK_MS ? MC__BUS_BLOCK_MS : block;
+    }
+    /* A bus starting now has seen nothing to miss yet: current as of its start. */
+    atomic_init(&b->confirmed, mc__now_ns());
     unsigned char rnd[16];
     if (!b->host || !b->stream || !b->instance || !b->inflight) {
         mc__bus_free(b);
@@ -1167,12 +1249,16 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
         return mc__error_set(err, MC_EIO, "cannot start the bus sender thread");
     }
     if (b->reg) {
+        b->has_watch = b->max_staleness_ns &&
+                       pthread_create(&b->watch_thr, NULL, mc__watch_main, b) == 0;
         if (pthread_create(&b->reader_thr, NULL, mc__reader_main, b) != 0) {
             pthread_mutex_lock(&b->lock);
             b->stopping = true;
             pthread_cond_broadcast(&b->wake);
             pthread_mutex_unlock(&b->lock);
             pthread_join(b->sender_thr, NULL);
+            if (b->has_watch)
+                pthread_join(b->watch_thr, NULL);
             mc_registry_unsubscribe(b->reg, mc__on_invalidation, b);
             mc__bus_free(b);
             return mc__error_set(err, MC_EIO, "cannot start the bus reader thread");
@@ -1203,6 +1289,11 @@ void mc_bus_stop(mc_bus *b)
     pthread_join(b->sender_thr, NULL);
     if (b->has_reader)
         pthread_join(b->reader_thr, NULL);
+    if (b->has_watch)
+        pthread_join(b->watch_thr, NULL);
+    /* The registry outlives the bus: it must not stay in a bypass nobody will end. */
+    if (atomic_load(&b->bypassing))
+        mc_registry_set_bypass(b->reg, false);
     mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
     mc__bus_log_ended(b, &b->refusals, "invalidations refused");
     mc__bus_free(b);
@@ -1231,6 +1322,10 @@ void mc_bus_stats_get_sized(mc_bus *b, mc_bus_stats *dst, size_t size)
     out->resent = atomic_load(&b->resent);
     out->stream_outages = atomic_load(&b->outages);
     out->stream_usable = !atomic_load(&b->send_bad) && !atomic_load(&b->read_bad);
+    out->bypassing = atomic_load(&b->bypassing);
+    out->bypass_periods = atomic_load(&b->bypass_periods);
+    uint64_t conf = atomic_load(&b->confirmed), now = mc__now_ns();
+    out->unconfirmed_ms = b->max_staleness_ns && now > conf ? (now - conf) / 1000000u : 0;
     out->sent = atomic_load(&b->sent);
     out->received = atomic_load(&b->received);
     out->own = atomic_load(&b->own);

@@ -377,6 +377,7 @@ static int mc__join_or_start(mc_cached *fn, const unsigned char *key, size_t kle
 {
     uint64_t h = mc__khash(key, klen);
     struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    bool bypass = atomic_load_explicit(&fn->bypass, memory_order_acquire);
     pthread_mutex_lock(&st->lock);
     mc_load *l = mc__inflight_find(st, key, klen, h);
     if (l) {
@@ -396,7 +397,7 @@ static int mc__join_or_start(mc_cached *fn, const unsigned char *key, size_t kle
     }
     /* A load that finished between our miss and this lock stored its result first: look
      * again, so that concurrent callers never load the same key twice. */
-    if (mc__cache_get_quiet(fn->cache, key, klen, hit) == 0) {
+    if (!bypass && mc__cache_get_quiet(fn->cache, key, klen, hit) == 0) {
         pthread_mutex_unlock(&st->lock);
         return 1;
     }
@@ -405,6 +406,8 @@ static int mc__join_or_start(mc_cached *fn, const unsigned char *key, size_t kle
         pthread_mutex_unlock(&st->lock);
         return MC_ENOMEM;
     }
+    if (bypass) /* shared by the callers of this key, never stored: the caches are not trusted */
+        atomic_store_explicit(&l->invalidated, true, memory_order_relaxed);
     l->refs = async_waiter ? 1 : 2;
     l->waiters = async_waiter;
     if (async_waiter) {
@@ -694,6 +697,10 @@ static int mc__call_lookup(mc_cached *fn, const mc_arg *args, size_t nargs, unsi
     int rc = mc__call_key(fn, args, nargs, key, klen);
     if (rc != 0)
         return rc;
+    if (atomic_load_explicit(&fn->bypass, memory_order_acquire)) {
+        atomic_fetch_add_explicit(&fn->bypassed, 1, memory_order_relaxed);
+        return 0; /* a miss: the load path, without the cache */
+    }
     return mc_cache_get(fn->cache, key, *klen, hit) == 0;
 }
 
@@ -744,12 +751,16 @@ int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, void *b
     if (rc != 0)
         return rc;
     bool none;
-    /* A hit copies under the bucket's version and pins nothing. */
-    rc = mc__cache_get_copy_ex(fn->cache, key, klen, buf, cap, vlen, &none);
-    if (rc == 0 || rc == MC_ERANGE)
-        return none ? MC_ENOENT : rc;
-    if (rc != MC_ENOENT)
-        return rc;
+    if (atomic_load_explicit(&fn->bypass, memory_order_acquire)) {
+        atomic_fetch_add_explicit(&fn->bypassed, 1, memory_order_relaxed);
+    } else {
+        /* A hit copies under the bucket's version and pins nothing. */
+        rc = mc__cache_get_copy_ex(fn->cache, key, klen, buf, cap, vlen, &none);
+        if (rc == 0 || rc == MC_ERANGE)
+            return none ? MC_ENOENT : rc;
+        if (rc != MC_ENOENT)
+            return rc;
+    }
     /* A miss: the ordinary call (single flight, timeouts), then a copy of its result. */
     mc_value *v = NULL;
     rc = mc__call_miss(fn, key, klen, args, nargs, &v);
@@ -1068,6 +1079,16 @@ void mc_cached_invalidate_all(mc_cached *fn)
 }
 
 size_t mc_cached_key_length(const mc_cached *fn) { return fn ? fn->key_len : 0; }
+
+bool mc_cached_bypassing(const mc_cached *fn)
+{
+    return fn && atomic_load_explicit(&((mc_cached *)fn)->bypass, memory_order_acquire);
+}
+
+uint64_t mc_cached_bypassed_calls(const mc_cached *fn)
+{
+    return fn ? atomic_load_explicit(&((mc_cached *)fn)->bypassed, memory_order_relaxed) : 0;
+}
 
 bool mc_cached_is_tree(const mc_cached *fn) { return fn && fn->tree; }
 

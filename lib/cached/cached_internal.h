@@ -88,6 +88,11 @@ struct mc__stripe_c {
 struct mc_cached {
     char name[MC__NAME_MAX + 1];
     mc_cache *cache;
+    /* Set by the registry while the process cannot confirm it is current (bounded staleness):
+     * calls skip the cache (loads still single-flight, results not stored). Read with acquire
+     * on every call, beside `cache`: it orders nothing else, it only has to be seen soon. */
+    _Atomic bool bypass;
+    _Atomic uint64_t bypassed;
     mc_loader_fn loader;
     mc_batch_loader_fn batch_loader;
     void *self;

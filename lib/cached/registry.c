@@ -52,6 +52,10 @@ struct mc_registry {
     pthread_rwlock_t sublock;
     struct mc__subscriber *subs;
     size_t nsubs;
+    /* Bounded staleness: every function bypasses its cache (write lock to change, so that a
+     * function added meanwhile gets the state in force). */
+    bool bypass;
+    pthread_mutex_t bypass_lock; /* serializes mc_registry_set_bypass */
 };
 
 mc_registry *mc__registry_root(mc_registry *reg) { return reg && reg->root ? reg->root : reg; }
@@ -156,6 +160,7 @@ int mc_registry_create(const mc_cache_config *cfg, mc_registry **out)
         reg->cfg.target_cache_memory_usage = reg->cfg.max_cache_memory_usage;
     pthread_rwlock_init(&reg->lock, NULL);
     pthread_rwlock_init(&reg->sublock, NULL);
+    pthread_mutex_init(&reg->bypass_lock, NULL);
     pthread_mutex_init(&reg->apply_lock, NULL);
     pthread_mutex_init(&reg->ctl, NULL);
     pthread_mutex_init(&reg->mlock, NULL);
@@ -188,6 +193,7 @@ void mc_registry_destroy(mc_registry *reg)
     pthread_rwlock_unlock(&reg->lock);
     free(reg->subs);
     pthread_rwlock_destroy(&reg->sublock);
+    pthread_mutex_destroy(&reg->bypass_lock);
     for (size_t i = 0; i < reg->nfactors; i++)
         free(reg->factors[i].name);
     free(reg->factors);
@@ -268,6 +274,7 @@ int mc_registry_add(mc_registry *reg, mc_cached *fn)
     reg->n++;
     fn->registry = reg;
     fn->owner = owner;
+    atomic_store_explicit(&fn->bypass, reg->bypass, memory_order_release);
     pthread_rwlock_unlock(&reg->lock);
     /* The factor is read again under the apply lock, so that a concurrent set_factor (which
      * applies under the same locks, in the same order) cannot be undone by a stale value. */
@@ -299,8 +306,51 @@ int mc_registry_remove(mc_registry *reg, mc_cached *fn)
     reg->n--;
     fn->registry = NULL;
     fn->owner = NULL;
+    atomic_store_explicit(&fn->bypass, false, memory_order_release);
     pthread_rwlock_unlock(&reg->lock);
     return 0;
+}
+
+void mc_registry_set_bypass(mc_registry *reg, bool on)
+{
+    reg = mc__registry_root(reg);
+    if (!reg)
+        return;
+    pthread_mutex_lock(&reg->bypass_lock);
+    if (on) {
+        pthread_rwlock_wrlock(&reg->lock);
+        reg->bypass = true;
+        for (size_t i = 0; i < reg->n; i++)
+            atomic_store_explicit(&reg->fns[i]->bypass, true, memory_order_release);
+        pthread_rwlock_unlock(&reg->lock);
+    } else if (reg->bypass) {
+        /* Flushed before the caches are trusted again: whatever they held from before may
+         * have been invalidated meanwhile. Read lock only: eviction callbacks may use the
+         * registry; the flag is cleared per function after its flush. */
+        pthread_rwlock_rdlock(&reg->lock);
+        for (size_t i = 0; i < reg->n; i++) {
+            mc_cached_invalidate_all(reg->fns[i]);
+            atomic_store_explicit(&reg->fns[i]->bypass, false, memory_order_release);
+        }
+        pthread_rwlock_unlock(&reg->lock);
+        pthread_rwlock_wrlock(&reg->lock);
+        reg->bypass = false;
+        for (size_t i = 0; i < reg->n; i++) /* added during the flush: they hold nothing old */
+            atomic_store_explicit(&reg->fns[i]->bypass, false, memory_order_release);
+        pthread_rwlock_unlock(&reg->lock);
+    }
+    pthread_mutex_unlock(&reg->bypass_lock);
+}
+
+bool mc_registry_bypassing(mc_registry *reg)
+{
+    reg = mc__registry_root(reg);
+    if (!reg)
+        return false;
+    pthread_rwlock_rdlock(&reg->lock);
+    bool on = reg->bypass;
+    pthread_rwlock_unlock(&reg->lock);
+    return on;
 }
 
 mc_cached *mc_registry_find(mc_registry *reg, const char *name)
@@ -518,8 +568,9 @@ int mc_registry_invalidate(mc_registry *reg, const char *name, const char *const
         /* The JSON edge: every key parsed before anything is applied. */
         keys = mc__calloc(nkeys, sizeof *keys);
         unsigned char *one = mc__malloc(MC_KEY_MAX);
-        size_t used = 0, cap = 0;
-        rc = keys && one ? 0 : MC_ENOMEM;
+        size_t used = 0, cap = 64;
+        buf = mc__malloc(cap); /* never NULL below: empty keys point into it too */
+        rc = keys && one && buf ? 0 : MC_ENOMEM;
         for (size_t i = 0; i < nkeys && rc == 0; i++) {
             mc_error kerr = {0};
             size_t len = 0;
@@ -538,7 +589,8 @@ int mc_registry_invalidate(mc_registry *reg, const char *name, const char *const
                 }
             }
             if (rc == 0) {
-                memcpy(buf + used, one, len);
+                if (len)
+                    memcpy(buf + used, one, len);
                 keys[i].key = (const void *)(uintptr_t)used; /* an offset until buf stops moving */
                 keys[i].len = len;
                 used += len;

@@ -418,7 +418,8 @@ static void mc__list_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
     for (int r = 0; r < MC_EVICT_NREASONS; r++)
         mc__bprintf(b, "%s\"%s\": %llu", r ? ", " : "", mc_evict_reason_name((mc_evict_reason)r),
                     (unsigned long long)st->cache.evictions[r]);
-    mc__bprintf(b, "}}");
+    mc__bprintf(b, "}, \"bypass\": %s, \"bypassed\": %llu}", mc_cached_bypassing(fn) ? "true" : "false",
+                (unsigned long long)mc_cached_bypassed_calls(fn));
 }
 
 /* A Prometheus label value: backslash, double quote and newline escaped. */
@@ -456,6 +457,9 @@ static void mc__metrics_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
     mc__bprintf(b, "modcache_cache_loads_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->loads);
     mc__bprintf(b, "modcache_cache_load_errors_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->load_errors);
     mc__bprintf(b, "modcache_cache_load_timeouts_total{cache=\"%s\"} %llu\n", n, (unsigned long long)st->timeouts);
+    mc__bprintf(b, "modcache_cache_bypass{cache=\"%s\"} %d\n", n, mc_cached_bypassing(fn) ? 1 : 0);
+    mc__bprintf(b, "modcache_cache_bypassed_total{cache=\"%s\"} %llu\n", n,
+                (unsigned long long)mc_cached_bypassed_calls(fn));
 }
 
 /* The invalidation bus's counters, Prometheus style. */
@@ -482,6 +486,9 @@ static void mc__bus_metrics(mc__buf *b, mc_bus *bus)
         {"modcache_bus_resent_total", st.resent},
         {"modcache_bus_stream_outages_total", st.stream_outages},
         {"modcache_bus_stream_usable", st.stream_usable},
+        {"modcache_bus_bypassing", st.bypassing},
+        {"modcache_bus_bypass_periods_total", st.bypass_periods},
+        {"modcache_bus_unconfirmed_milliseconds", st.unconfirmed_ms},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         mc__bprintf(b, "%s %llu\n", rows[i].name, (unsigned long long)rows[i].v);

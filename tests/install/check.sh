@@ -9,7 +9,7 @@ trap 'rm -rf "$work"' EXIT
 prefix="$work/prefix"
 
 cmake --install "$build_dir" --prefix "$prefix" >/dev/null
-libdir=$(find "$prefix" -name 'libmodcache.so.1' -exec dirname {} \; | head -n 1)
+libdir=$(find "$prefix" -name 'libmodcache.so.2' -exec dirname {} \; | head -n 1)
 test -n "$libdir" || { echo "no versioned shared library installed"; exit 1; }
 test -f "$libdir/libmodcache.a" || { echo "no static library installed"; exit 1; }
 test -f "$libdir/pkgconfig/modcache.pc" || { echo "no modcache.pc installed"; exit 1; }
@@ -21,7 +21,7 @@ cmake --build "$work/consumer" >/dev/null
 LD_LIBRARY_PATH="$libdir" "$work/consumer/consumer_shared"
 "$work/consumer/consumer_static"
 # The shared build must really load the installed shared object.
-LD_LIBRARY_PATH="$libdir" ldd "$work/consumer/consumer_shared" | grep -q "$libdir/libmodcache.so.1"
+LD_LIBRARY_PATH="$libdir" ldd "$work/consumer/consumer_shared" | grep -q "$libdir/libmodcache.so.2"
 
 echo "== pkg-config"
 export PKG_CONFIG_PATH="$libdir/pkgconfig"

@@ -1055,6 +1055,118 @@ static void test_redis_kill_loop(void **state)
     mct_redis_cleanup(&r);
 }
 
+/* ------------------------------------------------------------------ churn under real traffic */
+
+/* Admin API requests (over HTTP) and bus entries (from another process's point of view: a
+ * publish-only bus) invalidate functions by name while "modules" (registry scopes and their
+ * functions) are created and destroyed under them, in both orders. Run under ASan and TSan. */
+struct churn_traffic {
+    unsigned port;
+    mc_bus *publisher;
+    _Atomic bool stop;
+    _Atomic long answers, published;
+};
+
+static const char *const churn_fn[] = {"churn.a", "churn.b"};
+
+static void *admin_traffic(void *arg)
+{
+    struct churn_traffic *c = arg;
+    for (unsigned i = 0; !atomic_load(&c->stop); i++) {
+        char path[128], body[512];
+        snprintf(path, sizeof path, "/_modcache/admin/v1/caches/%s/invalidate", churn_fn[i % 2]);
+        const char *req = i % 3 ? "{\"keys\": [[\"u1\"], [\"u2\", \"x\"]]}" : "{\"all\": true}";
+        int st = mct_http(c->port, "POST", path, "Authorization: Bearer churn-token-0123456789\r\n", req, body,
+                          sizeof body);
+        assert_true(st == 200 || st == 404);
+        atomic_fetch_add(&c->answers, 1);
+    }
+    return NULL;
+}
+
+static void *bus_traffic(void *arg)
+{
+    struct churn_traffic *c = arg;
+    const char *keys[] = {"[\"u1\"]"};
+    mc_error err = {0};
+    for (unsigned i = 0; !atomic_load(&c->stop); i++) {
+        assert_int_equal(i % 2 ? mc_bus_publish_keys(c->publisher, churn_fn[i % 2], keys, 1, &err)
+                               : mc_bus_publish_all(c->publisher, churn_fn[i % 2]),
+                         0);
+        atomic_fetch_add(&c->published, 1);
+        if (i % 64 == 0)
+            sleep_ms(1);
+    }
+    return NULL;
+}
+
+static void test_invalidations_while_functions_churn(void **state)
+{
+    (void)state;
+    node n;
+    node_start(&n, redis.port, "s.churn", 100000, 100000); /* its registry and reading bus */
+    mc_host_options ho;
+    mc_host_options_init(&ho);
+    ho.registry = n.reg;
+    ho.bus = n.bus;
+    mc_host *mh;
+    assert_int_equal(mc_host_create(&ho, &mh), 0);
+    mc_error err = {0};
+    assert_int_equal(mc_host_http_start(mh, "127.0.0.1:0", 4096, "churn-token-0123456789", &err), 0);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", redis.port);
+    mc_bus_options bo;
+    mc_bus_options_init(&bo);
+    bo.address = addr;
+    bo.stream = "s.churn";
+    bo.queue_limit = 100000;
+    struct churn_traffic c = {.port = mc_host_http_port(mh)};
+    assert_int_equal(mc_bus_start(&bo, &c.publisher, &err), 0);
+    assert_true(WAIT_UNTIL(linked(&n), WAIT_MS));
+    pthread_t t[3];
+    assert_int_equal(pthread_create(&t[0], NULL, admin_traffic, &c), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, admin_traffic, &c), 0);
+    assert_int_equal(pthread_create(&t[2], NULL, bus_traffic, &c), 0);
+    uint64_t applied0 = stats(&n).applied;
+    for (int round = 0; round < 200; round++) {
+        mc_registry *scope;
+        assert_int_equal(mc_registry_scope_create(n.reg, &scope), 0);
+        mc_registry_scope_open(scope, true);
+        mc_cached *f[2];
+        for (int i = 0; i < 2; i++) {
+            mc_cached_options o;
+            mc_cached_options_init(&o);
+            o.name = churn_fn[i];
+            o.max_entries = 100;
+            o.num_args = 2;
+            o.tree = true;
+            o.registry = scope;
+            assert_int_equal(mc_cached_create(&o, load_version, NULL, &f[i]), 0);
+        }
+        mc_registry_scope_open(scope, false);
+        sleep_ms(round % 4 == 0 ? 5 : 1);
+        if (round % 2) {
+            mc_registry_scope_destroy(scope);
+            mc_cached_destroy(f[0]);
+            mc_cached_destroy(f[1]);
+        } else {
+            mc_cached_destroy(f[1]);
+            mc_registry_scope_destroy(scope);
+            mc_cached_destroy(f[0]);
+        }
+    }
+    atomic_store(&c.stop, true);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    print_message("churn: %ld admin answers, %ld published, %" PRIu64 " applied from the stream\n",
+                  atomic_load(&c.answers), atomic_load(&c.published), stats(&n).applied - applied0);
+    assert_true(atomic_load(&c.answers) > 0);
+    assert_true(stats(&n).applied > applied0 || stats(&n).ignored > 0);
+    mc_bus_stop(c.publisher);
+    mc_host_destroy(mh);
+    node_stop(&n);
+}
+
 /* ------------------------------------------------------------------ bounded staleness */
 
 /* In process: the stream made unusable under a bus with max_staleness: past 3/4 of it the
@@ -1322,6 +1434,7 @@ int main(void)
         cmocka_unit_test(test_stream_deleted),
         cmocka_unit_test(test_wrongtype_outage),
         cmocka_unit_test(test_bypass_when_unconfirmed),
+        cmocka_unit_test(test_invalidations_while_functions_churn),
         cmocka_unit_test(test_bad_options),
     };
     const struct CMUnitTest hosts[] = {

@@ -97,7 +97,7 @@ struct mc_bus {
     char last_id[48];
     /* Faults that repeat per message or per retry: logged when they start, as a count while
      * they last, and when they end (core/ratelog.h). */
-    mc__ratelog drops, send_errors, read_errors, refusals;
+    mc__ratelog send_errors, refusals;
 };
 
 /* At most one count line per interval for a repeating fault. */
@@ -1138,9 +1138,7 @@ static void mc__bus_free(mc_bus *b)
     pthread_mutex_destroy(&b->bypass_lock);
     pthread_cond_destroy(&b->wake);
     pthread_cond_destroy(&b->flushed);
-    mc__ratelog_destroy(&b->drops);
     mc__ratelog_destroy(&b->send_errors);
-    mc__ratelog_destroy(&b->read_errors);
     mc__ratelog_destroy(&b->refusals);
     free(b);
 }
@@ -1194,9 +1192,7 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     pthread_cond_init(&b->wake, NULL);
     pthread_cond_init(&b->flushed, NULL);
     atomic_init(&b->outage_logged, false);
-    mc__ratelog_init(&b->drops);
     mc__ratelog_init(&b->send_errors);
-    mc__ratelog_init(&b->read_errors);
     mc__ratelog_init(&b->refusals);
     b->host = strdup(rhost);
     b->port = (int)port;

@@ -37,7 +37,7 @@ static mc_host *new_host(void)
 /* Load a modules: list given as YAML text (MODULE_DIR substituted for @). */
 static int load_yaml(mc_host *h, const char *yaml, mc_error *err, mc_config **doc)
 {
-    char text[2048];
+    char text[8192];
     size_t o = 0;
     for (const char *p = yaml; *p && o < sizeof text - 256; p++) {
         if (*p == '@')
@@ -92,6 +92,10 @@ static void test_load_in_order_finalise_in_reverse(void **state)
     assert_non_null(second);
     assert_non_null(first);
     assert_true(second < first);
+    /* However it is tried: creating a function under the module's registry handle after init
+     * is refused as well, and nothing is registered under that name. */
+    assert_non_null(strstr(logbuf, "[mod_good] fini late-create=MC_EBUSY registered=no"));
+    assert_non_null(strstr(logbuf, "[mod_second] fini late-create=MC_EBUSY registered=no"));
     mc_config_free(doc);
 }
 
@@ -138,6 +142,53 @@ static void test_load_faults(void **state)
     expect_fail("modules:\n  - module: [x]\n", MC_EINVAL, (const char *[]){"modules[0].module: expected a string", NULL});
 }
 
+/* Every module's config is parsed before any init runs: a config fault in the second module
+ * stops start-up before the first has had any effect. */
+static void test_configs_parsed_before_init(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    mc_error err = {0};
+    mc_config *doc;
+    int rc = load_yaml(h, "modules:\n  - module: @/mod_good.so\n  - module: @/mod_bad_parse.so\n"
+                          "    config: {database: [1, 2]}\n", &err, &doc);
+    assert_int_equal(rc, MC_EINVAL);
+    assert_non_null(strstr(err.message, "modules[1].config.database: expected a string"));
+    assert_null(strstr(logbuf, "[mod_good] init"));
+    assert_null(strstr(logbuf, "[mod_good] fini"));
+    assert_null(mc_registry_find(mc_host_registry(h), "mod_good.lookup"));
+    mc_host_destroy(h);
+    mc_config_free(doc);
+}
+
+/* The same shared object listed twice would share one handle (and its static state): refused
+ * with both config paths, before any module's init. */
+static void test_same_file_twice(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    mc_error err = {0};
+    mc_config *doc;
+    int rc = load_yaml(h, "modules:\n  - module: @/mod_second.so\n  - module: @/mod_good.so\n"
+                          "  - module: @/mod_good.so\n", &err, &doc);
+    assert_int_equal(rc, MC_EEXIST);
+    assert_non_null(strstr(err.message, "modules[2].module: "));
+    assert_non_null(strstr(err.message, "mod_good.so: the same module file is listed already"));
+    assert_non_null(strstr(err.message, "at modules[1].module (h.yaml:3:13)"));
+    assert_non_null(strstr(err.message, "(h.yaml:4:13)"));
+    assert_null(strstr(logbuf, "] init"));
+    assert_int_equal(mc_host_module_count(h), 0);
+    mc_config_free(doc);
+    /* Loaded one at a time, the second is refused the same way and the first keeps running. */
+    assert_int_equal(load_yaml(h, "modules:\n  - module: @/mod_good.so\n", &err, &doc), 0);
+    mc_config_free(doc);
+    assert_int_equal(load_yaml(h, "modules:\n  - module: @/mod_good.so\n", &err, &doc), MC_EEXIST);
+    assert_non_null(strstr(err.message, "listed already"));
+    assert_int_equal(mc_host_module_count(h), 1);
+    mc_host_destroy(h);
+    mc_config_free(doc);
+}
+
 static void test_nothing_half_started(void **state)
 {
     (void)state;
@@ -166,8 +217,8 @@ static void test_first_registration_keeps_the_name(void **state)
     mc_host *h = new_host();
     mc_error err = {0};
     mc_config *doc;
-    /* The same module twice: its second init finds the name taken and fails. */
-    int rc = load_yaml(h, "modules:\n  - module: @/mod_good.so\n  - module: @/mod_good.so\n", &err, &doc);
+    /* Two modules registering one name: the second's init finds the name taken and fails. */
+    int rc = load_yaml(h, "modules:\n  - module: @/mod_good.so\n  - module: @/mod_good_copy.so\n", &err, &doc);
     assert_int_equal(rc, MC_EEXIST);
     assert_non_null(strstr(err.message, "init failed: cannot register"));
     assert_non_null(strstr(logbuf, "cached function name mod_good.lookup is taken"));
@@ -180,9 +231,19 @@ static void test_many_modules(void **state)
 {
     (void)state;
     mc_host *h = new_host();
-    char yaml[2048] = "modules:\n  - module: @/mod_good.so\n";
-    for (int i = 0; i < 20; i++)
-        strcat(yaml, "  - module: @/mod_plain.so\n");
+    /* Twenty copies of one module (one file may be listed once). */
+    char dir[] = "/tmp/mct_mods_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char yaml[4096] = "modules:\n  - module: @/mod_good.so\n";
+    char path[20][128];
+    for (int i = 0; i < 20; i++) {
+        snprintf(path[i], sizeof path[i], "%s/plain%d.so", dir, i);
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "cp %s/mod_plain.so %s", MODULE_DIR, path[i]);
+        assert_int_equal(system(cmd), 0);
+        size_t l = strlen(yaml);
+        snprintf(yaml + l, sizeof yaml - l, "  - module: %s\n", path[i]);
+    }
     mc_error err = {0};
     mc_config *doc;
     assert_int_equal(load_yaml(h, yaml, &err, &doc), 0);
@@ -192,6 +253,9 @@ static void test_many_modules(void **state)
     mc_host_destroy(h);
     assert_non_null(strstr(logbuf, "[mod_good] fini late-register=MC_EBUSY"));
     mc_config_free(doc);
+    for (int i = 0; i < 20; i++)
+        unlink(path[i]);
+    rmdir(dir);
 }
 
 static void test_no_modules(void **state)
@@ -440,7 +504,21 @@ static void test_host_config(void **state)
     assert_int_equal(hc.redis_queue_limit, 50);
     assert_int_equal(hc.redis_reconnect_min_ns, 20000000);
     assert_int_equal(hc.redis_reconnect_max_ns, 2000000000);
+    assert_int_equal(hc.max_staleness_ns, 0); /* off by default */
     free(hc.factors);
+    mc_config_free(doc);
+
+    /* Bounded staleness: a duration, with the Redis backend only. */
+    assert_int_equal(read_host_config("invalidation: {backend: redis, max_staleness: 5s}\n", &hc, &err, &doc), 0);
+    assert_int_equal(hc.max_staleness_ns, 5000000000ull);
+    free(hc.factors);
+    mc_config_free(doc);
+    assert_int_equal(read_host_config("invalidation: {backend: redis, max_staleness: 50ms}\n", &hc, &err, &doc),
+                     MC_EINVAL);
+    assert_non_null(strstr(err.message, "invalidation.max_staleness: expected a duration from 200ms to 1d"));
+    mc_config_free(doc);
+    assert_int_equal(read_host_config("invalidation: {max_staleness: 5s}\n", &hc, &err, &doc), MC_EINVAL);
+    assert_non_null(strstr(err.message, "invalidation.max_staleness: needs backend: redis"));
     mc_config_free(doc);
 
     /* The server's limits; a bare Redis host (port 6379), a bracketed IPv6 address. */
@@ -624,6 +702,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_in_order_finalise_in_reverse),
         cmocka_unit_test(test_load_faults),
+        cmocka_unit_test(test_configs_parsed_before_init),
+        cmocka_unit_test(test_same_file_twice),
         cmocka_unit_test(test_nothing_half_started),
         cmocka_unit_test(test_first_registration_keeps_the_name),
         cmocka_unit_test(test_no_modules),

@@ -250,7 +250,23 @@ static void test_admin_api(void **state)
     const char *keys = "{\"keys\": [[0], [2]]}";
     http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, keys, strlen(keys), &r);
     assert_int_equal(r.status, 200);
-    assert_string_equal(r.body, "{\"invalidated\": 2, \"published\": false}");
+    assert_string_equal(r.body, "{\"invalidated\": 2, \"removed\": 2, \"published\": false}");
+    assert_int_equal(mc_cache_size(mc_cached_cache(fn)), 1);
+    /* A key not cached is asked for, and nothing is removed. */
+    http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, keys, strlen(keys), &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"invalidated\": 2, \"removed\": 0, \"published\": false}");
+    /* Wrong lengths (the function's keys have one field): refused with the key's index, and
+     * nothing of the request applied, not even the good key before it. */
+    const char *longer = "{\"keys\": [[1], [1, 2]]}";
+    http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, longer, strlen(longer), &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.body, "{\"error\": \"key 1 has 2 fields; mod_good.lookup takes 1\"}");
+    assert_int_equal(mc_cache_size(mc_cached_cache(fn)), 1);
+    const char *empty = "{\"keys\": [[]]}";
+    http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, empty, strlen(empty), &r);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "key 0 is empty"));
     assert_int_equal(mc_cache_size(mc_cached_cache(fn)), 1);
     /* No keys: nothing invalidated (not everything). */
     const char *none = "{\"keys\": []}";
@@ -260,6 +276,7 @@ static void test_admin_api(void **state)
     const char *all = "{\"all\": true}";
     http("POST", "/_modcache/admin/v1/caches/mod_good.lookup/invalidate", auth, all, strlen(all), &r);
     assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"invalidated\": \"all\", \"removed\": 1, \"published\": false}");
     assert_int_equal(mc_cache_size(mc_cached_cache(fn)), 0);
     /* Errors: unknown cache, malformed body, malformed key, wrong method, unknown endpoint. */
     http("POST", "/_modcache/admin/v1/caches/nope/invalidate", auth, all, strlen(all), &r);

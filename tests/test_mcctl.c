@@ -318,9 +318,11 @@ static void test_invalidate_keys(void **state)
     (void)state;
     unsigned long long before = invalidations();
     assert_int_equal(RUN("--url", url, "--token-file", tok_path, "invalidate", FN, "[\"@alice:example.com\"]",
-                           "[\"@bob:example.com\", 42, {\"hex\": \"00ff\"}]"),
+                           "[{\"hex\": \"00ff\"}]"),
                      0);
-    assert_says("invalidated 2 keys of " FN);
+    /* Nothing was cached: asked for two, removed none, and the answer says so. */
+    assert_says("invalidated 2 keys of " FN " at ");
+    assert_says(" (0 entries removed there)");
     assert_int_equal(invalidations(), before + 2);
 
     /* The token from the environment, when no --token-file is given. */
@@ -329,6 +331,22 @@ static void test_invalidate_keys(void **state)
                      0);
     assert_says("invalidated 1 key of " FN);
     assert_int_equal(invalidations(), before + 3);
+}
+
+/* The function's keys have one field: a longer KEY is refused by the host (exit 3, nothing
+ * invalidated, the KEY named), an empty one by mcctl before anything is sent. */
+static void test_invalidate_wrong_length(void **state)
+{
+    (void)state;
+    unsigned long long before = invalidations();
+    assert_int_equal(RUN("--url", url, "--token-file", tok_path, "invalidate", FN, "[\"ok\"]", "[\"u1\", 5, \"x\"]"), 3);
+    assert_says("mcctl: the host refused KEY 2 of " FN ": it has 3 fields; " FN " takes 1");
+    assert_says("nothing was invalidated");
+    assert_int_equal(invalidations(), before);
+    assert_int_equal(RUN("--url", url, "--token-file", tok_path, "invalidate", FN, "[]"), 3);
+    assert_says("mcctl: KEY 1 is empty");
+    assert_says("nothing was sent");
+    assert_int_equal(invalidations(), before);
 }
 
 static void test_invalidate_all(void **state)
@@ -634,8 +652,12 @@ static void test_fake_statuses(void **state)
     assert_int_equal(RUN("--url", fake_url, "metrics"), 1);
     assert_says("HTTP 503: busy");
     fake_set(FAKE_ANSWER, 400, "{\"error\": \"key 0: no\"}");
+    /* A 400 naming a key: the host refused that KEY (exit 3, numbered from 1 as on the command line). */
+    assert_int_equal(RUN("--url", fake_url, "--token-file", tok_path, "invalidate", FN, "[1]"), 3);
+    assert_says("the host refused KEY 1 of " FN ": no");
+    fake_set(FAKE_ANSWER, 400, "{\"error\": \"something else\"}");
     assert_int_equal(RUN("--url", fake_url, "--token-file", tok_path, "invalidate", FN, "[1]"), 1);
-    assert_says("HTTP 400: key 0: no");
+    assert_says("HTTP 400: something else");
     /* A 404 that is not the host's "no cache named" answer: --url points elsewhere (exit 1, not 4). */
     fake_set(FAKE_ANSWER, 404, "<html>Not Found</html>");
     assert_int_equal(RUN("--url", fake_url, "--token-file", tok_path, "invalidate", FN, "[1]"), 1);
@@ -857,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_caches_table),
         cmocka_unit_test(test_caches_json),
         cmocka_unit_test(test_invalidate_keys),
+        cmocka_unit_test(test_invalidate_wrong_length),
         cmocka_unit_test(test_invalidate_all),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_bad_key),

@@ -503,7 +503,7 @@ static void test_invalidate_by_name(void **state)
     assert_non_null(strstr(err.message, "rooms.no_such_fn"));
     assert_int_equal(mc_registry_invalidate(reg, "rooms.no_such_fn", NULL, 0, NULL), MC_ENOENT);
 
-    /* Malformed JSON: the keys before it are invalidated, the error names the offset. */
+    /* Malformed JSON: nothing is invalidated, the error names the key and the offset. */
     assert_int_equal(call_user(fn, "@alice:example.com", 1), 0);
     assert_int_equal(call_user(fn, "@bob:example.com", 2), 0);
     assert_int_equal(entries_of(fn), 3);
@@ -514,12 +514,12 @@ static void test_invalidate_by_name(void **state)
     assert_int_equal(err.code, MC_EPARSE);
     /* The missing comma: byte 20 of the second key is where ',' or ']' was expected. */
     assert_non_null(strstr(err.message, "offset 20"));
+    assert_non_null(strstr(err.message, "key 1: "));
     int before = atomic_load(&ctr.calls);
     assert_int_equal(call_user(fn, "@bob:example.com", 2), 0);
-    assert_int_equal(call_user(fn, "@carol:example.com", 3), 0); /* after the bad key: kept */
+    assert_int_equal(call_user(fn, "@carol:example.com", 3), 0);
+    assert_int_equal(call_user(fn, "@alice:example.com", 1), 0); /* before the bad key: kept too */
     assert_int_equal(atomic_load(&ctr.calls), before);
-    assert_int_equal(call_user(fn, "@alice:example.com", 1), 0);
-    assert_int_equal(atomic_load(&ctr.calls), before + 1);
 
     const char *empty[] = {""};
     assert_int_equal(mc_registry_invalidate(reg, "rooms.get_member", empty, 1, &err), MC_EPARSE);
@@ -1376,6 +1376,347 @@ static void test_maintenance_thread_with_churn(void **state)
     mc_registry_destroy(reg);
 }
 
+/* ---- one invalidation path: values, lengths, subtrees, subscribers, references, scopes ---- */
+
+static int tree_loader(void *self, const mc_arg *args, size_t nargs, mc_load *load)
+{
+    (void)self;
+    (void)args;
+    (void)nargs;
+    return mc_load_set_copy(load, "v", 1);
+}
+
+static mc_cached *make_tree(mc_registry *reg, const char *name, bool tree, size_t num_args)
+{
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = name;
+    o.max_entries = 1000;
+    o.num_args = num_args;
+    o.tree = tree;
+    o.registry = reg;
+    mc_cached *fn = NULL;
+    assert_int_equal(mc_cached_create(&o, tree_loader, NULL, &fn), 0);
+    return fn;
+}
+
+static void call_ss(mc_cached *fn, const char *a, const char *b)
+{
+    mc_arg args[] = {MC_ARG_S(a), MC_ARG_S(b)};
+    mc_value *v;
+    assert_int_equal(mc_cached_call(fn, args, 2, &v), 0);
+    mc_value_release(v);
+}
+
+typedef struct {
+    _Atomic int calls, remote;
+    size_t last_removed, last_prefixes, last_nkeys;
+    bool last_all;
+} sub_log;
+
+static int record_sub(void *ud, const mc_invalidation *inv, const mc_invalidation_result *res)
+{
+    sub_log *l = ud;
+    atomic_fetch_add(&l->calls, 1);
+    if (inv->origin == MC_INVALIDATION_REMOTE)
+        atomic_fetch_add(&l->remote, 1);
+    l->last_removed = res->removed;
+    l->last_prefixes = res->prefixes;
+    l->last_nkeys = inv->nkeys;
+    l->last_all = inv->all;
+    return 0;
+}
+
+static void test_lengths_and_subtrees(void **state)
+{
+    (void)state;
+    mc_registry *reg = make_reg(NULL);
+    mc_cached *tree = make_tree(reg, "profile.get_field", true, 2);
+    mc_cached *flat = make_tree(reg, "profile.get_pair", false, 2);
+    mc_cached *loose = make_tree(reg, "profile.any", true, 0);
+    assert_int_equal(mc_cached_key_length(tree), 2);
+    assert_int_equal(mc_cached_key_length(loose), 0);
+    sub_log log = {0};
+    assert_int_equal(mc_registry_subscribe(reg, record_sub, &log), 0);
+    call_ss(tree, "u1", "name");
+    call_ss(tree, "u1", "mail");
+    call_ss(tree, "u2", "name");
+    call_ss(flat, "u1", "name");
+
+    /* mc_cached_invalidate: a shorter tuple drops the subtree; wrong lengths are refused. */
+    mc_arg u1[] = {MC_ARG_S("u1")}, three[] = {MC_ARG_S("u1"), MC_ARG_S("name"), MC_ARG_S("x")};
+    assert_int_equal(mc_cached_invalidate(tree, three, 3), MC_EINVAL);
+    assert_int_equal(mc_cached_invalidate(tree, NULL, 0), MC_EINVAL);
+    assert_int_equal(mc_cached_invalidate(flat, u1, 1), MC_EINVAL);
+    assert_int_equal(entries_of(tree), 3);
+    assert_int_equal(entries_of(flat), 1);
+    assert_int_equal(mc_cached_invalidate(tree, u1, 1), 0);
+    assert_int_equal(entries_of(tree), 1);
+    assert_int_equal(mc_cached_invalidate(tree, u1, 1), MC_ENOENT); /* nothing left under it */
+    assert_int_equal(atomic_load(&log.calls), 0); /* mc_cached_* is local: no subscriber */
+
+    /* Through the registry (the JSON edge): applied, then handed on with the counts. */
+    call_ss(tree, "u1", "name");
+    call_ss(tree, "u1", "mail");
+    mc_error err = {0};
+    const char *sub[] = {"[\"u1\"]", "[\"u2\", \"name\"]"};
+    assert_int_equal(mc_registry_invalidate(reg, "profile.get_field", sub, 2, &err), 0);
+    assert_int_equal(entries_of(tree), 0);
+    assert_int_equal(atomic_load(&log.calls), 1);
+    assert_int_equal(log.last_removed, 3);
+    assert_int_equal(log.last_prefixes, 1);
+    assert_int_equal(log.last_nkeys, 2);
+
+    /* Refusals name the key, apply nothing and hand nothing on. */
+    call_ss(tree, "u1", "name");
+    const char *bad[] = {"[\"u1\"]", "[\"u1\", \"name\", \"x\"]"};
+    memset(&err, 0, sizeof err);
+    assert_int_equal(mc_registry_invalidate(reg, "profile.get_field", bad, 2, &err), MC_EINVAL);
+    assert_string_equal(err.message, "key 1 has 3 fields; profile.get_field takes 2 (or fewer, for a subtree)");
+    const char *empty[] = {"[]"};
+    assert_int_equal(mc_registry_invalidate(reg, "profile.get_field", empty, 1, &err), MC_EINVAL);
+    assert_non_null(strstr(err.message, "key 0 is empty"));
+    const char *short_flat[] = {"[\"u1\"]"};
+    assert_int_equal(mc_registry_invalidate(reg, "profile.get_pair", short_flat, 1, &err), MC_EINVAL);
+    assert_string_equal(err.message, "key 0 has 1 field; profile.get_pair takes 2");
+    assert_int_equal(entries_of(tree), 1);
+    assert_int_equal(entries_of(flat), 1);
+    assert_int_equal(atomic_load(&log.calls), 1);
+
+    /* Without num_args: any non-empty tuple is a prefix on a tree function. */
+    call_ss(loose, "u1", "name");
+    call_ss(loose, "u2", "name");
+    mc_arg args1[] = {MC_ARG_S("u1")};
+    assert_int_equal(mc_cached_invalidate(loose, args1, 1), 0);
+    assert_int_equal(entries_of(loose), 1);
+
+    /* A value built in C, remote origin (the bus reader's), and "all". */
+    unsigned char k[64];
+    size_t kl;
+    assert_int_equal(mc_key_encode(u1, 1, k, sizeof k, &kl), 0);
+    mc_invalidation_key key = {k, kl};
+    mc_invalidation inv = {.name = "profile.get_field", .keys = &key, .nkeys = 1, .origin = MC_INVALIDATION_REMOTE};
+    mc_invalidation_result res;
+    assert_int_equal(mc_registry_apply(reg, NULL, &inv, &res, NULL), 0);
+    assert_int_equal(res.removed, 1);
+    assert_int_equal(res.prefixes, 1);
+    assert_int_equal(res.subscribers, 1);
+    assert_int_equal(atomic_load(&log.remote), 1);
+    call_ss(tree, "u3", "a");
+    call_ss(tree, "u4", "b");
+    mc_invalidation all = {.name = "profile.get_field", .all = true};
+    assert_int_equal(mc_registry_apply(reg, NULL, &all, &res, NULL), 0);
+    assert_int_equal(res.removed, 2);
+    assert_true(log.last_all);
+    inv.name = "no.such";
+    assert_int_equal(mc_registry_apply(reg, NULL, &inv, &res, &err), MC_ENOENT);
+
+    assert_int_equal(mc_registry_unsubscribe(reg, record_sub, &log), 0);
+    assert_int_equal(mc_registry_unsubscribe(reg, record_sub, &log), MC_ENOENT);
+    mc_cached_destroy(tree);
+    mc_cached_destroy(flat);
+    mc_cached_destroy(loose);
+    mc_registry_destroy(reg);
+}
+
+struct destroyer {
+    mc_cached *fn;
+    _Atomic bool done;
+};
+
+static void *destroy_main(void *arg)
+{
+    struct destroyer *d = arg;
+    mc_cached_destroy(d->fn);
+    atomic_store(&d->done, true);
+    return NULL;
+}
+
+/* A counted reference keeps the function alive: destroy unregisters at once and waits. */
+static void test_acquire_pins(void **state)
+{
+    (void)state;
+    mc_registry *reg = make_reg(NULL);
+    mc_cached *fn = make_tree(reg, "pin.fn", false, 1);
+    mc_cached *held = NULL;
+    assert_int_equal(mc_registry_acquire(reg, "pin.fn", &held), 0);
+    assert_ptr_equal(held, fn);
+    mc_cached *none = (mc_cached *)1;
+    assert_int_equal(mc_registry_acquire(reg, "pin.other", &none), MC_ENOENT);
+    assert_null(none);
+    struct destroyer d = {fn, false};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, destroy_main, &d), 0);
+    for (int i = 0; i < 5000 && mc_registry_find(reg, "pin.fn"); i++)
+        sleep_ms(1);
+    assert_null(mc_registry_find(reg, "pin.fn")); /* unregistered at once */
+    sleep_ms(50);
+    assert_false(atomic_load(&d.done)); /* ... but not freed while held */
+    mc_arg a[] = {MC_ARG_S("k")};
+    mc_value *v;
+    assert_int_equal(mc_cached_call(held, a, 1, &v), 0); /* still usable */
+    mc_value_release(v);
+    mc_registry_release(held);
+    pthread_join(t, NULL);
+    assert_true(atomic_load(&d.done));
+    mc_registry_destroy(reg);
+}
+
+/* Scopes: registration only while open; clearing by owner leaves the others alone and never
+ * touches a function its owner destroyed. */
+static void test_scopes(void **state)
+{
+    (void)state;
+    mc_registry *reg = make_reg(NULL);
+    mc_registry *a, *b;
+    assert_int_equal(mc_registry_scope_create(reg, &a), 0);
+    assert_int_equal(mc_registry_scope_create(reg, &b), 0);
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = "a.one";
+    o.max_entries = 10;
+    o.registry = a;
+    mc_cached *fn = (mc_cached *)1;
+    assert_int_equal(mc_cached_create(&o, tree_loader, NULL, &fn), MC_EBUSY); /* closed */
+    assert_null(fn);
+    assert_null(mc_registry_find(reg, "a.one"));
+    mc_registry_scope_open(a, true);
+    mc_registry_scope_open(b, true);
+    mc_cached *one = make_tree(a, "a.one", false, 1), *two = make_tree(a, "a.two", false, 1);
+    mc_cached *three = make_tree(b, "b.three", false, 1);
+    mc_cached *loose = make_tree(NULL, "a.loose", false, 1);
+    mc_registry_scope_open(a, false);
+    assert_int_equal(mc_registry_add(a, loose), MC_EBUSY);
+    assert_true(mc_registry_scope_owns(a, one));
+    assert_false(mc_registry_scope_owns(b, one));
+    assert_ptr_equal(mc_registry_find(a, "b.three"), three); /* a scope reads its registry */
+    mc_cached_destroy(two); /* its owner destroyed it first */
+    mc_registry_scope_destroy(a);
+    assert_null(mc_registry_find(reg, "a.one"));
+    assert_ptr_equal(mc_registry_find(reg, "b.three"), three);
+    mc_cached_destroy(one); /* unregistered, still the owner's */
+    mc_registry_scope_destroy(b);
+    assert_null(mc_registry_find(reg, "b.three"));
+    mc_cached_destroy(three);
+    mc_cached_destroy(loose);
+    mc_registry_destroy(reg);
+}
+
+/* Stress: admin-style (JSON, by name) and bus-style (remote values) invalidations and pinned
+ * lookups by name on three threads, while a fourth keeps creating and destroying "modules"
+ * (a scope and its functions, destroyed in either order). Run under ASan and TSan. */
+struct churn {
+    mc_registry *reg;
+    _Atomic bool stop;
+    _Atomic long applied, absent, calls;
+};
+
+static const char *const churn_names[] = {"m0.fa", "m0.fb", "m1.fa", "m1.fb"};
+
+static void *churn_invalidate_json(void *arg)
+{
+    struct churn *c = arg;
+    const char *keys[] = {"[\"u1\"]", "[\"u2\", \"x\"]"};
+    for (unsigned i = 0; !atomic_load(&c->stop); i++) {
+        int rc = mc_registry_invalidate(c->reg, churn_names[i % 4], i % 5 ? keys : NULL, i % 5 ? 2 : 0, NULL);
+        assert_true(rc == 0 || rc == MC_ENOENT);
+        atomic_fetch_add(rc == 0 ? &c->applied : &c->absent, 1);
+        if (rc == MC_ENOENT)
+            sched_yield(); /* between modules: let the churn thread make the next */
+    }
+    return NULL;
+}
+
+static void *churn_invalidate_remote(void *arg)
+{
+    struct churn *c = arg;
+    mc_arg u[] = {MC_ARG_S("u2")};
+    unsigned char k[32];
+    size_t kl;
+    assert_int_equal(mc_key_encode(u, 1, k, sizeof k, &kl), 0);
+    mc_invalidation_key key = {k, kl};
+    for (unsigned i = 0; !atomic_load(&c->stop); i++) {
+        mc_invalidation inv = {.name = churn_names[(i + 1) % 4], .keys = &key, .nkeys = 1,
+                               .origin = MC_INVALIDATION_REMOTE};
+        int rc = mc_registry_apply(c->reg, NULL, &inv, NULL, NULL);
+        assert_true(rc == 0 || rc == MC_ENOENT);
+        atomic_fetch_add(rc == 0 ? &c->applied : &c->absent, 1);
+        if (rc == MC_ENOENT)
+            sched_yield(); /* between modules: let the churn thread make the next */
+    }
+    return NULL;
+}
+
+static void *churn_call_pinned(void *arg)
+{
+    struct churn *c = arg;
+    for (unsigned i = 0; !atomic_load(&c->stop); i++) {
+        mc_cached *fn;
+        if (mc_registry_acquire(c->reg, churn_names[(i + 2) % 4], &fn) != 0)
+            continue;
+        call_ss(fn, i % 2 ? "u1" : "u2", "x");
+        mc_cached_stats st;
+        mc_cached_stats_get(fn, &st);
+        mc_registry_release(fn);
+        atomic_fetch_add(&c->calls, 1);
+    }
+    return NULL;
+}
+
+static int count_sub(void *ud, const mc_invalidation *inv, const mc_invalidation_result *res)
+{
+    (void)inv;
+    (void)res;
+    atomic_fetch_add((_Atomic int *)ud, 1);
+    return 0;
+}
+
+static void test_invalidation_while_modules_churn(void **state)
+{
+    (void)state;
+    struct churn c = {.reg = make_reg(NULL)};
+    struct {
+        _Atomic int calls;
+    } log = {0};
+    assert_int_equal(mc_registry_subscribe(c.reg, count_sub, &log.calls), 0);
+    pthread_t t[3];
+    assert_int_equal(pthread_create(&t[0], NULL, churn_invalidate_json, &c), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, churn_invalidate_remote, &c), 0);
+    assert_int_equal(pthread_create(&t[2], NULL, churn_call_pinned, &c), 0);
+    for (int round = 0; round < 300; round++) {
+        int m = round % 2;
+        mc_registry *scope;
+        assert_int_equal(mc_registry_scope_create(c.reg, &scope), 0);
+        mc_registry_scope_open(scope, true);
+        mc_cached *fa = make_tree(scope, churn_names[2 * m], true, 2);
+        mc_cached *fb = make_tree(scope, churn_names[2 * m + 1], true, 2);
+        mc_registry_scope_open(scope, false);
+        call_ss(fa, "u1", "x");
+        call_ss(fb, "u2", "x");
+        if (round % 3 == 0)
+            sched_yield();
+        if (round % 2) {
+            mc_cached_destroy(fa); /* the module destroys one itself, then is unloaded */
+            mc_registry_scope_destroy(scope);
+            mc_cached_destroy(fb);
+        } else {
+            mc_registry_scope_destroy(scope); /* unloaded first (fini destroys after) */
+            mc_cached_destroy(fa);
+            mc_cached_destroy(fb);
+        }
+    }
+    atomic_store(&c.stop, true);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    print_message("churn: %ld applied, %ld absent, %ld pinned calls, %d handed to the subscriber\n",
+                  atomic_load(&c.applied), atomic_load(&c.absent), atomic_load(&c.calls), atomic_load(&log.calls));
+    assert_true(atomic_load(&c.applied) > 0);
+    assert_int_equal(atomic_load(&log.calls), (int)atomic_load(&c.applied));
+    for (int i = 0; i < 4; i++)
+        assert_null(mc_registry_find(c.reg, churn_names[i]));
+    mc_registry_destroy(c.reg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1384,6 +1725,10 @@ int main(void)
         cmocka_unit_test_setup(test_register_by_name, clear_env),
         cmocka_unit_test_setup(test_list_in_name_order, clear_env),
         cmocka_unit_test_setup(test_invalidate_by_name, clear_env),
+        cmocka_unit_test_setup(test_lengths_and_subtrees, clear_env),
+        cmocka_unit_test_setup(test_acquire_pins, clear_env),
+        cmocka_unit_test_setup(test_scopes, clear_env),
+        cmocka_unit_test_setup(test_invalidation_while_modules_churn, clear_env),
         cmocka_unit_test_setup(test_factors_from_config, clear_env),
         cmocka_unit_test_setup(test_factor_env_global, clear_env),
         cmocka_unit_test_setup(test_factor_env_per_name, clear_env),

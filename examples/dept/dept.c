@@ -294,6 +294,7 @@ static int dept_init(mc_api *api, void *parsed, void **state, mc_error *err)
         mc_cached_options_init(&co);
         co.name = DEPT_FUNCTION;
         co.max_entries = (size_t)c->max_entries;
+        co.num_args = 1; /* the user id: invalidations of another length are refused */
         co.registry = mc_api_registry(api); /* the host's factors, TTL and autotuning apply */
         rc = mc_cached_create(&co, dept_load_department, st, &st->fn);
         if (rc == 0)

@@ -2,7 +2,11 @@
  * reading the same Redis stream, and are applied there to the registry's functions by name.
  *
  * Messages are stream entries (XADD with an approximate MAXLEN) with the fields
- *   v        "1" (the format version; entries with another version are ignored)
+ *   v        "1", or "2" when a key is a subtree (shorter than the function's keys, on a tree
+ *            function); readers apply both alike, judging each tuple by its length against
+ *            their function (a tuple of the wrong length is refused, counted as ignored and
+ *            logged); "2" keeps readers older than subtrees from taking a prefix for a key.
+ *            Entries of other versions are ignored.
  *   instance the sender's configured instance name (for people reading the stream)
  *   sender   a random identifier of one running bus (readers skip their own entries)
  *   cache    the registered function's name
@@ -13,6 +17,13 @@
  * pipelined XADDs, and a reader that blocks in XREAD from the last id it applied. Publishing
  * only appends to the queue (a mutex held for a copy): it never waits for Redis, and nothing in
  * the bus touches a cache's read path.
+ *
+ * An unusable stream (the key replaced by one of another type: WRONGTYPE; a persistent ERR
+ * reply) is an outage too: the sender keeps every message queued and retries with backoff
+ * (the queue collapsing as below), the reader treats it as a lost link (on recovery: catch-up
+ * when continuity is proven, a full flush otherwise, always a full flush after WRONGTYPE since
+ * the stream was overwritten), and the bus logs one line when the outage starts, with its
+ * cause, and one when it ends. mc_bus_stats.stream_usable shows the state.
  *
  * Faults. When Redis goes away both threads log once and reconnect with exponential backoff
  * (backoff_min_ms doubling to backoff_max_ms). Messages published meanwhile wait in the queue;
@@ -50,7 +61,10 @@ typedef struct mc_bus_options {
     const char *stream;        /* stream key (default "modcache:invalidations") */
     uint64_t maxlen;           /* approximate MAXLEN of every XADD (default 100000; 0: no trim) */
     const char *instance;      /* instance name written with each message (default "modcache") */
-    /* Where received invalidations are applied. NULL: publish only (no reader thread). */
+    /* Where received invalidations are applied (mc_registry_apply, as remote ones), and whose
+     * invalidations are sent: the bus subscribes to it (mc_registry_subscribe) until
+     * mc_bus_stop, so everything applied through the registry here reaches the stream.
+     * NULL: publish only (no reader thread). */
     mc_registry *registry;
     size_t queue_limit;        /* messages waiting while Redis is away (default 10000) */
     unsigned backoff_min_ms;   /* first reconnect delay (default 100) */
@@ -62,6 +76,13 @@ typedef struct mc_bus_options {
     /* A bus that reads (registry set) announces itself beside the stream every this many ms
      * (default MC_BUS_ANNOUNCE_DEFAULT_MS): see mc_bus_hosts_list. Publish-only buses do not. */
     unsigned announce_interval_ms;
+    /* Bounded staleness (0: off, the default): when the reader cannot confirm that it has
+     * applied everything in the stream for longer than 3/4 of this (link down, stream
+     * unusable, catch-up not done), the registry's functions bypass their caches
+     * (mc_registry_set_bypass) until it can; then they are flushed and used again. With a
+     * registry only. Confirmation comes with each read that reaches the stream's tail; the
+     * reader then blocks at most max_staleness_ms / 8 (10 ms to 1 s) per read. */
+    unsigned max_staleness_ms;
 } mc_bus_options;
 
 /* How often a reading bus announces itself by default; its announcement expires after three
@@ -82,9 +103,11 @@ MC_API int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
 MC_API void mc_bus_stop(mc_bus *bus);
 
 /* Queue an invalidation of `nkeys` keys of the function named `cache`, each key in JSON tuple
- * form (checked here: MC_EPARSE with err naming the key). Nothing is applied locally: callers
- * invalidate their own process themselves (the host does both). Returns 0, MC_EINVAL,
- * MC_EPARSE, MC_ENOMEM. */
+ * form (checked here: MC_EPARSE with err naming the key), written as format version 1 (the
+ * bus cannot know the key length: readers judge each tuple). Nothing is applied locally:
+ * these are for publishers without the function (mcctl --redis); a process with the
+ * function applies through its registry, which hands the invalidation to the bus. Returns 0,
+ * MC_EINVAL, MC_EPARSE, MC_ENOMEM. */
 MC_API int mc_bus_publish_keys(mc_bus *bus, const char *cache, const char *const *json_keys,
                                size_t nkeys, mc_error *err);
 /* The same for an encoded key tuple (mc_key_encode). */
@@ -103,20 +126,36 @@ typedef struct mc_bus_stats {
     uint64_t received;     /* entries read from the stream from other senders */
     uint64_t own;          /* entries read back that this bus sent (skipped) */
     uint64_t applied;      /* received entries applied to a registered function */
-    uint64_t ignored;      /* received entries for unknown names, or malformed */
+    uint64_t ignored;      /* received entries for unknown names, malformed, or refused (a key of
+                            * the wrong length for the function; logged) */
     uint64_t catchups;     /* reconnects that resumed after the last applied id */
     uint64_t full_flushes; /* times every registered function was invalidated */
     uint64_t collapsed;    /* times the outage queue was collapsed into "all" messages */
     uint64_t reconnects;   /* connections made after a failure (both threads) */
-    uint64_t failed;       /* messages Redis refused for good (WRONGTYPE, ERR): dropped, logged;
-                            * other error replies (LOADING, BUSY, OOM...) are retried */
+    uint64_t failed;       /* messages lost because the queue could not grow (out of memory);
+                            * error replies never drop a message (see `resent`) */
     uint64_t queued;       /* messages waiting to be sent now */
     bool link_up;          /* both connections are up */
     char last_id[48];      /* last stream id the reader handled ("0-0" before any) */
+    /* Filled by mc_bus_stats_get_sized only (programs built against headers from before
+     * these fields call the unsized symbol, which stops at `resent`). */
+    uint64_t resent;         /* messages written again after a failed or unconfirmed write
+                              * (counted in `sent` once, here for every write after the first) */
+    uint64_t stream_outages; /* times the stream became unusable (WRONGTYPE, persistent ERR) */
+    bool stream_usable;      /* false while either connection finds the stream unusable */
+    bool bypassing;          /* max_staleness: the registry's caches are bypassed now */
+    uint64_t bypass_periods; /* times the bypass began */
+    uint64_t unconfirmed_ms; /* max_staleness: since the reader last confirmed it was current */
 } mc_bus_stats;
 
-/* Snapshot of a bus's counters (zeros for a NULL bus). */
+/* Snapshot of a bus's counters (zeros for a NULL bus), filling the fields up to last_id: the
+ * symbol programs built against older headers call. New code gets mc_bus_stats_get_sized
+ * through the macro below. */
 MC_API void mc_bus_stats_get(mc_bus *bus, mc_bus_stats *out);
+/* Snapshot of every field a struct of `size` bytes holds (sizeof *out). */
+MC_API void mc_bus_stats_get_sized(mc_bus *bus, mc_bus_stats *out, size_t size);
+/* mc_bus_stats_get(bus, out): the sized snapshot, for the struct the caller was built with. */
+#define mc_bus_stats_get(bus, out) mc_bus_stats_get_sized((bus), (out), sizeof *(out))
 
 /* ---- the fleet: who reads a stream ----
  * Every reading bus keeps, beside its stream S, a hash "S:host:<instance>" (the fields below;

@@ -215,11 +215,21 @@ MC_API int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs,
 MC_API int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t nargs,
                                mc_value **values, int *rcs);
 
-/* Invalidate one key. args is the key tuple: the key arguments of a call, in order, without
- * the uncached ones (for most functions, simply the call's arguments). A load of this key
- * already running still answers the callers waiting for it but will not store its result,
- * and calls made from now on start a new load rather than join it. Returns 0 or MC_ENOENT if no entry
- * was present (in-flight loads are marked either way), or an argument error. */
+/* Invalidate one key, or on a `tree` function every key under a shorter tuple. args is the
+ * key tuple: the key arguments of a call, in order, without the uncached ones (for most
+ * functions, simply the call's arguments). A load of an invalidated key already running still
+ * answers the callers waiting for it but will not store its result, and calls made from now on
+ * start a new load rather than join it.
+ *
+ * Key length: a function created with num_args has keys of num_args fields minus its uncached
+ * ones. A tuple of that length names one key; on a `tree` function a shorter, non-empty tuple
+ * names every key starting with it (the seed's TreeCache). Any other tuple (empty, longer than
+ * the key, or shorter on a function that is not `tree`) is refused with MC_EINVAL and nothing
+ * is invalidated. Without num_args the key length is not declared: an empty tuple is refused,
+ * any other tuple names one key, or on a `tree` function every key starting with it.
+ *
+ * Returns 0, or MC_ENOENT if no entry was removed (in-flight loads are marked either way), or
+ * an argument error (MC_EINVAL for a tuple of the wrong length). */
 MC_API int mc_cached_invalidate(mc_cached *fn, const mc_arg *args, size_t nargs);
 /* Invalidate every key starting with these key fields; `tree` functions only
  * (MC_ENOTSUP otherwise). *removed, if not NULL, gets the number of entries removed. */
@@ -227,8 +237,10 @@ MC_API int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t
                                        size_t *removed);
 /* Invalidate everything, in-flight loads included. */
 MC_API void mc_cached_invalidate_all(mc_cached *fn);
-/* Invalidate keys given in JSON text form (["@alice:example.com", 42]); how admin tools and the
- * invalidation bus reach a function. Returns 0, or MC_EPARSE with err filled. */
+/* Invalidate a key (or, on a `tree` function, a subtree) given in JSON text form
+ * (["@alice:example.com", 42]), with the length rules of mc_cached_invalidate. Returns 0 (also
+ * when nothing was cached), MC_EPARSE with err filled, or MC_EINVAL (wrong length, err says
+ * why). */
 MC_API int mc_cached_invalidate_json(mc_cached *fn, const char *json, size_t len, mc_error *err);
 /* Store a value for a key (args: the key tuple, as for mc_cached_invalidate) without calling
  * the loader (the seed's prefill); it replaces any present value. A load of this key running now will not overwrite it. */
@@ -261,6 +273,60 @@ MC_API mc_invalidation_source mc_cached_set_invalidation_source(mc_invalidation_
 #define MC_LOAD_BUCKETS 19
 /* The upper bound of bucket i in nanoseconds (1 us .. 10 s), UINT64_MAX for the last one. */
 MC_API uint64_t mc_cached_load_bucket_ns(size_t i);
+/* The number of fields of this function's keys (num_args minus its uncached arguments), or 0
+ * when it was created without num_args (the key length is not declared). */
+MC_API size_t mc_cached_key_length(const mc_cached *fn);
+/* Whether the function was created with `tree` (shorter tuples invalidate subtrees). */
+MC_API bool mc_cached_is_tree(const mc_cached *fn);
+
+/* Whether calls bypass the cache now (the registry's bounded staleness: see
+ * mc_registry_set_bypass), and how many calls did since creation. */
+MC_API bool mc_cached_bypassing(const mc_cached *fn);
+MC_API uint64_t mc_cached_bypassed_calls(const mc_cached *fn);
+
+/* ------------------------------------------------------------------ invalidations as values */
+
+/* One encoded key tuple (mc_key_encode, mc_key_from_json): borrowed bytes. */
+typedef struct mc_invalidation_key {
+    const void *key;
+    size_t len;
+} mc_invalidation_key;
+
+/* Where an invalidation comes from: made in this process (a module, the admin API), or
+ * received from another host (the bus), which subscribers must not send on again. */
+typedef enum mc_invalidation_origin {
+    MC_INVALIDATION_LOCAL = 0,
+    MC_INVALIDATION_REMOTE = 1,
+} mc_invalidation_origin;
+
+/* One invalidation of one function: every entry (`all`), or a list of key tuples, each a whole
+ * key or, on a `tree` function, a shorter tuple naming a subtree (the length rules of
+ * mc_cached_invalidate). Every pointer is borrowed for the duration of the call it is given
+ * to. Built from C arguments or JSON at the edges (module API, admin API, bus reader); applied
+ * with mc_cached_apply or mc_registry_apply. */
+typedef struct mc_invalidation {
+    const char *name;                 /* the registered name (mc_registry_apply's lookup) */
+    bool all;                         /* every entry; keys are ignored */
+    const mc_invalidation_key *keys;  /* nkeys encoded tuples (when not all) */
+    size_t nkeys;
+    mc_invalidation_origin origin;
+} mc_invalidation;
+
+/* What applying an invalidation did. */
+typedef struct mc_invalidation_result {
+    size_t removed;     /* entries removed from this process's cache */
+    size_t prefixes;    /* tuples that were subtrees (shorter than the key, tree functions) */
+    size_t bad_key;     /* on MC_EINVAL for a tuple: its index in keys */
+    size_t subscribers; /* subscribers the invalidation was handed to (mc_registry_apply) */
+} mc_invalidation_result;
+
+/* Check every tuple of inv against fn's key length, then (only if all are acceptable) apply
+ * it to fn in this process: nothing is handed to anyone (see mc_registry_apply). inv->name
+ * is not used. res (may be NULL) gets the counts. Returns 0; MC_EINVAL (a tuple of the wrong
+ * length or malformed bytes: nothing applied, res->bad_key and err say which and why);
+ * MC_EINVAL for NULL arguments. Thread-safe. */
+MC_API int mc_cached_apply(mc_cached *fn, const mc_invalidation *inv, mc_invalidation_result *res,
+                           mc_error *err);
 
 /* What mc_cached_stats_get reports: the cache's statistics and the function's counters. */
 typedef struct mc_cached_stats {
@@ -338,12 +404,49 @@ MC_API int mc_registry_create(const mc_cache_config *cfg, mc_registry **out);
 MC_API void mc_registry_destroy(mc_registry *reg);
 
 /* Register a function created without a registry under its name: MC_EEXIST if taken,
- * MC_EINVAL if it has no name or is registered elsewhere. Its current factor applies. */
+ * MC_EINVAL if it has no name or is registered elsewhere, MC_EBUSY if reg is a closed scope
+ * (below). Its current factor applies. */
 MC_API int mc_registry_add(mc_registry *reg, mc_cached *fn);
 /* Unregister a function (it is not destroyed). MC_ENOENT if it is not registered here. */
 MC_API int mc_registry_remove(mc_registry *reg, mc_cached *fn);
-/* The function registered under `name`, or NULL. */
+/* The function registered under `name`, or NULL. The pointer is not pinned: it is valid only
+ * while the caller knows that the function is not destroyed (its owner's own code). Code that
+ * cannot know (admin tools, other threads) uses mc_registry_acquire. */
 MC_API mc_cached *mc_registry_find(mc_registry *reg, const char *name);
+/* The function registered under `name` with a counted reference: *out stays valid (calls,
+ * invalidations, stats) until mc_registry_release, even if it is unregistered meanwhile;
+ * mc_cached_destroy waits for its references to be released (so a holder must not destroy it
+ * or wait for its destruction). Returns 0 or MC_ENOENT (*out NULL), MC_EINVAL. Thread-safe. */
+MC_API int mc_registry_acquire(mc_registry *reg, const char *name, mc_cached **out);
+/* Release a reference of mc_registry_acquire. NULL is a no-op. */
+MC_API void mc_registry_release(mc_cached *fn);
+
+/* Scopes: a registry handle through which one owner (a module) registers, so that the owner's
+ * registrations are found by owner rather than by remembered pointers. A scope is an
+ * mc_registry: functions created with opts.registry = scope, or added with
+ * mc_registry_add(scope, fn), are registered in the scope's registry and belong to the
+ * scope; every other registry call on a scope acts on its registry. A scope accepts
+ * registrations only while it is open (mc_registry_scope_open; new scopes are closed):
+ * otherwise MC_EBUSY and nothing is registered. mc_registry_scope_clear unregisters every
+ * function that still belongs to the scope (without destroying them: a function its owner
+ * destroyed already is simply not found); mc_registry_scope_destroy clears and frees it
+ * (mc_registry_destroy of a scope does the same). Thread-safe; destroy must be the last call
+ * on the scope. */
+MC_API int mc_registry_scope_create(mc_registry *reg, mc_registry **scope);
+MC_API void mc_registry_scope_open(mc_registry *scope, bool open);
+MC_API void mc_registry_scope_clear(mc_registry *scope);
+MC_API void mc_registry_scope_destroy(mc_registry *scope);
+/* Whether fn is registered through this scope. */
+MC_API bool mc_registry_scope_owns(mc_registry *scope, const mc_cached *fn);
+
+/* Bounded staleness (the invalidation bus drives it with invalidation.max_staleness): on,
+ * every registered function (and any registered later) bypasses its cache: calls are not
+ * served from it and loads are not stored, while concurrent calls of one key still share one
+ * load. Off again, every function is flushed first (mc_cached_invalidate_all), then uses its
+ * cache again, so nothing cached before or during the bypass is served afterwards. A function
+ * unregistered meanwhile leaves the bypass. Thread-safe; not from an invalidation callback. */
+MC_API void mc_registry_set_bypass(mc_registry *reg, bool on);
+MC_API bool mc_registry_bypassing(mc_registry *reg);
 
 /* Visitor of mc_registry_list: one registered function and its statistics. */
 typedef void (*mc_registry_visit_fn)(void *ud, mc_cached *fn, const mc_cached_stats *stats);
@@ -351,10 +454,31 @@ typedef void (*mc_registry_visit_fn)(void *ud, mc_cached *fn, const mc_cached_st
 MC_API void mc_registry_list(mc_registry *reg, mc_registry_visit_fn visit, void *ud);
 
 /* Invalidate by name: nkeys keys in JSON text form, or all entries when json_keys is NULL.
- * Returns 0; MC_ENOENT (no such function); MC_EPARSE (a malformed key, err filled; keys before
- * it were invalidated). */
+ * The keys are parsed and checked first, then applied as one invalidation with
+ * mc_registry_apply (subscribers included). Returns 0; MC_ENOENT (no such function);
+ * MC_EPARSE (a malformed key, err filled) or MC_EINVAL (a key of the wrong length): nothing
+ * invalidated. */
 MC_API int mc_registry_invalidate(mc_registry *reg, const char *name, const char *const *json_keys,
                                   size_t nkeys, mc_error *err);
+
+/* A subscriber of a registry's invalidations (the invalidation bus is one): called once per
+ * invalidation applied through mc_registry_apply, after it was applied here, on the applying
+ * thread, with the function still pinned; res holds what applying did. Returns 0 or an
+ * error (MC_ENOMEM: it could not keep it), which mc_registry_apply reports. */
+typedef int (*mc_invalidation_subscriber)(void *ud, const mc_invalidation *inv,
+                                          const mc_invalidation_result *res);
+/* Add or remove a subscriber (identified by fn and ud). Unsubscribing waits for calls of it in
+ * progress, so that ud may be freed after it returns. 0, MC_EINVAL, MC_ENOMEM, MC_ENOENT. */
+MC_API int mc_registry_subscribe(mc_registry *reg, mc_invalidation_subscriber fn, void *ud);
+MC_API int mc_registry_unsubscribe(mc_registry *reg, mc_invalidation_subscriber fn, void *ud);
+
+/* The single entry point of invalidation: apply inv to fn (or, fn NULL, to the function
+ * registered under inv->name, pinned for the call) as mc_cached_apply does, then hand it to
+ * every subscriber. Wrong-length tuples are refused before anything is applied or handed on.
+ * Returns 0; MC_ENOENT (no such function); MC_EINVAL (see mc_cached_apply); or the first
+ * subscriber error (applied here; res->subscribers counts those that took it). */
+MC_API int mc_registry_apply(mc_registry *reg, mc_cached *fn, const mc_invalidation *inv,
+                             mc_invalidation_result *res, mc_error *err);
 
 /* Change the global factor (name NULL) or one function's, resizing at once (entries over the
  * new bound are evicted before this returns). MC_EINVAL for factor <= 0, MC_ENOENT.

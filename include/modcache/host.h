@@ -28,10 +28,11 @@ typedef struct mc_host_options {
     void *log_ud;
     /* Registry for the modules' cached functions; NULL creates one with default config. */
     mc_registry *registry;
-    /* Invalidation bus (modcache/bus.h), borrowed: invalidate_cache and admin invalidations are
-     * published on it after being applied here. NULL: invalidations stay in this process. The
-     * bus must outlive the host (stop it after mc_host_destroy, so that modules' fini can still
-     * invalidate), and its registry should be this host's. */
+    /* Invalidation bus (modcache/bus.h), borrowed, started with this host's registry: the bus
+     * subscribes to the registry, so invalidate_cache and admin invalidations reach it once
+     * applied here; the host reads it for /metrics. NULL: invalidations stay in this process.
+     * The bus must outlive the host (stop it after mc_host_destroy, so that modules' fini can
+     * still invalidate). */
     struct mc_bus *bus;
 } mc_host_options;
 
@@ -46,13 +47,18 @@ MC_API void mc_host_destroy(mc_host *host);
 /* Load one module from a shared object path: checks the descriptor's ABI version, then
  * parse_config(config), then init. `config` may be NULL (the module sees a null scalar);
  * `where` names the entry in errors (e.g. the config node of the `module:` key; NULL: none).
- * Returns 0; MC_EIO (cannot load, no descriptor), MC_ENOTSUP (ABI version), or the module's
- * parse_config / init error, with err naming the path. */
+ * Returns 0; MC_EIO (cannot load, no descriptor), MC_ENOTSUP (ABI version), MC_EEXIST (that
+ * shared object is loaded already), or the module's parse_config / init error, with err
+ * naming the path. */
 MC_API int mc_host_load_module(mc_host *host, const char *path, const mc_config_node *config,
                                const mc_config_node *where, mc_error *err);
 
 /* Load the `modules:` list of a config file: each entry a map {module: <path>, config: <any>}.
- * On any failure, the modules this call initialised are finalised in reverse order. */
+ * Every module is opened and its config parsed (parse_config) before any module's init runs,
+ * so a fault anywhere in the list stops start-up before any init has had effects. The same
+ * shared object listed twice (or already loaded) is refused with MC_EEXIST naming both config
+ * paths: it would share one handle and its static state. On any failure, the modules this
+ * call initialised are finalised in reverse order. */
 MC_API int mc_host_load_modules(mc_host *host, const mc_config_node *modules, mc_error *err);
 
 /* ---- callbacks by category ---- */
@@ -120,7 +126,7 @@ typedef enum mc_bus_backend {
 /* The file's sections, read and checked (strings point into the mc_config document).
  *   server:       {listen: 127.0.0.1:8008, admin_token_file: admin.token}
  *   caches:       see mc_config_read_caches
- *   invalidation: {backend: local|redis, instance_name: worker1,
+ *   invalidation: {backend: local|redis, instance_name: worker1, max_staleness: 5s,
  *                  redis: {address: 127.0.0.1:6379, stream: modcache:invalidations, maxlen: 100000,
  *                          queue_limit: 10000, reconnect_min: 100ms, reconnect_max: 5s}}
  *   modules:      [{module: <path>, config: <any>}, ...]  (loaded by mc_host_load_modules)
@@ -157,6 +163,9 @@ typedef struct mc_host_config {
     /* invalidation.redis.announce_interval (1ms to 1h; default 5s): how often the host
      * announces itself beside the stream (mc_bus_options.announce_interval_ms). */
     uint64_t redis_announce_interval_ns;
+    /* invalidation.max_staleness (200ms to 1d; 0, the default: off; needs backend redis):
+     * mc_bus_options.max_staleness_ms. */
+    uint64_t max_staleness_ns;
 } mc_host_config;
 
 /* Returns 0 or MC_EINVAL/MC_ENOMEM with err naming the path and position. Checks everything

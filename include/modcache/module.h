@@ -68,24 +68,33 @@ MC_API void mc_api_log(mc_api *api, mc_log_level level, const char *fmt, ...)
 
 /* Register a memoized function by its name for admin and remote invalidation (the seed's
  * register_cached_function). The function stays owned by the module (destroy it in fini;
- * the host unregisters everything before calling fini). MC_EBUSY outside init; MC_EEXIST for a
+ * the host unregisters everything the module registered before calling fini, by owner, so a
+ * function the module destroyed earlier is no concern). MC_EBUSY outside init; MC_EEXIST for a
  * taken name; MC_EINVAL for an unnamed function. */
 MC_API int mc_api_register_cached_function(mc_api *api, mc_cached *fn);
 
 /* Invalidate one key of a function here and, when the host has an invalidation bus, in every
  * other host reading the same stream (the seed's invalidate_cache). args is the key tuple (as
- * for mc_cached_invalidate). The local invalidation is done when this returns; the remote one
- * is queued (it never waits for Redis). Works at any time, from any thread. Returns 0 (also
- * when no entry was present), an argument error from the key encoding, or MC_ENOMEM (the
- * message could not be queued; the local invalidation is done). Other hosts find the function
- * by its name: it should be registered (mc_api_register_cached_function). */
+ * for mc_cached_invalidate): on a `tree` function a shorter tuple drops every entry under it,
+ * here and on every other host. A tuple of the wrong length (empty, longer than the key, or
+ * shorter on a function that is not `tree`) is refused with MC_EINVAL: nothing is invalidated
+ * or sent, and the host logs why. The local invalidation is done when this returns; the remote
+ * one is queued (it never waits for Redis). Works at any time, from any thread. Returns 0 (also
+ * when no entry was present), MC_EINVAL, another argument error from the key encoding, or
+ * MC_ENOMEM (the message could not be queued; the local invalidation is done). It goes through
+ * the registry (mc_registry_apply), which hands it to the bus; a function that is not
+ * registered is invalidated here only, since no other host could find it by name. */
 MC_API int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *args, size_t nargs);
 
 /* Invalidate every entry of a function here and, with a bus, in every other host. Returns 0,
  * MC_EINVAL, or MC_ENOMEM as mc_api_invalidate_cache. */
 MC_API int mc_api_invalidate_all(mc_api *api, mc_cached *fn);
 
-/* The cache configuration modules' functions should be created with (opts.registry). */
+/* The module's handle on the host's registry (a scope, see mc_registry_scope_create), for
+ * opts.registry: its cache configuration applies, and a function created with it is
+ * registered as the module's. Registering through it works only during init (MC_EBUSY
+ * afterwards, and nothing is created); the host withdraws the module's registrations before
+ * its fini. Valid until fini returns. */
 MC_API mc_registry *mc_api_registry(mc_api *api);
 
 /* ---- web resources ---- */

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,8 @@ typedef struct {
     char *cache;
     char *keys;   /* JSON array of keys, or NULL for "all" */
     uint64_t seq; /* publish order, for mc_bus_flush; a collapsed message keeps the largest */
+    bool subtrees; /* some key is shorter than the function's: format version 2 */
+    unsigned attempts; /* writes tried: a confirmed write after the first is a resend */
 } mc__bmsg;
 
 struct mc_bus {
@@ -74,14 +77,31 @@ struct mc_bus {
     unsigned announce_ms;
 
     _Atomic uint64_t sent, received, own, applied, ignored, catchups, full_flushes, collapsed,
-        reconnects, failed;
+        reconnects, failed, resent, outages;
     _Atomic bool send_up, read_up;
     _Atomic bool outage_logged; /* one "unreachable" line per outage, whichever thread sees it */
+    /* The stream unusable (a key of another type, persistent ERR replies): an outage of its own,
+     * seen by either thread. send_bad / read_bad: each thread's view; stream_logged: one line
+     * when it starts (with its cause) and one when both threads find the stream usable again. */
+    _Atomic bool send_bad, read_bad, stream_logged;
+    _Atomic uint64_t stream_bad_since; /* monotonic ns, when the logged outage began */
+    /* Bounded staleness (max_staleness_ns > 0): `confirmed` is the latest moment (monotonic ns)
+     * by which every entry then in the stream is known to have been applied; the watchdog
+     * thread turns the registry's bypass on when it is older than the threshold, and the
+     * reader turns it off (flushing) when it is current again. */
+    uint64_t max_staleness_ns, stale_after_ns, watch_tick_ns;
+    unsigned block_ms; /* XREAD BLOCK: short enough to confirm currency well within the bound */
+    _Atomic uint64_t confirmed;
+    _Atomic uint64_t bypass_periods;
+    _Atomic bool bypassing;
+    pthread_mutex_t bypass_lock; /* serializes turning the bypass on and off */
+    pthread_t watch_thr;
+    bool has_watch;
     pthread_mutex_t idlock;
     char last_id[48];
     /* Faults that repeat per message or per retry: logged when they start, as a count while
      * they last, and when they end (core/ratelog.h). */
-    mc__ratelog drops, send_errors, read_errors;
+    mc__ratelog send_errors, refusals;
 };
 
 /* At most one count line per interval for a repeating fault. */
@@ -202,6 +222,30 @@ static void mc__link_check_up(mc_bus *b)
         mc__bus_log(b, 1, "redis %s:%d reachable again", b->host, b->port);
 }
 
+/* The stream became unusable for one thread: logged once per outage, with its cause. */
+static void mc__stream_bad(mc_bus *b, _Atomic bool *flag, const char *what, const char *why)
+{
+    atomic_store(flag, true);
+    if (!atomic_exchange(&b->stream_logged, true)) {
+        atomic_store(&b->stream_bad_since, mc__now_ns());
+        atomic_fetch_add(&b->outages, 1);
+        mc__bus_log(b, 3,
+                    "stream %s unusable (%s: %s); invalidations are kept queued, caches will be caught up or "
+                    "flushed when it is usable again; retrying",
+                    b->stream, what, why);
+    }
+}
+
+/* One thread finds the stream usable again; the outage ends when both do. */
+static void mc__stream_good(mc_bus *b, _Atomic bool *flag)
+{
+    if (!atomic_exchange(flag, false))
+        return;
+    if (!atomic_load(&b->send_bad) && !atomic_load(&b->read_bad) && atomic_exchange(&b->stream_logged, false))
+        mc__bus_log(b, 1, "stream %s usable again after %.1f s (%" PRIu64 " invalidations resent in all)", b->stream,
+                    (double)(mc__now_ns() - atomic_load(&b->stream_bad_since)) / 1e9, atomic_load(&b->resent));
+}
+
 static redisContext *mc__connect(mc_bus *b, unsigned extra_ms, const char *what)
 {
     struct timeval tv = {(time_t)(b->timeout_ms / 1000), (suseconds_t)(b->timeout_ms % 1000) * 1000};
@@ -252,6 +296,7 @@ static void mc__q_collapse(mc_bus *b)
         if (j == out) {
             free(m.keys);
             m.keys = NULL;
+            m.subtrees = false;
             *mc__q_at(b, out++) = m;
         }
     }
@@ -277,6 +322,7 @@ static int mc__q_push(mc_bus *b, mc__bmsg m, bool front)
         }
         free(m.keys);
         m.keys = NULL;
+        m.subtrees = false;
     }
     if (b->qlen == b->qcap) {
         size_t cap = b->qcap ? b->qcap * 2 : 64;
@@ -302,9 +348,9 @@ static int mc__q_push(mc_bus *b, mc__bmsg m, bool front)
     return 0;
 }
 
-static int mc__publish(mc_bus *b, const char *cache, char *keys)
+static int mc__publish(mc_bus *b, const char *cache, char *keys, bool subtrees)
 {
-    mc__bmsg m = {.cache = strdup(cache), .keys = keys};
+    mc__bmsg m = {.cache = strdup(cache), .keys = keys, .subtrees = subtrees};
     if (!m.cache) {
         free(keys);
         return MC_ENOMEM;
@@ -368,7 +414,7 @@ int mc_bus_publish_keys(mc_bus *b, const char *cache, const char *const *json_ke
     }
     out[len++] = ']';
     out[len] = 0;
-    return mc__publish(b, cache, out);
+    return mc__publish(b, cache, out, false);
 }
 
 int mc_bus_publish_args(mc_bus *b, const char *cache, const mc_arg *args, size_t nargs)
@@ -394,14 +440,69 @@ int mc_bus_publish_args(mc_bus *b, const char *cache, const mc_arg *args, size_t
         free(out);
         return rc;
     }
-    return mc__publish(b, cache, out);
+    return mc__publish(b, cache, out, false);
 }
 
 int mc_bus_publish_all(mc_bus *b, const char *cache)
 {
     if (!b || !cache || !*cache)
         return MC_EINVAL;
-    return mc__publish(b, cache, NULL);
+    return mc__publish(b, cache, NULL, false);
+}
+
+/* Encoded keys as the stream's JSON array ([["a",1],["b"]]), malloc'd, or NULL (MC_ENOMEM or
+ * malformed bytes: *rc says which). */
+static char *mc__keys_json(const mc_invalidation_key *keys, size_t n, int *rc)
+{
+    size_t cap = 64, len = 0;
+    char *out = malloc(cap);
+    *rc = out ? 0 : MC_ENOMEM;
+    if (out)
+        out[len++] = '[';
+    for (size_t i = 0; i < n && *rc == 0; i++) {
+        size_t jlen = 0;
+        for (;;) {
+            *rc = mc_key_to_json(keys[i].key, keys[i].len, out + len + (i > 0), cap - len - (i > 0) - 1, &jlen);
+            if (*rc != MC_ERANGE)
+                break;
+            size_t ncap = (len + jlen + 4) * 2;
+            char *o = realloc(out, ncap);
+            if (!o) {
+                *rc = MC_ENOMEM;
+                break;
+            }
+            out = o;
+            cap = ncap;
+        }
+        if (*rc == 0) {
+            if (i > 0)
+                out[len] = ',';
+            len += jlen + (i > 0);
+        }
+    }
+    if (*rc != 0) {
+        free(out);
+        return NULL;
+    }
+    out[len++] = ']';
+    out[len] = 0;
+    return out;
+}
+
+/* The registry's subscriber: every invalidation applied in this process (not those this
+ * reader received) goes on the stream. Runs on the applying thread: a queue append. */
+static int mc__on_invalidation(void *ud, const mc_invalidation *inv, const mc_invalidation_result *res)
+{
+    mc_bus *b = ud;
+    if (inv->origin != MC_INVALIDATION_LOCAL || !inv->name || !*inv->name)
+        return 0;
+    if (inv->all)
+        return mc__publish(b, inv->name, NULL, false);
+    if (inv->nkeys == 0)
+        return 0;
+    int rc;
+    char *keys = mc__keys_json(inv->keys, inv->nkeys, &rc);
+    return keys ? mc__publish(b, inv->name, keys, res && res->prefixes > 0) : rc;
 }
 
 /* Lowest sequence number not yet written (queue and in-flight batch), or UINT64_MAX. */
@@ -437,16 +538,17 @@ int mc_bus_flush(mc_bus *b, unsigned timeout_ms)
 
 /* ------------------------------------------------------------------ the sender */
 
-/* An error reply that may go away by itself (a server loading its data, busy, out of memory,
- * a replica): the message is kept and sent again after a backoff. Other errors (WRONGTYPE, a
- * malformed command) would be refused forever: the message is dropped and counted. */
-static bool mc__transient(const char *err)
+/* An error reply that says the stream itself is unusable (the key holds another type, or the
+ * server refuses the command outright): an outage until someone fixes the key. Other error
+ * replies (a server loading its data, busy, out of memory, a replica) are passing states.
+ * Either way the message is kept and sent again after a backoff: nothing is dropped. */
+static bool mc__stream_fault(const char *err)
 {
-    static const char *const permanent[] = {"WRONGTYPE", "ERR", NULL};
-    for (const char *const *p = permanent; *p; p++)
+    static const char *const faults[] = {"WRONGTYPE", "ERR", NULL};
+    for (const char *const *p = faults; *p; p++)
         if (!strncmp(err, *p, strlen(*p)) && (err[strlen(*p)] == ' ' || err[strlen(*p)] == 0))
-            return false;
-    return true;
+            return true;
+    return false;
 }
 
 /* Write the in-flight batch with one pipeline; b->retry[i] says which messages must go again
@@ -460,7 +562,8 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
     char maxlen[24];
     snprintf(maxlen, sizeof maxlen, "%" PRIu64, b->maxlen);
     for (size_t i = 0; i < b->ninflight; i++) {
-        const mc__bmsg *m = &b->inflight[i];
+        mc__bmsg *m = &b->inflight[i];
+        m->attempts++;
         const char *argv[18];
         int argc = 0;
         argv[argc++] = "XADD";
@@ -472,7 +575,7 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
         }
         argv[argc++] = "*";
         argv[argc++] = "v";
-        argv[argc++] = "1";
+        argv[argc++] = m->subtrees ? "2" : "1";
         argv[argc++] = "instance";
         argv[argc++] = b->instance;
         argv[argc++] = "sender";
@@ -499,20 +602,19 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
         }
         if (r->type != REDIS_REPLY_ERROR) {
             atomic_fetch_add(&b->sent, 1);
+            if (b->inflight[i].attempts > 1)
+                atomic_fetch_add(&b->resent, 1);
             b->retry[i] = false;
-            mc__bus_log_ended(b, &b->drops, "dropping invalidations refused by Redis");
             mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
-        } else if (mc__transient(r->str)) {
+            mc__stream_good(b, &b->send_bad);
+        } else if (mc__stream_fault(r->str)) {
+            mc__stream_bad(b, &b->send_bad, "XADD", r->str);
+            backoff = true;
+        } else {
             if (!backoff)
                 mc__bus_log_repeating(b, &b->send_errors, 2, "XADD retries", "XADD to %s: %s; retrying", b->stream,
                                       r->str);
             backoff = true;
-        } else {
-            atomic_fetch_add(&b->failed, 1);
-            b->retry[i] = false;
-            mc__bus_log_repeating(b, &b->drops, 3, "invalidations dropped",
-                                  "XADD to %s refused: %s; invalidation of %s dropped", b->stream, r->str,
-                                  b->inflight[i].cache);
         }
         freeReplyObject(r);
     }
@@ -595,6 +697,7 @@ static void *mc__sender_main(void *arg)
 
 typedef struct {
     bool exists;
+    char error[160]; /* the reply error when mc__stream_info returns -2 */
     mc__sid last_generated, max_deleted;
     bool has_max_deleted, has_added;
     uint64_t entries_added;
@@ -612,8 +715,7 @@ static int mc__stream_info(mc_bus *b, redisContext *c, mc__xinfo *xi)
     if (r->type == REDIS_REPLY_ERROR) {
         rc = strstr(r->str, "no such key") ? 1 : -2;
         if (rc == -2)
-            mc__bus_log_repeating(b, &b->read_errors, 3, "stream read errors", "XINFO STREAM %s: %s", b->stream,
-                                  r->str);
+            snprintf(xi->error, sizeof xi->error, "XINFO STREAM: %s", r->str);
     } else if (r->type == REDIS_REPLY_ARRAY) {
         xi->exists = true;
         for (size_t i = 0; i + 1 < r->elements; i += 2) {
@@ -631,6 +733,7 @@ static int mc__stream_info(mc_bus *b, redisContext *c, mc__xinfo *xi)
         }
     } else {
         rc = -2;
+        snprintf(xi->error, sizeof xi->error, "XINFO STREAM: unexpected reply type %d", r->type);
     }
     freeReplyObject(r);
     return rc;
@@ -640,6 +743,8 @@ typedef struct {
     mc__sid last;    /* last entry handled */
     uint64_t seen;   /* entries-added value matching `last`: counts every entry handled */
     bool positioned; /* last/seen are meaningful */
+    bool replaced;   /* the key held another type meanwhile: what was after `last` is gone */
+    char error[160]; /* the read's error reply (mc__read_round returning -2) */
 } mc__rpos;
 
 static void mc__set_last_id(mc_bus *b, mc__sid id)
@@ -720,7 +825,10 @@ static const redisReply *mc__field(const redisReply *fields, const char *name)
     return NULL;
 }
 
-/* Apply one entry's fields. */
+/* Apply one entry's fields: the bus reader's edge, JSON keys to one invalidation, applied
+ * through the registry as a remote one (so that this bus does not send it again). Versions 1
+ * and 2 are read alike (a tuple's length says whether it is a key or a subtree); version 2 only
+ * keeps readers that predate subtrees from taking a prefix for a key. */
 static void mc__apply(mc_bus *b, const redisReply *fields)
 {
     const redisReply *v = mc__field(fields, "v"), *sender = mc__field(fields, "sender"),
@@ -730,34 +838,58 @@ static void mc__apply(mc_bus *b, const redisReply *fields)
         return;
     }
     atomic_fetch_add(&b->received, 1);
-    if (!v || strcmp(v->str, "1") != 0 || !cache || !op) {
+    if (!v || (strcmp(v->str, "1") != 0 && strcmp(v->str, "2") != 0) || !cache || !op) {
         atomic_fetch_add(&b->ignored, 1);
         return;
     }
     mc_error err = {0};
+    mc_invalidation inv = {.name = cache->str, .origin = MC_INVALIDATION_REMOTE};
     int rc;
     if (!strcmp(op->str, "all")) {
-        rc = mc_registry_invalidate(b->reg, cache->str, NULL, 0, &err);
+        inv.all = true;
+        rc = mc_registry_apply(b->reg, NULL, &inv, NULL, &err);
     } else if (!strcmp(op->str, "keys")) {
         const redisReply *keys = mc__field(fields, "keys");
         if (!keys) {
             atomic_fetch_add(&b->ignored, 1);
             return;
         }
-        /* NUL-terminated keys for the registry (which guards against unregistering). */
         mc__keylist kl;
         rc = mc__keylist_split(keys->str, keys->len, &kl, NULL);
+        bool split = rc == 0; /* otherwise kl holds nothing */
+        mc_invalidation_key *ks = NULL;
+        unsigned char *enc = NULL;
+        if (rc == 0 && kl.n) {
+            ks = calloc(kl.n, sizeof *ks);
+            enc = malloc(kl.n * (size_t)MC__BUS_KEY_MAX);
+            if (!ks || !enc)
+                rc = MC_ENOMEM;
+            for (size_t i = 0; i < kl.n && rc == 0; i++) {
+                ks[i].key = enc + i * (size_t)MC__BUS_KEY_MAX;
+                rc = mc_key_from_json(kl.keys[i], strlen(kl.keys[i]), enc + i * (size_t)MC__BUS_KEY_MAX,
+                                      MC__BUS_KEY_MAX, &ks[i].len, NULL);
+                if (rc == MC_ERANGE || rc == MC_E2BIG)
+                    rc = MC_EPARSE;
+            }
+        }
         if (rc == MC_ENOMEM) {
             /* Cannot apply precisely: apply broadly rather than lose the invalidation. */
-            rc = mc_registry_invalidate(b->reg, cache->str, NULL, 0, &err);
+            inv.all = true;
+            rc = mc_registry_apply(b->reg, NULL, &inv, NULL, &err);
         } else if (rc != 0 || kl.n == 0) {
-            mc__keylist_free(&kl);
-            atomic_fetch_add(&b->ignored, 1);
-            return;
+            rc = MC_EPARSE;
         } else {
-            rc = mc_registry_invalidate(b->reg, cache->str, kl.keys, kl.n, &err);
-            mc__keylist_free(&kl);
+            inv.keys = ks;
+            inv.nkeys = kl.n;
+            rc = mc_registry_apply(b->reg, NULL, &inv, NULL, &err);
+            if (rc == MC_EINVAL)
+                mc__bus_log_repeating(b, &b->refusals, 2, "invalidations refused", "invalidation of %s from %s refused: %s",
+                                      cache->str, sender ? sender->str : "?", err.message);
         }
+        free(ks);
+        free(enc);
+        if (split)
+            mc__keylist_free(&kl);
     } else {
         atomic_fetch_add(&b->ignored, 1);
         return;
@@ -770,17 +902,17 @@ static long mc__read_round(mc_bus *b, redisContext *c, mc__rpos *pos)
 {
     char count[16], block[16], id[48];
     snprintf(count, sizeof count, "%d", MC__BUS_READ_COUNT);
-    snprintf(block, sizeof block, "%d", MC__BUS_BLOCK_MS);
+    snprintf(block, sizeof block, "%u", b->block_ms);
     snprintf(id, sizeof id, "%" PRIu64 "-%" PRIu64, pos->last.ms, pos->last.seq);
     const char *argv[] = {"XREAD", "COUNT", count, "BLOCK", block, "STREAMS", b->stream, id};
     redisReply *r = redisCommandArgv(c, 8, argv, NULL);
     if (!r)
         return -1;
     long handled = 0;
-    if (r->type != REDIS_REPLY_ERROR)
-        mc__bus_log_ended(b, &b->read_errors, "stream read errors");
     if (r->type == REDIS_REPLY_ERROR) {
-        mc__bus_log_repeating(b, &b->read_errors, 3, "stream read errors", "XREAD %s: %s", b->stream, r->str);
+        snprintf(pos->error, sizeof pos->error, "XREAD: %s", r->str);
+        if (!strncmp(r->str, "WRONGTYPE", 9))
+            pos->replaced = true;
         handled = -2;
     } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY &&
                r->element[0]->elements == 2 && r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
@@ -806,6 +938,60 @@ static long mc__read_round(mc_bus *b, redisContext *c, mc__rpos *pos)
     return handled;
 }
 
+/* The reader is current as of `at`: end a bypass (the registry flushes first). */
+static void mc__confirm(mc_bus *b, uint64_t at)
+{
+    if (!b->max_staleness_ns)
+        return;
+    uint64_t prev = atomic_load(&b->confirmed);
+    while (prev < at && !atomic_compare_exchange_weak(&b->confirmed, &prev, at))
+        ;
+    if (!atomic_load(&b->bypassing))
+        return;
+    pthread_mutex_lock(&b->bypass_lock);
+    if (atomic_load(&b->bypassing) && mc__now_ns() - atomic_load(&b->confirmed) < b->stale_after_ns) {
+        mc_registry_set_bypass(b->reg, false);
+        atomic_store(&b->bypassing, false);
+        mc__bus_log(b, 1, "current again with the stream: caches flushed and in use again");
+    }
+    pthread_mutex_unlock(&b->bypass_lock);
+}
+
+/* The watchdog: past the threshold without confirmation, every registered function bypasses
+ * its cache. The threshold (3/4 of max_staleness) plus one tick (1/8) stays under the bound,
+ * so the bypass is in force before a cached value could be older than max_staleness. */
+static void *mc__watch_main(void *arg)
+{
+    mc_bus *b = arg;
+    pthread_mutex_lock(&b->lock);
+    while (!b->stopping) {
+        unsigned ms = (unsigned)(b->watch_tick_ns / 1000000u);
+        struct timespec dl = mc__deadline(ms ? ms : 1);
+        pthread_cond_timedwait(&b->wake, &b->lock, &dl);
+        if (b->stopping)
+            break;
+        pthread_mutex_unlock(&b->lock);
+        uint64_t now = mc__now_ns(), conf = atomic_load(&b->confirmed);
+        if (!atomic_load(&b->bypassing) && now > conf && now - conf > b->stale_after_ns) {
+            pthread_mutex_lock(&b->bypass_lock);
+            conf = atomic_load(&b->confirmed);
+            if (!atomic_load(&b->bypassing) && mc__now_ns() - conf > b->stale_after_ns) {
+                mc_registry_set_bypass(b->reg, true);
+                atomic_store(&b->bypassing, true);
+                atomic_fetch_add(&b->bypass_periods, 1);
+                mc__bus_log(b, 2,
+                            "not confirmed current with the stream for %.1f s (max_staleness %.1f s): registered "
+                            "functions bypass their caches until it is",
+                            (double)(mc__now_ns() - conf) / 1e9, (double)b->max_staleness_ns / 1e9);
+            }
+            pthread_mutex_unlock(&b->bypass_lock);
+        }
+        pthread_mutex_lock(&b->lock);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
 static void *mc__reader_main(void *arg)
 {
     mc_bus *b = arg;
@@ -820,16 +1006,25 @@ static void *mc__reader_main(void *arg)
         pthread_mutex_unlock(&b->lock);
         if (stop)
             break;
-        redisContext *c = mc__connect(b, MC__BUS_BLOCK_MS, "reader");
+        redisContext *c = mc__connect(b, b->block_ms, "reader");
         mc__xinfo xi;
         int irc = c ? mc__stream_info(b, c, &xi) : -1;
-        if (irc < 0 && c)
+        if (irc == -1 && c)
             mc__link_down(b, "reader", c->errstr[0] ? c->errstr : "XINFO failed");
+        if (irc == -2) {
+            /* Reachable but unusable (a key of another type): an outage like a lost link. */
+            atomic_store(&b->read_up, true);
+            mc__link_check_up(b);
+            if (strstr(xi.error, "WRONGTYPE"))
+                pos.replaced = true;
+            mc__stream_bad(b, &b->read_bad, "reader", xi.error);
+        }
         if (irc < 0) {
             if (c)
                 redisFree(c);
             tried = true;
-            atomic_store(&b->read_up, false);
+            if (irc == -1)
+                atomic_store(&b->read_up, false);
             pthread_mutex_lock(&b->lock);
             backoff = mc__backoff_locked(b, backoff);
             pthread_mutex_unlock(&b->lock);
@@ -841,10 +1036,16 @@ static void *mc__reader_main(void *arg)
         if (!ever && tried) {
             /* Serving began without the bus: invalidations sent meanwhile were never seen. */
             mc__full_flush(b, &pos, &xi, "the first connection came after start-up");
+        } else if (pos.replaced) {
+            /* The stream was overwritten: entries after the last one applied cannot be proven
+             * to have been seen. */
+            mc__full_flush(b, &pos, &xi, "the stream key held another type meanwhile");
         } else {
             mc__continuity(b, &pos, &xi, ever);
         }
+        pos.replaced = false;
         ever = true;
+        mc__stream_good(b, &b->read_bad);
         pthread_mutex_lock(&b->rlock);
         b->rctx = c;
         pthread_mutex_unlock(&b->rlock);
@@ -854,28 +1055,41 @@ static void *mc__reader_main(void *arg)
         /* Check continuity as soon as the first catch-up batch is read: entries lost during the
          * outage are then found at once, not at the next quiet moment. */
         uint64_t last_check = 0;
+        bool stream_fault = false;
         for (;;) {
             pthread_mutex_lock(&b->lock);
             stop = b->stopping;
             pthread_mutex_unlock(&b->lock);
             if (stop)
                 break;
+            uint64_t issued = mc__now_ns(); /* entries added before now are in this read's answer */
             long n = mc__read_round(b, c, &pos);
             if (n == -1)
                 break;
-            if (n == -2) { /* a reply error: wait, then try again on the same connection */
-                pthread_mutex_lock(&b->lock);
-                backoff = mc__backoff_locked(b, backoff);
-                pthread_mutex_unlock(&b->lock);
-                continue;
+            if (n == -2) {
+                /* A reply error: the stream is unusable. Treated as a lost link: reconnect
+                 * after a backoff and decide again between catch-up and full flush. */
+                mc__stream_bad(b, &b->read_bad, "reader", pos.error);
+                stream_fault = true;
+                break;
             }
             /* Behind the tail (a full batch): read on; otherwise check continuity now and then. */
             if (n < MC__BUS_READ_COUNT && (n == 0 || last_check == 0 || mc__now_ns() - last_check > MC__BUS_CHECK_NS)) {
                 int rc = mc__stream_info(b, c, &xi);
                 if (rc == -1)
                     break;
-                if (rc >= 0)
+                if (rc == -2) {
+                    if (strstr(xi.error, "WRONGTYPE"))
+                        pos.replaced = true;
+                    mc__stream_bad(b, &b->read_bad, "reader", xi.error);
+                    stream_fault = true;
+                    break;
+                }
+                if (rc >= 0) {
                     mc__continuity(b, &pos, &xi, false);
+                    /* At the tail with continuity checked (or flushed): current as of the read. */
+                    mc__confirm(b, issued);
+                }
                 last_check = mc__now_ns();
             }
         }
@@ -885,11 +1099,16 @@ static void *mc__reader_main(void *arg)
         pthread_mutex_lock(&b->lock);
         stop = b->stopping;
         pthread_mutex_unlock(&b->lock);
-        if (!stop) {
+        if (!stop && !stream_fault) {
             atomic_store(&b->read_up, false);
             mc__link_down(b, "reader", c->errstr[0] ? c->errstr : "connection lost");
         }
         redisFree(c);
+        if (!stop && stream_fault) {
+            pthread_mutex_lock(&b->lock);
+            backoff = mc__backoff_locked(b, backoff);
+            pthread_mutex_unlock(&b->lock);
+        }
     }
     return NULL;
 }
@@ -923,11 +1142,11 @@ static void mc__bus_free(mc_bus *b)
     pthread_mutex_destroy(&b->lock);
     pthread_mutex_destroy(&b->rlock);
     pthread_mutex_destroy(&b->idlock);
+    pthread_mutex_destroy(&b->bypass_lock);
     pthread_cond_destroy(&b->wake);
     pthread_cond_destroy(&b->flushed);
-    mc__ratelog_destroy(&b->drops);
     mc__ratelog_destroy(&b->send_errors);
-    mc__ratelog_destroy(&b->read_errors);
+    mc__ratelog_destroy(&b->refusals);
     free(b);
 }
 
@@ -980,9 +1199,8 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     pthread_cond_init(&b->wake, NULL);
     pthread_cond_init(&b->flushed, NULL);
     atomic_init(&b->outage_logged, false);
-    mc__ratelog_init(&b->drops);
     mc__ratelog_init(&b->send_errors);
-    mc__ratelog_init(&b->read_errors);
+    mc__ratelog_init(&b->refusals);
     b->host = strdup(rhost);
     b->port = (int)port;
     b->stream = strdup(o.stream);
@@ -998,6 +1216,17 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     b->reg = o.registry;
     b->announce_ms = o.announce_interval_ms;
     strcpy(b->last_id, "0-0");
+    pthread_mutex_init(&b->bypass_lock, NULL);
+    b->block_ms = MC__BUS_BLOCK_MS;
+    if (o.max_staleness_ms && o.registry) {
+        b->max_staleness_ns = (uint64_t)o.max_staleness_ms * 1000000u;
+        b->stale_after_ns = b->max_staleness_ns / 4 * 3;
+        b->watch_tick_ns = b->max_staleness_ns / 8;
+        unsigned block = o.max_staleness_ms / 8;
+        b->block_ms = block < 10 ? 10 : block > MC__BUS_BLOCK_MS ? MC__BUS_BLOCK_MS : block;
+    }
+    /* A bus starting now has seen nothing to miss yet: current as of its start. */
+    atomic_init(&b->confirmed, mc__now_ns());
     unsigned char rnd[16];
     if (!b->host || !b->stream || !b->instance || !b->inflight) {
         mc__bus_free(b);
@@ -1013,17 +1242,28 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
         snprintf(b->sender + 2 * i, 3, "%02x", rnd[i]);
 
     b->has_reader = b->reg != NULL; /* read by the sender: set before any thread starts */
+    if (b->reg && mc_registry_subscribe(b->reg, mc__on_invalidation, b) != 0) {
+        mc__bus_free(b);
+        return MC_ENOMEM;
+    }
     if (pthread_create(&b->sender_thr, NULL, mc__sender_main, b) != 0) {
+        if (b->reg)
+            mc_registry_unsubscribe(b->reg, mc__on_invalidation, b);
         mc__bus_free(b);
         return mc__error_set(err, MC_EIO, "cannot start the bus sender thread");
     }
     if (b->reg) {
+        b->has_watch = b->max_staleness_ns &&
+                       pthread_create(&b->watch_thr, NULL, mc__watch_main, b) == 0;
         if (pthread_create(&b->reader_thr, NULL, mc__reader_main, b) != 0) {
             pthread_mutex_lock(&b->lock);
             b->stopping = true;
             pthread_cond_broadcast(&b->wake);
             pthread_mutex_unlock(&b->lock);
             pthread_join(b->sender_thr, NULL);
+            if (b->has_watch)
+                pthread_join(b->watch_thr, NULL);
+            mc_registry_unsubscribe(b->reg, mc__on_invalidation, b);
             mc__bus_free(b);
             return mc__error_set(err, MC_EIO, "cannot start the bus reader thread");
         }
@@ -1043,7 +1283,10 @@ void mc_bus_stop(mc_bus *b)
     /* The announcement goes first: a host that is stopping reads the stream no longer. */
     mc__announce_stop(b->announcer);
     b->announcer = NULL;
-    /* Give queued messages their chance first, then stop both threads. */
+    /* No more invalidations are taken (this waits for a subscriber call in progress); queued
+     * messages get their chance, then both threads stop. */
+    if (b->reg)
+        mc_registry_unsubscribe(b->reg, mc__on_invalidation, b);
     mc_bus_flush(b, b->timeout_ms);
     pthread_mutex_lock(&b->lock);
     b->stopping = true;
@@ -1057,19 +1300,43 @@ void mc_bus_stop(mc_bus *b)
     pthread_join(b->sender_thr, NULL);
     if (b->has_reader)
         pthread_join(b->reader_thr, NULL);
-    mc__bus_log_ended(b, &b->drops, "dropping invalidations refused by Redis");
+    if (b->has_watch)
+        pthread_join(b->watch_thr, NULL);
+    /* The registry outlives the bus: it must not stay in a bypass nobody will end. */
+    if (atomic_load(&b->bypassing))
+        mc_registry_set_bypass(b->reg, false);
     mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
-    mc__bus_log_ended(b, &b->read_errors, "stream read errors");
+    mc__bus_log_ended(b, &b->refusals, "invalidations refused");
     mc__bus_free(b);
 }
 
+#undef mc_bus_stats_get
+
 void mc_bus_stats_get(mc_bus *b, mc_bus_stats *out)
 {
-    if (!out)
+    mc_bus_stats_get_sized(b, out, offsetof(mc_bus_stats, resent));
+}
+
+void mc_bus_stats_get_sized(mc_bus *b, mc_bus_stats *dst, size_t size)
+{
+    if (!dst)
         return;
+    if (size > sizeof(mc_bus_stats))
+        size = sizeof(mc_bus_stats);
+    mc_bus_stats full;
+    mc_bus_stats *out = &full;
     memset(out, 0, sizeof *out);
-    if (!b)
+    if (!b) {
+        memcpy(dst, out, size);
         return;
+    }
+    out->resent = atomic_load(&b->resent);
+    out->stream_outages = atomic_load(&b->outages);
+    out->stream_usable = !atomic_load(&b->send_bad) && !atomic_load(&b->read_bad);
+    out->bypassing = atomic_load(&b->bypassing);
+    out->bypass_periods = atomic_load(&b->bypass_periods);
+    uint64_t conf = atomic_load(&b->confirmed), now = mc__now_ns();
+    out->unconfirmed_ms = b->max_staleness_ns && now > conf ? (now - conf) / 1000000u : 0;
     out->sent = atomic_load(&b->sent);
     out->received = atomic_load(&b->received);
     out->own = atomic_load(&b->own);
@@ -1087,4 +1354,5 @@ void mc_bus_stats_get(mc_bus *b, mc_bus_stats *out)
     pthread_mutex_lock(&b->idlock);
     memcpy(out->last_id, b->last_id, sizeof out->last_id);
     pthread_mutex_unlock(&b->idlock);
+    memcpy(dst, out, size);
 }

@@ -10,6 +10,7 @@
 #include "cache/cache_cached.h"
 #include "core/alloc.h"
 #include "core/epoch.h"
+#include "core/error.h"
 #include "key/key_internal.h"
 
 void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
@@ -423,6 +424,7 @@ static int mc__join_or_start(mc_cached *fn, const unsigned char *key, size_t kle
 {
     uint64_t h = mc__khash(key, klen);
     struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    bool bypass = atomic_load_explicit(&fn->bypass, memory_order_acquire);
     pthread_mutex_lock(&st->lock);
     mc_load *l = mc__inflight_find(st, key, klen, h);
     if (l) {
@@ -442,7 +444,7 @@ static int mc__join_or_start(mc_cached *fn, const unsigned char *key, size_t kle
     }
     /* A load that finished between our miss and this lock stored its result first: look
      * again, so that concurrent callers never load the same key twice. */
-    if (mc__cache_get_quiet(fn->cache, key, klen, hit) == 0) {
+    if (!bypass && mc__cache_get_quiet(fn->cache, key, klen, hit) == 0) {
         pthread_mutex_unlock(&st->lock);
         return 1;
     }
@@ -451,6 +453,8 @@ static int mc__join_or_start(mc_cached *fn, const unsigned char *key, size_t kle
         pthread_mutex_unlock(&st->lock);
         return MC_ENOMEM;
     }
+    if (bypass) /* shared by the callers of this key, never stored: the caches are not trusted */
+        atomic_store_explicit(&l->invalidated, true, memory_order_relaxed);
     l->refs = async_waiter ? 1 : 2;
     l->waiters = async_waiter;
     if (async_waiter) {
@@ -740,6 +744,10 @@ static int mc__call_lookup(mc_cached *fn, const mc_arg *args, size_t nargs, unsi
     int rc = mc__call_key(fn, args, nargs, key, klen);
     if (rc != 0)
         return rc;
+    if (atomic_load_explicit(&fn->bypass, memory_order_acquire)) {
+        atomic_fetch_add_explicit(&fn->bypassed, 1, memory_order_relaxed);
+        return 0; /* a miss: the load path, without the cache */
+    }
     return mc_cache_get(fn->cache, key, *klen, hit) == 0;
 }
 
@@ -790,12 +798,16 @@ int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, void *b
     if (rc != 0)
         return rc;
     bool none;
-    /* A hit copies under the bucket's version and pins nothing. */
-    rc = mc__cache_get_copy_ex(fn->cache, key, klen, buf, cap, vlen, &none);
-    if (rc == 0 || rc == MC_ERANGE)
-        return none ? MC_ENOENT : rc;
-    if (rc != MC_ENOENT)
-        return rc;
+    if (atomic_load_explicit(&fn->bypass, memory_order_acquire)) {
+        atomic_fetch_add_explicit(&fn->bypassed, 1, memory_order_relaxed);
+    } else {
+        /* A hit copies under the bucket's version and pins nothing. */
+        rc = mc__cache_get_copy_ex(fn->cache, key, klen, buf, cap, vlen, &none);
+        if (rc == 0 || rc == MC_ERANGE)
+            return none ? MC_ENOENT : rc;
+        if (rc != MC_ENOENT)
+            return rc;
+    }
     /* A miss: the ordinary call (single flight, timeouts), then a copy of its result. */
     mc_value *v = NULL;
     rc = mc__call_miss(fn, key, klen, args, nargs, &v);
@@ -1020,6 +1032,81 @@ static int mc__invalidate_key(mc_cached *fn, const unsigned char *key, size_t kl
     return mc_cache_remove(fn->cache, key, klen);
 }
 
+static size_t mc__invalidate_prefix(mc_cached *fn, const void *prefix, size_t plen)
+{
+    size_t removed = 0;
+    mc__mark_inflight(fn, prefix, plen, false);
+    mc__count_invalidation(fn);
+    mc_cache_remove_prefix(fn->cache, prefix, plen, &removed);
+    return removed;
+}
+
+static size_t mc__invalidate_everything(mc_cached *fn)
+{
+    size_t removed = 0;
+    mc__mark_inflight(fn, NULL, 0, true);
+    mc__count_invalidation(fn);
+    /* The empty prefix matches every key: a clear that counts what it removed. */
+    mc_cache_remove_prefix(fn->cache, NULL, 0, &removed);
+    return removed;
+}
+
+/* How one tuple of `fields` fields applies to fn: 0 one key, 1 a subtree, or MC_EINVAL with
+ * err saying why (index i in messages). */
+static int mc__tuple_kind(const mc_cached *fn, int fields, size_t i, mc_error *err)
+{
+    if (fields < 0)
+        return mc__error_set(err, MC_EINVAL, "key %zu: malformed key bytes", i);
+    size_t n = (size_t)fields;
+    if (n == 0)
+        return mc__error_set(err, MC_EINVAL, "key %zu is empty; %s%s", i, fn->name[0] ? fn->name : "the function",
+                             fn->key_len ? " takes keys of that many fields" : " needs at least one field");
+    if (fn->key_len == 0)
+        return fn->tree ? 1 : 0;
+    if (n == fn->key_len)
+        return 0;
+    if (n < fn->key_len && fn->tree)
+        return 1;
+    return mc__error_set(err, MC_EINVAL, "key %zu has %zu field%s; %s takes %zu%s", i, n, n == 1 ? "" : "s",
+                         fn->name[0] ? fn->name : "the function", fn->key_len,
+                         fn->tree ? " (or fewer, for a subtree)" : "");
+}
+
+int mc_cached_apply(mc_cached *fn, const mc_invalidation *inv, mc_invalidation_result *res, mc_error *err)
+{
+    mc_invalidation_result local;
+    if (!res)
+        res = &local;
+    memset(res, 0, sizeof *res);
+    if (!fn || !inv || (!inv->all && inv->nkeys && !inv->keys))
+        return MC_EINVAL;
+    if (inv->all) {
+        res->removed = mc__invalidate_everything(fn);
+        return 0;
+    }
+    /* Every tuple is judged before anything is applied: a refusal changes nothing. */
+    for (size_t i = 0; i < inv->nkeys; i++) {
+        const mc_invalidation_key *k = &inv->keys[i];
+        int kind = (!k->key && k->len) || k->len > MC_KEY_MAX
+                       ? mc__error_set(err, MC_EINVAL, "key %zu: malformed key bytes", i)
+                       : mc__tuple_kind(fn, mc_key_count(k->key, k->len), i, err);
+        if (kind < 0) {
+            res->bad_key = i;
+            return kind;
+        }
+        if (kind == 1)
+            res->prefixes++;
+    }
+    for (size_t i = 0; i < inv->nkeys; i++) {
+        const mc_invalidation_key *k = &inv->keys[i];
+        if (mc__tuple_kind(fn, mc_key_count(k->key, k->len), i, NULL) == 1)
+            res->removed += mc__invalidate_prefix(fn, k->key, k->len);
+        else if (mc__invalidate_key(fn, k->key, k->len) == 0)
+            res->removed++;
+    }
+    return 0;
+}
+
 int mc_cached_invalidate(mc_cached *fn, const mc_arg *args, size_t nargs)
 {
     if (!fn || (!args && nargs))
@@ -1029,7 +1116,13 @@ int mc_cached_invalidate(mc_cached *fn, const mc_arg *args, size_t nargs)
     int rc = mc__tuple_key(args, nargs, key, &klen);
     if (rc != 0)
         return rc;
-    return mc__invalidate_key(fn, key, klen);
+    mc_invalidation_key k = {key, klen};
+    mc_invalidation inv = {.keys = &k, .nkeys = 1};
+    mc_invalidation_result res;
+    rc = mc_cached_apply(fn, &inv, &res, NULL);
+    if (rc != 0)
+        return rc;
+    return res.removed ? 0 : MC_ENOENT;
 }
 
 int mc_cached_invalidate_json(mc_cached *fn, const char *json, size_t len, mc_error *err)
@@ -1041,8 +1134,9 @@ int mc_cached_invalidate_json(mc_cached *fn, const char *json, size_t len, mc_er
     int rc = mc_key_from_json(json, len, key, sizeof key, &klen, err);
     if (rc != 0)
         return rc;
-    rc = mc__invalidate_key(fn, key, klen);
-    return rc == MC_ENOENT ? 0 : rc;
+    mc_invalidation_key k = {key, klen};
+    mc_invalidation inv = {.keys = &k, .nkeys = 1};
+    return mc_cached_apply(fn, &inv, NULL, err);
 }
 
 int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t nargs, size_t *removed)
@@ -1058,19 +1152,32 @@ int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t nargs,
     int rc = mc__tuple_key(args, nargs, prefix, &plen);
     if (rc != 0)
         return rc;
-    mc__mark_inflight(fn, prefix, plen, false);
-    mc__count_invalidation(fn);
-    return mc_cache_remove_prefix(fn->cache, prefix, plen, removed);
+    size_t n = mc__invalidate_prefix(fn, prefix, plen);
+    if (removed)
+        *removed = n;
+    return 0;
 }
 
 void mc_cached_invalidate_all(mc_cached *fn)
 {
     if (!fn)
         return;
-    mc__mark_inflight(fn, NULL, 0, true);
-    mc__count_invalidation(fn);
-    mc_cache_clear(fn->cache);
+    mc__invalidate_everything(fn);
 }
+
+size_t mc_cached_key_length(const mc_cached *fn) { return fn ? fn->key_len : 0; }
+
+bool mc_cached_bypassing(const mc_cached *fn)
+{
+    return fn && atomic_load_explicit(&((mc_cached *)fn)->bypass, memory_order_acquire);
+}
+
+uint64_t mc_cached_bypassed_calls(const mc_cached *fn)
+{
+    return fn ? atomic_load_explicit(&((mc_cached *)fn)->bypassed, memory_order_relaxed) : 0;
+}
+
+bool mc_cached_is_tree(const mc_cached *fn) { return fn && fn->tree; }
 
 int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const void *value, size_t vlen)
 {
@@ -1222,6 +1329,16 @@ int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self
     fn->iterable = o->iterable;
     fn->keep_unread = o->keep_unread_entries;
     fn->base_max_entries = o->max_entries;
+    fn->key_len = o->num_args;
+    for (size_t i = 0; i < o->n_uncached_args && o->num_args; i++) {
+        bool dup = false; /* an index listed twice leaves one field out, not two */
+        for (size_t j = 0; j < i; j++)
+            dup |= o->uncached_args[j] == o->uncached_args[i];
+        if (!dup)
+            fn->key_len--;
+    }
+    pthread_mutex_init(&fn->reflock, NULL);
+    pthread_cond_init(&fn->refcond, NULL);
     if (o->n_uncached_args) {
         size_t n = o->num_args ? o->num_args : 64;
         for (size_t i = 0; i < n; i++)
@@ -1289,6 +1406,11 @@ void mc_cached_destroy(mc_cached *fn)
         return;
     if (fn->registry)
         mc_registry_remove(fn->registry, fn);
+    /* Unregistered, so no new reference can be taken: wait for the holders to let go. */
+    pthread_mutex_lock(&fn->reflock);
+    while (fn->refs)
+        pthread_cond_wait(&fn->refcond, &fn->reflock);
+    pthread_mutex_unlock(&fn->reflock);
     /* Loads still running for callers that timed out finish first: they store into the
      * cache and run its listener. */
     mc__join_runners(fn);
@@ -1310,6 +1432,8 @@ void mc_cached_destroy(mc_cached *fn)
         pthread_cond_destroy(&st->cond);
     }
     pthread_mutex_destroy(&fn->rlock);
+    pthread_mutex_destroy(&fn->reflock);
+    pthread_cond_destroy(&fn->refcond);
     pthread_mutex_destroy(&fn->tlock);
     pthread_cond_destroy(&fn->tcond);
     free(fn);

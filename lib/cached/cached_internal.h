@@ -90,6 +90,11 @@ struct mc__stripe_c {
 struct mc_cached {
     char name[MC__NAME_MAX + 1];
     mc_cache *cache;
+    /* Set by the registry while the process cannot confirm it is current (bounded staleness):
+     * calls skip the cache (loads still single-flight, results not stored). Read with acquire
+     * on every call, beside `cache`: it orders nothing else, it only has to be seen soon. */
+    _Atomic bool bypass;
+    _Atomic uint64_t bypassed;
     mc_loader_fn loader;
     mc_batch_loader_fn batch_loader;
     void *self;
@@ -98,7 +103,13 @@ struct mc_cached {
     size_t key_mask_len;
     bool tree, iterable, keep_unread;
     size_t base_max_entries;
-    mc_registry *registry; /* set while registered */
+    size_t key_len;        /* fields of a key (num_args minus uncached ones); 0: not declared */
+    mc_registry *registry; /* set while registered (the registry, never a scope); its lock */
+    const mc_registry *owner; /* the scope it was registered through, or NULL; registry lock */
+    /* Counted references of mc_registry_acquire: destroy waits for them to go. */
+    pthread_mutex_t reflock;
+    pthread_cond_t refcond;
+    unsigned refs;
     double factor;         /* the factor in effect */
     atomic_size_t n_attached;
     _Atomic uint64_t loads, load_errors, joined, invalidations, cancelled, timeouts;
@@ -138,6 +149,8 @@ static inline void mc__cond_init_monotonic(pthread_cond_t *c)
     pthread_condattr_destroy(&ca);
 }
 
+/* The registry a handle stands for: itself, or a scope's registry. */
+mc_registry *mc__registry_root(mc_registry *reg);
 
 /* Apply a factor (resizing the cache at once). Used by the registry. */
 void mc__cached_apply_factor(mc_cached *fn, double factor);

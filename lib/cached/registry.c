@@ -22,7 +22,16 @@ struct mc__factor {
     bool runtime; /* set by mc_registry_set_factor: beats the environment */
 };
 
+struct mc__subscriber {
+    mc_invalidation_subscriber fn;
+    void *ud;
+};
+
 struct mc_registry {
+    /* A scope (mc_registry_scope_create) has `root` set and uses nothing else below but
+     * `open`: every call on it goes to its root. */
+    mc_registry *root;
+    _Atomic bool open;
     pthread_rwlock_t lock;
     mc_cached **fns; /* sorted by name */
     size_t n, cap;
@@ -38,7 +47,18 @@ struct mc_registry {
     pthread_cond_t mcond;
     pthread_t thread;
     bool running, stop;
+    /* Subscribers, read-locked while one is called: unsubscribing (write lock) waits for the
+     * calls in progress. */
+    pthread_rwlock_t sublock;
+    struct mc__subscriber *subs;
+    size_t nsubs;
+    /* Bounded staleness: every function bypasses its cache (write lock to change, so that a
+     * function added meanwhile gets the state in force). */
+    bool bypass;
+    pthread_mutex_t bypass_lock; /* serializes mc_registry_set_bypass */
 };
+
+mc_registry *mc__registry_root(mc_registry *reg) { return reg && reg->root ? reg->root : reg; }
 
 void mc_cache_config_init(mc_cache_config *cfg)
 {
@@ -139,6 +159,8 @@ int mc_registry_create(const mc_cache_config *cfg, mc_registry **out)
     if (reg->cfg.max_cache_memory_usage && !reg->cfg.target_cache_memory_usage)
         reg->cfg.target_cache_memory_usage = reg->cfg.max_cache_memory_usage;
     pthread_rwlock_init(&reg->lock, NULL);
+    pthread_rwlock_init(&reg->sublock, NULL);
+    pthread_mutex_init(&reg->bypass_lock, NULL);
     pthread_mutex_init(&reg->apply_lock, NULL);
     pthread_mutex_init(&reg->ctl, NULL);
     pthread_mutex_init(&reg->mlock, NULL);
@@ -158,11 +180,20 @@ void mc_registry_destroy(mc_registry *reg)
 {
     if (!reg)
         return;
+    if (reg->root) {
+        mc_registry_scope_destroy(reg);
+        return;
+    }
     mc_registry_stop(reg);
     pthread_rwlock_wrlock(&reg->lock);
-    for (size_t i = 0; i < reg->n; i++)
+    for (size_t i = 0; i < reg->n; i++) {
         reg->fns[i]->registry = NULL;
+        reg->fns[i]->owner = NULL;
+    }
     pthread_rwlock_unlock(&reg->lock);
+    free(reg->subs);
+    pthread_rwlock_destroy(&reg->sublock);
+    pthread_mutex_destroy(&reg->bypass_lock);
     for (size_t i = 0; i < reg->nfactors; i++)
         free(reg->factors[i].name);
     free(reg->factors);
@@ -178,6 +209,8 @@ void mc_registry_destroy(mc_registry *reg)
 void mc__registry_defaults(const mc_registry *reg, const char *name, double *factor, uint64_t *ttl_ns,
                            uint64_t *load_timeout_ns)
 {
+    if (reg->root)
+        reg = reg->root;
     pthread_rwlock_rdlock((pthread_rwlock_t *)&reg->lock);
     *factor = mc__factor_for(reg, name);
     pthread_rwlock_unlock((pthread_rwlock_t *)&reg->lock);
@@ -207,7 +240,17 @@ static size_t mc__find_pos(const mc_registry *reg, const char *name, bool *found
 
 int mc_registry_add(mc_registry *reg, mc_cached *fn)
 {
-    if (!reg || !fn || !fn->name[0] || (fn->registry && fn->registry != reg))
+    if (!reg || !fn || !fn->name[0])
+        return MC_EINVAL;
+    const mc_registry *owner = NULL;
+    if (reg->root) {
+        /* Through a scope: only while it is open, and the function is the scope's. */
+        if (!atomic_load_explicit(&reg->open, memory_order_acquire))
+            return MC_EBUSY;
+        owner = reg;
+        reg = reg->root;
+    }
+    if (fn->registry && fn->registry != reg)
         return MC_EINVAL;
     pthread_rwlock_wrlock(&reg->lock);
     bool found;
@@ -230,6 +273,8 @@ int mc_registry_add(mc_registry *reg, mc_cached *fn)
     reg->fns[pos] = fn;
     reg->n++;
     fn->registry = reg;
+    fn->owner = owner;
+    atomic_store_explicit(&fn->bypass, reg->bypass, memory_order_release);
     pthread_rwlock_unlock(&reg->lock);
     /* The factor is read again under the apply lock, so that a concurrent set_factor (which
      * applies under the same locks, in the same order) cannot be undone by a stale value. */
@@ -247,6 +292,7 @@ int mc_registry_add(mc_registry *reg, mc_cached *fn)
 
 int mc_registry_remove(mc_registry *reg, mc_cached *fn)
 {
+    reg = mc__registry_root(reg);
     if (!reg || !fn)
         return MC_EINVAL;
     pthread_rwlock_wrlock(&reg->lock);
@@ -259,26 +305,57 @@ int mc_registry_remove(mc_registry *reg, mc_cached *fn)
     memmove(&reg->fns[pos], &reg->fns[pos + 1], (reg->n - pos - 1) * sizeof *reg->fns);
     reg->n--;
     fn->registry = NULL;
+    fn->owner = NULL;
+    atomic_store_explicit(&fn->bypass, false, memory_order_release);
     pthread_rwlock_unlock(&reg->lock);
     return 0;
 }
 
-void mc__registry_forget(mc_registry *reg, const mc_cached *fn)
+void mc_registry_set_bypass(mc_registry *reg, bool on)
 {
-    pthread_rwlock_wrlock(&reg->lock);
-    for (size_t i = 0; i < reg->n; i++)
-        if (reg->fns[i] == fn) {
-            /* Still registered, hence still alive: it may be touched. */
-            reg->fns[i]->registry = NULL;
-            memmove(&reg->fns[i], &reg->fns[i + 1], (reg->n - i - 1) * sizeof *reg->fns);
-            reg->n--;
-            break;
+    reg = mc__registry_root(reg);
+    if (!reg)
+        return;
+    pthread_mutex_lock(&reg->bypass_lock);
+    if (on) {
+        pthread_rwlock_wrlock(&reg->lock);
+        reg->bypass = true;
+        for (size_t i = 0; i < reg->n; i++)
+            atomic_store_explicit(&reg->fns[i]->bypass, true, memory_order_release);
+        pthread_rwlock_unlock(&reg->lock);
+    } else if (reg->bypass) {
+        /* Flushed before the caches are trusted again: whatever they held from before may
+         * have been invalidated meanwhile. Read lock only: eviction callbacks may use the
+         * registry; the flag is cleared per function after its flush. */
+        pthread_rwlock_rdlock(&reg->lock);
+        for (size_t i = 0; i < reg->n; i++) {
+            mc_cached_invalidate_all(reg->fns[i]);
+            atomic_store_explicit(&reg->fns[i]->bypass, false, memory_order_release);
         }
+        pthread_rwlock_unlock(&reg->lock);
+        pthread_rwlock_wrlock(&reg->lock);
+        reg->bypass = false;
+        for (size_t i = 0; i < reg->n; i++) /* added during the flush: they hold nothing old */
+            atomic_store_explicit(&reg->fns[i]->bypass, false, memory_order_release);
+        pthread_rwlock_unlock(&reg->lock);
+    }
+    pthread_mutex_unlock(&reg->bypass_lock);
+}
+
+bool mc_registry_bypassing(mc_registry *reg)
+{
+    reg = mc__registry_root(reg);
+    if (!reg)
+        return false;
+    pthread_rwlock_rdlock(&reg->lock);
+    bool on = reg->bypass;
     pthread_rwlock_unlock(&reg->lock);
+    return on;
 }
 
 mc_cached *mc_registry_find(mc_registry *reg, const char *name)
 {
+    reg = mc__registry_root(reg);
     if (!reg || !name)
         return NULL;
     pthread_rwlock_rdlock(&reg->lock);
@@ -289,8 +366,183 @@ mc_cached *mc_registry_find(mc_registry *reg, const char *name)
     return fn;
 }
 
+int mc_registry_acquire(mc_registry *reg, const char *name, mc_cached **out)
+{
+    reg = mc__registry_root(reg);
+    if (out)
+        *out = NULL;
+    if (!reg || !name || !out)
+        return MC_EINVAL;
+    pthread_rwlock_rdlock(&reg->lock);
+    bool found;
+    size_t pos = mc__find_pos(reg, name, &found);
+    mc_cached *fn = found ? reg->fns[pos] : NULL;
+    if (fn) {
+        /* Taken under the registry lock: destroy unregisters (write lock) before it waits for
+         * the count, so it cannot miss this reference. */
+        pthread_mutex_lock(&fn->reflock);
+        fn->refs++;
+        pthread_mutex_unlock(&fn->reflock);
+    }
+    pthread_rwlock_unlock(&reg->lock);
+    *out = fn;
+    return fn ? 0 : MC_ENOENT;
+}
+
+void mc_registry_release(mc_cached *fn)
+{
+    if (!fn)
+        return;
+    pthread_mutex_lock(&fn->reflock);
+    if (fn->refs && --fn->refs == 0)
+        pthread_cond_broadcast(&fn->refcond);
+    pthread_mutex_unlock(&fn->reflock);
+}
+
+/* ------------------------------------------------------------------ scopes */
+
+int mc_registry_scope_create(mc_registry *reg, mc_registry **scope)
+{
+    reg = mc__registry_root(reg);
+    if (scope)
+        *scope = NULL;
+    if (!reg || !scope)
+        return MC_EINVAL;
+    mc_registry *s = mc__calloc(1, sizeof *s);
+    if (!s)
+        return MC_ENOMEM;
+    s->root = reg;
+    atomic_init(&s->open, false);
+    *scope = s;
+    return 0;
+}
+
+void mc_registry_scope_open(mc_registry *scope, bool open)
+{
+    if (scope && scope->root)
+        atomic_store_explicit(&scope->open, open, memory_order_release);
+}
+
+bool mc_registry_scope_owns(mc_registry *scope, const mc_cached *fn)
+{
+    if (!scope || !scope->root || !fn)
+        return false;
+    mc_registry *reg = scope->root;
+    pthread_rwlock_rdlock(&reg->lock);
+    bool owns = false;
+    for (size_t i = 0; i < reg->n && !owns; i++)
+        owns = reg->fns[i] == fn && fn->owner == scope;
+    pthread_rwlock_unlock(&reg->lock);
+    return owns;
+}
+
+void mc_registry_scope_clear(mc_registry *scope)
+{
+    if (!scope || !scope->root)
+        return;
+    mc_registry *reg = scope->root;
+    /* Registered functions are alive (destroy unregisters first, under this lock): their
+     * owner tag may be read. Destroyed ones are simply not found. */
+    pthread_rwlock_wrlock(&reg->lock);
+    size_t keep = 0;
+    for (size_t i = 0; i < reg->n; i++) {
+        mc_cached *fn = reg->fns[i];
+        if (fn->owner == scope) {
+            fn->registry = NULL;
+            fn->owner = NULL;
+        } else {
+            reg->fns[keep++] = fn;
+        }
+    }
+    reg->n = keep;
+    pthread_rwlock_unlock(&reg->lock);
+}
+
+void mc_registry_scope_destroy(mc_registry *scope)
+{
+    if (!scope || !scope->root)
+        return;
+    atomic_store_explicit(&scope->open, false, memory_order_release);
+    mc_registry_scope_clear(scope);
+    free(scope);
+}
+
+/* ------------------------------------------------------------------ invalidation */
+
+int mc_registry_subscribe(mc_registry *reg, mc_invalidation_subscriber fn, void *ud)
+{
+    reg = mc__registry_root(reg);
+    if (!reg || !fn)
+        return MC_EINVAL;
+    pthread_rwlock_wrlock(&reg->sublock);
+    struct mc__subscriber *s = mc__realloc(reg->subs, (reg->nsubs + 1) * sizeof *s);
+    int rc = s ? 0 : MC_ENOMEM;
+    if (s) {
+        reg->subs = s;
+        reg->subs[reg->nsubs++] = (struct mc__subscriber){fn, ud};
+    }
+    pthread_rwlock_unlock(&reg->sublock);
+    return rc;
+}
+
+int mc_registry_unsubscribe(mc_registry *reg, mc_invalidation_subscriber fn, void *ud)
+{
+    reg = mc__registry_root(reg);
+    if (!reg || !fn)
+        return MC_EINVAL;
+    pthread_rwlock_wrlock(&reg->sublock);
+    int rc = MC_ENOENT;
+    for (size_t i = 0; i < reg->nsubs; i++)
+        if (reg->subs[i].fn == fn && reg->subs[i].ud == ud) {
+            memmove(&reg->subs[i], &reg->subs[i + 1], (reg->nsubs - i - 1) * sizeof *reg->subs);
+            reg->nsubs--;
+            rc = 0;
+            break;
+        }
+    pthread_rwlock_unlock(&reg->sublock);
+    return rc;
+}
+
+int mc_registry_apply(mc_registry *reg, mc_cached *fn, const mc_invalidation *inv,
+                      mc_invalidation_result *res, mc_error *err)
+{
+    mc_invalidation_result local;
+    if (!res)
+        res = &local;
+    memset(res, 0, sizeof *res);
+    reg = mc__registry_root(reg);
+    if (!reg || !inv || (!fn && !inv->name))
+        return MC_EINVAL;
+    mc_cached *held = NULL;
+    if (!fn) {
+        if (mc_registry_acquire(reg, inv->name, &held) != 0)
+            return mc__error_set(err, MC_ENOENT, "no cached function named '%s'", inv->name);
+        fn = held;
+    }
+    /* No registry lock is held from here: invalidation callbacks and subscribers may call the
+     * registry freely. The reference keeps fn alive. */
+    int rc = mc_cached_apply(fn, inv, res, err);
+    if (rc == 0) {
+        mc_invalidation named = *inv;
+        if (!named.name || !*named.name)
+            named.name = fn->name;
+        pthread_rwlock_rdlock(&reg->sublock);
+        for (size_t i = 0; i < reg->nsubs; i++) {
+            int src = reg->subs[i].fn(reg->subs[i].ud, &named, res);
+            if (src == 0)
+                res->subscribers++;
+            else if (rc == 0)
+                rc = mc__error_set(err, src, "applied here; handing it on failed: %s", mc_strerror(src));
+        }
+        pthread_rwlock_unlock(&reg->sublock);
+    }
+    mc_registry_release(held);
+    return rc;
+}
+
 void mc_registry_list(mc_registry *reg, mc_registry_visit_fn visit, void *ud)
 {
+    reg = mc__registry_root(reg);
     if (!reg || !visit)
         return;
     pthread_rwlock_rdlock(&reg->lock);
@@ -305,24 +557,55 @@ void mc_registry_list(mc_registry *reg, mc_registry_visit_fn visit, void *ud)
 int mc_registry_invalidate(mc_registry *reg, const char *name, const char *const *json_keys,
                            size_t nkeys, mc_error *err)
 {
+    reg = mc__registry_root(reg);
     if (!reg || !name || (!json_keys && nkeys))
         return MC_EINVAL;
-    pthread_rwlock_rdlock(&reg->lock);
-    bool found;
-    size_t pos = mc__find_pos(reg, name, &found);
-    if (!found) {
-        pthread_rwlock_unlock(&reg->lock);
-        return mc__error_set(err, MC_ENOENT, "no cached function named '%s'", name);
-    }
-    mc_cached *fn = reg->fns[pos];
+    mc_invalidation inv = {.name = name, .all = json_keys == NULL};
+    mc_invalidation_key *keys = NULL;
+    unsigned char *buf = NULL;
     int rc = 0;
-    if (!json_keys) {
-        mc_cached_invalidate_all(fn);
-    } else {
+    if (!inv.all && nkeys) {
+        /* The JSON edge: every key parsed before anything is applied. */
+        keys = mc__calloc(nkeys, sizeof *keys);
+        unsigned char *one = mc__malloc(MC_KEY_MAX);
+        size_t used = 0, cap = 64;
+        buf = mc__malloc(cap); /* never NULL below: empty keys point into it too */
+        rc = keys && one && buf ? 0 : MC_ENOMEM;
+        for (size_t i = 0; i < nkeys && rc == 0; i++) {
+            mc_error kerr = {0};
+            size_t len = 0;
+            if (!json_keys[i])
+                rc = mc__error_set(err, MC_EINVAL, "key %zu: NULL", i);
+            else if ((rc = mc_key_from_json(json_keys[i], strlen(json_keys[i]), one, MC_KEY_MAX, &len, &kerr)))
+                rc = mc__error_set(err, rc, "key %zu: %s", i, kerr.message[0] ? kerr.message : mc_strerror(rc));
+            if (rc == 0 && used + len > cap) {
+                size_t ncap = (used + len) * 2 + 64;
+                unsigned char *nb = mc__realloc(buf, ncap);
+                if (!nb)
+                    rc = MC_ENOMEM;
+                else {
+                    buf = nb;
+                    cap = ncap;
+                }
+            }
+            if (rc == 0) {
+                if (len)
+                    memcpy(buf + used, one, len);
+                keys[i].key = (const void *)(uintptr_t)used; /* an offset until buf stops moving */
+                keys[i].len = len;
+                used += len;
+            }
+        }
+        free(one);
         for (size_t i = 0; i < nkeys && rc == 0; i++)
-            rc = mc_cached_invalidate_json(fn, json_keys[i], strlen(json_keys[i]), err);
+            keys[i].key = buf + (uintptr_t)keys[i].key;
+        inv.keys = keys;
+        inv.nkeys = nkeys;
     }
-    pthread_rwlock_unlock(&reg->lock);
+    if (rc == 0)
+        rc = mc_registry_apply(reg, NULL, &inv, NULL, err);
+    free(keys);
+    free(buf);
     return rc;
 }
 
@@ -343,6 +626,7 @@ static void mc__apply_factors(mc_registry *reg)
 
 int mc_registry_reload_factors(mc_registry *reg, const mc_cache_config *cfg)
 {
+    reg = mc__registry_root(reg);
     if (!reg || !cfg || (cfg->n_per_cache_factors && !cfg->per_cache_factors))
         return MC_EINVAL;
     double global = cfg->global_factor == 0 ? 1.0 : cfg->global_factor;
@@ -380,6 +664,7 @@ int mc_registry_reload_factors(mc_registry *reg, const mc_cache_config *cfg)
 
 int mc_registry_set_factor(mc_registry *reg, const char *name, double factor)
 {
+    reg = mc__registry_root(reg);
     if (!reg || !(factor > 0) || !isfinite(factor))
         return MC_EINVAL;
     pthread_rwlock_wrlock(&reg->lock);
@@ -408,6 +693,7 @@ static size_t mc__usage(const mc_registry *reg)
 
 void mc_registry_maintain(mc_registry *reg, size_t *evicted)
 {
+    reg = mc__registry_root(reg);
     if (evicted)
         *evicted = 0;
     if (!reg)
@@ -469,6 +755,7 @@ static void *mc__maintenance_main(void *arg)
 
 int mc_registry_start(mc_registry *reg)
 {
+    reg = mc__registry_root(reg);
     if (!reg)
         return MC_EINVAL;
     pthread_mutex_lock(&reg->ctl);
@@ -486,6 +773,7 @@ int mc_registry_start(mc_registry *reg)
 
 void mc_registry_stop(mc_registry *reg)
 {
+    reg = mc__registry_root(reg);
     if (!reg)
         return;
     pthread_mutex_lock(&reg->ctl);

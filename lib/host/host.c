@@ -84,18 +84,20 @@ static void mc__module_unload(mc_host *h, mc__module *m, bool initialised)
 {
     mc__drop_callbacks(h, &m->api);
     mc__routes_drop(h, &m->api);
-    for (size_t i = m->api.nregistered; i-- > 0;)
-        mc__registry_forget(h->registry, m->api.registered[i]); /* it may be destroyed already */
-    free(m->api.registered);
-    m->api.registered = NULL;
-    m->api.nregistered = 0;
+    /* By owner: whatever the module registered and has not destroyed itself. The scope stays
+     * (closed) through fini, so that registering from fini is refused too. */
+    mc_registry_scope_open(m->api.scope, false);
+    mc_registry_scope_clear(m->api.scope);
     if (initialised && m->api.desc->fini)
         m->api.desc->fini(m->state);
+    mc_registry_scope_destroy(m->api.scope);
+    m->api.scope = NULL;
     if (m->has_parsed && m->api.desc->free_config)
         m->api.desc->free_config(m->parsed);
     if (m->handle)
         dlclose(m->handle);
     free(m->path);
+    free(m->where);
     free(m);
 }
 
@@ -144,19 +146,27 @@ static int mc__load_fail(mc_error *err, int code, const char *path, const mc_con
     return mc__error_set(err, code, "%s: %s", path, msg);
 }
 
-int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *config,
-                        const mc_config_node *where, mc_error *err)
+/* The module already loaded (or opened in this batch) from the same shared object, if any:
+ * dlopen hands out one handle per file, so a second entry would share the first one's static
+ * state. */
+static const mc__module *mc__same_object(mc_host *h, void *handle, mc__module *const *pending, size_t npending)
 {
-    if (!h || !path)
-        return MC_EINVAL;
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 8;
-        mc__module **mods = realloc(h->mods, cap * sizeof *mods);
-        if (!mods)
-            return MC_ENOMEM;
-        h->mods = mods;
-        h->cap = cap;
-    }
+    for (size_t i = 0; i < h->n; i++)
+        if (h->mods[i]->handle == handle)
+            return h->mods[i];
+    for (size_t i = 0; i < npending; i++)
+        if (pending[i]->handle == handle)
+            return pending[i];
+    return NULL;
+}
+
+/* Open one module: dlopen, check the descriptor, refuse a shared object already listed, parse
+ * its config. Nothing of the module runs but parse_config. */
+static int mc__module_open(mc_host *h, const char *path, const mc_config_node *config,
+                           const mc_config_node *where, mc__module *const *pending, size_t npending,
+                           mc__module **out, mc_error *err)
+{
+    *out = NULL;
     mc__module *m = calloc(1, sizeof *m);
     if (!m)
         return MC_ENOMEM;
@@ -176,8 +186,12 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
         return rc;
     }
     const mc_module_descriptor *d = dlsym(m->handle, "mc_module");
+    const mc__module *twin = mc__same_object(h, m->handle, pending, npending);
     int rc = 0;
-    if (!d) {
+    if (twin) {
+        rc = mc__load_fail(err, MC_EEXIST, path, where, "the same module file is listed already (as %s%s%s)",
+                           twin->path, twin->where ? " at " : "", twin->where ? twin->where : "");
+    } else if (!d) {
         rc = mc__load_fail(err, MC_EIO, path, where, "not a modcache module (no mc_module descriptor)");
     } else if (d->abi_version != MC_MODULE_ABI_VERSION) {
         rc = mc__load_fail(err, MC_ENOTSUP, path, where, "module ABI version %u, this host speaks %u",
@@ -185,16 +199,27 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
     } else if (d->size < sizeof(mc_module_descriptor) || !d->init || !d->name || !*d->name) {
         rc = mc__load_fail(err, MC_EINVAL, path, where, "malformed module descriptor");
     }
+    if (rc == 0)
+        rc = mc_registry_scope_create(h->registry, &m->api.scope);
     if (rc != 0) {
-        dlclose(m->handle);
+        dlclose(m->handle); /* a twin's handle: dlopen counted this reference too */
         free(m->path);
         free(m);
         return rc;
     }
+    if (where) {
+        char at[160];
+        mc_error tmp = {0};
+        mc_config_fail(where, &tmp, MC_EINVAL, "x");
+        /* "path: x (file:line:col)": keep the path and the position for a later twin's error. */
+        const char *pos = strrchr(tmp.message, '(');
+        size_t plen = strcspn(tmp.message, ":");
+        snprintf(at, sizeof at, "%.*s%s%s", (int)plen, tmp.message, pos ? " " : "", pos ? pos : "");
+        m->where = strdup(at);
+    }
     m->api.host = h;
     m->api.desc = d;
     m->api.config = config ? config : mc_config_root(h->empty);
-    void *parsed = (void *)m->api.config;
     if (d->parse_config) {
         mc_error merr = {0};
         rc = d->parse_config(m->api.config, &m->parsed, &merr);
@@ -204,20 +229,50 @@ int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *conf
             return rc;
         }
         m->has_parsed = true;
-        parsed = m->parsed;
     }
+    *out = m;
+    return 0;
+}
+
+/* Initialise an opened module and add it to the host. On failure it is unloaded. */
+static int mc__module_init(mc_host *h, mc__module *m, const mc_config_node *where, mc_error *err)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 8;
+        mc__module **mods = realloc(h->mods, cap * sizeof *mods);
+        if (!mods) {
+            mc__module_unload(h, m, false);
+            return MC_ENOMEM;
+        }
+        h->mods = mods;
+        h->cap = cap;
+    }
+    const mc_module_descriptor *d = m->api.desc;
+    void *parsed = m->has_parsed ? m->parsed : (void *)m->api.config;
     mc_error merr = {0};
     m->api.in_init = true;
-    rc = d->init(&m->api, parsed, &m->state, &merr);
+    mc_registry_scope_open(m->api.scope, true);
+    int rc = d->init(&m->api, parsed, &m->state, &merr);
+    mc_registry_scope_open(m->api.scope, false);
     m->api.in_init = false;
     if (rc != 0) {
-        mc__load_fail(err, rc, path, where, "init failed: %s", merr.message[0] ? merr.message : mc_strerror(rc));
+        mc__load_fail(err, rc, m->path, where, "init failed: %s", merr.message[0] ? merr.message : mc_strerror(rc));
         mc__module_unload(h, m, false);
         return rc;
     }
     h->mods[h->n++] = m;
-    mc__host_log(h, MC_LOG_INFO, NULL, "loaded module %s from %s", d->name, path);
+    mc__host_log(h, MC_LOG_INFO, NULL, "loaded module %s from %s", d->name, m->path);
     return 0;
+}
+
+int mc_host_load_module(mc_host *h, const char *path, const mc_config_node *config,
+                        const mc_config_node *where, mc_error *err)
+{
+    if (!h || !path)
+        return MC_EINVAL;
+    mc__module *m;
+    int rc = mc__module_open(h, path, config, where, NULL, 0, &m, err);
+    return rc == 0 ? mc__module_init(h, m, where, err) : rc;
 }
 
 int mc_host_load_modules(mc_host *h, const mc_config_node *modules, mc_error *err)
@@ -228,10 +283,19 @@ int mc_host_load_modules(mc_host *h, const mc_config_node *modules, mc_error *er
         return 0;
     if (mc_config_kind_of(modules) != MC_CONFIG_LIST)
         return mc_config_fail(modules, err, MC_EINVAL, "expected a list of modules");
-    size_t first = h->n;
+    size_t count = mc_config_count(modules), first = h->n, opened = 0;
+    mc__module **pending = calloc(count ? count : 1, sizeof *pending);
+    const mc_config_node **wheres = calloc(count ? count : 1, sizeof *wheres);
+    if (!pending || !wheres) {
+        free(pending);
+        free(wheres);
+        return MC_ENOMEM;
+    }
     static const char *const keys[] = {"module", "config", NULL};
     int rc = 0;
-    for (size_t i = 0; i < mc_config_count(modules) && rc == 0; i++) {
+    /* Every module is opened and its config parsed before any init runs: a fault anywhere in
+     * the list stops start-up before any module has had effects. */
+    for (size_t i = 0; i < count && rc == 0; i++) {
         const mc_config_node *entry = mc_config_at(modules, i);
         const char *path;
         if ((rc = mc_config_allow_keys(entry, keys, err)))
@@ -243,8 +307,20 @@ int mc_host_load_modules(mc_host *h, const mc_config_node *modules, mc_error *er
         }
         if ((rc = mc_config_string(where, &path, err)))
             break;
-        rc = mc_host_load_module(h, path, mc_config_get(entry, "config"), where, err);
+        rc = mc__module_open(h, path, mc_config_get(entry, "config"), where, pending, opened, &pending[opened], err);
+        if (rc == 0)
+            wheres[opened++] = where;
     }
+    size_t next = 0;
+    if (rc == 0) {
+        for (; next < opened && rc == 0; next++)
+            rc = mc__module_init(h, pending[next], wheres[next], err); /* unloads it on failure */
+    }
+    /* Opened but never initialised: freed without fini. */
+    for (size_t i = next; i < opened; i++)
+        mc__module_unload(h, pending[i], false);
+    free(pending);
+    free(wheres);
     if (rc != 0) {
         /* Nothing half-started keeps running. */
         while (h->n > first) {
@@ -271,7 +347,7 @@ const char *mc_api_module_name(const mc_api *api) { return api ? api->desc->name
 
 const mc_config_node *mc_api_config(const mc_api *api) { return api ? api->config : NULL; }
 
-mc_registry *mc_api_registry(mc_api *api) { return api ? api->host->registry : NULL; }
+mc_registry *mc_api_registry(mc_api *api) { return api ? api->scope : NULL; }
 
 void mc_api_log(mc_api *api, mc_log_level level, const char *fmt, ...)
 {
@@ -294,35 +370,45 @@ int mc_api_register_cached_function(mc_api *api, mc_cached *fn)
                 "register_cached_function after init refused (%s)", mc_cached_name(fn));
         return MC_EBUSY;
     }
-    mc_cached **r = realloc(api->registered, (api->nregistered + 1) * sizeof *r);
-    if (!r)
-        return MC_ENOMEM;
-    api->registered = r;
     /* A function created with opts.registry = mc_api_registry(api) is registered already. */
-    int rc = mc_registry_find(api->host->registry, mc_cached_name(fn)) == fn
-                 ? 0
-                 : mc_registry_add(api->host->registry, fn);
+    if (mc_registry_scope_owns(api->scope, fn))
+        return 0;
+    int rc = mc_registry_add(api->scope, fn);
     if (rc == MC_EEXIST)
         mc__host_log(api->host, MC_LOG_WARN, api->desc->name, "cached function name %s is taken",
                 mc_cached_name(fn));
-    if (rc != 0)
-        return rc;
-    api->registered[api->nregistered++] = fn;
-    return 0;
+    return rc;
+}
+
+/* The module API's edge: C arguments (or "all") to one invalidation, through the registry
+ * (here, then its subscribers: the bus). A function that is not registered here is only
+ * invalidated here: no other host could find it by name. */
+static int mc__api_apply(mc_api *api, mc_cached *fn, const mc_invalidation *inv)
+{
+    mc_error err = {0};
+    mc_registry *reg = api->host->registry;
+    bool registered = mc_registry_find(reg, mc_cached_name(fn)) == fn; /* fn is the caller's: alive */
+    int rc = registered ? mc_registry_apply(reg, fn, inv, NULL, &err) : mc_cached_apply(fn, inv, NULL, &err);
+    if (rc == MC_EINVAL && err.message[0])
+        mc__host_log(api->host, MC_LOG_WARN, api->desc->name, "invalidation of %s refused: %s", mc_cached_name(fn),
+                     err.message);
+    return rc;
 }
 
 int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *args, size_t nargs)
 {
-    if (!api || !fn)
+    if (!api || !fn || (!args && nargs))
         return MC_EINVAL;
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = mc_key_encode(args, nargs, key, sizeof key, &klen);
+    if (rc != 0)
+        return rc == MC_ERANGE ? MC_E2BIG : rc;
+    mc_invalidation_key k = {key, klen};
+    mc_invalidation inv = {.name = mc_cached_name(fn), .keys = &k, .nkeys = 1};
     mc_invalidation_source was = mc_cached_set_invalidation_source(MC_INVALIDATION_MODULE);
-    int rc = mc_cached_invalidate(fn, args, nargs);
+    rc = mc__api_apply(api, fn, &inv);
     mc_cached_set_invalidation_source(was);
-    if (rc == MC_ENOENT)
-        rc = 0;
-    const char *name = mc_cached_name(fn);
-    if (rc == 0 && api->host->bus && name)
-        rc = mc_bus_publish_args(api->host->bus, name, args, nargs);
     return rc;
 }
 
@@ -330,11 +416,11 @@ int mc_api_invalidate_all(mc_api *api, mc_cached *fn)
 {
     if (!api || !fn)
         return MC_EINVAL;
+    mc_invalidation inv = {.name = mc_cached_name(fn), .all = true};
     mc_invalidation_source was = mc_cached_set_invalidation_source(MC_INVALIDATION_MODULE);
-    mc_cached_invalidate_all(fn);
+    int rc = mc__api_apply(api, fn, &inv);
     mc_cached_set_invalidation_source(was);
-    const char *name = mc_cached_name(fn);
-    return api->host->bus && name ? mc_bus_publish_all(api->host->bus, name) : 0;
+    return rc;
 }
 
 /* ------------------------------------------------------------------ callbacks by category */

@@ -144,7 +144,7 @@ static int mc__read_redis(const mc_config_node *r, mc_host_config *out, mc_error
 
 static int mc__read_invalidation(const mc_config_node *n, mc_host_config *out, mc_error *err)
 {
-    static const char *const keys[] = {"backend", "instance_name", "redis", NULL};
+    static const char *const keys[] = {"backend", "instance_name", "redis", "max_staleness", NULL};
     int rc = mc_config_allow_keys(n, keys, err);
     const mc_config_node *v;
     if (rc == 0 && (v = mc_config_get(n, "backend"))) {
@@ -159,6 +159,19 @@ static int mc__read_invalidation(const mc_config_node *n, mc_host_config *out, m
         rc = mc_config_string(v, &out->instance_name, err);
     if (rc == 0 && (v = mc_config_get(n, "redis")))
         rc = mc__read_redis(v, out, err);
+    if (rc == 0 && (v = mc_config_get(n, "max_staleness"))) {
+        uint64_t ns;
+        rc = mc_config_duration(v, &ns, err);
+        /* Under 200 ms the reads that confirm currency could not keep up; the bus counts in
+         * milliseconds. */
+        if (rc == 0 && (ns < 200000000ull || ns > 86400000000000ull))
+            rc = mc_config_fail(v, err, MC_EINVAL, "expected a duration from 200ms to 1d");
+        if (rc == 0)
+            out->max_staleness_ns = ns;
+    }
+    if (rc == 0 && out->max_staleness_ns && out->backend != MC_BUS_REDIS)
+        rc = mc_config_fail(mc_config_get(n, "max_staleness"), err, MC_EINVAL,
+                            "needs backend: redis (a local host is always current)");
     return rc;
 }
 

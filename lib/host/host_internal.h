@@ -12,14 +12,16 @@ struct mc_api {
     const mc_module_descriptor *desc;
     const mc_config_node *config;
     bool in_init;
-    /* Functions this module registered, unregistered before its fini. */
-    mc_cached **registered;
-    size_t nregistered;
+    /* The module's handle on the host's registry (mc_api_registry): open during init only, so
+     * that registering later is refused however it is tried; closing it before fini
+     * unregisters whatever the module registered. */
+    mc_registry *scope;
 };
 
 typedef struct mc__module {
     void *handle;
     char *path;
+    char *where; /* its config path and position ("modules[0].module (host.yaml:9:13)"), or NULL */
     mc_api api;
     void *parsed;
     bool has_parsed;

@@ -420,7 +420,8 @@ static void mc__list_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
     for (int r = 0; r < MC_EVICT_NREASONS; r++)
         mc__bprintf(b, "%s\"%s\": %llu", r ? ", " : "", mc_evict_reason_name((mc_evict_reason)r),
                     (unsigned long long)st->cache.evictions[r]);
-    mc__bprintf(b, "}}");
+    mc__bprintf(b, "}, \"bypass\": %s, \"bypassed\": %llu}", mc_cached_bypassing(fn) ? "true" : "false",
+                (unsigned long long)mc_cached_bypassed_calls(fn));
 }
 
 /* A Prometheus label value: backslash, double quote and newline escaped. */
@@ -449,6 +450,8 @@ typedef struct {
     char label[512]; /* the name, escaped as a label value */
     bool iterable;
     mc_cached_stats st;
+    bool bypassing;    /* bounded staleness: calls bypass the cache now */
+    uint64_t bypassed; /* calls that did since creation */
 } mc__fn_sample;
 
 typedef struct {
@@ -474,6 +477,8 @@ static void mc__collect_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
     mc__label(x->label, sizeof x->label, mc_cached_name(fn));
     x->iterable = mc_cached_is_iterable(fn);
     x->st = *st;
+    x->bypassing = mc_cached_bypassing(fn);
+    x->bypassed = mc_cached_bypassed_calls(fn);
 }
 
 static void mc__family(mc__buf *b, const char *name, const char *type, const char *help)
@@ -557,6 +562,14 @@ static void mc__cache_metrics(mc__buf *b, const mc__fn_samples *fs)
             mc__bprintf(b, "modcache_cache_invalidations_total{cache=\"%s\",source=\"%s\"} %llu\n", fs->v[i].label,
                         mc_invalidation_source_name((mc_invalidation_source)src),
                         (unsigned long long)fs->v[i].st.invalidations_by_source[src]);
+    mc__family(b, "modcache_cache_bypass", "gauge",
+               "1 while calls bypass the cache (bounded staleness: the host is not known to be current).");
+    for (size_t i = 0; i < fs->n; i++)
+        mc__bprintf(b, "modcache_cache_bypass{cache=\"%s\"} %d\n", fs->v[i].label, fs->v[i].bypassing ? 1 : 0);
+    mc__family(b, "modcache_cache_bypassed_total", "counter", "Calls that bypassed the cache (bounded staleness).");
+    for (size_t i = 0; i < fs->n; i++)
+        mc__bprintf(b, "modcache_cache_bypassed_total{cache=\"%s\"} %llu\n", fs->v[i].label,
+                    (unsigned long long)fs->v[i].bypassed);
     mc__family(b, "modcache_cache_load_duration_seconds", "histogram",
                "Time from a load's start to its result (stored, dropped or failed).");
     for (size_t i = 0; i < fs->n; i++) {
@@ -638,7 +651,7 @@ static void mc__bus_metrics(mc__buf *b, mc_bus *bus)
     mc_bus_stats st;
     mc_bus_stats_get(bus, &st);
     const mc__plain rows[] = {
-        {"modcache_bus_sent_total", "counter", "Messages written to the stream.", st.sent},
+        {"modcache_bus_sent_total", "counter", "Messages written to the stream (resends included).", st.sent},
         {"modcache_bus_received_total", "counter", "Stream entries read from other senders.", st.received},
         {"modcache_bus_own_total", "counter", "Stream entries read back that this host sent (skipped).", st.own},
         {"modcache_bus_applied_total", "counter", "Received entries applied to a registered function.", st.applied},
@@ -652,6 +665,16 @@ static void mc__bus_metrics(mc__buf *b, mc_bus *bus)
         {"modcache_bus_failed_total", "counter", "Messages Redis refused for good (dropped, logged).", st.failed},
         {"modcache_bus_queued", "gauge", "Messages waiting to be sent now.", st.queued},
         {"modcache_bus_link_up", "gauge", "1 when both connections to Redis are up.", st.link_up},
+        {"modcache_bus_resent_total", "counter", "Messages sent again after an outage.", st.resent},
+        {"modcache_bus_stream_outages_total", "counter",
+         "Times the stream became unusable (a key of another type, a persistent error).", st.stream_outages},
+        {"modcache_bus_stream_usable", "gauge", "1 while the stream can be read and written.", st.stream_usable},
+        {"modcache_bus_bypassing", "gauge", "1 while the registry's functions bypass their caches (bounded staleness).",
+         st.bypassing},
+        {"modcache_bus_bypass_periods_total", "counter", "Times the functions started bypassing their caches.",
+         st.bypass_periods},
+        {"modcache_bus_unconfirmed_milliseconds", "gauge",
+         "Time since the reader last confirmed it had applied the whole stream.", st.unconfirmed_ms},
     };
     mc__plain_metrics(b, rows, sizeof rows / sizeof rows[0]);
 }
@@ -733,22 +756,27 @@ static void mc__resp_error(mc_http_response *r, unsigned status, const char *pre
     mc__buf_to_resp(&b, r, "application/json");
 }
 
-/* POST .../caches/<name>/invalidate with {"all": true} or {"keys": [[...], ...]}: every key is
- * checked before anything is invalidated; then this host, then (with a bus) every other host. */
+/* POST .../caches/<name>/invalidate with {"all": true} or {"keys": [[...], ...]}: the JSON
+ * edge. Every key is parsed, and checked against the function's key length, before anything
+ * is invalidated; then the registry applies it here and hands it to its subscribers (the bus,
+ * which sends it to every other host). */
 static void mc__admin_invalidate(mc_host *h, const char *name, const char *body, size_t len,
                                  mc_http_response *r)
 {
-    mc_cached *fn = mc_registry_find(h->registry, name);
-    if (!fn) {
+    /* Pinned for the whole request: the module owning it may be unloaded meanwhile. */
+    mc_cached *fn = NULL;
+    if (mc_registry_acquire(h->registry, name, &fn) != 0) {
         mc__resp_error(r, 404, "no cache named ", name);
         return;
     }
     const char *p = mc__ws(body, body + len), *end = body + len;
+    bool all = false;
+    mc__keylist kl = {0};
+    mc_invalidation_key *keys = NULL;
+    unsigned char *enc = NULL;
     if (p == end || *p != '{')
         goto bad;
     p = mc__ws(p + 1, end);
-    bool all = false;
-    mc__keylist kl = {0};
     if (end - p >= 5 && !strncmp(p, "\"all\"", 5)) {
         p = mc__ws(p + 5, end);
         if (p == end || *p != ':')
@@ -765,58 +793,61 @@ static void mc__admin_invalidate(mc_host *h, const char *name, const char *body,
         const char *arr = mc__ws(p + 1, end);
         size_t arr_end;
         int rc = mc__keylist_split(arr, (size_t)(end - arr), &kl, &arr_end);
-        if (rc == MC_ENOMEM) {
-            r->failed = true;
-            return;
-        }
+        if (rc == MC_ENOMEM)
+            goto nomem;
         if (rc != 0)
             goto bad;
-        unsigned char key[4096];
-        size_t klen;
+        keys = calloc(kl.n ? kl.n : 1, sizeof *keys);
+        enc = malloc((kl.n ? kl.n : 1) * (size_t)MC_KEY_MAX);
+        if (!keys || !enc)
+            goto nomem;
         for (size_t i = 0; i < kl.n; i++) {
             mc_error err = {0};
-            if (mc_key_from_json(kl.keys[i], strlen(kl.keys[i]), key, sizeof key, &klen, &err) != 0) {
+            unsigned char *k = enc + i * (size_t)MC_KEY_MAX;
+            if (mc_key_from_json(kl.keys[i], strlen(kl.keys[i]), k, MC_KEY_MAX, &keys[i].len, &err) != 0) {
                 char prefix[32];
                 snprintf(prefix, sizeof prefix, "key %zu: ", i);
                 mc__resp_error(r, 400, prefix, err.message);
-                mc__keylist_free(&kl);
-                return;
+                goto out;
             }
+            keys[i].key = k;
         }
         p = arr + arr_end;
     } else {
         goto bad;
     }
     p = mc__ws(p, end);
-    if (p == end || *p != '}' || mc__ws(p + 1, end) != end) {
-        mc__keylist_free(&kl);
+    if (p == end || *p != '}' || mc__ws(p + 1, end) != end)
         goto bad;
-    }
 
-    int brc = 0;
-    if (all) {
-        mc_cached_invalidate_all(fn);
-        if (h->bus)
-            brc = mc_bus_publish_all(h->bus, name);
-    } else if (kl.n) { /* (with no keys, a NULL list would mean "all" to the registry) */
-        mc_error err = {0};
-        brc = mc_registry_invalidate(h->registry, name, kl.keys, kl.n, &err);
-        if (brc == 0 && h->bus)
-            brc = mc_bus_publish_keys(h->bus, name, kl.keys, kl.n, &err);
+    mc_invalidation inv = {.name = name, .all = all, .keys = keys, .nkeys = all ? 0 : kl.n};
+    mc_invalidation_result res = {0};
+    mc_error err = {0};
+    int rc = 0;
+    if (all || kl.n) /* an empty list asks for nothing */
+        rc = mc_registry_apply(h->registry, fn, &inv, &res, &err);
+    if (rc == MC_EINVAL) {
+        mc__resp_error(r, 400, "", err.message[0] ? err.message : mc_strerror(rc));
+    } else if (rc != 0) {
+        mc__resp_error(r, 500, "", err.message[0] ? err.message : mc_strerror(rc));
+    } else if (all) {
+        mc__resp_text(r, 200, "{\"invalidated\": \"all\", \"removed\": %zu, \"published\": %s}", res.removed,
+                      res.subscribers ? "true" : "false");
+    } else {
+        mc__resp_text(r, 200, "{\"invalidated\": %zu, \"removed\": %zu, \"published\": %s}", kl.n, res.removed,
+                      res.subscribers ? "true" : "false");
     }
-    size_t n = kl.n;
-    mc__keylist_free(&kl);
-    if (brc != 0) {
-        mc__resp_text(r, 500, "{\"error\": \"%s\"}", mc_strerror(brc));
-        return;
-    }
-    if (all)
-        mc__resp_text(r, 200, "{\"invalidated\": \"all\", \"published\": %s}", h->bus ? "true" : "false");
-    else
-        mc__resp_text(r, 200, "{\"invalidated\": %zu, \"published\": %s}", n, h->bus ? "true" : "false");
-    return;
+    goto out;
+nomem:
+    r->failed = true;
+    goto out;
 bad:
     mc__resp_text(r, 400, "{\"error\": \"expected {\\\"keys\\\": [[...], ...]} or {\\\"all\\\": true}\"}");
+out:
+    free(keys);
+    free(enc);
+    mc__keylist_free(&kl);
+    mc_registry_release(fn);
 }
 
 static void mc__admin(struct mc__http *s, const mc_http_request *req, mc_http_response *r)

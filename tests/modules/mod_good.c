@@ -61,6 +61,7 @@ static int init(mc_api *api, void *parsed, void **state, mc_error *err)
     mc_cached_options_init(&o);
     o.name = MOD_NAME ".lookup";
     o.max_entries = 10;
+    o.num_args = 1; /* keys of one field: invalidations of another length are refused */
     int rc = mc_cached_create(&o, loader, NULL, &s->fn);
     if (rc == 0)
         rc = mc_api_register_cached_function(api, s->fn);
@@ -95,6 +96,14 @@ static void fini(void *state)
     mc_cached_create(&o, loader, NULL, &late);
     int rc = mc_api_register_cached_function(s->api, late);
     mc_api_log(s->api, MC_LOG_INFO, "fini late-register=%s", mc_err_name(rc));
+    /* ... and so is creating one under the module's registry handle. */
+    mc_cached *late2 = NULL;
+    o.name = MOD_NAME ".late2";
+    o.registry = mc_api_registry(s->api);
+    rc = mc_cached_create(&o, loader, NULL, &late2);
+    mc_api_log(s->api, MC_LOG_INFO, "fini late-create=%s registered=%s", mc_err_name(rc),
+               late2 ? "yes" : "no");
+    mc_cached_destroy(late2);
     mc_api_log(s->api, MC_LOG_INFO, "fini late-web=%s",
                mc_err_name(mc_api_register_web_resource(s->api, "/_modcache/client/late", NULL_HANDLER, NULL)));
     mc_cached_destroy(late);

@@ -207,10 +207,12 @@ static char *invalidate_body(const mcctl_args *a, const mcctl_keys *keys)
 }
 
 /* {"invalidated": N} or {"invalidated": "all"}: N, or -1 for "all"; -2 when it is neither.
- * *published: the host also put it on the invalidation bus (hosts with a bus say so). */
-static long long invalidated(const mcctl_response *r, bool *published)
+ * *published: the host also put it on the invalidation bus (hosts with a bus say so).
+ * *removed: the entries the host removed, or -1 when it does not say (older hosts). */
+static long long invalidated(const mcctl_response *r, bool *published, long long *removed)
 {
     *published = false;
+    *removed = -1;
     mcctl_json j;
     mcctl_json_init(&j, r->body, r->len);
     long long got = -2;
@@ -239,6 +241,11 @@ static long long invalidated(const mcctl_response *r, bool *published)
             }
         } else if (!strcmp(key, "published")) {
             ok = mcctl_json_bool(&j, published);
+        } else if (!strcmp(key, "removed")) {
+            uint64_t v;
+            ok = mcctl_json_uint(&j, &v);
+            if (ok)
+                *removed = v > (uint64_t)INT64_MAX ? -1 : (long long)v;
         } else {
             ok = mcctl_json_skip(&j);
         }
@@ -247,6 +254,26 @@ static long long invalidated(const mcctl_response *r, bool *published)
             return -2;
     } while (mcctl_json_accept(&j, ','));
     return mcctl_json_accept(&j, '}') && mcctl_json_done(&j) ? got : -2;
+}
+
+/* A 400 answer naming one of the keys ("key 1 has 2 fields; f takes 1"): reported with mcctl's
+ * numbering (KEY 2). False for other 400 answers. */
+static bool bad_key_answer(const mcctl_response *r, const char *name)
+{
+    char *e = mcctl_json_error_text(r->body, r->len);
+    size_t idx;
+    int used = 0;
+    bool ours = e && sscanf(e, "key %zu%n", &idx, &used) == 1 && used > 0;
+    if (ours) {
+        const char *rest = e + used;
+        rest += strspn(rest, ": ");
+        bool phrase = !strncmp(rest, "has ", 4) || !strncmp(rest, "is ", 3);
+        mcctl_say("the host refused KEY %zu of %s: %s%s", idx + 1, name, phrase ? "it " : "", rest);
+        mcctl_say("nothing was invalidated. A KEY has as many fields as the function's keys, or on a tree "
+                  "function fewer (a subtree)");
+    }
+    free(e);
+    return ours;
 }
 
 int mcctl_cmd_invalidate(const mcctl_args *a, const mcctl_keys *keys)
@@ -268,7 +295,8 @@ int mcctl_cmd_invalidate(const mcctl_args *a, const mcctl_keys *keys)
         return rc;
     if (r.status == 200 && a->json) {
         bool published;
-        if (invalidated(&r, &published) == -2) {
+        long long removed;
+        if (invalidated(&r, &published, &removed) == -2) {
             mcctl_say("the host at %s answered 200 without saying what it invalidated; is --url a modcache host?",
                       url);
             rc = MCCTL_FAIL;
@@ -277,17 +305,23 @@ int mcctl_cmd_invalidate(const mcctl_args *a, const mcctl_keys *keys)
         }
     } else if (r.status == 200) {
         bool published;
-        long long n = invalidated(&r, &published);
+        long long removed;
+        long long n = invalidated(&r, &published, &removed);
         const char *also = published ? ", which published it to every host reading its stream" : "";
+        char there[64] = "";
+        if (removed >= 0)
+            snprintf(there, sizeof there, " (%lld entr%s removed there)", removed, removed == 1 ? "y" : "ies");
         if (n == -1) {
-            printf("invalidated all entries of %s at %s%s\n", name, url, also);
+            printf("invalidated all entries of %s at %s%s%s\n", name, url, there, also);
         } else if (n >= 0) {
-            printf("invalidated %lld key%s of %s at %s%s\n", n, n == 1 ? "" : "s", name, url, also);
+            printf("invalidated %lld key%s of %s at %s%s%s\n", n, n == 1 ? "" : "s", name, url, there, also);
         } else {
             mcctl_say("the host at %s answered 200 without saying what it invalidated; is --url a modcache host?",
                       url);
             rc = MCCTL_FAIL;
         }
+    } else if (r.status == 400 && r.body && bad_key_answer(&r, name)) {
+        rc = MCCTL_BAD_KEY;
     } else if (r.status == 404 && r.body && strstr(r.body, "no cache named")) {
         mcctl_say("the host at %s has no cache named %s; `mcctl caches` lists the names", url, name);
         rc = MCCTL_NO_CACHE;

@@ -50,6 +50,14 @@ int mcctl_keys_parse(const char *const *texts, size_t n, mcctl_keys *out)
             mcctl_keys_free(out);
             return MCCTL_BAD_KEY;
         }
+        if (mc_key_count(key, klen) == 0) {
+            /* No function has keys of no fields: refused here, whatever the host would say. */
+            mcctl_say("KEY %zu is empty: a KEY names at least the first of the function's arguments", i + 1);
+            mcctl_say("nothing was sent. Each KEY is a JSON array of the function's arguments, "
+                      "e.g. '[\"@alice:example.com\", 42]' (bytes: {\"hex\": \"00ff\"})");
+            mcctl_keys_free(out);
+            return MCCTL_BAD_KEY;
+        }
         /* Canonical form: what the host and the stream parse back to the same bytes. */
         char small[256];
         size_t jlen = 0;

@@ -182,6 +182,7 @@ int main(int argc, char **argv)
         bo.queue_limit = hc.redis_queue_limit;
         bo.backoff_min_ms = (unsigned)(hc.redis_reconnect_min_ns / 1000000);
         bo.backoff_max_ms = (unsigned)(hc.redis_reconnect_max_ns / 1000000);
+        bo.max_staleness_ms = (unsigned)(hc.max_staleness_ns / 1000000);
         if (mc_bus_start(&bo, &bus, &err) != 0) {
             status = fail(&err);
             goto out;

@@ -637,11 +637,14 @@ void mc_cache_destroy(mc_cache *c)
         }
         mc__free(c->shards, sizeof(mc__shard) * c->nshards);
     }
+    bool had_out_of_line = atomic_load_explicit(&c->had_out_of_line, memory_order_relaxed);
     pthread_mutex_destroy(&c->resize_lock);
     mc__free(c, sizeof *c);
-    /* The entries retired above are freed now, not at some later grace period (which may
-     * never come for a process that is about to exit). */
-    mc__epoch_barrier();
+    /* The entries retired above and before are freed now, not at some later grace period
+     * (which may never come for a process that is about to exit). A cache that only ever held
+     * inline entries retired nothing, and skips the wait (a grace period, milliseconds). */
+    if (had_out_of_line)
+        mc__epoch_barrier();
 }
 
 /* ---------------------------------------------------------------- lookups */
@@ -1091,6 +1094,8 @@ int mc__cache_put_ex(mc_cache *c, const mc__put_args *a)
         nc.e = mc__entry_make(c->track, (uint32_t)h, a, now);
         if (!nc.e)
             return MC_ENOMEM;
+        if (!atomic_load_explicit(&c->had_out_of_line, memory_order_relaxed))
+            atomic_store_explicit(&c->had_out_of_line, true, memory_order_relaxed);
         nc.kl = MC__KL_OUT;
         uintptr_t p = (uintptr_t)nc.e;
         uint16_t k16 = (uint16_t)klen;

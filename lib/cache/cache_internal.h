@@ -56,6 +56,9 @@ struct mc_cache {
     void *on_evict_ud;
     _Atomic size_t max_entries, max_bytes;
     pthread_mutex_t resize_lock;
+    /* An out-of-line entry was ever stored: only then can mc_cache_destroy have anything to
+     * wait for (entries retired to liburcu). Set once, by the first such put. */
+    _Atomic bool had_out_of_line;
     struct mc__stripe stripes[MC__NSTRIPES];
 };
 

@@ -1128,6 +1128,35 @@ static void *flip_factor(void *p)
  * a creation must not apply a factor it computed before a concurrent change. Small batches
  * keep set_factor quick (it visits every function), so that it races with creations often.
  * The window is narrow: a broken library fails this only now and then. */
+/* While the registry bypasses caches (bounded staleness), every kind of call loads: pinned,
+ * copied out and borrowed; none is answered from the entry stored before. */
+static void test_bypass_reaches_every_call(void **state)
+{
+    (void)state;
+    mc_registry *reg = make_reg(NULL);
+    counter ctr = {0};
+    mc_cached *fn = make_fn(reg, "bypass.fn", 10, &ctr);
+    assert_int_equal(call_int(fn, 7), 0); /* stored */
+    assert_int_equal(atomic_load(&ctr.calls), 1);
+    mc_registry_set_bypass(reg, true);
+    mc_arg a[] = {MC_ARG_I(7)};
+    mc_value *v = NULL;
+    assert_int_equal(mc_cached_call(fn, a, 1, &v), 0);
+    mc_value_release(v);
+    char buf[64];
+    size_t n;
+    assert_int_equal(mc_cached_call_copy(fn, a, 1, buf, sizeof buf, &n), 0);
+    mc_read_begin();
+    const void *p;
+    assert_int_equal(mc_cached_call_borrow(fn, a, 1, &p, &n), 0);
+    mc_read_end();
+    assert_int_equal(atomic_load(&ctr.calls), 4); /* each of the three loaded */
+    assert_int_equal(mc_cached_bypassed_calls(fn), 3);
+    mc_registry_set_bypass(reg, false);
+    mc_cached_destroy(fn);
+    mc_registry_destroy(reg);
+}
+
 static void test_concurrent_create_and_set_factor(void **state)
 {
     (void)state;
@@ -1739,6 +1768,7 @@ int main(void)
         cmocka_unit_test_setup(test_memory_autotuning, clear_env),
         cmocka_unit_test_setup(test_memory_target_defaults_to_max, clear_env),
         cmocka_unit_test_setup(test_memory_autotuning_added_function, clear_env),
+        cmocka_unit_test_setup(test_bypass_reaches_every_call, clear_env),
         cmocka_unit_test_setup(test_concurrent_create_and_set_factor, clear_env),
         cmocka_unit_test_setup(test_maintenance_thread, clear_env),
         cmocka_unit_test_setup(test_maintenance_thread_with_churn, clear_env),

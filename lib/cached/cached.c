@@ -736,6 +736,16 @@ mc_load *mc_load_item(mc_load *l, size_t i)
 
 /* ------------------------------------------------------------------ calls */
 
+/* Bounded staleness: true (and counted) when this call must not look at the cache. Every
+ * call checks it before its lookup; a bypassing call takes the load path. */
+static bool mc__call_bypasses(mc_cached *fn)
+{
+    if (!atomic_load_explicit(&fn->bypass, memory_order_acquire))
+        return false;
+    atomic_fetch_add_explicit(&fn->bypassed, 1, memory_order_relaxed);
+    return true;
+}
+
 /* Every call's first step: encode the key into key (MC_KEY_MAX bytes) and look it up.
  * Returns 1 on a hit (*hit pinned), 0 on a miss, or an argument error. */
 static int mc__call_lookup(mc_cached *fn, const mc_arg *args, size_t nargs, unsigned char *key,
@@ -744,10 +754,8 @@ static int mc__call_lookup(mc_cached *fn, const mc_arg *args, size_t nargs, unsi
     int rc = mc__call_key(fn, args, nargs, key, klen);
     if (rc != 0)
         return rc;
-    if (atomic_load_explicit(&fn->bypass, memory_order_acquire)) {
-        atomic_fetch_add_explicit(&fn->bypassed, 1, memory_order_relaxed);
+    if (mc__call_bypasses(fn))
         return 0; /* a miss: the load path, without the cache */
-    }
     return mc_cache_get(fn->cache, key, *klen, hit) == 0;
 }
 
@@ -798,9 +806,7 @@ int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, void *b
     if (rc != 0)
         return rc;
     bool none;
-    if (atomic_load_explicit(&fn->bypass, memory_order_acquire)) {
-        atomic_fetch_add_explicit(&fn->bypassed, 1, memory_order_relaxed);
-    } else {
+    if (!mc__call_bypasses(fn)) {
         /* A hit copies under the bucket's version and pins nothing. */
         rc = mc__cache_get_copy_ex(fn->cache, key, klen, buf, cap, vlen, &none);
         if (rc == 0 || rc == MC_ERANGE)
@@ -842,11 +848,13 @@ int mc_cached_call_borrow(mc_cached *fn, const mc_arg *args, size_t nargs, const
     if (rc != 0)
         return rc;
     bool none;
-    rc = mc__cache_get_borrow_ex(fn->cache, key, klen, data, vlen, &none);
-    if (rc == 0)
-        return none ? MC_ENOENT : 0;
-    if (rc != MC_ENOENT)
-        return rc;
+    if (!mc__call_bypasses(fn)) {
+        rc = mc__cache_get_borrow_ex(fn->cache, key, klen, data, vlen, &none);
+        if (rc == 0)
+            return none ? MC_ENOENT : 0;
+        if (rc != MC_ENOENT)
+            return rc;
+    }
     /* A miss: the ordinary call, its pin held until the section ends. */
     mc_value *v = NULL;
     rc = mc__call_miss(fn, key, klen, args, nargs, &v);

@@ -230,26 +230,30 @@ static unsigned char *field_write(unsigned char *p, const mc_arg *a)
 }
 
 /* One integer field, the most common key (a user or row id), in one pass: the same bytes
- * as field_write, stored big-endian with one 8-byte move when the buffer has room. */
-static inline int encode_one_int(const mc_arg *a, unsigned char *p, size_t cap, size_t *len)
+ * as field_write, stored big-endian with one 8-byte move when the buffer has room. Returns
+ * the field's size; writes only if that fits in `room`. */
+static inline size_t put_int_field(unsigned char *p, size_t room, const mc_arg *a)
 {
     unsigned tag;
     uint64_t mag;
     int_parts(a, &tag, &mag);
     size_t n = uint_bytes(mag);
-    if (1 + n > cap) {
-        *len = 1 + n;
-        return MC_ERANGE;
-    }
+    if (1 + n > room)
+        return 1 + n;
     p[0] = (unsigned char)(tag | n);
-    if (n > 0 && cap >= 9) {
+    if (n > 0 && room >= 9) {
         uint64_t be = __builtin_bswap64(mag << (64 - 8 * n));
         memcpy(p + 1, &be, 8);
     } else {
         put_uint(p + 1, mag, n);
     }
-    *len = 1 + n;
-    return 0;
+    return 1 + n;
+}
+
+static inline int encode_one_int(const mc_arg *a, unsigned char *p, size_t cap, size_t *len)
+{
+    *len = put_int_field(p, cap, a);
+    return *len > cap ? MC_ERANGE : 0;
 }
 
 static int encode_general(const mc_arg *args, size_t nargs, void *out, size_t cap, size_t *len);
@@ -332,20 +336,10 @@ static bool encode_scratch(const mc_arg *args, size_t nargs, unsigned char *out,
         switch (a->type) {
         case MC_ARG_INT:
         case MC_ARG_UINT: {
-            unsigned tag;
-            uint64_t mag;
-            int_parts(a, &tag, &mag);
-            size_t n = uint_bytes(mag);
-            if ((size_t)(end - p) < 1 + n)
+            size_t room = (size_t)(end - p), k = put_int_field(p, room, a);
+            if (k > room)
                 return false;
-            *p = (unsigned char)(tag | n);
-            if ((size_t)(end - p) >= 9) {
-                uint64_t be = __builtin_bswap64(n ? mag << (64 - 8 * n) : 0);
-                memcpy(p + 1, &be, 8);
-            } else {
-                put_uint(p + 1, mag, n);
-            }
-            p += 1 + n;
+            p += k;
             break;
         }
         case MC_ARG_STR:

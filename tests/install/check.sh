@@ -89,6 +89,7 @@ modules:
   - module: $work/installed.so
 YAML
 "$prefix/bin/mchost" --check -c "$work/host.yaml" || fail "mchost --check exited $?"
+: > "$work/host.log" # before the background start: the first sed below may run before the child opens it
 "$prefix/bin/mchost" -c "$work/host.yaml" > "$work/host.log" 2>&1 &
 host_pid=$!
 port=

@@ -302,7 +302,7 @@ static void test_outage_catch_up(void **state)
     assert_int_equal(stats(&b).full_flushes, 0);
     assert_int_equal(stats(&a).queued, 0);
     assert_true(node_logged(&b, "unreachable"));
-    assert_true(node_logged(&b, "reachable again"));
+    assert_true(WAIT_UNTIL(node_logged(&b, "reachable again"), WAIT_MS)); /* both threads back */
     node_stop(&a);
     node_stop(&b);
     mct_redis_stop(&r, true);

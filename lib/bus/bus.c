@@ -768,12 +768,13 @@ static void mc__full_flush(mc_bus *b, mc__rpos *pos, const mc__xinfo *xi, const 
     mc_invalidation_source was = mc_cached_set_invalidation_source(MC_INVALIDATION_FLUSH);
     mc_registry_list(b->reg, mc__flush_one, NULL);
     mc_cached_set_invalidation_source(was);
-    atomic_fetch_add(&b->full_flushes, 1);
     pos->last = xi->exists ? xi->last_generated : (mc__sid){0, 0};
     pos->seen = xi->exists ? xi->entries_added : 0;
     pos->positioned = true;
     mc__set_last_id(b, pos->last);
     mc__bus_log(b, 2, "invalidated every cache (full flush): %s", why);
+    /* Counted last: whoever sees the count also sees the log line and the new position. */
+    atomic_fetch_add(&b->full_flushes, 1);
 }
 
 /* Decide, from a fresh XINFO, whether entries after pos->last may have been lost.

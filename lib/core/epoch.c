@@ -1,5 +1,21 @@
 /* Thread registration with liburcu (memb flavour) and the library's use of call_rcu.
  * Registration is lazy, on a thread's first read section or retirement. */
+/* liburcu's read-side fast paths, inlined from its header (_LGPL_SOURCE: it states that these
+ * few-line functions may be used by code under any licence) instead of two library calls per
+ * section that each resolve the reader's TLS block through __tls_get_addr. Not under
+ * ThreadSanitizer, which would see the grace-period futex's volatile accesses in instrumented
+ * code and report them: there the library's own (uninstrumented) calls are used. */
+#define MC__URCU_INLINE 1
+#if defined(__SANITIZE_THREAD__)
+#undef MC__URCU_INLINE
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#undef MC__URCU_INLINE
+#endif
+#endif
+#ifdef MC__URCU_INLINE
+#define _LGPL_SOURCE
+#endif
 #include "core/epoch.h"
 
 #include <pthread.h>
@@ -11,6 +27,12 @@ char mc__tsan_epoch_sync;
 #endif
 
 #define MC__TLS __attribute__((tls_model("initial-exec")))
+
+/* The reader record lives in liburcu-memb.so, a dependency loaded with this library, so its TLS
+ * is in the static block like this library's own: initial-exec, one %fs-relative access. */
+#ifdef MC__URCU_INLINE
+extern __thread struct urcu_reader urcu_memb_reader MC__TLS;
+#endif
 
 static pthread_once_t mc__epoch_once = PTHREAD_ONCE_INIT;
 static pthread_key_t mc__epoch_key;

@@ -952,8 +952,8 @@ static void mc__confirm(mc_bus *b, uint64_t at)
     pthread_mutex_lock(&b->bypass_lock);
     if (atomic_load(&b->bypassing) && mc__now_ns() - atomic_load(&b->confirmed) < b->stale_after_ns) {
         mc_registry_set_bypass(b->reg, false);
-        atomic_store(&b->bypassing, false);
         mc__bus_log(b, 1, "current again with the stream: caches flushed and in use again");
+        atomic_store(&b->bypassing, false); /* after the line: whoever sees it sees the line */
     }
     pthread_mutex_unlock(&b->bypass_lock);
 }
@@ -978,12 +978,12 @@ static void *mc__watch_main(void *arg)
             conf = atomic_load(&b->confirmed);
             if (!atomic_load(&b->bypassing) && mc__now_ns() - conf > b->stale_after_ns) {
                 mc_registry_set_bypass(b->reg, true);
-                atomic_store(&b->bypassing, true);
-                atomic_fetch_add(&b->bypass_periods, 1);
                 mc__bus_log(b, 2,
                             "not confirmed current with the stream for %.1f s (max_staleness %.1f s): registered "
                             "functions bypass their caches until it is",
                             (double)(mc__now_ns() - conf) / 1e9, (double)b->max_staleness_ns / 1e9);
+                atomic_fetch_add(&b->bypass_periods, 1);
+                atomic_store(&b->bypassing, true); /* after the line, as above */
             }
             pthread_mutex_unlock(&b->bypass_lock);
         }

@@ -30,7 +30,7 @@ void mc__list_splice_oldest(mc__table *t, uint32_t from, uint32_t to)
 /* ---- ghost ---- */
 
 #define MC__GHOST_PROBES 5
-#define MC__GHOST_BITS_PER_KEY 8
+#define MC__GHOST_BITS_PER_KEY_X2 15 /* 7.5 bits per key */
 
 /* The probe positions of a key in one filter (double hashing over the 32 hash bits). */
 static inline void mc__ghost_pos(const struct mc__ghost *g, uint32_t hash, uint32_t pos[MC__GHOST_PROBES])
@@ -54,8 +54,10 @@ static int mc__ghost_alloc(struct mc__ghost *g, size_t window)
 {
     if (window == 0)
         window = MC__GHOST_DEFAULT_WINDOW;
-    size_t half = (window + 1) / 2;
-    size_t words = (half * MC__GHOST_BITS_PER_KEY + 63) / 64;
+    /* Each filter takes 2/3 of the window, so the two remember between 2/3 and 4/3 of it,
+     * the window on average: what an exact FIFO ghost of `window` keys remembers. */
+    size_t half = (window * 2 + 2) / 3;
+    size_t words = (half * MC__GHOST_BITS_PER_KEY_X2 / 2 + 63) / 64;
     if (words > ((size_t)1 << 26))
         return MC_ENOMEM; /* far beyond any shard's bound */
     uint64_t *bits = mc__zalloc(2 * words * sizeof *bits);

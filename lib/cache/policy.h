@@ -15,10 +15,11 @@
 #define MC__NONE_CELL UINT32_MAX
 
 /* S3-FIFO's ghost: the keys evicted from the small queue during about the last `window`
- * evictions, as two Bloom filters of window/2 keys each (8 bits per key, 5 probes, about 2%
+ * evictions, as two Bloom filters of 2/3 window keys each (7.5 bits per key, 5 probes, about 3%
  * false positives each): the one being filled and the one before it. When the one being filled
- * has taken window/2 keys, the older one is cleared and filled next. About 1 byte per
- * remembered key; a key cannot be taken out (the ghost admits it again until it ages out). */
+ * has taken its share, the older one is cleared and filled next, so the ghost remembers the
+ * last 2/3 to 4/3 windows of keys, one window on average. About 1.25 bytes per remembered key;
+ * a key cannot be taken out (the ghost admits it again until it ages out). */
 struct mc__ghost {
     uint64_t *bits;     /* two filters of `words` words each, back to back */
     uint32_t words;     /* per filter */

@@ -110,10 +110,8 @@ static inline void mc__copy_small(unsigned char *dst, const unsigned char *src, 
 
 /* ---------------------------------------------------------------- out-of-line entries */
 
-static void mc__entry_reclaim(mc__retire_node *p)
+static void mc__entry_free(mc__entry *e)
 {
-    MC__EPOCH_RECLAIM();
-    mc__entry *e = (mc__entry *)p; /* the node is the entry's first member */
     size_t size = mc__entry_alloc_size(e->flags, e->klen, e->vlen);
     if (e->flags & MC__E_OWNED) {
         struct mc__owned *o = mc__entry_owned(e);
@@ -123,10 +121,20 @@ static void mc__entry_reclaim(mc__retire_node *p)
     mc__free(e, size);
 }
 
+static void mc__entry_reclaim(mc__retire_node *p)
+{
+    MC__EPOCH_RECLAIM();
+    mc__entry_free((mc__entry *)p); /* the node is the entry's first member */
+}
+
 void mc__entry_unref(mc__entry *e)
 {
     /* acq_rel: the last holder sees every other holder's accesses before reclaiming. */
-    if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (e->flags & MC__E_PRIVATE)
+        mc__entry_free(e); /* no grace period: nothing found it without a reference */
+    else
         mc__epoch_retire(&e->rcu, mc__entry_reclaim);
 }
 
@@ -185,7 +193,10 @@ mc_value *mc__value_detached(const mc__put_args *a)
 {
     if (a->klen > MC_KEY_MAX || (!a->none && a->vlen > UINT32_MAX))
         return NULL;
-    return (mc_value *)mc__entry_make(false, 0, a, 0);
+    mc__entry *e = mc__entry_make(false, 0, a, 0);
+    if (e)
+        e->flags |= MC__E_PRIVATE;
+    return (mc_value *)e;
 }
 
 /* A pinned handle for an inline entry: a detached copy (the cell can be reused at once). */
@@ -195,7 +206,10 @@ static mc__entry *mc__inline_value(const mc__snap *s, unsigned i)
     const unsigned char *cell = &s->b[MC__OFF_CELL + MC__CELL * i];
     mc__put_args a = {.key = cell, .klen = kl, .value = cell + kl, .vlen = vl & MC__VL_LEN,
                       .none = (vl & MC__VL_NONE) != 0};
-    return mc__entry_make(false, 0, &a, 0);
+    mc__entry *e = mc__entry_make(false, 0, &a, 0);
+    if (e)
+        e->flags |= MC__E_PRIVATE;
+    return e;
 }
 
 static inline size_t mc__entry_footprint(const mc__entry *e)

@@ -21,6 +21,8 @@ enum {
     MC__E_TTL = 2,   /* access time stored inline */
     MC__E_NONE = 4,  /* "no value": a cached absence (memoized functions) */
     MC__E_WEIGHT = 8, /* an explicit weight stored inline (copied values) */
+    MC__E_PRIVATE = 0x80, /* never in the index (a detached copy): no reader can reach it
+                           * without a reference, so the last release frees it at once */
 };
 
 

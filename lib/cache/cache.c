@@ -87,7 +87,7 @@ static inline bool mc__key_ok(const void *key, size_t klen)
     return (key || klen == 0) && klen <= MC_KEY_MAX;
 }
 
-/* n <= 14 bytes without a libc call. */
+/* n <= 16 bytes without a libc call. */
 static inline void mc__copy_small(unsigned char *dst, const unsigned char *src, size_t n)
 {
     if (n >= 8) {
@@ -897,9 +897,9 @@ int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, 
         if (hv.n > cap) {
             rc = MC_ERANGE;
         } else {
-            if (hv.in_line)
-                mc__copy_small(buf, hv.data, hv.n);
-            else if (hv.n)
+            if (hv.in_line || hv.n <= 16)
+                mc__copy_small(buf, hv.data, hv.n); /* most values are a few words */
+            else
                 memcpy(buf, hv.data, hv.n);
             rc = 0;
         }

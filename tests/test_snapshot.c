@@ -381,6 +381,31 @@ static void test_write_failure(void **state)
     mc_registry_destroy(reg);
 }
 
+/* A persistent function with no entries: written (empty shards), read, restored into. */
+static void test_empty_function(void **state)
+{
+    (void)state;
+    mc_registry *reg = registry_ttl(0);
+    mc_cached *p = make(reg, "t.empty", 100000, true, loader);
+    mc_error err = {0};
+    mc_snapshot_write_stats ws;
+    assert_int_equal(mc_snapshot_write(reg, NULL, 0, path, &ws, &err), 0);
+    assert_int_equal(ws.functions, 1);
+    assert_int_equal(ws.entries, 0);
+    mc_snapshot *snap = NULL;
+    assert_int_equal(mc_snapshot_read(path, &snap, NULL, &err), 0);
+    assert_int_equal(mc_snapshot_function_count(snap), 1);
+    assert_string_equal(mc_snapshot_function_name(snap, 0), "t.empty");
+    assert_int_equal(mc_snapshot_function_entries(snap, 0), 0);
+    mc_snapshot_restore_stats rs;
+    assert_int_equal(mc_snapshot_restore(snap, reg, &rs), 0);
+    assert_int_equal(rs.functions, 1);
+    assert_int_equal(rs.restored, 0);
+    mc_snapshot_free(snap);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+}
+
 int main(void)
 {
     assert_non_null(mkdtemp(dir));
@@ -389,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_ages_and_ttl),
         cmocka_unit_test(test_bounds_keep_recent), cmocka_unit_test(test_present_key_kept),
         cmocka_unit_test(test_refusals),         cmocka_unit_test(test_write_failure),
+        cmocka_unit_test(test_empty_function),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(path);

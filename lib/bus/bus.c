@@ -713,6 +713,11 @@ typedef struct {
     mc__sid last_generated, max_deleted;
     bool has_max_deleted, has_added;
     uint64_t entries_added;
+    /* For resuming a saved position: XTRIM and MAXLEN trimming do not move max-deleted-entry-id
+     * (Redis 7.0), so a trim shows as fewer entries than were added after the position. */
+    bool has_length, has_first;
+    uint64_t length;
+    mc__sid first_recorded;
 } mc__xinfo;
 
 /* XINFO STREAM, fields by name (RESP2: a flat array of names and values). Returns 0, 1 when the
@@ -741,6 +746,11 @@ static int mc__stream_info(mc_bus *b, redisContext *c, mc__xinfo *xi)
             else if (!strcmp(k->str, "entries-added") && v->type == REDIS_REPLY_INTEGER) {
                 xi->has_added = true;
                 xi->entries_added = (uint64_t)v->integer;
+            } else if (!strcmp(k->str, "length") && v->type == REDIS_REPLY_INTEGER) {
+                xi->has_length = true;
+                xi->length = (uint64_t)v->integer;
+            } else if (!strcmp(k->str, "recorded-first-entry-id") && v->type == REDIS_REPLY_STRING) {
+                xi->has_first = mc__sid_parse(v->str, v->len, &xi->first_recorded);
             }
         }
     } else {
@@ -900,9 +910,20 @@ static void mc__resume_decide(mc_bus *b, redisContext *c, mc__rpos *pos, const m
     } else if (mc__sid_cmp(xi->last_generated, saved) < 0 || (xi->has_added && xi->entries_added < p->entries_added)) {
         reason = MC_BUS_RESUME_RECREATED;
         snprintf(why, sizeof why, "the stream was recreated since the position %s was saved", p->last_id);
+    } else if (xi->has_added && xi->has_length && xi->length < xi->entries_added - p->entries_added) {
+        /* Trimming removes the oldest entries first: some after the position are gone. */
+        reason = MC_BUS_RESUME_TRIMMED;
+        snprintf(why, sizeof why,
+                 "entries after the saved position %s were trimmed (%" PRIu64 " added since, %" PRIu64 " in the stream)",
+                 p->last_id, xi->entries_added - p->entries_added, xi->length);
     } else if (saved.ms || saved.seq) {
         int present = mc__entry_present(b, c, saved);
-        bool trimmed_to = xi->has_max_deleted && mc__sid_cmp(xi->max_deleted, saved) == 0;
+        /* The saved entry itself trimmed, exactly: the stream starts after it and holds every
+         * entry added since. */
+        bool all_since = xi->has_added && xi->has_length && xi->length == xi->entries_added - p->entries_added;
+        bool trimmed_to = (xi->has_max_deleted && mc__sid_cmp(xi->max_deleted, saved) == 0) ||
+                          (all_since && xi->has_first && mc__sid_cmp(xi->first_recorded, saved) > 0) ||
+                          (all_since && xi->length == 0 && mc__sid_cmp(xi->last_generated, saved) == 0);
         if (present < 0) {
             reason = MC_BUS_RESUME_UNREACHABLE;
             snprintf(why, sizeof why, "the saved entry %s could not be looked up", p->last_id);

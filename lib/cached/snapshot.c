@@ -149,7 +149,7 @@ static void mc__sw_drain(mc__swriter *w)
 /* Append body bytes (hashed, buffered, written in large pieces). */
 static void mc__sw_bytes(mc__swriter *w, const void *p, size_t n)
 {
-    if (w->rc)
+    if (w->rc || n == 0) /* an empty shard has no buffer yet */
         return;
     XXH3_64bits_update(w->hash, p, n);
     w->body += n;
@@ -639,8 +639,12 @@ static void mc__restore_fn(const mc_snapshot *s, const struct mc__snapfn *sf, mc
         n++;
     }
     if (!order && sf->entries) {
-        /* No memory to sort: store in file order (the bounds still hold). */
+        /* No memory to order them: nothing is restored for this function. */
         st->failed += n;
+        return;
+    }
+    if (n == 0) {
+        free(order);
         return;
     }
     qsort(order, n, sizeof *order, mc__older_first);

@@ -260,7 +260,7 @@ int mc_host_snapshot_write(mc_host_snapshot *s, mc_bus *bus)
     pthread_mutex_unlock(&s->lock);
     pthread_mutex_unlock(&s->write_lock);
     if (rc == 0)
-        mc__slog(s, MC_LOG_DEBUG,
+        mc__slog(s, MC_LOG_INFO,
                  "wrote %s: %" PRIu64 " entries of %" PRIu64 " functions, %" PRIu64 " bytes in %.3f s%s%s", s->path,
                  ws.entries, ws.functions, ws.bytes, (double)ws.duration_ns / 1e9, olen ? ", stream position " : "",
                  olen ? pos.last_id : "");

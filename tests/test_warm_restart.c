@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <modcache.h>
+
 #include "proc.h"
 
 #define FN "example_dept.get_department_for_user"
@@ -277,6 +279,118 @@ static void test_without_bus(void **state)
     stop_host(SIGTERM);
 }
 
+/* ---- the bus's side in this process: mc_bus_position_get, resume, mc_bus_resume ---- */
+
+static int load_x(void *self, const mc_arg *args, size_t nargs, mc_load *load)
+{
+    (void)self;
+    (void)args;
+    (void)nargs;
+    return mc_load_set_copy(load, "x", 1);
+}
+
+static mc_bus *bus_at(unsigned rport, mc_registry *reg, const mc_bus_position *resume, unsigned max_staleness_ms)
+{
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", rport);
+    mc_bus_options o;
+    mc_bus_options_init(&o);
+    o.address = addr;
+    o.stream = "s.resume";
+    o.registry = reg;
+    o.resume = resume;
+    o.max_staleness_ms = max_staleness_ms;
+    o.backoff_min_ms = 20;
+    o.backoff_max_ms = 50;
+    o.timeout_ms = 500;
+    mc_bus *bus = NULL;
+    mc_error err = {0};
+    assert_int_equal(mc_bus_start(&o, &bus, &err), 0);
+    return bus;
+}
+
+/* A reader held for a restore is not stale however long the restore takes (max_staleness), and
+ * resumes from the position taken before: what was written since is applied, the rest stays. */
+static void test_bus_resume_in_process(void **state)
+{
+    (void)state;
+    mc_registry *reg = NULL;
+    assert_int_equal(mc_registry_create(NULL, &reg), 0);
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = "resume.fn";
+    o.max_entries = 100;
+    o.num_args = 1;
+    o.registry = reg;
+    o.persist = true;
+    mc_cached *fn = NULL;
+    assert_int_equal(mc_cached_create(&o, load_x, NULL, &fn), 0);
+
+    redis_cmd((const char *[]){"XADD", "s.resume", "*", "v", "1", "sender", "t", "cache", "other", "op", "all", NULL});
+    mc_bus *bus = bus_at(redis.port, reg, NULL, 0);
+    mc_bus_position pos;
+    int rc = MC_ENOENT;
+    for (int i = 0; i < 200 && rc != 0; i++) {
+        rc = mc_bus_position_get(bus, &pos);
+        if (rc)
+            nanosleep(&(struct timespec){0, 10000000}, NULL);
+    }
+    assert_int_equal(rc, 0);
+    assert_string_equal(pos.stream, "s.resume");
+    assert_int_equal(pos.entries_added, 1);
+    mc_bus_stop(bus);
+
+    /* Written while "down": a and b cached, a invalidated. */
+    assert_int_equal(mc_cached_prefill(fn, (const mc_arg[]){MC_ARG_S("a")}, 1, "A", 1), 0);
+    assert_int_equal(mc_cached_prefill(fn, (const mc_arg[]){MC_ARG_S("b")}, 1, "B", 1), 0);
+    redis_cmd((const char *[]){"XADD", "s.resume", "*", "v", "1", "sender", "t", "cache", "resume.fn", "op", "keys",
+                               "keys", "[[\"a\"]]", NULL});
+
+    bus = bus_at(redis.port, reg, &pos, 200);
+    mc_bus_position held;
+    assert_int_equal(mc_bus_position_get(bus, &held), MC_ENOENT); /* not positioned while held */
+    nanosleep(&(struct timespec){0, 600000000}, NULL);            /* three times max_staleness */
+    const char *reason = "?";
+    mc_error err = {0};
+    assert_int_equal(mc_bus_resume(bus, 5000, &reason, &err), 0);
+    assert_string_equal(reason, "");
+    assert_int_equal(mc_bus_resume(bus, 100, &reason, &err), MC_EINVAL); /* once */
+    mc_bus_stats st;
+    mc_bus_stats_get(bus, &st);
+    assert_int_equal(st.bypass_periods, 0);
+    assert_int_equal(st.full_flushes, 0);
+    assert_int_equal(st.applied, 1);
+    unsigned char k[16];
+    size_t klen;
+    assert_int_equal(mc_key_encode((const mc_arg[]){MC_ARG_S("a")}, 1, k, sizeof k, &klen), 0);
+    assert_false(mc_cache_contains(mc_cached_cache(fn), k, klen));
+    assert_int_equal(mc_key_encode((const mc_arg[]){MC_ARG_S("b")}, 1, k, sizeof k, &klen), 0);
+    assert_true(mc_cache_contains(mc_cached_cache(fn), k, klen));
+    assert_int_equal(mc_bus_position_get(bus, &held), 0);
+    assert_int_equal(held.entries_added, 2);
+    mc_bus_stop(bus);
+
+    /* Redis out of reach: the wait ends at its timeout, naming why. */
+    unsigned dead = mct_free_port();
+    bus = bus_at(dead, reg, &pos, 0);
+    assert_int_equal(mc_bus_resume(bus, 300, &reason, &err), MC_ETIMEDOUT);
+    assert_string_equal(reason, MC_BUS_RESUME_UNREACHABLE);
+    mc_bus_stop(bus);
+
+    /* A malformed position is refused at start. */
+    mc_bus_position bad = pos;
+    strcpy(bad.last_id, "not-an-id");
+    mc_bus_options bo;
+    mc_bus_options_init(&bo);
+    bo.registry = reg;
+    bo.resume = &bad;
+    mc_bus *none = NULL;
+    assert_int_equal(mc_bus_start(&bo, &none, &err), MC_EINVAL);
+    assert_null(none);
+    mc_cached_destroy(fn);
+    mc_registry_destroy(reg);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -312,6 +426,7 @@ int main(void)
         cmocka_unit_test(test_recreated_stream_is_cold),
         cmocka_unit_test(test_other_stream_is_cold),
         cmocka_unit_test(test_without_bus),
+        cmocka_unit_test(test_bus_resume_in_process),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -979,6 +979,10 @@ int mc_bus_resume(mc_bus *b, unsigned timeout_ms, const char **reason, mc_error 
         return mc__error_set(err, MC_EINVAL, "no saved position to resume from");
     }
     b->resume_state = MC__RS_PENDING;
+    /* Bounded staleness counts from here: the host served nothing while the reader was held. */
+    uint64_t now = mc__now_ns(), prev = atomic_load(&b->confirmed);
+    while (prev < now && !atomic_compare_exchange_weak(&b->confirmed, &prev, now))
+        ;
     pthread_cond_broadcast(&b->resume_cv);
     struct timespec dl = mc__deadline(timeout_ms);
     while (b->resume_state == MC__RS_PENDING || b->resume_state == MC__RS_RESUMING)
@@ -1213,7 +1217,13 @@ static void *mc__watch_main(void *arg)
         pthread_cond_timedwait(&b->wake, &b->lock, &dl);
         if (b->stopping)
             break;
+        /* Held for a restore (mc_bus_resume): nothing is served yet, nothing can be stale. */
+        bool held = b->resume_state == MC__RS_HELD;
         pthread_mutex_unlock(&b->lock);
+        if (held) {
+            pthread_mutex_lock(&b->lock);
+            continue;
+        }
         uint64_t now = mc__now_ns(), conf = atomic_load(&b->confirmed);
         if (!atomic_load(&b->bypassing) && now > conf && now - conf > b->stale_after_ns) {
             pthread_mutex_lock(&b->bypass_lock);

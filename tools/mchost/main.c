@@ -280,6 +280,7 @@ int main(int argc, char **argv)
         break;
     }
 out:
+    mc_host_snapshot_stop(snap); /* no periodic write while the modules go */
     /* Server first (requests in progress finish), then modules in reverse order; the bus after
      * them (their fini may still invalidate), the registry last (the bus applies to it). */
     mc_host_destroy(host);

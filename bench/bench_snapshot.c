@@ -95,14 +95,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "read: %s\n", err.message);
             return 1;
         }
+        uint64_t t_read = now_ns() - t0;
         mc_snapshot_restore_stats rs;
         mc_snapshot_restore(snap, reg2, &rs);
         mc_snapshot_free(snap);
         r[k] = now_ns() - t0;
         restored = rs.restored;
-        printf("run %d: write %.3f s (%" PRIu64 " entries, %.1f MiB), read + restore %.3f s (%" PRIu64
+        printf("run %d: write %.3f s (%" PRIu64 " entries, %.1f MiB), read + restore %.3f s (read and check %.3f s; %" PRIu64
                " restored)\n",
-               k + 1, (double)w[k] / 1e9, ws.entries, (double)bytes / 1048576.0, (double)r[k] / 1e9, restored);
+               k + 1, (double)w[k] / 1e9, ws.entries, (double)bytes / 1048576.0, (double)r[k] / 1e9, (double)t_read / 1e9,
+               restored);
         mc_cached_destroy(fn2);
         mc_registry_destroy(reg2);
     }

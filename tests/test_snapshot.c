@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "core/alloc.h"
 #include "modcache.h"
 
 static char dir[] = "/tmp/mc-snapshot-XXXXXX";
@@ -406,6 +407,65 @@ static void test_empty_function(void **state)
     mc_registry_destroy(reg);
 }
 
+/* Every allocation of a write, a read and a restore failed in turn: MC_ENOMEM or success,
+ * never a crash or a leak, and a failed write leaves the previous file whole. */
+static void test_allocation_failures(void **state)
+{
+    (void)state;
+    mc_registry *reg = registry_ttl(0);
+    mc_cached *p = make(reg, "t.faults", 1000, true, loader);
+    char buf[64], key[32];
+    bool none;
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof key, i % 7 ? "k%d" : "none%d", i);
+        call(p, key, buf, sizeof buf, &none);
+    }
+    mc_error err = {0};
+    assert_int_equal(mc_snapshot_write(reg, "o", 1, path, NULL, &err), 0);
+    size_t writes = 0, reads = 0;
+    for (uint64_t k = 1; k < 10000; k++) {
+        mc__fault_arm(&(mc__fault_plan){.first = k});
+        int rc = mc_snapshot_write(reg, "o", 1, path, NULL, &err);
+        uint64_t injected = mc__fault_injected();
+        mc__fault_arm(NULL);
+        assert_true(rc == 0 || rc == MC_ENOMEM);
+        mc_snapshot *snap = NULL;
+        assert_int_equal(mc_snapshot_read(path, &snap, NULL, &err), 0); /* old or new, whole */
+        assert_int_equal(mc_snapshot_function_entries(snap, 0), 300);
+        mc_snapshot_free(snap);
+        if (!injected)
+            break;
+        writes++;
+    }
+    mc_registry *reg2 = registry_ttl(0);
+    mc_cached *q = make(reg2, "t.faults", 1000, true, loader);
+    for (uint64_t k = 1; k < 10000; k++) {
+        mc_cached_invalidate_all(q);
+        mc__fault_arm(&(mc__fault_plan){.first = k});
+        mc_snapshot *snap = NULL;
+        int rc = mc_snapshot_read(path, &snap, NULL, &err);
+        mc_snapshot_restore_stats rs = {0};
+        if (rc == 0)
+            assert_int_equal(mc_snapshot_restore(snap, reg2, &rs), 0);
+        uint64_t injected = mc__fault_injected();
+        mc__fault_arm(NULL);
+        assert_true(rc == 0 || rc == MC_ENOMEM);
+        if (rc == 0)
+            assert_int_equal(rs.restored + rs.failed, 300);
+        mc_snapshot_free(snap);
+        if (!injected) {
+            assert_int_equal(rs.restored, 300);
+            break;
+        }
+        reads++;
+    }
+    assert_true(writes > 0 && reads > 0);
+    mc_cached_destroy(q);
+    mc_registry_destroy(reg2);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+}
+
 int main(void)
 {
     assert_non_null(mkdtemp(dir));
@@ -414,7 +474,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_ages_and_ttl),
         cmocka_unit_test(test_bounds_keep_recent), cmocka_unit_test(test_present_key_kept),
         cmocka_unit_test(test_refusals),         cmocka_unit_test(test_write_failure),
-        cmocka_unit_test(test_empty_function),
+        cmocka_unit_test(test_empty_function),   cmocka_unit_test(test_allocation_failures),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(path);

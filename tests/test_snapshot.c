@@ -255,6 +255,62 @@ static void test_bounds_keep_recent(void **state)
     mc_registry_destroy(reg);
 }
 
+/* A large restore (stored by two threads, by shard): everything comes back, and into a bound
+ * half its size the most recently used are the ones kept. */
+static void test_large_restore(void **state)
+{
+    (void)state;
+    enum { N = 80000 };
+    mc_registry *reg = registry_ttl(0);
+    mc_cached *p = make(reg, "t.large", N * 2, true, loader);
+    char key[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(mc_cached_prefill(p, (const mc_arg[]){MC_ARG_S(key)}, 1, key, strlen(key)), 0);
+        clock_now += 1000; /* 1 us apart: k<N-1> the most recent */
+    }
+    mc_error err = {0};
+    mc_snapshot_write_stats ws;
+    assert_int_equal(mc_snapshot_write(reg, NULL, 0, path, &ws, &err), 0);
+    uint64_t held = mc_cache_size(mc_cached_cache(p));
+    assert_int_equal(ws.entries, held);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+    mc_snapshot *snap = NULL;
+    assert_int_equal(mc_snapshot_read(path, &snap, NULL, &err), 0);
+
+    reg = registry_ttl(0);
+    p = make(reg, "t.large", N * 2, true, loader);
+    mc_snapshot_restore_stats rs;
+    assert_int_equal(mc_snapshot_restore(snap, reg, &rs), 0);
+    assert_int_equal(rs.restored, held);
+    assert_int_equal(mc_cache_size(mc_cached_cache(p)), held);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+
+    reg = registry_ttl(0);
+    p = make(reg, "t.large", N / 2, true, loader);
+    assert_int_equal(mc_snapshot_restore(snap, reg, &rs), 0);
+    assert_true(mc_cache_size(mc_cached_cache(p)) <= N / 2);
+    size_t newest = 0, oldest = 0;
+    for (int i = 0; i < 1000; i++) {
+        unsigned char k[64];
+        size_t klen;
+        snprintf(key, sizeof key, "k%d", N - 1 - i);
+        assert_int_equal(mc_key_encode((const mc_arg[]){MC_ARG_S(key)}, 1, k, sizeof k, &klen), 0);
+        newest += mc_cache_contains(mc_cached_cache(p), k, klen);
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(mc_key_encode((const mc_arg[]){MC_ARG_S(key)}, 1, k, sizeof k, &klen), 0);
+        oldest += mc_cache_contains(mc_cached_cache(p), k, klen);
+    }
+    /* Sharded LRU is close to exact: the newest thousand stay, the oldest thousand went. */
+    assert_true(newest >= 990);
+    assert_true(oldest <= 10);
+    mc_snapshot_free(snap);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+}
+
 /* A key loaded since start is newer than the snapshot's: restore leaves it. */
 static void test_present_key_kept(void **state)
 {
@@ -475,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_bounds_keep_recent), cmocka_unit_test(test_present_key_kept),
         cmocka_unit_test(test_refusals),         cmocka_unit_test(test_write_failure),
         cmocka_unit_test(test_empty_function),   cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test(test_large_restore),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(path);

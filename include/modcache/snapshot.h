@@ -113,6 +113,8 @@ typedef struct mc_snapshot_restore_stats {
  * much sooner. Entries are stored oldest first, so that when a function's bound is now
  * smaller than what was saved, its bound holds and the most recently used entries stay.
  * A key already cached is left alone (a load made since start is newer than the snapshot).
+ * A function's entries are stored by the calling thread and, for more than 65,536 of them, one
+ * more thread started for the call (each taking half of the cache's shards).
  * Nothing here proves the entries current: the caller decides that (modcache/bus.h). Returns
  * 0 or MC_EINVAL; st (may be NULL) gets the counts. */
 MC_API int mc_snapshot_restore(const mc_snapshot *snap, mc_registry *reg, mc_snapshot_restore_stats *st);

@@ -1489,6 +1489,11 @@ unsigned mc__cache_shards(const mc_cache *c) { return c ? c->nshards : 0; }
 
 uint64_t mc__cache_ttl(const mc_cache *c) { return c ? c->ttl : 0; }
 
+unsigned mc__cache_shard_index(const mc_cache *c, const void *key, size_t klen)
+{
+    return (unsigned)((mc__hash(c, key, klen) >> 56) & c->shard_mask);
+}
+
 int mc__cache_visit_shard(mc_cache *c, unsigned shard, int (*visit)(void *ud, const mc__entry_view *e),
                           void *ud)
 {

@@ -65,6 +65,9 @@ typedef struct mc__entry_view {
 int mc__cache_visit_shard(mc_cache *c, unsigned shard, int (*visit)(void *ud, const mc__entry_view *e),
                           void *ud);
 unsigned mc__cache_shards(const mc_cache *c);
+/* The shard (< mc__cache_shards) that holds `key`: puts of keys of different shards never
+ * wait for each other (a restore spreads its puts over threads by shard). */
+unsigned mc__cache_shard_index(const mc_cache *c, const void *key, size_t klen);
 /* The cache's expire-after-access TTL (0: none). */
 uint64_t mc__cache_ttl(const mc_cache *c);
 

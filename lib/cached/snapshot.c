@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -618,6 +619,55 @@ static int mc__older_first(const void *a, const void *b)
     return p < q ? -1 : p > q;
 }
 
+/* Entries of a restore above this many are stored by two threads. */
+#define MC__RESTORE_SPLIT 65536
+
+/* One thread's share of a function's restore: the entries of shards of one parity (-1: all). */
+typedef struct {
+    const mc_snapshot *s;
+    const struct mc__snapfn *sf;
+    mc_cached *fn;
+    const mc__sorder *order;
+    size_t n;
+    int parity;
+    mc_snapshot_restore_stats st;
+} mc__rpart;
+
+static void mc__restore_part(mc__rpart *p)
+{
+    mc__srec r;
+    for (size_t i = 0; i < p->n; i++) {
+        mc__srec_at(p->s->data, p->order[i].off, p->sf->end, &r);
+        if (p->parity >= 0 && (int)(mc__cache_shard_index(p->fn->cache, r.key, r.klen) & 1) != p->parity)
+            continue;
+        mc__put_args a = {
+            .key = r.key,
+            .klen = r.klen,
+            .value = r.value,
+            .vlen = r.vlen,
+            .none = r.none,
+            .weight = p->fn->iterable ? (r.weight ? r.weight : 1) : 0,
+            .flags = MC_PUT_IF_ABSENT,
+            /* Out of line, as loads store them (attached callbacks compare entries). */
+            .out_of_line = true,
+            .age_ns = p->order[i].age,
+        };
+        int rc = mc__cache_put_ex(p->fn->cache, &a);
+        if (rc == 0)
+            p->st.restored++;
+        else if (rc == MC_EEXIST)
+            p->st.present++;
+        else
+            p->st.failed++;
+    }
+}
+
+static void *mc__restore_part_main(void *arg)
+{
+    mc__restore_part(arg);
+    return NULL;
+}
+
 static void mc__restore_fn(const mc_snapshot *s, const struct mc__snapfn *sf, mc_cached *fn, uint64_t down,
                            mc_snapshot_restore_stats *st)
 {
@@ -648,27 +698,22 @@ static void mc__restore_fn(const mc_snapshot *s, const struct mc__snapfn *sf, mc
         return;
     }
     qsort(order, n, sizeof *order, mc__older_first);
-    for (size_t i = 0; i < n; i++) {
-        mc__srec_at(s->data, order[i].off, sf->end, &r);
-        mc__put_args a = {
-            .key = r.key,
-            .klen = r.klen,
-            .value = r.value,
-            .vlen = r.vlen,
-            .none = r.none,
-            .weight = fn->iterable ? (r.weight ? r.weight : 1) : 0,
-            .flags = MC_PUT_IF_ABSENT,
-            /* Out of line, as loads store them (attached callbacks compare entries). */
-            .out_of_line = true,
-            .age_ns = order[i].age,
-        };
-        int rc = mc__cache_put_ex(fn->cache, &a);
-        if (rc == 0)
-            st->restored++;
-        else if (rc == MC_EEXIST)
-            st->present++;
-        else
-            st->failed++;
+    /* Large restores on two threads, each taking the shards of one parity: the order within
+     * every shard (oldest first) is kept, and the threads' puts never share a shard lock. */
+    mc__rpart parts[2] = {{.s = s, .sf = sf, .fn = fn, .order = order, .n = n, .parity = 0},
+                          {.s = s, .sf = sf, .fn = fn, .order = order, .n = n, .parity = 1}};
+    pthread_t helper;
+    bool two = n >= MC__RESTORE_SPLIT && mc__cache_shards(fn->cache) > 1 &&
+               pthread_create(&helper, NULL, mc__restore_part_main, &parts[1]) == 0;
+    if (!two)
+        parts[0].parity = -1; /* every shard, on this thread */
+    mc__restore_part(&parts[0]);
+    if (two)
+        pthread_join(helper, NULL);
+    for (int i = 0; i < 2; i++) {
+        st->restored += parts[i].st.restored;
+        st->present += parts[i].st.present;
+        st->failed += parts[i].st.failed;
     }
     free(order);
 }

@@ -82,7 +82,7 @@ clean:
 # keeping what it finds in $(BUILD_FUZZ)/fuzz-runs/ for the next run.
 BUILD_FUZZ   ?= build-fuzz
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS  = fuzz_config fuzz_json_key fuzz_key_codec fuzz_admin_http
+FUZZ_TARGETS  = fuzz_config fuzz_json_key fuzz_key_codec fuzz_admin_http fuzz_snapshot
 
 .PHONY: fuzz-build fuzz test-fuzz
 fuzz-build: test-deps

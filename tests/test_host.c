@@ -462,6 +462,48 @@ static int read_host_config(const char *text, mc_host_config *hc, mc_error *err,
     return mc_host_config_read(*doc, hc, err);
 }
 
+/* caches.snapshot: read into the host config, each fault with its path and position. */
+static void test_snapshot_config(void **state)
+{
+    (void)state;
+    mc_host_config hc;
+    mc_error err = {0};
+    mc_config *doc;
+    assert_int_equal(read_host_config("caches: {global_factor: 2.0}\n", &hc, &err, &doc), 0);
+    assert_null(hc.snapshot_path);
+    assert_int_equal(hc.snapshot_interval_ns, 0);
+    assert_false(hc.snapshot_trust_without_bus);
+    free(hc.factors);
+    mc_config_free(doc);
+    assert_int_equal(read_host_config("caches:\n  expire_caches: true\n"
+                                      "  snapshot: {path: /var/lib/h.snap, interval: 5m, trust_without_bus: true}\n",
+                                      &hc, &err, &doc),
+                     0);
+    assert_string_equal(hc.snapshot_path, "/var/lib/h.snap");
+    assert_int_equal(hc.snapshot_interval_ns, 300ull * 1000000000u);
+    assert_true(hc.snapshot_trust_without_bus);
+    assert_true(hc.caches.expire_caches); /* the rest of caches: still read */
+    free(hc.factors);
+    mc_config_free(doc);
+    static const struct {
+        const char *text, *message;
+    } bad[] = {
+        {"caches: {snapshot: {interval: 5m}}\n", "caches.snapshot: path is required (the snapshot file) (host.yaml:1:20)"},
+        {"caches: {snapshot: {path: a, interval: 10ms}}\n", "caches.snapshot.interval: expected a duration from 1s to 1w"},
+        {"caches: {snapshot: {path: a, every: 5m}}\n", "caches.snapshot.every: unknown key"},
+        {"caches: {snapshot: {path: \"\"}}\n", "caches.snapshot.path: expected a file name"},
+        {"caches: {snapshot: {path: a, trust_without_bus: maybe}}\n", "caches.snapshot.trust_without_bus"},
+        {"caches: {snapshot: a.snap}\n", "caches.snapshot: expected a map"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&err, 0, sizeof err);
+        assert_int_equal(read_host_config(bad[i].text, &hc, &err, &doc), MC_EINVAL);
+        if (!strstr(err.message, bad[i].message))
+            fail_msg("%s: got \"%s\"", bad[i].text, err.message);
+        mc_config_free(doc);
+    }
+}
+
 static void test_host_config(void **state)
 {
     (void)state;
@@ -712,6 +754,7 @@ int main(void)
         cmocka_unit_test(test_pending_callbacks),
         cmocka_unit_test(test_first_value),
         cmocka_unit_test(test_host_config),
+        cmocka_unit_test(test_snapshot_config),
         cmocka_unit_test(test_admin_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -204,10 +204,15 @@ static int setup(void **state)
     snprintf(cfg, sizeof cfg, "%s/host.yaml", dir);
     assert_int_equal(mct_write_file(tok, TOKEN "\n"), 0);
     assert_int_equal(chmod(tok, 0600), 0);
+    /* A snapshot file that is not one: refused at start, counted by reason. */
+    char snap[256];
+    snprintf(snap, sizeof snap, "%s/host.snapshot", dir);
+    assert_int_equal(mct_write_file(snap, "not a snapshot\n"), 0);
     snprintf(text, sizeof text,
              "server:\n  listen: 127.0.0.1:0\n  admin_token_file: %s\n"
+             "caches:\n  snapshot: {path: %s}\n"
              "modules:\n  - module: %s/mod_metrics.so\n  - module: %s/mod_good.so\n",
-             tok, MODULE_DIR, MODULE_DIR);
+             tok, snap, MODULE_DIR, MODULE_DIR);
     assert_int_equal(mct_write_file(cfg, text), 0);
     assert_int_equal(mct_spawn(&host, (const char *[]){MCHOST, "-c", cfg, NULL}, NULL), 0);
     assert_true(mct_wait_for(&host, 0, "serving HTTP on 127.0.0.1:", 10000));
@@ -276,6 +281,20 @@ static void test_per_function(void **state)
     assert_true(value_of("modcache_cache_loads_total", "cache", "mod_good.lookup", NULL) == 0);
     /* A name that needs escaping comes back as registered. */
     assert_true(value_of("modcache_cache_loads_total", "cache", "metrics.tree \"quoted\"", NULL) == 1);
+}
+
+/* Warm restarts: the refused file counted by its reason, every reason listed, nothing restored
+ * or written yet. */
+static void test_snapshot_families(void **state)
+{
+    (void)state;
+    assert_true(value_of("modcache_snapshot_discarded_total", "reason", "foreign", NULL) == 1);
+    assert_true(value_of("modcache_snapshot_discarded_total", "reason", "damaged", NULL) == 0);
+    assert_true(value_of("modcache_snapshot_discarded_total", "reason", "stream_trimmed", NULL) == 0);
+    assert_true(value_of("modcache_snapshot_restored_entries", NULL) == 0);
+    assert_true(value_of("modcache_snapshot_writes_total", NULL) == 0);
+    assert_true(value_of("modcache_snapshot_last_write_duration_seconds", NULL) == 0);
+    assert_true(value_of("modcache_snapshot_last_write_bytes", NULL) == 0);
 }
 
 /* An iterable function's weight is counted in elements, not bytes, and bounded in elements. */
@@ -365,6 +384,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_promtool),
+        cmocka_unit_test(test_snapshot_families),
         cmocka_unit_test(test_per_function),
         cmocka_unit_test(test_units),
         cmocka_unit_test(test_invalidation_sources),

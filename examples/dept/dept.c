@@ -296,6 +296,9 @@ static int dept_init(mc_api *api, void *parsed, void **state, mc_error *err)
         co.max_entries = (size_t)c->max_entries;
         co.num_args = 1; /* the user id: invalidations of another length are refused */
         co.registry = mc_api_registry(api); /* the host's factors, TTL and autotuning apply */
+        /* Departments are copied bytes, and every write goes through invalidate_cache (so the
+         * stream holds it): safe to keep across restarts (caches.snapshot in the host). */
+        co.persist = true;
         rc = mc_cached_create(&co, dept_load_department, st, &st->fn);
         if (rc == 0)
             rc = mc_api_register_cached_function(api, st->fn);

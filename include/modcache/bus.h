@@ -52,6 +52,17 @@ extern "C" {
 /* An invalidation bus (opaque), owned by the caller of mc_bus_start (mc_bus_stop). */
 typedef struct mc_bus mc_bus;
 
+/* Where a reader stands in its stream: what a snapshot saves (modcache/snapshot.h), so that
+ * a restarted host can resume after the last invalidation its entries had seen. */
+typedef struct mc_bus_position {
+    char stream[256];       /* the stream key */
+    char last_id[48];       /* the last entry applied ("0-0": none, the stream was empty or absent) */
+    /* The stream's entries-added counter (XINFO STREAM) when last_id was applied: entries are
+     * counted from the stream's creation, so a stream deleted and created again is told from
+     * the one the position was taken in. */
+    uint64_t entries_added;
+} mc_bus_position;
+
 /* Receives the bus's log lines (level as mc_log_level: 0 debug, 1 info, 2 warn, 3 error). */
 typedef void (*mc_bus_log_fn)(void *ud, int level, const char *message);
 
@@ -83,6 +94,14 @@ typedef struct mc_bus_options {
      * registry only. Confirmation comes with each read that reaches the stream's tail; the
      * reader then blocks at most max_staleness_ms / 8 (10 ms to 1 s) per read. */
     unsigned max_staleness_ms;
+    /* Resume from this position (copied) instead of the stream's end, if continuity can be
+     * proven: the same stream key, the stream not deleted or recreated since (its
+     * entries-added not below the saved one, the saved entry still there or trimmed exactly up
+     * to it) and nothing after the saved entry trimmed. The reader waits for mc_bus_resume
+     * before it connects, so that the caller restores its entries first; then it replays
+     * every entry after the position, or, continuity not proven, invalidates every registered
+     * function (a full flush). NULL: start at the stream's end. */
+    const mc_bus_position *resume;
 } mc_bus_options;
 
 /* How often a reading bus announces itself by default; its announcement expires after three
@@ -119,6 +138,37 @@ MC_API int mc_bus_publish_all(mc_bus *bus, const char *cache);
  * refused by it for good (counted in mc_bus_stats.failed and logged). Returns 0;
  * MC_ETIMEDOUT when timeout_ms passed first (Redis unreachable, for instance). */
 MC_API int mc_bus_flush(mc_bus *bus, unsigned timeout_ms);
+
+/* The reader's position now: the last entry it applied (the stream's entries-added with it).
+ * Read it before copying out entries that must be consistent with it: every invalidation up to
+ * the position was applied before this returns. Returns 0; MC_ENOENT when the reader has no
+ * position yet (it never reached Redis, or waits for mc_bus_resume) or the bus has no
+ * reader; MC_EINVAL. */
+MC_API int mc_bus_position_get(mc_bus *bus, mc_bus_position *out);
+
+/* A position as text ("<stream>\n<last id>\n<entries-added>", at most 320 bytes) and back.
+ * encode returns the length written (buf of cap bytes, NUL-terminated) or MC_ERANGE;
+ * decode returns 0 or MC_EPARSE for anything else. */
+MC_API int mc_bus_position_encode(const mc_bus_position *pos, char *buf, size_t cap);
+MC_API int mc_bus_position_decode(const void *data, size_t len, mc_bus_position *out);
+
+/* Why mc_bus_resume could not resume (its *reason; "" when it did). */
+#define MC_BUS_RESUME_OTHER_STREAM "other_stream"     /* the position is of another stream key */
+#define MC_BUS_RESUME_DELETED "stream_deleted"        /* the stream is gone */
+#define MC_BUS_RESUME_RECREATED "stream_recreated"    /* the key holds another stream now */
+#define MC_BUS_RESUME_TRIMMED "stream_trimmed"        /* entries after the position were trimmed */
+#define MC_BUS_RESUME_UNUSABLE "stream_unusable"      /* the key held another type meanwhile */
+#define MC_BUS_RESUME_UNREACHABLE "stream_unreachable" /* Redis not reached within the timeout */
+
+/* With mc_bus_options.resume: let the reader connect and wait until it has applied every
+ * entry after the position (returns 0) or up to timeout_ms. *reason (may be NULL) gets "" or
+ * one of the MC_BUS_RESUME_* words and err a sentence. Returns 0; MC_ECANCELED (continuity
+ * not proven: every registered function was invalidated, the reader goes on from the
+ * stream's end); MC_ETIMEDOUT (Redis not reached or the replay not finished: the caller must
+ * drop what it restored; the reader, once it connects, goes on as after any start whose
+ * first connection came late, with a full flush); MC_EINVAL (no resume position, or called
+ * twice). Call once, from the thread that started the bus. */
+MC_API int mc_bus_resume(mc_bus *bus, unsigned timeout_ms, const char **reason, mc_error *err);
 
 /* Counters of a bus since it started, and its state now (mc_bus_stats_get). */
 typedef struct mc_bus_stats {

@@ -102,6 +102,13 @@ typedef struct mc_cached_options {
      * timeouts" below). 0: the registry's load_timeout_ns when created under a registry, no
      * timeout otherwise; MC_TIMEOUT_NEVER: no timeout, whatever the registry says. */
     uint64_t load_timeout_ns;
+    /* Entries are written to snapshots and restored from them (warm restarts, see
+     * modcache/snapshot.h): copied values and "no value" entries only, since a value handed
+     * over (mc_load_set_owned) is a pointer that means nothing in another process; those are
+     * left out. Only for functions whose values stay meaningful across processes, and whose
+     * invalidations all go through the registry (so that the stream can replay them). Default
+     * false. */
+    bool persist;
 } mc_cached_options;
 
 /* A load_timeout_ns meaning "wait as long as the load takes". */
@@ -276,6 +283,8 @@ MC_API uint64_t mc_cached_load_bucket_ns(size_t i);
 /* The number of fields of this function's keys (num_args minus its uncached arguments), or 0
  * when it was created without num_args (the key length is not declared). */
 MC_API size_t mc_cached_key_length(const mc_cached *fn);
+/* Whether the function was created with `persist` (its entries go into snapshots). */
+MC_API bool mc_cached_persists(const mc_cached *fn);
 /* Whether the function was created with `tree` (shorter tuples invalidate subtrees). */
 MC_API bool mc_cached_is_tree(const mc_cached *fn);
 

@@ -100,6 +100,7 @@ MC_API int mc_config_allow_keys(const mc_config_node *map, const char *const *ke
  *                      min_cache_ttl: 5m}
  *   maintenance_interval: 1s       # optional
  *   load_timeout: 30s              # optional: the functions' default load timeout
+ *   snapshot: {...}                # accepted here, read by mc_host_config_read (warm restarts)
  * Unknown keys, non-positive factors and a target above the maximum are refused with the path.
  * *factors receives the per-cache factor array (free() it after mc_registry_create, which
  * copies it); its names point into the document. `caches` may be NULL (all defaults). */

@@ -34,6 +34,9 @@ typedef struct mc_host_options {
      * The bus must outlive the host (stop it after mc_host_destroy, so that modules' fini can
      * still invalidate). */
     struct mc_bus *bus;
+    /* Warm restarts (mc_host_snapshot_open), borrowed, read for /metrics (modcache_snapshot_*).
+     * NULL: none. Must outlive the host. */
+    struct mc_host_snapshot *snapshot;
 } mc_host_options;
 
 /* Fill *opts with defaults (every field NULL). */
@@ -125,7 +128,8 @@ typedef enum mc_bus_backend {
 
 /* The file's sections, read and checked (strings point into the mc_config document).
  *   server:       {listen: 127.0.0.1:8008, admin_token_file: admin.token}
- *   caches:       see mc_config_read_caches
+ *   caches:       see mc_config_read_caches; and snapshot: {path: FILE, interval: 5m,
+ *                 trust_without_bus: false} (read here)
  *   invalidation: {backend: local|redis, instance_name: worker1, max_staleness: 5s,
  *                  redis: {address: 127.0.0.1:6379, stream: modcache:invalidations, maxlen: 100000,
  *                          queue_limit: 10000, reconnect_min: 100ms, reconnect_max: 5s}}
@@ -166,6 +170,12 @@ typedef struct mc_host_config {
     /* invalidation.max_staleness (200ms to 1d; 0, the default: off; needs backend redis):
      * mc_bus_options.max_staleness_ms. */
     uint64_t max_staleness_ns;
+    /* caches.snapshot: {path: FILE, interval: DURATION, trust_without_bus: BOOL}, warm
+     * restarts (mc_host_snapshot_open). path NULL: none. interval (1s to 1w; 0, the default:
+     * only at a clean stop). trust_without_bus (default false): restore without a bus. */
+    const char *snapshot_path;
+    uint64_t snapshot_interval_ns;
+    bool snapshot_trust_without_bus;
 } mc_host_config;
 
 /* Returns 0 or MC_EINVAL/MC_ENOMEM with err naming the path and position. Checks everything
@@ -258,6 +268,109 @@ MC_API void mc_host_http_stats(const mc_host *host, mc_http_stats *st);
 MC_API unsigned mc_host_http_port(const mc_host *host);
 /* Stop accepting, let requests in progress finish, then stop. */
 MC_API void mc_host_http_stop(mc_host *host);
+
+/* ---- warm restarts: snapshots of persistent functions, replayed against the stream ----
+ * The host's side of modcache/snapshot.h. At start, mc_host_snapshot_open reads and checks
+ * the file (a missing one is a cold start; a damaged, truncated, foreign or other-version one
+ * is refused with one log line and is a cold start too); the bus is started with the saved
+ * position (mc_host_snapshot_resume_position as mc_bus_options.resume); once the modules have
+ * registered their functions, mc_host_snapshot_restore stores the saved entries of those
+ * created with `persist` and lets the bus replay every invalidation since the position,
+ * before anything is served. When continuity cannot be proven (the stream trimmed past the
+ * position, deleted, recreated, another stream, Redis out of reach) the restored entries are
+ * dropped and the log says why. Without a bus, entries are restored only with
+ * trust_without_bus: nothing can then prove that none was invalidated meanwhile (by another
+ * host, or by a write to the backing store while this one was down).
+ * While serving, mc_host_snapshot_start writes a snapshot every interval; at a clean stop
+ * mc_host_snapshot_write writes the last one (after the server stopped, before the modules
+ * are finalised). Each records the bus position read before the entries, so that a restart
+ * replays every invalidation the entries may not have seen.
+ * Thread safety: open, restore and destroy from the thread that runs the host; write, stats
+ * from any thread. */
+typedef struct mc_host_snapshot mc_host_snapshot;
+
+/* Options of mc_host_snapshot_open (mc_host_snapshot_options_init: every field 0 or NULL). */
+typedef struct mc_host_snapshot_options {
+    const char *path;          /* the snapshot file (copied); required */
+    uint64_t interval_ns;      /* mc_host_snapshot_start's period (0: no periodic writes) */
+    bool trust_without_bus;    /* restore without a bus (see above) */
+    mc_registry *registry;     /* the functions written and restored; required */
+    mc_log_fn log;             /* NULL: mc_logger_write defaults on stderr */
+    void *log_ud;
+    unsigned resume_timeout_ms; /* how long restore waits for Redis and the replay [0: 10 s] */
+} mc_host_snapshot_options;
+
+/* Fill *opts with the defaults (every field 0 or NULL). */
+MC_API void mc_host_snapshot_options_init(mc_host_snapshot_options *opts);
+
+/* Create the host's snapshot keeper and read the file (kept until restore). A file that is
+ * refused is logged (one line naming the fault) and counted in the discards; the keeper is
+ * created all the same and the host starts cold. Returns 0, MC_EINVAL (no path or
+ * registry), MC_ENOMEM. */
+MC_API int mc_host_snapshot_open(const mc_host_snapshot_options *opts, mc_host_snapshot **out);
+
+/* The bus position saved in the file read (for mc_bus_options.resume), or NULL: no file, a
+ * refused one, or none saved. Valid until restore or destroy. */
+MC_API const mc_bus_position *mc_host_snapshot_resume_position(mc_host_snapshot *snap);
+
+/* Restore the saved entries into the registry's persistent functions and make sure they are
+ * current before anything is served: with `bus` (started with the resume position), wait
+ * for it to replay the stream after the saved position (mc_bus_resume); without, only with
+ * trust_without_bus. When that fails the restored entries are dropped (the bus's full flush,
+ * or mc_cached_invalidate_all of the functions restored into) and the log says why. Frees
+ * the file's contents. Returns 0 (restored, discarded or nothing to do: see the stats) or
+ * MC_EINVAL. Once, before serving. */
+MC_API int mc_host_snapshot_restore(mc_host_snapshot *snap, mc_bus *bus);
+
+/* Write a snapshot now: the bus position (mc_bus_position_get; none when bus is NULL or has
+ * none yet), then the persistent functions' entries (mc_snapshot_write). Serialised with the
+ * periodic writes. Returns 0 or the error of mc_snapshot_write (logged). */
+MC_API int mc_host_snapshot_write(mc_host_snapshot *snap, mc_bus *bus);
+
+/* Start the periodic writer (interval_ns > 0; otherwise nothing to start: 0). bus as for
+ * mc_host_snapshot_write, borrowed until mc_host_snapshot_stop. Returns 0, MC_EBUSY
+ * (running), MC_EIO (no thread). */
+MC_API int mc_host_snapshot_start(mc_host_snapshot *snap, mc_bus *bus);
+/* Stop the periodic writer (waiting for a write in progress). No-op when not running. */
+MC_API void mc_host_snapshot_stop(mc_host_snapshot *snap);
+
+/* Why a snapshot was not used at start (mc_host_snapshot_stats.discarded, /metrics reason). */
+typedef enum mc_host_snapshot_discard {
+    MC_SNAPSHOT_DISCARD_UNREADABLE = 0, /* the file could not be read */
+    MC_SNAPSHOT_DISCARD_FOREIGN,        /* not a snapshot */
+    MC_SNAPSHOT_DISCARD_WRONG_VERSION,  /* another format version */
+    MC_SNAPSHOT_DISCARD_TRUNCATED,
+    MC_SNAPSHOT_DISCARD_DAMAGED,        /* checksum or records */
+    MC_SNAPSHOT_DISCARD_NO_BUS,         /* no bus and trust_without_bus false */
+    MC_SNAPSHOT_DISCARD_NO_POSITION,    /* a bus now, but no position saved */
+    MC_SNAPSHOT_DISCARD_OTHER_STREAM,
+    MC_SNAPSHOT_DISCARD_STREAM_DELETED,
+    MC_SNAPSHOT_DISCARD_STREAM_RECREATED,
+    MC_SNAPSHOT_DISCARD_STREAM_TRIMMED,
+    MC_SNAPSHOT_DISCARD_STREAM_UNUSABLE,
+    MC_SNAPSHOT_DISCARD_STREAM_UNREACHABLE,
+} mc_host_snapshot_discard;
+/* Number of mc_host_snapshot_discard values. */
+#define MC_SNAPSHOT_NDISCARDS 13
+/* The reason's label ("damaged", "stream_trimmed", ...). */
+MC_API const char *mc_host_snapshot_discard_name(mc_host_snapshot_discard reason);
+
+/* What the keeper did (mc_host_snapshot_stats_get). */
+typedef struct mc_host_snapshot_stats {
+    uint64_t restored_entries;      /* entries restored at start and kept (0 when discarded) */
+    uint64_t discarded[MC_SNAPSHOT_NDISCARDS]; /* snapshots not used, by reason */
+    uint64_t writes, write_errors;  /* snapshots written, and attempts that failed */
+    uint64_t last_write_ns;         /* duration of the last successful write */
+    uint64_t last_write_bytes;      /* its size */
+    uint64_t last_write_entries;    /* its entries */
+} mc_host_snapshot_stats;
+
+/* Fill *st. Any thread. */
+MC_API void mc_host_snapshot_stats_get(mc_host_snapshot *snap, mc_host_snapshot_stats *st);
+
+/* Stop the periodic writer and free the keeper (it does not write: call
+ * mc_host_snapshot_write first at a clean stop). NULL is a no-op. */
+MC_API void mc_host_snapshot_destroy(mc_host_snapshot *snap);
 
 /* Number of modules loaded. */
 MC_API size_t mc_host_module_count(const mc_host *host);

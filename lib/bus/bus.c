@@ -99,6 +99,18 @@ struct mc_bus {
     bool has_watch;
     pthread_mutex_t idlock;
     char last_id[48];
+    uint64_t last_seen;  /* idlock: the stream's entries-added matching last_id */
+    bool positioned;     /* idlock: last_id is a position the reader took (mc_bus_position_get) */
+    /* Resuming from a saved position (mc_bus_options.resume, mc_bus_resume), under `lock`:
+     * the reader waits while HELD; PENDING until its first connection decides; RESUMING while
+     * it replays; then DONE or DISCARDED. ABANDONED: mc_bus_resume gave up waiting. */
+    bool has_resume;
+    mc_bus_position resume;
+    int resume_state;
+    uint64_t resume_flushes; /* full_flushes when the replay began: one more means discarded */
+    const char *resume_reason; /* an MC_BUS_RESUME_* word */
+    char resume_why[300];
+    pthread_cond_t resume_cv;
     /* Faults that repeat per message or per retry: logged when they start, as a count while
      * they last, and when they end (core/ratelog.h). */
     mc__ratelog send_errors, refusals;
@@ -701,6 +713,11 @@ typedef struct {
     mc__sid last_generated, max_deleted;
     bool has_max_deleted, has_added;
     uint64_t entries_added;
+    /* For resuming a saved position: XTRIM and MAXLEN trimming do not move max-deleted-entry-id
+     * (Redis 7.0), so a trim shows as fewer entries than were added after the position. */
+    bool has_length, has_first;
+    uint64_t length;
+    mc__sid first_recorded;
 } mc__xinfo;
 
 /* XINFO STREAM, fields by name (RESP2: a flat array of names and values). Returns 0, 1 when the
@@ -729,6 +746,11 @@ static int mc__stream_info(mc_bus *b, redisContext *c, mc__xinfo *xi)
             else if (!strcmp(k->str, "entries-added") && v->type == REDIS_REPLY_INTEGER) {
                 xi->has_added = true;
                 xi->entries_added = (uint64_t)v->integer;
+            } else if (!strcmp(k->str, "length") && v->type == REDIS_REPLY_INTEGER) {
+                xi->has_length = true;
+                xi->length = (uint64_t)v->integer;
+            } else if (!strcmp(k->str, "recorded-first-entry-id") && v->type == REDIS_REPLY_STRING) {
+                xi->has_first = mc__sid_parse(v->str, v->len, &xi->first_recorded);
             }
         }
     } else {
@@ -747,10 +769,12 @@ typedef struct {
     char error[160]; /* the read's error reply (mc__read_round returning -2) */
 } mc__rpos;
 
-static void mc__set_last_id(mc_bus *b, mc__sid id)
+static void mc__set_last_id(mc_bus *b, const mc__rpos *pos)
 {
     pthread_mutex_lock(&b->idlock);
-    snprintf(b->last_id, sizeof b->last_id, "%" PRIu64 "-%" PRIu64, id.ms, id.seq);
+    snprintf(b->last_id, sizeof b->last_id, "%" PRIu64 "-%" PRIu64, pos->last.ms, pos->last.seq);
+    b->last_seen = pos->seen;
+    b->positioned = true;
     pthread_mutex_unlock(&b->idlock);
 }
 
@@ -771,7 +795,7 @@ static void mc__full_flush(mc_bus *b, mc__rpos *pos, const mc__xinfo *xi, const 
     pos->last = xi->exists ? xi->last_generated : (mc__sid){0, 0};
     pos->seen = xi->exists ? xi->entries_added : 0;
     pos->positioned = true;
-    mc__set_last_id(b, pos->last);
+    mc__set_last_id(b, pos);
     mc__bus_log(b, 2, "invalidated every cache (full flush): %s", why);
     /* Counted last: whoever sees the count also sees the log line and the new position. */
     atomic_fetch_add(&b->full_flushes, 1);
@@ -786,7 +810,7 @@ static void mc__continuity(mc_bus *b, mc__rpos *pos, const mc__xinfo *xi, bool a
         pos->last = xi->exists ? xi->last_generated : (mc__sid){0, 0};
         pos->seen = xi->exists ? xi->entries_added : 0;
         pos->positioned = true;
-        mc__set_last_id(b, pos->last);
+        mc__set_last_id(b, pos);
         return;
     }
     bool had_stream = pos->last.ms || pos->last.seq || pos->seen;
@@ -815,6 +839,228 @@ static void mc__continuity(mc_bus *b, mc__rpos *pos, const mc__xinfo *xi, bool a
         atomic_fetch_add(&b->catchups, 1);
         mc__bus_log(b, 1, "resuming the stream after %" PRIu64 "-%" PRIu64, pos->last.ms, pos->last.seq);
     }
+}
+
+/* ------------------------------------------------------------------ resuming a saved position */
+
+enum { MC__RS_NONE, MC__RS_HELD, MC__RS_PENDING, MC__RS_RESUMING, MC__RS_DONE, MC__RS_DISCARDED, MC__RS_ABANDONED };
+
+static int mc__resume_state(mc_bus *b)
+{
+    pthread_mutex_lock(&b->lock);
+    int st = b->resume_state;
+    pthread_mutex_unlock(&b->lock);
+    return st;
+}
+
+/* Move from `from` (or any state when from < 0) to `to`, waking mc_bus_resume. */
+static void mc__resume_set(mc_bus *b, int from, int to, const char *reason, const char *why)
+{
+    pthread_mutex_lock(&b->lock);
+    if (from < 0 || b->resume_state == from) {
+        b->resume_state = to;
+        if (reason) {
+            b->resume_reason = reason;
+            snprintf(b->resume_why, sizeof b->resume_why, "%s", why);
+        }
+        pthread_cond_broadcast(&b->resume_cv);
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* Whether entry `id` is still in the stream: 1, 0, or -1 when the question failed. */
+static int mc__entry_present(mc_bus *b, redisContext *c, mc__sid id)
+{
+    char sid[48];
+    snprintf(sid, sizeof sid, "%" PRIu64 "-%" PRIu64, id.ms, id.seq);
+    const char *argv[] = {"XRANGE", b->stream, sid, sid, "COUNT", "1"};
+    redisReply *r = redisCommandArgv(c, 6, argv, NULL);
+    if (!r)
+        return -1;
+    int rc = r->type == REDIS_REPLY_ARRAY ? r->elements > 0 : -1;
+    freeReplyObject(r);
+    return rc;
+}
+
+/* The first connection of a resuming reader: take the saved position if the stream proves that
+ * nothing after it was lost, or flush everything and say why. */
+static void mc__resume_decide(mc_bus *b, redisContext *c, mc__rpos *pos, const mc__xinfo *xi)
+{
+    const mc_bus_position *p = &b->resume;
+    mc__sid saved = {0, 0};
+    mc__sid_parse(p->last_id, strlen(p->last_id), &saved); /* checked by mc_bus_start */
+    bool had = saved.ms || saved.seq || p->entries_added;
+    const char *reason = NULL;
+    char why[300];
+    if (strcmp(p->stream, b->stream) != 0) {
+        reason = MC_BUS_RESUME_OTHER_STREAM;
+        snprintf(why, sizeof why, "the saved position is in stream %.120s, this host reads %.120s", p->stream, b->stream);
+    } else if (pos->replaced) {
+        reason = MC_BUS_RESUME_UNUSABLE;
+        snprintf(why, sizeof why, "the stream key held another type since the position was saved");
+    } else if (!xi->exists) {
+        if (had) {
+            reason = MC_BUS_RESUME_DELETED;
+            snprintf(why, sizeof why, "the stream was deleted since the position %s was saved", p->last_id);
+        }
+    } else if (xi->has_max_deleted && mc__sid_cmp(xi->max_deleted, saved) > 0) {
+        reason = MC_BUS_RESUME_TRIMMED;
+        snprintf(why, sizeof why, "entries after the saved position %s were trimmed (up to %" PRIu64 "-%" PRIu64 ")",
+                 p->last_id, xi->max_deleted.ms, xi->max_deleted.seq);
+    } else if (mc__sid_cmp(xi->last_generated, saved) < 0 || (xi->has_added && xi->entries_added < p->entries_added)) {
+        reason = MC_BUS_RESUME_RECREATED;
+        snprintf(why, sizeof why, "the stream was recreated since the position %s was saved", p->last_id);
+    } else if (xi->has_added && xi->has_length && xi->length < xi->entries_added - p->entries_added) {
+        /* Trimming removes the oldest entries first: some after the position are gone. */
+        reason = MC_BUS_RESUME_TRIMMED;
+        snprintf(why, sizeof why,
+                 "entries after the saved position %s were trimmed (%" PRIu64 " added since, %" PRIu64 " in the stream)",
+                 p->last_id, xi->entries_added - p->entries_added, xi->length);
+    } else if (saved.ms || saved.seq) {
+        int present = mc__entry_present(b, c, saved);
+        /* The saved entry itself trimmed, exactly: the stream starts after it and holds every
+         * entry added since. */
+        bool all_since = xi->has_added && xi->has_length && xi->length == xi->entries_added - p->entries_added;
+        bool trimmed_to = (xi->has_max_deleted && mc__sid_cmp(xi->max_deleted, saved) == 0) ||
+                          (all_since && xi->has_first && mc__sid_cmp(xi->first_recorded, saved) > 0) ||
+                          (all_since && xi->length == 0 && mc__sid_cmp(xi->last_generated, saved) == 0);
+        if (present < 0) {
+            reason = MC_BUS_RESUME_UNREACHABLE;
+            snprintf(why, sizeof why, "the saved entry %s could not be looked up", p->last_id);
+        } else if (!present && !trimmed_to) {
+            reason = MC_BUS_RESUME_RECREATED;
+            snprintf(why, sizeof why, "the saved entry %s is not in the stream (recreated since)", p->last_id);
+        }
+    }
+    if (reason) {
+        char line[340];
+        snprintf(line, sizeof line, "snapshot position not usable: %s", why);
+        mc__full_flush(b, pos, xi, line);
+        mc__resume_set(b, MC__RS_PENDING, MC__RS_DISCARDED, reason, why);
+        return;
+    }
+    pos->last = saved;
+    pos->seen = p->entries_added;
+    pos->positioned = true;
+    mc__set_last_id(b, pos);
+    mc__bus_log(b, 1, "resuming the stream after %s (the saved position): replaying what came since", p->last_id);
+    pthread_mutex_lock(&b->lock);
+    b->resume_flushes = atomic_load(&b->full_flushes);
+    pthread_mutex_unlock(&b->lock);
+    mc__resume_set(b, MC__RS_PENDING, MC__RS_RESUMING, NULL, NULL);
+}
+
+/* At the tail with continuity checked: a replay is over (discarded if it flushed meanwhile). */
+static void mc__resume_progress(mc_bus *b)
+{
+    pthread_mutex_lock(&b->lock);
+    if (b->resume_state == MC__RS_RESUMING) {
+        if (atomic_load(&b->full_flushes) != b->resume_flushes) {
+            b->resume_state = MC__RS_DISCARDED;
+            b->resume_reason = MC_BUS_RESUME_TRIMMED;
+            snprintf(b->resume_why, sizeof b->resume_why, "entries were lost during the replay");
+        } else {
+            b->resume_state = MC__RS_DONE;
+        }
+        pthread_cond_broadcast(&b->resume_cv);
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
+int mc_bus_resume(mc_bus *b, unsigned timeout_ms, const char **reason, mc_error *err)
+{
+    if (reason)
+        *reason = "";
+    if (!b)
+        return MC_EINVAL;
+    pthread_mutex_lock(&b->lock);
+    if (!b->has_resume || b->resume_state != MC__RS_HELD) {
+        pthread_mutex_unlock(&b->lock);
+        return mc__error_set(err, MC_EINVAL, "no saved position to resume from");
+    }
+    b->resume_state = MC__RS_PENDING;
+    /* Bounded staleness counts from here: the host served nothing while the reader was held. */
+    uint64_t now = mc__now_ns(), prev = atomic_load(&b->confirmed);
+    while (prev < now && !atomic_compare_exchange_weak(&b->confirmed, &prev, now))
+        ;
+    pthread_cond_broadcast(&b->resume_cv);
+    struct timespec dl = mc__deadline(timeout_ms);
+    while (b->resume_state == MC__RS_PENDING || b->resume_state == MC__RS_RESUMING)
+        if (pthread_cond_timedwait(&b->resume_cv, &b->lock, &dl) == ETIMEDOUT)
+            break;
+    int rc = 0;
+    if (b->resume_state == MC__RS_DISCARDED) {
+        rc = mc__error_set(err, MC_ECANCELED, "%s", b->resume_why);
+        if (reason)
+            *reason = b->resume_reason;
+    } else if (b->resume_state != MC__RS_DONE) {
+        bool replaying = b->resume_state == MC__RS_RESUMING;
+        b->resume_state = MC__RS_ABANDONED;
+        rc = mc__error_set(err, MC_ETIMEDOUT,
+                           replaying ? "the replay of the stream did not finish within %u ms"
+                                     : "Redis was not reached within %u ms to check the saved position",
+                           timeout_ms);
+        if (reason)
+            *reason = MC_BUS_RESUME_UNREACHABLE;
+    }
+    pthread_mutex_unlock(&b->lock);
+    return rc;
+}
+
+int mc_bus_position_get(mc_bus *b, mc_bus_position *out)
+{
+    if (!b || !out)
+        return MC_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (!b->has_reader)
+        return MC_ENOENT;
+    pthread_mutex_lock(&b->idlock);
+    bool ok = b->positioned;
+    snprintf(out->stream, sizeof out->stream, "%s", b->stream);
+    memcpy(out->last_id, b->last_id, sizeof out->last_id);
+    out->entries_added = b->last_seen;
+    pthread_mutex_unlock(&b->idlock);
+    return ok ? 0 : MC_ENOENT;
+}
+
+int mc_bus_position_encode(const mc_bus_position *p, char *buf, size_t cap)
+{
+    if (!p || !buf)
+        return MC_EINVAL;
+    int n = snprintf(buf, cap, "%s\n%s\n%" PRIu64, p->stream, p->last_id, p->entries_added);
+    return n < 0 || (size_t)n >= cap ? MC_ERANGE : n;
+}
+
+int mc_bus_position_decode(const void *data, size_t len, mc_bus_position *out)
+{
+    if (!data || !out)
+        return MC_EINVAL;
+    memset(out, 0, sizeof *out);
+    const char *d = data, *nl1 = memchr(d, '\n', len);
+    if (!nl1 || memchr(d, 0, len))
+        return MC_EPARSE;
+    const char *nl2 = memchr(nl1 + 1, '\n', len - (size_t)(nl1 + 1 - d));
+    if (!nl2)
+        return MC_EPARSE;
+    size_t slen = (size_t)(nl1 - d), ilen = (size_t)(nl2 - nl1 - 1), alen = len - (size_t)(nl2 + 1 - d);
+    mc__sid sid;
+    if (slen == 0 || slen >= sizeof out->stream || ilen >= sizeof out->last_id || !mc__sid_parse(nl1 + 1, ilen, &sid) ||
+        alen == 0 || alen > 20)
+        return MC_EPARSE;
+    char num[21];
+    memcpy(num, nl2 + 1, alen);
+    num[alen] = 0;
+    for (size_t i = 0; i < alen; i++)
+        if (num[i] < '0' || num[i] > '9')
+            return MC_EPARSE;
+    errno = 0;
+    unsigned long long v = strtoull(num, NULL, 10);
+    if (errno)
+        return MC_EPARSE;
+    memcpy(out->stream, d, slen);
+    memcpy(out->last_id, nl1 + 1, ilen);
+    out->entries_added = v;
+    return 0;
 }
 
 static const redisReply *mc__field(const redisReply *fields, const char *name)
@@ -933,7 +1179,7 @@ static long mc__read_round(mc_bus *b, redisContext *c, mc__rpos *pos)
             handled++;
         }
         if (handled)
-            mc__set_last_id(b, pos->last);
+            mc__set_last_id(b, pos);
     }
     freeReplyObject(r);
     return handled;
@@ -971,7 +1217,13 @@ static void *mc__watch_main(void *arg)
         pthread_cond_timedwait(&b->wake, &b->lock, &dl);
         if (b->stopping)
             break;
+        /* Held for a restore (mc_bus_resume): nothing is served yet, nothing can be stale. */
+        bool held = b->resume_state == MC__RS_HELD;
         pthread_mutex_unlock(&b->lock);
+        if (held) {
+            pthread_mutex_lock(&b->lock);
+            continue;
+        }
         uint64_t now = mc__now_ns(), conf = atomic_load(&b->confirmed);
         if (!atomic_load(&b->bypassing) && now > conf && now - conf > b->stale_after_ns) {
             pthread_mutex_lock(&b->bypass_lock);
@@ -1001,6 +1253,13 @@ static void *mc__reader_main(void *arg)
     mc__rpos pos = {0};
     unsigned backoff = b->backoff_min;
     bool tried = false, ever = false;
+    if (b->has_resume) {
+        /* Nothing is read before the caller restored its entries (mc_bus_resume). */
+        pthread_mutex_lock(&b->lock);
+        while (b->resume_state == MC__RS_HELD && !b->stopping)
+            pthread_cond_wait(&b->resume_cv, &b->lock);
+        pthread_mutex_unlock(&b->lock);
+    }
     for (;;) {
         pthread_mutex_lock(&b->lock);
         bool stop = b->stopping;
@@ -1034,7 +1293,10 @@ static void *mc__reader_main(void *arg)
         backoff = b->backoff_min;
         if (ever)
             atomic_fetch_add(&b->reconnects, 1);
-        if (!ever && tried) {
+        int rs = b->has_resume ? mc__resume_state(b) : MC__RS_NONE;
+        if (!ever && rs == MC__RS_PENDING) {
+            mc__resume_decide(b, c, &pos, &xi);
+        } else if (!ever && (tried || rs == MC__RS_ABANDONED)) {
             /* Serving began without the bus: invalidations sent meanwhile were never seen. */
             mc__full_flush(b, &pos, &xi, "the first connection came after start-up");
         } else if (pos.replaced) {
@@ -1090,6 +1352,8 @@ static void *mc__reader_main(void *arg)
                     mc__continuity(b, &pos, &xi, false);
                     /* At the tail with continuity checked (or flushed): current as of the read. */
                     mc__confirm(b, issued);
+                    if (b->has_resume)
+                        mc__resume_progress(b);
                 }
                 last_check = mc__now_ns();
             }
@@ -1146,6 +1410,7 @@ static void mc__bus_free(mc_bus *b)
     pthread_mutex_destroy(&b->bypass_lock);
     pthread_cond_destroy(&b->wake);
     pthread_cond_destroy(&b->flushed);
+    pthread_cond_destroy(&b->resume_cv);
     mc__ratelog_destroy(&b->send_errors);
     mc__ratelog_destroy(&b->refusals);
     free(b);
@@ -1199,6 +1464,7 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     pthread_mutex_init(&b->idlock, NULL);
     pthread_cond_init(&b->wake, NULL);
     pthread_cond_init(&b->flushed, NULL);
+    pthread_cond_init(&b->resume_cv, NULL);
     atomic_init(&b->outage_logged, false);
     mc__ratelog_init(&b->send_errors);
     mc__ratelog_init(&b->refusals);
@@ -1218,6 +1484,17 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     b->announce_ms = o.announce_interval_ms;
     strcpy(b->last_id, "0-0");
     pthread_mutex_init(&b->bypass_lock, NULL);
+    if (o.resume && o.registry) {
+        mc__sid sid;
+        if (!mc__sid_parse(o.resume->last_id, strnlen(o.resume->last_id, sizeof o.resume->last_id), &sid) ||
+            !memchr(o.resume->stream, 0, sizeof o.resume->stream)) {
+            mc__bus_free(b);
+            return mc__error_set(err, MC_EINVAL, "resume: a malformed stream position");
+        }
+        b->has_resume = true;
+        b->resume = *o.resume;
+        b->resume_state = MC__RS_HELD;
+    }
     b->block_ms = MC__BUS_BLOCK_MS;
     if (o.max_staleness_ms && o.registry) {
         b->max_staleness_ns = (uint64_t)o.max_staleness_ms * 1000000u;
@@ -1292,6 +1569,7 @@ void mc_bus_stop(mc_bus *b)
     pthread_mutex_lock(&b->lock);
     b->stopping = true;
     pthread_cond_broadcast(&b->wake);
+    pthread_cond_broadcast(&b->resume_cv);
     pthread_mutex_unlock(&b->lock);
     /* A reader blocked in XREAD wakes when its socket is shut down under it. */
     pthread_mutex_lock(&b->rlock);

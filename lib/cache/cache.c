@@ -1105,7 +1105,7 @@ int mc__cache_put_ex(mc_cache *c, const mc__put_args *a)
             memcpy(nc.bytes + klen, a->value, vlen);
         nc.weight = klen + vlen;
     } else {
-        nc.e = mc__entry_make(c->track, (uint32_t)h, a, now);
+        nc.e = mc__entry_make(c->track, (uint32_t)h, a, now - (a->age_ns < now ? a->age_ns : now));
         if (!nc.e)
             return MC_ENOMEM;
         if (!atomic_load_explicit(&c->had_out_of_line, memory_order_relaxed))
@@ -1498,6 +1498,57 @@ size_t mc_cache_size(mc_cache *c)
 }
 
 uint64_t mc_cache_seed(const mc_cache *c) { return c ? c->seed : 0; }
+
+unsigned mc__cache_shards(const mc_cache *c) { return c ? c->nshards : 0; }
+
+uint64_t mc__cache_ttl(const mc_cache *c) { return c ? c->ttl : 0; }
+
+unsigned mc__cache_shard_index(const mc_cache *c, const void *key, size_t klen)
+{
+    return (unsigned)((mc__hash(c, key, klen) >> 56) & c->shard_mask);
+}
+
+int mc__cache_visit_shard(mc_cache *c, unsigned shard, int (*visit)(void *ud, const mc__entry_view *e),
+                          void *ud)
+{
+    if (!c || shard >= c->nshards || !visit)
+        return MC_EINVAL;
+    mc__shard *sh = &c->shards[shard];
+    uint64_t now = mc__now(c);
+    int rc = 0;
+    /* The plain lock, not mc__shard_lock: a visit changes nothing, not even expiry. */
+    mc__lock_acquire(&sh->lock);
+    mc__table *t = mc__shard_table(sh);
+    for (uint32_t b = 0; b < t->nbuckets && rc == 0; b++) {
+        mc__snap s;
+        mc__bucket_get(&t->buckets[b], &s);
+        for (unsigned i = 0; i < MC__SLOTS && rc == 0; i++) {
+            if (!s.b[MC__OFF_TAG + i])
+                continue;
+            mc__entry_view v;
+            uint8_t kl = s.b[MC__OFF_KL + i], vl = s.b[MC__OFF_VL + i];
+            unsigned char *cell = mc__snap_cell(&s, i);
+            if (kl != MC__KL_OUT) {
+                v = (mc__entry_view){.key = cell, .klen = kl, .value = cell + kl, .vlen = vl & MC__VL_LEN,
+                                     .none = (vl & MC__VL_NONE) != 0, .weight = (uint64_t)kl + (vl & MC__VL_LEN)};
+            } else {
+                const mc__entry *e = mc__cell_entry(cell);
+                if (mc__expired(c, e, now))
+                    continue;
+                v = (mc__entry_view){.key = mc__entry_key(e), .klen = e->klen, .value = mc__entry_value(e),
+                                     .vlen = e->vlen, .none = (e->flags & MC__E_NONE) != 0,
+                                     .owned = (e->flags & MC__E_OWNED) != 0, .weight = mc__entry_weight(e)};
+                if (e->flags & MC__E_TTL) {
+                    uint64_t at = atomic_load_explicit(mc__entry_atime(e), memory_order_relaxed);
+                    v.idle_ns = now > at ? now - at : 0;
+                }
+            }
+            rc = visit(ud, &v);
+        }
+    }
+    mc__lock_release(&sh->lock);
+    return rc;
+}
 
 /* ---------------------------------------------------------------- verification (tests) */
 

@@ -27,6 +27,9 @@ typedef struct mc__put_args {
     void *guard_ud;
     /* Receives a pin on the stored entry (NULL on failure), if not NULL. */
     mc_value **pinned;
+    /* How long ago the entry was last read or written (a restored snapshot's saved age): its
+     * access time is set that far back, so TTL and idle eviction count from then. 0: now. */
+    uint64_t age_ns;
 } mc__put_args;
 
 int mc__cache_put_ex(mc_cache *c, const mc__put_args *a);
@@ -43,6 +46,30 @@ int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const voi
 
 /* mc_cache_get without counting a hit or miss (second looks of the same request). */
 int mc__cache_get_quiet(mc_cache *c, const void *key, size_t klen, mc_value **out);
+
+/* One live entry as mc__cache_visit_shard shows it: borrowed for the visit's duration. */
+typedef struct mc__entry_view {
+    const void *key;
+    size_t klen;
+    const void *value; /* vlen bytes (nothing for "no value") */
+    size_t vlen;
+    bool none;         /* a cached "no value" */
+    bool owned;        /* a value handed over (mc_cache_put_owned, mc_load_set_owned) */
+    uint64_t weight;   /* what max_bytes counts */
+    uint64_t idle_ns;  /* since its last read or write (0 when the cache keeps no access times) */
+} mc__entry_view;
+
+/* Visit every live (unexpired) entry of shard `shard` (< mc__cache_shards) under its lock, in
+ * index order; a non-zero return of visit stops and is returned. visit must not call into
+ * this cache and should be quick (it holds up the shard's writers, never its readers). */
+int mc__cache_visit_shard(mc_cache *c, unsigned shard, int (*visit)(void *ud, const mc__entry_view *e),
+                          void *ud);
+unsigned mc__cache_shards(const mc_cache *c);
+/* The shard (< mc__cache_shards) that holds `key`: puts of keys of different shards never
+ * wait for each other (a restore spreads its puts over threads by shard). */
+unsigned mc__cache_shard_index(const mc_cache *c, const void *key, size_t klen);
+/* The cache's expire-after-access TTL (0: none). */
+uint64_t mc__cache_ttl(const mc_cache *c);
 
 /* The default shard count for these bounds (mc_cache_options.shards = 0). */
 unsigned mc__auto_shards(size_t max_entries, size_t max_bytes);

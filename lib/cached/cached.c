@@ -1336,6 +1336,7 @@ int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self
     fn->tree = o->tree;
     fn->iterable = o->iterable;
     fn->keep_unread = o->keep_unread_entries;
+    fn->persist = o->persist;
     fn->base_max_entries = o->max_entries;
     fn->key_len = o->num_args;
     for (size_t i = 0; i < o->n_uncached_args && o->num_args; i++) {

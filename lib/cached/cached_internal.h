@@ -102,6 +102,7 @@ struct mc_cached {
     bool key_arg[64]; /* which of the first num_args arguments form the key (up to 64) */
     size_t key_mask_len;
     bool tree, iterable, keep_unread;
+    bool persist; /* entries go into snapshots (snapshot.c) */
     size_t base_max_entries;
     size_t key_len;        /* fields of a key (num_args minus uncached ones); 0: not declared */
     mc_registry *registry; /* set while registered (the registry, never a scope); its lock */

@@ -49,7 +49,7 @@ int mc_config_read_caches(const mc_config_node *caches, mc_cache_config *out, mc
 {
     static const char *const keys[] = {"global_factor", "per_cache_factors", "expire_caches",
                                        "cache_entry_ttl", "cache_autotuning", "maintenance_interval",
-                                       "load_timeout", NULL};
+                                       "load_timeout", "snapshot", NULL};
     if (!out || !factors)
         return MC_EINVAL;
     mc_cache_config_init(out);

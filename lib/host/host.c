@@ -37,6 +37,7 @@ int mc_host_create(const mc_host_options *opts, mc_host **out)
     h->log_ud = opts && opts->log ? opts->log_ud : NULL;
     h->registry = opts ? opts->registry : NULL;
     h->bus = opts ? opts->bus : NULL;
+    h->snapshot = opts ? opts->snapshot : NULL;
     int rc = 0;
     if (!h->registry) {
         rc = mc_registry_create(NULL, &h->registry);

@@ -175,6 +175,28 @@ static int mc__read_invalidation(const mc_config_node *n, mc_host_config *out, m
     return rc;
 }
 
+/* caches.snapshot (the rest of caches: is mc_config_read_caches'). */
+static int mc__read_snapshot(const mc_config_node *n, mc_host_config *out, mc_error *err)
+{
+    static const char *const keys[] = {"path", "interval", "trust_without_bus", NULL};
+    if (mc_config_kind_of(n) != MC_CONFIG_MAP)
+        return mc_config_fail(n, err, MC_EINVAL, "expected a map: {path: FILE, interval: DURATION}");
+    int rc = mc_config_allow_keys(n, keys, err);
+    const mc_config_node *v = mc_config_get(n, "path");
+    if (rc == 0 && !v)
+        rc = mc_config_fail(n, err, MC_EINVAL, "path is required (the snapshot file)");
+    if (rc == 0 && (rc = mc_config_string(v, &out->snapshot_path, err)) == 0 && !*out->snapshot_path)
+        rc = mc_config_fail(v, err, MC_EINVAL, "expected a file name");
+    if (rc == 0 && (v = mc_config_get(n, "interval"))) {
+        rc = mc_config_duration(v, &out->snapshot_interval_ns, err);
+        if (rc == 0 && (out->snapshot_interval_ns < 1000000000ull || out->snapshot_interval_ns > 604800000000000ull))
+            rc = mc_config_fail(v, err, MC_EINVAL, "expected a duration from 1s to 1w");
+    }
+    if (rc == 0 && (v = mc_config_get(n, "trust_without_bus")))
+        rc = mc_config_bool(v, &out->snapshot_trust_without_bus, err);
+    return rc;
+}
+
 int mc_host_config_read(const mc_config *doc, mc_host_config *out, mc_error *err)
 {
     static const char *const sections[] = {"server", "caches", "invalidation", "modules", NULL};
@@ -199,6 +221,8 @@ int mc_host_config_read(const mc_config *doc, mc_host_config *out, mc_error *err
         rc = mc__read_server(n, out, err);
     if (rc == 0)
         rc = mc_config_read_caches(mc_config_get(root, "caches"), &out->caches, &out->factors, err);
+    if (rc == 0 && (n = mc_config_get(root, "caches")) && (n = mc_config_get(n, "snapshot")) && !mc_config_is_null(n))
+        rc = mc__read_snapshot(n, out, err);
     if (rc == 0 && (n = mc_config_get(root, "invalidation")))
         rc = mc__read_invalidation(n, out, err);
     if (rc == 0 && (n = mc_config_get(root, "modules")) && !mc_config_is_null(n)) {

@@ -71,6 +71,7 @@ struct mc_host {
     mc_registry *registry;
     bool own_registry;
     mc_bus *bus; /* borrowed; NULL: invalidations stay local */
+    mc_host_snapshot *snapshot; /* borrowed, for /metrics; NULL: none */
     mc__module **mods; /* each allocated once: modules keep their mc_api pointer */
     size_t n, cap;
     mc_config *empty; /* a null scalar for modules without a config */

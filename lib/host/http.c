@@ -681,6 +681,31 @@ static void mc__bus_metrics(mc__buf *b, mc_bus *bus)
 
 static void mc__http_stats_of(const struct mc__http *s, mc_http_stats *st);
 
+/* Warm restarts (mc_host_snapshot_stats). */
+static void mc__snapshot_metrics(mc__buf *b, mc_host_snapshot *snap)
+{
+    mc_host_snapshot_stats st;
+    mc_host_snapshot_stats_get(snap, &st);
+    const mc__plain rows[] = {
+        {"modcache_snapshot_restored_entries", "gauge", "Entries restored from the snapshot at start and kept.",
+         st.restored_entries},
+        {"modcache_snapshot_writes_total", "counter", "Snapshots written.", st.writes},
+        {"modcache_snapshot_write_errors_total", "counter", "Snapshot writes that failed (logged).", st.write_errors},
+        {"modcache_snapshot_last_write_bytes", "gauge", "Size of the last snapshot written.", st.last_write_bytes},
+        {"modcache_snapshot_last_write_entries", "gauge", "Entries in the last snapshot written.",
+         st.last_write_entries},
+    };
+    mc__plain_metrics(b, rows, sizeof rows / sizeof rows[0]);
+    mc__family(b, "modcache_snapshot_last_write_duration_seconds", "gauge",
+               "How long the last snapshot written took.");
+    mc__bprintf(b, "modcache_snapshot_last_write_duration_seconds %.6f\n", (double)st.last_write_ns / 1e9);
+    mc__family(b, "modcache_snapshot_discarded_total", "counter",
+               "Snapshots not used at start, by reason (the file refused, or continuity not proven).");
+    for (unsigned r = 0; r < MC_SNAPSHOT_NDISCARDS; r++)
+        mc__bprintf(b, "modcache_snapshot_discarded_total{reason=\"%s\"} %llu\n",
+                    mc_host_snapshot_discard_name((mc_host_snapshot_discard)r), (unsigned long long)st.discarded[r]);
+}
+
 /* The server's own counters (mc_host_http_stats). */
 static void mc__http_metrics(mc__buf *b, const struct mc__http *s)
 {
@@ -712,6 +737,8 @@ static void mc__metrics(struct mc__http *s, mc__buf *b)
     mc__process_metrics(b);
     if (h->bus)
         mc__bus_metrics(b, h->bus);
+    if (h->snapshot)
+        mc__snapshot_metrics(b, h->snapshot);
     if (s->live)
         mc__http_metrics(b, s);
 }

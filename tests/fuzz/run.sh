@@ -29,6 +29,7 @@ case $name in
     fuzz_json_key) flags="-max_len=4096 -dict=$here/dict/json_key.dict" ;;
     fuzz_key_codec) flags="-max_len=4096" ;;
     fuzz_admin_http) flags="-max_len=4096 -dict=$here/dict/admin_http.dict" ;;
+    fuzz_snapshot) flags="-max_len=8192 -dict=$here/dict/snapshot.dict" ;;
     *) echo "$0: unknown fuzz target $name" >&2; exit 2 ;;
 esac
 

@@ -35,6 +35,8 @@ static void usage(FILE *f)
                "  --version          print the version\n"
                "  --help             this text\n"
                "SIGHUP re-reads the caches: block and applies its cache factors.\n"
+               "With caches: {snapshot: {path: FILE}}, persistent caches are saved at a clean stop and\n"
+               "restored at start once the invalidation stream proves them current.\n"
                "With invalidation: {backend: redis}, invalidations reach every host reading the same\n"
                "Redis stream (see docs/fleet.md); administer hosts with mcctl.\n"
                "Exit status: 0 on a clean stop, 2 on a configuration or start-up error.\n");
@@ -165,8 +167,26 @@ int main(int argc, char **argv)
     }
     mc_host *host = NULL;
     mc_bus *bus = NULL;
+    mc_host_snapshot *snap = NULL;
     char *token = NULL;
     int status = 0;
+    if (hc.snapshot_path && !check) {
+        /* Read before the bus starts: the bus resumes from the position it saved. */
+        mc_host_snapshot_options so;
+        mc_host_snapshot_options_init(&so);
+        so.path = hc.snapshot_path;
+        so.interval_ns = hc.snapshot_interval_ns;
+        so.trust_without_bus = hc.snapshot_trust_without_bus;
+        so.registry = reg;
+        so.log = mc_logger_host_fn;
+        so.log_ud = &logger;
+        if ((rc = mc_host_snapshot_open(&so, &snap)) != 0) {
+            err.code = rc;
+            snprintf(err.message, sizeof err.message, "caches.snapshot: %s", mc_strerror(rc));
+            status = fail(&err);
+            goto out;
+        }
+    }
     if (hc.backend == MC_BUS_REDIS && !check) {
         /* Started before the modules, so that no invalidation they make is missed. */
         mc_bus_options bo;
@@ -183,6 +203,7 @@ int main(int argc, char **argv)
         bo.backoff_min_ms = (unsigned)(hc.redis_reconnect_min_ns / 1000000);
         bo.backoff_max_ms = (unsigned)(hc.redis_reconnect_max_ns / 1000000);
         bo.max_staleness_ms = (unsigned)(hc.max_staleness_ns / 1000000);
+        bo.resume = mc_host_snapshot_resume_position(snap);
         if (mc_bus_start(&bo, &bus, &err) != 0) {
             status = fail(&err);
             goto out;
@@ -194,6 +215,7 @@ int main(int argc, char **argv)
     mc_host_options_init(&ho);
     ho.registry = reg;
     ho.bus = bus;
+    ho.snapshot = snap;
     ho.log = mc_logger_host_fn;
     ho.log_ud = &logger;
     if ((rc = mc_host_create(&ho, &host)) != 0) {
@@ -215,6 +237,9 @@ int main(int argc, char **argv)
         printf("%s: configuration and %zu module(s) OK\n", path, mc_host_module_count(host));
         goto out;
     }
+    /* The saved entries, replayed against the stream, before anything is served. */
+    if (snap)
+        mc_host_snapshot_restore(snap, bus);
     mc_http_options http;
     mc_http_options_init(&http);
     http.listen = hc.listen;
@@ -236,6 +261,8 @@ int main(int argc, char **argv)
         goto out;
     }
     mc_registry_start(reg);
+    if (snap && (rc = mc_host_snapshot_start(snap, bus)) != 0)
+        hlog(MC_LOG_ERROR, "snapshot writer not started: %s", mc_strerror(rc));
     for (;;) {
         int sig = 0;
         sigwait(&sigs, &sig);
@@ -244,13 +271,21 @@ int main(int argc, char **argv)
             continue;
         }
         hlog(MC_LOG_INFO, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        if (snap) {
+            /* After the last request, before the modules' functions go: the final snapshot. */
+            mc_host_http_stop(host);
+            mc_host_snapshot_stop(snap);
+            mc_host_snapshot_write(snap, bus);
+        }
         break;
     }
 out:
+    mc_host_snapshot_stop(snap); /* no periodic write while the modules go */
     /* Server first (requests in progress finish), then modules in reverse order; the bus after
      * them (their fini may still invalidate), the registry last (the bus applies to it). */
     mc_host_destroy(host);
     mc_bus_stop(bus);
+    mc_host_snapshot_destroy(snap);
     mc_registry_destroy(reg);
     free(token);
     mc_config_free(doc);

@@ -149,10 +149,12 @@ static void mc__entry_discard(mc__entry *e)
     mc__free(e, mc__entry_alloc_size(e->flags, e->klen, e->vlen));
 }
 
-static mc__entry *mc__entry_make(bool track, uint32_t hash, const mc__put_args *a, uint64_t now)
+static mc__entry *mc__entry_make(bool track, uint32_t hash, const mc__put_args *a, uint64_t now,
+                                 bool wstamp)
 {
     unsigned flags = (a->owned ? MC__E_OWNED : 0) | (track ? MC__E_TTL : 0) |
-                     (a->none ? MC__E_NONE : 0) | (a->weight && !a->owned ? MC__E_WEIGHT : 0);
+                     (a->none ? MC__E_NONE : 0) | (a->weight && !a->owned ? MC__E_WEIGHT : 0) |
+                     (wstamp ? MC__E_WTIME : 0);
     size_t vlen = a->none ? 0 : a->vlen;
     mc__entry *e = mc__alloc(mc__entry_alloc_size(flags, a->klen, vlen));
     if (!e)
@@ -174,6 +176,8 @@ static mc__entry *mc__entry_make(bool track, uint32_t hash, const mc__put_args *
         o->free_fn = a->free_fn;
         o->weight = a->weight ? a->weight : (uint64_t)a->klen + vlen;
     }
+    if (flags & MC__E_WTIME)
+        atomic_init(mc__entry_wtime(e), now & ~MC__WTIME_CLAIM);
     if (a->klen)
         memcpy(mc__entry_key(e), a->key, a->klen);
     if (!a->owned && vlen)
@@ -185,7 +189,7 @@ mc_value *mc__value_detached(const mc__put_args *a)
 {
     if (a->klen > MC_KEY_MAX || (!a->none && a->vlen > UINT32_MAX))
         return NULL;
-    return (mc_value *)mc__entry_make(false, 0, a, 0);
+    return (mc_value *)mc__entry_make(false, 0, a, 0, false);
 }
 
 /* A pinned handle for an inline entry: a detached copy (the cell can be reused at once). */
@@ -195,7 +199,7 @@ static mc__entry *mc__inline_value(const mc__snap *s, unsigned i)
     const unsigned char *cell = &s->b[MC__OFF_CELL + MC__CELL * i];
     mc__put_args a = {.key = cell, .klen = kl, .value = cell + kl, .vlen = vl & MC__VL_LEN,
                       .none = (vl & MC__VL_NONE) != 0};
-    return mc__entry_make(false, 0, &a, 0);
+    return mc__entry_make(false, 0, &a, 0, false);
 }
 
 static inline size_t mc__entry_footprint(const mc__entry *e)
@@ -205,10 +209,22 @@ static inline size_t mc__entry_footprint(const mc__entry *e)
 
 /* ---------------------------------------------------------------- time */
 
-static inline uint64_t mc__now(const mc_cache *c) { return c->track ? c->clock(c->clock_ud) : 0; }
+static inline uint64_t mc__now(const mc_cache *c) { return c->clocked ? c->clock(c->clock_ud) : 0; }
+
+/* Past its write-age lifetime (expire_after_write, or the shorter one of "no value"). */
+static inline bool mc__write_expired(const mc_cache *c, const mc__entry *e, uint64_t now)
+{
+    uint64_t life = c->w_life[(e->flags & MC__E_NONE) != 0];
+    if (!life)
+        return false;
+    uint64_t wt = atomic_load_explicit(mc__entry_wtime(e), memory_order_relaxed) & ~MC__WTIME_CLAIM;
+    return now > wt && now - wt >= life;
+}
 
 static inline bool mc__expired(const mc_cache *c, const mc__entry *e, uint64_t now)
 {
+    if ((e->flags & MC__E_WTIME) && mc__write_expired(c, e, now))
+        return true;
     if (!c->ttl)
         return false;
     uint64_t at = atomic_load_explicit(mc__entry_atime(e), memory_order_relaxed);
@@ -451,7 +467,7 @@ static bool mc__match_expired(const mc_cache *c, mc__snap *s, unsigned i, const 
  * mc__shard_sweep does. */
 static bool mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full, mc__gone *g)
 {
-    if (!c->ttl)
+    if (!c->ttl && !c->w_life[0] && !c->w_life[1])
         return true;
     if (full)
         return mc__shard_sweep(c, sh, mc__match_expired, &now, MC_EVICT_TIME, g, NULL);
@@ -579,6 +595,7 @@ int mc_cache_create(const mc_cache_options *opts, mc_cache **out)
     c->policy = opts->policy;
     c->ttl = opts->ttl_ns;
     c->track = c->ttl != 0 || opts->track_access;
+    c->clocked = c->track;
     c->atime_step = c->ttl && c->ttl / 16 < 1000000000u ? c->ttl / 16 : 1000000000u;
     c->clock = opts->clock ? opts->clock : mc__monotonic_ns;
     c->clock_ud = opts->clock ? opts->clock_ud : NULL;
@@ -835,9 +852,35 @@ typedef struct mc__hitval {
 
 /* Probe for key and check that what it found has not expired (out-of-line entries carry the
  * access time, refreshed here). True with *hv set on a live hit; the caller records it. */
+/* A hit on an entry past the refresh age: the first such hit claims its refresh (the write
+ * time's high bit), so that one reload is started per entry however many hits see it. */
+static inline unsigned mc__refresh_claim(const mc_cache *c, mc__entry *e, uint64_t now)
+{
+    if (!c->w_refresh)
+        return 0;
+    _Atomic uint64_t *wp = mc__entry_wtime(e);
+    uint64_t wt = atomic_load_explicit(wp, memory_order_relaxed);
+    /* A claimed time has its high bit set, so it reads as "in the future": no claim. */
+    if (now <= wt || now - wt < c->w_refresh)
+        return 0;
+    /* Relaxed: the claim orders nothing else (the reload takes the locks it needs). */
+    uint64_t old = atomic_fetch_or_explicit(wp, MC__WTIME_CLAIM, memory_order_relaxed);
+    return (old & MC__WTIME_CLAIM) ? 0 : MC__AGE_REFRESH;
+}
+
+/* A miss on an entry past its write-age lifetime: the first such miss claims it, so that the
+ * expiry is told once per entry (the claimed entry stays expired whatever happens). */
+static inline unsigned mc__expiry_claim(const mc_cache *c, mc__entry *e, uint64_t now)
+{
+    if (!mc__write_expired(c, e, now))
+        return 0;
+    uint64_t old = atomic_fetch_or_explicit(mc__entry_wtime(e), MC__WTIME_CLAIM, memory_order_relaxed);
+    return (old & MC__WTIME_CLAIM) ? 0 : MC__AGE_EXPIRED;
+}
+
 static inline __attribute__((always_inline)) bool
 mc__find_live(mc_cache *c, mc__shard *sh, uint64_t h, const void *key, size_t klen, mc__found *f,
-              bool *section, mc__hitval *hv)
+              bool *section, mc__hitval *hv, unsigned *age)
 {
     if (!mc__probe(sh, h, key, klen, f, section))
         return false;
@@ -853,21 +896,34 @@ mc__find_live(mc_cache *c, mc__shard *sh, uint64_t h, const void *key, size_t kl
     }
     mc__entry *e = mc__cell_entry(cell);
     uint64_t now = mc__now(c);
-    if (mc__expired(c, e, now))
+    if (mc__expired(c, e, now)) {
+        if (e->flags & MC__E_WTIME)
+            *age |= mc__expiry_claim(c, e, now);
         return false;
+    }
     hv->data = mc__entry_value(e);
     hv->n = e->vlen;
     hv->none = (e->flags & MC__E_NONE) != 0;
     hv->in_line = false;
     if (c->track)
         mc__touch_atime(c, e, now);
+    if (e->flags & MC__E_WTIME)
+        *age |= mc__refresh_claim(c, e, now);
     return true;
 }
 
 int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
                           size_t *vlen, bool *none)
 {
+    unsigned age = 0;
+    return mc__cache_get_copy_aged(c, key, klen, buf, cap, vlen, none, &age);
+}
+
+int mc__cache_get_copy_aged(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
+                            size_t *vlen, bool *none, unsigned *age)
+{
     *none = false;
+    *age = 0;
     if (!c || !vlen || !mc__key_ok(key, klen) || (!buf && cap))
         return MC_EINVAL;
     uint64_t h = mc__hash(c, key, klen);
@@ -877,7 +933,7 @@ int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, 
     mc__found f;
     mc__hitval hv;
     int rc = MC_ENOENT;
-    if (mc__find_live(c, sh, h, key, klen, &f, &section, &hv)) {
+    if (mc__find_live(c, sh, h, key, klen, &f, &section, &hv, age)) {
         *none = hv.none;
         *vlen = hv.n;
         if (hv.n > cap) {
@@ -900,7 +956,15 @@ int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, 
 int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const void **data,
                             size_t *vlen, bool *none)
 {
+    unsigned age = 0;
+    return mc__cache_get_borrow_aged(c, key, klen, data, vlen, none, &age);
+}
+
+int mc__cache_get_borrow_aged(mc_cache *c, const void *key, size_t klen, const void **data,
+                              size_t *vlen, bool *none, unsigned *age)
+{
     *none = false;
+    *age = 0;
     if (!c || !data || !vlen || !mc__key_ok(key, klen) || !mc__in_read())
         return MC_EINVAL;
     *data = NULL;
@@ -911,7 +975,7 @@ int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const voi
     mc__found f;
     mc__hitval hv;
     int rc = MC_ENOENT;
-    if (mc__find_live(c, sh, h, key, klen, &f, &section, &hv)) {
+    if (mc__find_live(c, sh, h, key, klen, &f, &section, &hv, age)) {
         rc = 0;
         if (hv.in_line) {
             /* An inline value has no bytes that outlive the probe's copy: it goes to the
@@ -945,7 +1009,8 @@ void mc_read_begin(void) { mc__read_enter(); }
 
 void mc_read_end(void) { mc__read_exit(); }
 
-static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bool count)
+static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bool count,
+                   unsigned *age)
 {
     if (!c || !out || !mc__key_ok(key, klen))
         return MC_EINVAL;
@@ -974,9 +1039,13 @@ static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bo
                         rc = 0;
                         if (c->track)
                             mc__touch_atime(c, x, now);
+                        if (age && (x->flags & MC__E_WTIME))
+                            *age |= mc__refresh_claim(c, x, now);
                     } else {
                         retry = true;
                     }
+                } else if (age && (x->flags & MC__E_WTIME)) {
+                    *age |= mc__expiry_claim(c, x, now);
                 }
             }
             if (rc == 0)
@@ -997,13 +1066,42 @@ static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bo
 
 int mc_cache_get(mc_cache *c, const void *key, size_t klen, mc_value **out)
 {
-    return mc__get(c, key, klen, out, true);
+    return mc__get(c, key, klen, out, true, NULL);
 }
 
 int mc__cache_get_quiet(mc_cache *c, const void *key, size_t klen, mc_value **out)
 {
-    return mc__get(c, key, klen, out, false);
+    return mc__get(c, key, klen, out, false, NULL);
 }
+
+int mc__cache_get_aged(mc_cache *c, const void *key, size_t klen, mc_value **out, unsigned *age)
+{
+    *age = 0;
+    return mc__get(c, key, klen, out, true, age);
+}
+
+int mc__cache_set_write_rules(mc_cache *c, uint64_t refresh_ns, uint64_t expire_ns, uint64_t none_ns)
+{
+    if (!c)
+        return MC_EINVAL;
+    c->w_refresh = refresh_ns;
+    c->w_life[0] = expire_ns;
+    /* "No value" lives the shorter of its own lifetime and every entry's. */
+    c->w_life[1] = none_ns && (!expire_ns || none_ns < expire_ns) ? none_ns : expire_ns;
+    c->wstamp = refresh_ns || expire_ns || none_ns;
+    c->clocked = c->track || c->wstamp;
+    return 0;
+}
+
+void mc__value_refresh_unclaim(mc_value *v)
+{
+    mc__entry *e = (mc__entry *)v;
+    /* Relaxed, as the claim: the next hit past the refresh age claims it again. */
+    if (e && (e->flags & MC__E_WTIME))
+        atomic_fetch_and_explicit(mc__entry_wtime(e), ~MC__WTIME_CLAIM, memory_order_relaxed);
+}
+
+uint64_t mc__cache_now(mc_cache *c) { return c ? c->clock(c->clock_ud) : 0; }
 
 bool mc_cache_contains(mc_cache *c, const void *key, size_t klen)
 {
@@ -1059,7 +1157,7 @@ typedef struct mc__newcell {
 static bool mc__fits_inline(const mc_cache *c, const mc__put_args *a)
 {
     size_t vlen = a->none ? 0 : a->vlen;
-    return !a->owned && !a->out_of_line && !c->track && a->weight == 0 &&
+    return !a->owned && !a->out_of_line && !c->track && !c->wstamp && a->weight == 0 &&
            a->klen + vlen <= MC__INLINE_MAX;
 }
 
@@ -1091,7 +1189,7 @@ int mc__cache_put_ex(mc_cache *c, const mc__put_args *a)
             memcpy(nc.bytes + klen, a->value, vlen);
         nc.weight = klen + vlen;
     } else {
-        nc.e = mc__entry_make(c->track, (uint32_t)h, a, now);
+        nc.e = mc__entry_make(c->track, (uint32_t)h, a, now, c->wstamp);
         if (!nc.e)
             return MC_ENOMEM;
         if (!atomic_load_explicit(&c->had_out_of_line, memory_order_relaxed))

@@ -21,7 +21,11 @@ enum {
     MC__E_TTL = 2,   /* access time stored inline */
     MC__E_NONE = 4,  /* "no value": a cached absence (memoized functions) */
     MC__E_WEIGHT = 8, /* an explicit weight stored inline (copied values) */
+    MC__E_WTIME = 16, /* write time stored inline (write-age rules: mc__cache_set_write_rules) */
 };
+
+/* The high bit of the write time: a refresh of this entry was handed out (one per entry). */
+#define MC__WTIME_CLAIM (1ull << 63)
 
 
 typedef struct mc__entry {
@@ -46,11 +50,11 @@ struct mc__owned {
 
 static inline size_t mc__align8(size_t n) { return (n + 7u) & ~(size_t)7u; }
 
-/* Optional fields, in this order: access time, explicit weight, owned value. */
+/* Optional fields, in this order: access time, explicit weight, owned value, write time. */
 static inline size_t mc__entry_opt_size(unsigned flags)
 {
     return ((flags & MC__E_TTL) ? 8u : 0u) + ((flags & MC__E_WEIGHT) ? 8u : 0u) +
-           ((flags & MC__E_OWNED) ? sizeof(struct mc__owned) : 0u);
+           ((flags & MC__E_OWNED) ? sizeof(struct mc__owned) : 0u) + ((flags & MC__E_WTIME) ? 8u : 0u);
 }
 
 static inline unsigned char *mc__entry_key(const mc__entry *e)
@@ -73,6 +77,15 @@ static inline struct mc__owned *mc__entry_owned(const mc__entry *e)
     return (struct mc__owned *)((unsigned char *)e + MC__ENTRY_HDR +
                                 ((e->flags & MC__E_TTL) ? 8u : 0u) +
                                 ((e->flags & MC__E_WEIGHT) ? 8u : 0u));
+}
+
+/* The write time (MC__E_WTIME): when the entry was stored, by the cache's clock, with
+ * MC__WTIME_CLAIM set once a hit handed out its refresh. Atomic for the claim only. */
+static inline _Atomic uint64_t *mc__entry_wtime(const mc__entry *e)
+{
+    return (_Atomic uint64_t *)((unsigned char *)e + MC__ENTRY_HDR + ((e->flags & MC__E_TTL) ? 8u : 0u) +
+                                ((e->flags & MC__E_WEIGHT) ? 8u : 0u) +
+                                ((e->flags & MC__E_OWNED) ? sizeof(struct mc__owned) : 0u));
 }
 
 /* Copied values start 8-aligned so a pinned value can be read in place as a struct. */

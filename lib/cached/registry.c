@@ -229,6 +229,8 @@ mc__workpool *mc__registry_pool(mc_registry *reg)
     return reg->pool;
 }
 
+mc__workpool *mc__registry_workpool(mc_registry *reg) { return reg ? mc__registry_pool(reg) : NULL; }
+
 static mc__workpool *mc__process_pool;
 static pthread_once_t mc__process_pool_once = PTHREAD_ONCE_INIT;
 

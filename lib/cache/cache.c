@@ -221,15 +221,19 @@ static inline bool mc__write_expired(const mc_cache *c, const mc__entry *e, uint
     return now > wt && now - wt >= life;
 }
 
-static inline bool mc__expired(const mc_cache *c, const mc__entry *e, uint64_t now)
+/* Not read for the TTL. */
+static inline bool mc__idle_expired(const mc_cache *c, const mc__entry *e, uint64_t now)
 {
-    if ((e->flags & MC__E_WTIME) && mc__write_expired(c, e, now))
-        return true;
     if (!c->ttl)
         return false;
     uint64_t at = atomic_load_explicit(mc__entry_atime(e), memory_order_relaxed);
     /* Another thread may have stamped a later time than our `now`: not expired. */
     return now > at && now - at >= c->ttl;
+}
+
+static inline bool mc__expired(const mc_cache *c, const mc__entry *e, uint64_t now)
+{
+    return ((e->flags & MC__E_WTIME) && mc__write_expired(c, e, now)) || mc__idle_expired(c, e, now);
 }
 
 /* ---------------------------------------------------------------- removal lists */
@@ -464,13 +468,15 @@ static bool mc__match_expired(const mc_cache *c, mc__snap *s, unsigned i, const 
 
 /* Remove expired entries: from the old ends of the lists (a few per call), or every one when
  * `full` (cleanup). Only out-of-line entries carry an access time. Returns false as
- * mc__shard_sweep does. */
+ * mc__shard_sweep does. Entries past their write-age lifetime go only with a full cleanup
+ * (the maintenance pass): until then a call that reads one finds it expired, which the
+ * memoized layer counts (mc__expiry_claim), rather than a plain miss. */
 static bool mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full, mc__gone *g)
 {
-    if (!c->ttl && !c->w_life[0] && !c->w_life[1])
-        return true;
-    if (full)
+    if (full && (c->ttl || c->w_life[0] || c->w_life[1]))
         return mc__shard_sweep(c, sh, mc__match_expired, &now, MC_EVICT_TIME, g, NULL);
+    if (!c->ttl)
+        return true;
     mc__table *t = mc__shard_table(sh);
     for (uint32_t list = 0; list < MC__NLISTS; list++) {
         for (int k = 0; k < 4; k++) {
@@ -479,7 +485,8 @@ static bool mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full
                 break;
             mc__snap s;
             mc__table_cell(t, cell, &s);
-            if (!mc__match_expired(c, &s, cell % MC__SLOTS, &now))
+            unsigned i = cell % MC__SLOTS;
+            if (s.b[MC__OFF_KL + i] != MC__KL_OUT || !mc__idle_expired(c, mc__cell_entry(mc__snap_cell(&s, i)), now))
                 break;
             mc__shard_drop(c, sh, t, cell, MC_EVICT_TIME, g, true, NULL);
         }
@@ -878,6 +885,21 @@ static inline unsigned mc__expiry_claim(const mc_cache *c, mc__entry *e, uint64_
     return (old & MC__WTIME_CLAIM) ? 0 : MC__AGE_EXPIRED;
 }
 
+/* An entry with a write time, found by a lookup: true if it is past its lifetime (a miss,
+ * the expiry claimed into *age); otherwise false, with its refresh claimed into *age when
+ * due. Out of line: hits on entries without write-age rules never come here. */
+static __attribute__((noinline)) bool mc__write_age(const mc_cache *c, mc__entry *e, uint64_t now,
+                                                    unsigned *age)
+{
+    unsigned a = mc__expiry_claim(c, e, now);
+    if (a || mc__write_expired(c, e, now)) {
+        *age |= a;
+        return true;
+    }
+    *age |= mc__refresh_claim(c, e, now);
+    return false;
+}
+
 static inline __attribute__((always_inline)) bool
 mc__find_live(mc_cache *c, mc__shard *sh, uint64_t h, const void *key, size_t klen, mc__found *f,
               bool *section, mc__hitval *hv, unsigned *age)
@@ -896,31 +918,23 @@ mc__find_live(mc_cache *c, mc__shard *sh, uint64_t h, const void *key, size_t kl
     }
     mc__entry *e = mc__cell_entry(cell);
     uint64_t now = mc__now(c);
-    if (mc__expired(c, e, now)) {
-        if (e->flags & MC__E_WTIME)
-            *age |= mc__expiry_claim(c, e, now);
+    if ((e->flags & MC__E_WTIME) && mc__write_age(c, e, now, age))
         return false;
-    }
+    if (mc__idle_expired(c, e, now))
+        return false;
     hv->data = mc__entry_value(e);
     hv->n = e->vlen;
     hv->none = (e->flags & MC__E_NONE) != 0;
     hv->in_line = false;
     if (c->track)
         mc__touch_atime(c, e, now);
-    if (e->flags & MC__E_WTIME)
-        *age |= mc__refresh_claim(c, e, now);
     return true;
 }
 
-int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
-                          size_t *vlen, bool *none)
-{
-    unsigned age = 0;
-    return mc__cache_get_copy_aged(c, key, klen, buf, cap, vlen, none, &age);
-}
-
-int mc__cache_get_copy_aged(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
-                            size_t *vlen, bool *none, unsigned *age)
+/* The copy lookup, inlined into both entry points below. */
+static inline __attribute__((always_inline)) int
+mc__get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen, bool *none,
+             unsigned *age)
 {
     *none = false;
     *age = 0;
@@ -953,15 +967,23 @@ int mc__cache_get_copy_aged(mc_cache *c, const void *key, size_t klen, void *buf
     return rc;
 }
 
-int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const void **data,
-                            size_t *vlen, bool *none)
+int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
+                          size_t *vlen, bool *none)
 {
-    unsigned age = 0;
-    return mc__cache_get_borrow_aged(c, key, klen, data, vlen, none, &age);
+    unsigned age;
+    return mc__get_copy(c, key, klen, buf, cap, vlen, none, &age);
 }
 
-int mc__cache_get_borrow_aged(mc_cache *c, const void *key, size_t klen, const void **data,
-                              size_t *vlen, bool *none, unsigned *age)
+int mc__cache_get_copy_aged(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
+                            size_t *vlen, bool *none, unsigned *age)
+{
+    return mc__get_copy(c, key, klen, buf, cap, vlen, none, age);
+}
+
+/* The borrowing lookup, inlined into both entry points below. */
+static inline __attribute__((always_inline)) int
+mc__get_borrow(mc_cache *c, const void *key, size_t klen, const void **data, size_t *vlen, bool *none,
+               unsigned *age)
 {
     *none = false;
     *age = 0;
@@ -999,6 +1021,19 @@ int mc__cache_get_borrow_aged(mc_cache *c, const void *key, size_t klen, const v
     return rc;
 }
 
+int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const void **data,
+                            size_t *vlen, bool *none)
+{
+    unsigned age;
+    return mc__get_borrow(c, key, klen, data, vlen, none, &age);
+}
+
+int mc__cache_get_borrow_aged(mc_cache *c, const void *key, size_t klen, const void **data,
+                              size_t *vlen, bool *none, unsigned *age)
+{
+    return mc__get_borrow(c, key, klen, data, vlen, none, age);
+}
+
 int mc_cache_get_borrow(mc_cache *c, const void *key, size_t klen, const void **data, size_t *vlen)
 {
     bool none;
@@ -1009,8 +1044,9 @@ void mc_read_begin(void) { mc__read_enter(); }
 
 void mc_read_end(void) { mc__read_exit(); }
 
-static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bool count,
-                   unsigned *age)
+/* Inlined into each entry point, so that the constant `count` and `age` of each fold away. */
+static inline __attribute__((always_inline)) int mc__get(mc_cache *c, const void *key, size_t klen,
+                                                         mc_value **out, bool count, unsigned *age)
 {
     if (!c || !out || !mc__key_ok(key, klen))
         return MC_EINVAL;
@@ -1032,20 +1068,19 @@ static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bo
             } else {
                 mc__entry *x = mc__cell_entry(cell);
                 uint64_t now = mc__now(c);
-                if (!mc__expired(c, x, now)) {
+                /* Quiet lookups (age NULL) claim nothing: a claim is a duty to reload. */
+                bool dead = (x->flags & MC__E_WTIME) &&
+                            (age ? mc__write_age(c, x, now, age) : mc__write_expired(c, x, now));
+                if (!dead && !mc__idle_expired(c, x, now)) {
                     /* A failed pin means the entry was just removed: look again. */
                     if (mc__entry_pin(x)) {
                         e = x;
                         rc = 0;
                         if (c->track)
                             mc__touch_atime(c, x, now);
-                        if (age && (x->flags & MC__E_WTIME))
-                            *age |= mc__refresh_claim(c, x, now);
                     } else {
                         retry = true;
                     }
-                } else if (age && (x->flags & MC__E_WTIME)) {
-                    *age |= mc__expiry_claim(c, x, now);
                 }
             }
             if (rc == 0)

@@ -292,6 +292,54 @@ static void test_destroy_with_queued_loads(void **state)
     mc_registry_destroy(reg);
 }
 
+/* A timer fire queued behind a busy worker is taken back by cancel, which then returns at
+ * once (it used to wait for the worker, a deadlock when the canceller is that worker) and
+ * the timer's function never runs. */
+static atomic_int timer_ran;
+static void timer_fn(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&timer_ran, 1);
+}
+
+static void gate_job(void *arg)
+{
+    db_t *db = arg;
+    pthread_mutex_lock(&db->lock);
+    db->held++;
+    pthread_cond_broadcast(&db->cond);
+    while (db->closed)
+        pthread_cond_wait(&db->cond, &db->lock);
+    db->held--;
+    pthread_mutex_unlock(&db->lock);
+}
+
+static void test_cancel_queued_timer_fire(void **state)
+{
+    (void)state;
+    mc__workpool *p;
+    assert_int_equal(mc__workpool_create(1, &p), 0);
+    db_t db;
+    db_init(&db);
+    db_gate(&db, true);
+    assert_int_equal(mc__workpool_submit(p, gate_job, &db, NULL, NULL), 0);
+    db_wait_held(&db, 1); /* the only worker is busy */
+    mc__worktimer t;
+    mc__worktimer_init(&t, timer_fn, NULL, false);
+    assert_int_equal(mc__worktimer_arm(p, &t, mc__mono_now()), 0);
+    /* The timer thread queues the fire as a job behind the gate; wait until it has. */
+    for (int i = 0; i < 100000; i++) {
+        if (mc__worktimer_firing(p, &t))
+            break;
+        usleep(100);
+    }
+    mc__worktimer_cancel(p, &t); /* returns with the worker still held */
+    assert_int_equal(mc__worktimer_arm(p, &t, mc__mono_now()), MC_ECANCELED);
+    db_gate(&db, false);
+    mc__workpool_release(p); /* runs what is left and joins */
+    assert_int_equal(atomic_load(&timer_ran), 0);
+}
+
 /* ---- refresh-ahead ---- */
 
 /* A hit past refresh_after returns the old value at once (the reload is held at the gate) and
@@ -603,6 +651,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_sizing_no_thread_per_load),
         cmocka_unit_test(test_destroy_with_queued_loads),
+        cmocka_unit_test(test_cancel_queued_timer_fire),
         cmocka_unit_test(test_refresh_serves_old_and_reloads_once),
         cmocka_unit_test(test_refresh_single_flight),
         cmocka_unit_test(test_refresh_invalidation_wins),

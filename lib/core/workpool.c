@@ -305,10 +305,31 @@ void mc__worktimer_cancel(mc__workpool *p, mc__worktimer *t)
     t->cancelled = true;
     if (t->when)
         mc__wp_unlink_locked(p, t);
+    /* A fire queued as a job and not started yet is taken back: waiting for it could mean
+     * waiting for this very thread's worker slot. */
+    mc__wjob *taken = NULL;
+    for (mc__wjob **pp = &p->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next)
+        if ((*pp)->fn == mc__wp_timer_job && (*pp)->arg == t) {
+            taken = *pp;
+            *pp = taken->next;
+            if (p->tail == taken)
+                p->tail = prev;
+            t->running--;
+            break;
+        }
     /* From inside its own fire, waiting would never end: the fire ends after we return. */
     while (t->running && mc__wp_firing != t)
         pthread_cond_wait(&p->tdone, &p->lock);
     pthread_mutex_unlock(&p->lock);
+    free(taken);
+}
+
+bool mc__worktimer_firing(mc__workpool *p, const mc__worktimer *t)
+{
+    pthread_mutex_lock(&p->lock);
+    bool firing = t->running > 0;
+    pthread_mutex_unlock(&p->lock);
+    return firing;
 }
 
 bool mc__workpool_on_thread(const mc__workpool *p) { return p && mc__wp_self == p; }

@@ -58,6 +58,9 @@ MC_INTERNAL int mc__worktimer_arm(mc__workpool *p, mc__worktimer *t, uint64_t wh
  * which then just ends without re-arming). After this returns, fn never runs again. */
 MC_INTERNAL void mc__worktimer_cancel(mc__workpool *p, mc__worktimer *t);
 
+/* Whether a fire of t is in progress (running, or queued as a job). For tests. */
+MC_INTERNAL bool mc__worktimer_firing(mc__workpool *p, const mc__worktimer *t);
+
 /* Whether the calling thread is one of p's threads. */
 MC_INTERNAL bool mc__workpool_on_thread(const mc__workpool *p);
 /* Worker threads configured / started so far (started also counts the timer thread). */

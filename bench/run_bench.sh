@@ -1,6 +1,6 @@
 #!/bin/sh
 # bench/run_bench.sh: what `make bench` runs: mc_compare at full length (with Caffeine as its
-# peer when a JDK is installed), the charts, then the bus latency and token timing programs;
+# peer when a JDK is installed), the charts, then the bus latency, token timing and refresh programs;
 # writes BUILD/bench-results/ (results.md, results.json, throughput.png, missratio.png).
 set -eu
 
@@ -93,8 +93,9 @@ else
     echo "    gnuplot not found: charts skipped (apt-get install gnuplot-nox, or make bench-deps)"
 fi
 
-# The invalidation bus and the admin token check: their own programs, appended to results.md.
-echo "==> [3/3] invalidation bus latency and rate, admin token timing"
+# The invalidation bus, the admin token check and refresh-ahead: their own programs, appended
+# to results.md.
+echo "==> [3/3] invalidation bus latency and rate, admin token timing, refresh-ahead latency"
 quick=
 for a in "$@"; do [ "$a" = "--quick" ] && quick=--quick; done
 {
@@ -109,6 +110,12 @@ for a in "$@"; do [ "$a" = "--quick" ] && quick=--quick; done
     echo
     echo '```'
     "$build/bench/bench_admin_auth" $quick || echo "bench_admin_auth failed"
+    echo '```'
+    echo
+    echo "## Refresh-ahead against expiry (bench_refresh: a 1 ms database, entries renewed each second)"
+    echo
+    echo '```'
+    "$build/bench/bench_refresh" $quick || echo "bench_refresh failed"
     echo '```'
 } >> "$out/results.md"
 

@@ -1425,11 +1425,66 @@ static void test_read_caches(void **state)
     assert_int_equal(mc_config_read_caches(NULL, NULL, &f, &err), MC_EINVAL);
 }
 
+/* per_cache_timings and load_pool_threads: read into the config, in the block *factors
+ * holds, accepted and copied by a registry; faults named by path. */
+static void test_read_cache_timings(void **state)
+{
+    (void)state;
+    mc_cache_config cc;
+    mc_cache_factor *f = NULL;
+    mc_error err = {0};
+    mc_config *c = NULL;
+    const char *doc = "caches:\n"
+                      "  load_pool_threads: 8\n"
+                      "  per_cache_timings:\n"
+                      "    a.lookup: {refresh_after: 1m, expire_after_write: 10m, none_ttl: 5s}\n"
+                      "    b.lookup: {none_ttl: 250ms}\n";
+    assert_int_equal(read_caches_doc(doc, &cc, &f, &err, &c), 0);
+    assert_int_equal(cc.load_pool_threads, 8);
+    assert_int_equal(cc.n_per_cache_factors, 0);
+    assert_int_equal(cc.n_timings, 2);
+    assert_non_null(f); /* the one block to free */
+    assert_string_equal(cc.timings[0].name, "a.lookup");
+    assert_int_equal(cc.timings[0].refresh_after_ns, 60000000000ull);
+    assert_int_equal(cc.timings[0].expire_after_write_ns, 600000000000ull);
+    assert_int_equal(cc.timings[0].none_ttl_ns, 5000000000ull);
+    assert_string_equal(cc.timings[1].name, "b.lookup");
+    assert_int_equal(cc.timings[1].refresh_after_ns, 0);
+    assert_int_equal(cc.timings[1].none_ttl_ns, 250000000ull);
+    mc_registry *reg;
+    assert_int_equal(mc_registry_create(&cc, &reg), 0);
+    free(f);
+    mc_config_free(c);
+    mc_registry_destroy(reg);
+
+    const struct {
+        const char *doc;
+        const char *msg;
+    } bad[] = {
+        {"caches:\n  load_pool_threads: 0\n", "caches.load_pool_threads: expected a thread count from 1 to 1024"},
+        {"caches:\n  per_cache_timings: {a: {refresh: 1m}}\n", "caches.per_cache_timings.a.refresh: unknown key"},
+        {"caches:\n  per_cache_timings: {a: {none_ttl: soon}}\n", "caches.per_cache_timings.a.none_ttl: expected a duration"},
+        {"caches:\n  per_cache_timings: {a: {refresh_after: 10m, expire_after_write: 1m}}\n",
+         "caches.per_cache_timings.a.refresh_after: refresh_after must be shorter than expire_after_write"},
+        {"caches:\n  per_cache_timings: [a]\n", "caches.per_cache_timings: expected a map"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&err, 0, sizeof err);
+        c = NULL;
+        assert_int_equal(read_caches_doc(bad[i].doc, &cc, &f, &err, &c), MC_EINVAL);
+        if (strncmp(err.message, bad[i].msg, strlen(bad[i].msg)) != 0)
+            fail_msg("for %s got '%s', want '%s...'", bad[i].doc, err.message, bad[i].msg);
+        assert_null(f);
+        mc_config_free(c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_load_string_tree),
         T(test_read_caches),
+        T(test_read_cache_timings),
         T(test_load_string_respects_len),
         T(test_load_file),
         T(test_load_file_parse_error),

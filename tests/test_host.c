@@ -739,6 +739,25 @@ static void test_admin_token(void **state)
     rmdir(dir);
 }
 
+/* Modules' pool work (mc_api_run_in_pool, mc_api_looping_call) is over before their fini:
+ * the job was waited for, every looping call stopped (none running, none after), the one
+ * stopped from inside itself ran exactly three times, the one stopped at once never ran, and
+ * new work is refused once fini is coming. */
+static void test_pool_work_stopped_before_fini(void **state)
+{
+    (void)state;
+    mc_host *h = new_host();
+    mc_error err = {0};
+    mc_config *doc;
+    assert_int_equal(load_yaml(h, "modules:\n  - module: @/mod_pool.so\n", &err, &doc), 0);
+    assert_non_null(strstr(logbuf, "[mod_pool] init rc=MC_OK bad-interval=MC_EINVAL"));
+    mc_host_destroy(h);
+    if (!strstr(logbuf, "[mod_pool] fini job_done=1 other_thread=1 ticked=1 in_tick=0 ticks_after=0 self_stop=3 "
+                        "stopped=0 late-job=MC_EBUSY late-loop=MC_EBUSY"))
+        fail_msg("%s", logbuf);
+    mc_config_free(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -756,6 +775,7 @@ int main(void)
         cmocka_unit_test(test_host_config),
         cmocka_unit_test(test_snapshot_config),
         cmocka_unit_test(test_admin_token),
+        cmocka_unit_test(test_pool_work_stopped_before_fini),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

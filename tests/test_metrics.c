@@ -276,6 +276,10 @@ static void test_per_function(void **state)
     assert_true(value_of("modcache_cache_entries", "cache", p, NULL) == 0); /* invalidated all */
     assert_true(value_of("modcache_cache_max_entries", "cache", p, NULL) == 100);
     assert_true(value_of("modcache_cache_evictions_total", "cache", p, "reason", "invalidation", NULL) == 2);
+    /* Write-age counters: a sample per function, zero without refresh_after or expiries. */
+    assert_true(value_of("modcache_cache_refreshes_total", "cache", p, NULL) == 0);
+    assert_true(value_of("modcache_cache_refresh_errors_total", "cache", p, NULL) == 0);
+    assert_true(value_of("modcache_cache_expiries_total", "cache", p, NULL) == 0);
     /* The other module's function is in every family too. */
     assert_true(value_of("modcache_cache_max_entries", "cache", "mod_good.lookup", NULL) == 10);
     assert_true(value_of("modcache_cache_loads_total", "cache", "mod_good.lookup", NULL) == 0);

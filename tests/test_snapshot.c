@@ -439,6 +439,94 @@ static void test_write_failure(void **state)
 }
 
 /* A persistent function with no entries: written (empty shards), read, restored into. */
+/* A function with write-age rules: snapshots keep no write time, so expire_after_write refuses
+ * every saved entry, none_ttl the "no value" ones, and refresh_after restores them due for a
+ * background refresh at their first hit. */
+static mc_cached *make_aged(mc_registry *reg, uint64_t refresh, uint64_t expire, uint64_t none_ttl)
+{
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = "t.aged";
+    o.max_entries = 100;
+    o.num_args = 1;
+    o.registry = reg;
+    o.persist = true;
+    o.clock = test_clock;
+    o.refresh_after_ns = refresh;
+    o.expire_after_write_ns = expire;
+    o.none_ttl_ns = none_ttl;
+    mc_cached *f = NULL;
+    assert_int_equal(mc_cached_create(&o, loader, NULL, &f), 0);
+    return f;
+}
+
+static void test_write_age_rules(void **state)
+{
+    (void)state;
+    mc_registry *reg = registry_ttl(0);
+    mc_cached *p = make(reg, "t.aged", 100, true, loader);
+    char buf[64];
+    bool none;
+    call(p, "k1", buf, sizeof buf, &none);
+    call(p, "k2", buf, sizeof buf, &none);
+    call(p, "none1", buf, sizeof buf, &none);
+    mc_error err = {0};
+    mc_snapshot_write_stats ws;
+    assert_int_equal(mc_snapshot_write(reg, NULL, 0, path, &ws, &err), 0);
+    assert_int_equal(ws.entries, 3);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+    mc_snapshot *snap = NULL;
+    mc_snapshot_fault fault;
+    assert_int_equal(mc_snapshot_read(path, &snap, &fault, &err), 0);
+    const uint64_t s = 1000000000ull;
+
+    /* expire_after_write: no saved entry can be proven young enough. */
+    reg = registry_ttl(0);
+    p = make_aged(reg, 0, 60 * s, 0);
+    mc_snapshot_restore_stats rs;
+    assert_int_equal(mc_snapshot_restore(snap, reg, &rs), 0);
+    assert_int_equal(rs.restored, 0);
+    assert_int_equal(rs.expired, 3);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+
+    /* none_ttl: the "no value" entry is left out, the values restored. */
+    reg = registry_ttl(0);
+    p = make_aged(reg, 0, 0, 5 * s);
+    assert_int_equal(mc_snapshot_restore(snap, reg, &rs), 0);
+    assert_int_equal(rs.restored, 2);
+    assert_int_equal(rs.expired, 1);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+
+    /* refresh_after: restored, served at once, refreshed once in the background. */
+    reg = registry_ttl(0);
+    p = make_aged(reg, 60 * s, 0, 0);
+    assert_int_equal(mc_snapshot_restore(snap, reg, &rs), 0);
+    assert_int_equal(rs.restored, 3);
+    mc_cached_stats st;
+    mc_cached_stats_get(p, &st);
+    uint64_t loads0 = st.loads;
+    call(p, "k1", buf, sizeof buf, &none);
+    assert_string_equal(buf, "v:k1");
+    mc_cached_stats_get(p, &st);
+    assert_int_equal(st.refreshes, 1);
+    for (int i = 0; i < 500 && st.loads == loads0; i++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+        mc_cached_stats_get(p, &st);
+    }
+    assert_int_equal(st.loads, loads0 + 1); /* the background reload ran */
+    call(p, "k1", buf, sizeof buf, &none);
+    call(p, "k2", buf, sizeof buf, &none); /* k2's own first hit: its refresh */
+    mc_cached_stats_get(p, &st);
+    assert_int_equal(st.refreshes, 2); /* k1's reload stored a fresh write time */
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+    mc_snapshot_free(snap);
+}
+
 static void test_empty_function(void **state)
 {
     (void)state;
@@ -530,7 +618,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_ages_and_ttl),
         cmocka_unit_test(test_bounds_keep_recent), cmocka_unit_test(test_present_key_kept),
         cmocka_unit_test(test_refusals),         cmocka_unit_test(test_write_failure),
-        cmocka_unit_test(test_empty_function),   cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test(test_empty_function),   cmocka_unit_test(test_write_age_rules),   cmocka_unit_test(test_allocation_failures),
         cmocka_unit_test(test_large_restore),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

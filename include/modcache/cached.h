@@ -11,8 +11,31 @@
  * Thread safety: every function may be called from any thread concurrently, except
  * mc_cached_destroy (no other call on the function may be running or follow). Loaders run
  * outside every lock and epoch section, on the thread of the first caller that missed (or
- * wherever an asynchronous loader completes); for a function with a load timeout, on a thread
- * of their own (see "Load timeouts" below). */
+ * wherever an asynchronous loader completes); for a function with a load timeout, and for
+ * refresh reloads, on a thread of the load pool (see "The load pool" below).
+ *
+ * The load pool: a fixed set of worker threads and one timer thread run timed loads, refresh
+ * reloads and async deadlines; no thread is created per load or per function. A function
+ * created under a registry uses the registry's pool (mc_cache_config.load_pool_threads
+ * workers, default 4, started on first use); one created without a registry uses a single
+ * process-wide pool of 4 workers, started on first use and kept until the process exits
+ * (a function alone has no owner to size or stop a pool of its own, and a pool per function
+ * would be the thread per function this avoids). Loads queue when every worker is busy:
+ * their callers' timeouts still count from the start of each call, so a saturated pool shows
+ * as MC_ETIMEDOUT rather than as a hang; size the pool for the loads that may stall at once.
+ *
+ * Refresh and write age: with refresh_after_ns, an entry carries its write time (8 bytes)
+ * and a hit on one older than refresh_after_ns returns the old value at once; the first such
+ * hit (one per entry) starts a reload on the pool, or leaves it to a load of that key already
+ * running (single flight: calls that miss meanwhile join the reload). The reload replaces the
+ * entry when it succeeds, unless an invalidation of the key came after it started (then it is
+ * dropped, as any invalidated load); when it fails the old value stays and is served, the
+ * failure is counted (mc_cached_stats.refresh_errors) and the next hit starts another reload.
+ * With expire_after_write_ns, an entry older than that is never served: calls load as on a
+ * miss (counted once per entry in mc_cached_stats.expiries). none_ttl_ns gives "no value"
+ * results a shorter lifetime. Ages are measured with the cache's clock (the coarse monotonic
+ * clock, or opts.clock), the one a hit reads anyway: a hit reads no clock of its own. Keep
+ * refresh_after_ns below expire_after_write_ns, or entries expire before they refresh. */
 #ifndef MODCACHE_CACHED_H
 #define MODCACHE_CACHED_H
 
@@ -106,9 +129,21 @@ typedef struct mc_cached_options {
      * modcache/snapshot.h): copied values and "no value" entries only, since a value handed
      * over (mc_load_set_owned) is a pointer that means nothing in another process; those are
      * left out. Only for functions whose values stay meaningful across processes, and whose
-     * invalidations all go through the registry (so that the stream can replay them). Default
-     * false. */
+     * invalidations all go through the registry (so that the stream can replay them).
+     * Snapshots keep no write time: with expire_after_write_ns nothing is restored (with
+     * none_ttl_ns no "no value" entry), and under refresh_after_ns a restored entry is
+     * refreshed at its first hit. Default false. */
     bool persist;
+    /* Refresh-ahead (see "Refresh and write age" below): a hit on an entry stored longer ago
+     * than this returns it at once and starts one background reload on the load pool.
+     * 0: off. A registry's per-function setting (mc_cache_config.timings) replaces it. */
+    uint64_t refresh_after_ns;
+    /* An entry stored longer ago than this is never served: the call loads (blocking), as on
+     * a miss. 0: no limit (entries still leave by size, TTL or invalidation). */
+    uint64_t expire_after_write_ns;
+    /* The lifetime of a "no value" result (mc_load_set_none), when shorter than
+     * expire_after_write_ns: a missing row is looked up again sooner. 0: as other entries. */
+    uint64_t none_ttl_ns;
 } mc_cached_options;
 
 /* A load_timeout_ns meaning "wait as long as the load takes". */
@@ -140,8 +175,9 @@ MC_API int mc_cached_create(const mc_cached_options *opts, mc_loader_fn loader, 
                             mc_cached **out);
 
 /* Unregister (if registered) and destroy. No call on fn may be running; loads must have
- * completed, except loads still running on their own threads after their callers timed out:
- * destroy waits for those loaders to return. Invalidation callbacks still attached run now
+ * completed, except loads on the load pool (timed loads whose callers timed out, refresh
+ * reloads): those still queued end with MC_ECANCELED without running, and destroy waits for
+ * the loaders already running to return. Invalidation callbacks still attached run now
  * (the entries are going), so a function other functions depend on is destroyed before them.
  * Values handed out stay valid until released. NULL is a no-op. */
 MC_API void mc_cached_destroy(mc_cached *fn);
@@ -154,11 +190,11 @@ MC_API void mc_cached_destroy(mc_cached *fn);
  *
  * Load timeouts (load_timeout_ns): a blocking caller waits at most that long, counted from
  * the start of its call, and then returns MC_ETIMEDOUT without a value; this holds for the
- * caller that started the load too, because loads of a function with a timeout run on a
- * thread created for each load rather than on the caller's thread (joined by a later load or
- * by mc_cached_destroy; if no thread can be had, the load runs on the caller's thread and that
- * caller can only time out once the loader returned). An asynchronous caller's done callback
- * gets MC_ETIMEDOUT at its deadline, on a timer thread the function starts for this.
+ * caller that started the load too, because loads of a function with a timeout run on the
+ * load pool rather than on the caller's thread (if the pool cannot take it, the load runs on
+ * the caller's thread and that caller can only time out once the loader returned). An
+ * asynchronous caller's done callback gets MC_ETIMEDOUT at its deadline, on the pool's timer
+ * thread.
  * The load itself is not cancelled: when it finishes, its result is stored unless its key was
  * invalidated since it started (then it is dropped, as for any invalidated load), and the
  * callers still waiting get it. Calls made after a timeout while the load still runs join it,
@@ -205,7 +241,7 @@ typedef void (*mc_done_fn)(void *ud, int rc, mc_value *value);
 
 /* Non-blocking call: on a hit, `done` runs before this returns; on a miss it runs when the
  * load completes (on the completing thread), or with MC_ETIMEDOUT at the load timeout (on the
- * function's timer thread; `done` must not destroy the function). Waiters of both forms share
+ * load pool's timer thread; `done` must not destroy the function). Waiters of both forms share
  * one load. Without a load timeout, a miss that starts a load runs a synchronous loader on
  * this thread before returning. Returns 0 when `done` will run (or ran); an argument error,
  * MC_ENOTSUP or MC_ENOMEM otherwise (done not called). */
@@ -353,6 +389,11 @@ typedef struct mc_cached_stats {
      * bound, the last one being every finished load, and the sum of the durations. */
     uint64_t load_duration_buckets[MC_LOAD_BUCKETS];
     uint64_t load_duration_sum_ns;
+    /* Refresh-ahead reloads started (also counted in loads), those that failed (the old value
+     * kept), and entries found past expire_after_write_ns or none_ttl_ns by a call. */
+    uint64_t refreshes;
+    uint64_t refresh_errors;
+    uint64_t expiries;
 } mc_cached_stats;
 
 /* Snapshot of a function's statistics, summed when read as in mc_cache_stats_get. */
@@ -371,6 +412,16 @@ typedef struct mc_cache_factor {
     const char *name;
     double factor;
 } mc_cache_factor;
+
+/* One entry of a registry's per-function write-age settings (the YAML's per_cache_timings):
+ * replaces the options' refresh_after_ns, expire_after_write_ns and none_ttl_ns of the
+ * function of that name created under the registry (each 0: keep the option's). */
+typedef struct mc_cache_timing {
+    const char *name;
+    uint64_t refresh_after_ns;
+    uint64_t expire_after_write_ns;
+    uint64_t none_ttl_ns;
+} mc_cache_timing;
 
 /* The seed's `caches:` block, as a registry applies it to the functions created under it. */
 struct mc_cache_config {
@@ -397,6 +448,11 @@ struct mc_cache_config {
     /* Load timeout of functions created under the registry whose options leave
      * load_timeout_ns at 0 (see mc_cached_call); 0: none. */
     uint64_t load_timeout_ns;
+    /* Worker threads of the registry's load pool (see "The load pool"); 0: 4. */
+    unsigned load_pool_threads;
+    /* Per-function write-age settings, by name. Copied (names included). */
+    const mc_cache_timing *timings;
+    size_t n_timings;
 };
 
 /* Fill *cfg with defaults: global_factor 1.0, everything else 0 (off). */

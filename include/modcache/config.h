@@ -100,10 +100,15 @@ MC_API int mc_config_allow_keys(const mc_config_node *map, const char *const *ke
  *                      min_cache_ttl: 5m}
  *   maintenance_interval: 1s       # optional
  *   load_timeout: 30s              # optional: the functions' default load timeout
+ *   load_pool_threads: 4           # optional: workers of the load pool (1 to 1024)
+ *   per_cache_timings:             # optional, per function (each key optional):
+ *     name: {refresh_after: 5m, expire_after_write: 1h, none_ttl: 30s}
  *   snapshot: {...}                # accepted here, read by mc_host_config_read (warm restarts)
- * Unknown keys, non-positive factors and a target above the maximum are refused with the path.
- * *factors receives the per-cache factor array (free() it after mc_registry_create, which
- * copies it); its names point into the document. `caches` may be NULL (all defaults). */
+ * Unknown keys, non-positive factors, a target above the maximum and a refresh_after not
+ * below expire_after_write are refused with the path. *factors receives one allocation
+ * holding the per-cache factor array and the timing array (out->per_cache_factors and
+ * out->timings point into it; free() it after mc_registry_create, which copies both); names
+ * point into the document. `caches` may be NULL (all defaults). */
 struct mc_cache_config;
 struct mc_cache_factor;
 MC_API int mc_config_read_caches(const mc_config_node *caches, struct mc_cache_config *out,

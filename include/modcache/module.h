@@ -97,6 +97,38 @@ MC_API int mc_api_invalidate_all(mc_api *api, mc_cached *fn);
  * its fini. Valid until fini returns. */
 MC_API mc_registry *mc_api_registry(mc_api *api);
 
+/* ---- work off the HTTP threads (the seed's defer_to_thread and looping_call) ---- */
+
+/* Work a module hands to the host's load pool. */
+typedef void (*mc_api_work_fn)(void *ud);
+
+/* Run fn(ud) once on a thread of the host's load pool (the pool of its registry, which also
+ * runs timed loads and refresh reloads: see modcache/cached.h), for blocking work that must
+ * not hold an HTTP thread. Jobs start in submission order; several may run at once. Any
+ * thread, from init on. Before the module's fini the host refuses new work, waits for every
+ * job queued or running to return (looping calls still run meanwhile), then stops the looping
+ * calls (so a job must not wait for fini). Returns 0, MC_EINVAL (no
+ * fn), MC_EBUSY (the module is being finalised), MC_ENOMEM or MC_EIO (no pool thread). */
+MC_API int mc_api_run_in_pool(mc_api *api, mc_api_work_fn fn, void *ud);
+
+/* A periodic call started with mc_api_looping_call (opaque, owned by the host). */
+typedef struct mc_looping_call mc_looping_call;
+
+/* Call fn(ud) every interval_ns on the load pool (the seed's looping_call), first after one
+ * interval; calls never overlap: the next is due one interval after the previous started, or
+ * at once if that has passed. *out (may be NULL) gets a handle for mc_api_looping_call_stop;
+ * the host stops every looping call still running before the module's fini. Any thread, from
+ * init on. Returns 0, MC_EINVAL (no fn, interval 0), MC_EBUSY (being finalised), MC_ENOMEM,
+ * MC_EIO. */
+MC_API int mc_api_looping_call(mc_api *api, mc_api_work_fn fn, void *ud, uint64_t interval_ns,
+                               mc_looping_call **out);
+
+/* Stop a looping call: when this returns fn is not running (unless this is called from fn
+ * itself, which then returns normally) and never runs again; the handle is freed (by the host
+ * after fini, if called from fini, so that stopping in fini what the host stopped already is
+ * harmless). NULL is a no-op. */
+MC_API void mc_api_looping_call_stop(mc_looping_call *lc);
+
 /* ---- web resources ---- */
 
 /* An HTTP request as a handler sees it; everything is valid during the handler call only. */

@@ -99,7 +99,9 @@ MC_API uint64_t mc_snapshot_function_entries(const mc_snapshot *snap, size_t i);
 /* What mc_snapshot_restore did. */
 typedef struct mc_snapshot_restore_stats {
     uint64_t restored;  /* entries stored */
-    uint64_t expired;   /* entries left out: older than their function's TTL by now */
+    uint64_t expired;   /* entries left out: older than their function's TTL by now, or of a function
+                         * with a write-age lifetime (expire_after_write, none_ttl for "no value"),
+                         * since snapshots keep no write time */
     uint64_t present;   /* entries left out: the key was already cached (loaded since start) */
     uint64_t failed;    /* entries the cache refused (over a bound on its own, no memory) */
     uint64_t functions; /* functions restored into */

@@ -157,10 +157,12 @@ static void mc__entry_discard(mc__entry *e)
     mc__free(e, mc__entry_alloc_size(e->flags, e->klen, e->vlen));
 }
 
-static mc__entry *mc__entry_make(bool track, uint32_t hash, const mc__put_args *a, uint64_t now)
+static mc__entry *mc__entry_make(bool track, uint32_t hash, const mc__put_args *a, uint64_t now,
+                                 bool wstamp)
 {
     unsigned flags = (a->owned ? MC__E_OWNED : 0) | (track ? MC__E_TTL : 0) |
-                     (a->none ? MC__E_NONE : 0) | (a->weight && !a->owned ? MC__E_WEIGHT : 0);
+                     (a->none ? MC__E_NONE : 0) | (a->weight && !a->owned ? MC__E_WEIGHT : 0) |
+                     (wstamp ? MC__E_WTIME : 0);
     size_t vlen = a->none ? 0 : a->vlen;
     mc__entry *e = mc__alloc(mc__entry_alloc_size(flags, a->klen, vlen));
     if (!e)
@@ -182,6 +184,8 @@ static mc__entry *mc__entry_make(bool track, uint32_t hash, const mc__put_args *
         o->free_fn = a->free_fn;
         o->weight = a->weight ? a->weight : (uint64_t)a->klen + vlen;
     }
+    if (flags & MC__E_WTIME)
+        atomic_init(mc__entry_wtime(e), now & ~MC__WTIME_CLAIM);
     if (a->klen)
         memcpy(mc__entry_key(e), a->key, a->klen);
     if (!a->owned && vlen)
@@ -193,7 +197,7 @@ mc_value *mc__value_detached(const mc__put_args *a)
 {
     if (a->klen > MC_KEY_MAX || (!a->none && a->vlen > UINT32_MAX))
         return NULL;
-    mc__entry *e = mc__entry_make(false, 0, a, 0);
+    mc__entry *e = mc__entry_make(false, 0, a, 0, false);
     if (e)
         e->flags |= MC__E_PRIVATE;
     return (mc_value *)e;
@@ -206,7 +210,7 @@ static mc__entry *mc__inline_value(const mc__snap *s, unsigned i)
     const unsigned char *cell = &s->b[MC__OFF_CELL + MC__CELL * i];
     mc__put_args a = {.key = cell, .klen = kl, .value = cell + kl, .vlen = vl & MC__VL_LEN,
                       .none = (vl & MC__VL_NONE) != 0};
-    mc__entry *e = mc__entry_make(false, 0, &a, 0);
+    mc__entry *e = mc__entry_make(false, 0, &a, 0, false);
     if (e)
         e->flags |= MC__E_PRIVATE;
     return e;
@@ -219,15 +223,31 @@ static inline size_t mc__entry_footprint(const mc__entry *e)
 
 /* ---------------------------------------------------------------- time */
 
-static inline uint64_t mc__now(const mc_cache *c) { return c->track ? c->clock(c->clock_ud) : 0; }
+static inline uint64_t mc__now(const mc_cache *c) { return c->clocked ? c->clock(c->clock_ud) : 0; }
 
-static inline bool mc__expired(const mc_cache *c, const mc__entry *e, uint64_t now)
+/* Past its write-age lifetime (expire_after_write, or the shorter one of "no value"). */
+static inline bool mc__write_expired(const mc_cache *c, const mc__entry *e, uint64_t now)
+{
+    uint64_t life = c->w_life[(e->flags & MC__E_NONE) != 0];
+    if (!life)
+        return false;
+    uint64_t wt = atomic_load_explicit(mc__entry_wtime(e), memory_order_relaxed) & ~MC__WTIME_CLAIM;
+    return now > wt && now - wt >= life;
+}
+
+/* Not read for the TTL. */
+static inline bool mc__idle_expired(const mc_cache *c, const mc__entry *e, uint64_t now)
 {
     if (!c->ttl)
         return false;
     uint64_t at = atomic_load_explicit(mc__entry_atime(e), memory_order_relaxed);
     /* Another thread may have stamped a later time than our `now`: not expired. */
     return now > at && now - at >= c->ttl;
+}
+
+static inline bool mc__expired(const mc_cache *c, const mc__entry *e, uint64_t now)
+{
+    return ((e->flags & MC__E_WTIME) && mc__write_expired(c, e, now)) || mc__idle_expired(c, e, now);
 }
 
 /* ---------------------------------------------------------------- removal lists */
@@ -462,13 +482,15 @@ static bool mc__match_expired(const mc_cache *c, mc__snap *s, unsigned i, const 
 
 /* Remove expired entries: from the old ends of the lists (a few per call), or every one when
  * `full` (cleanup). Only out-of-line entries carry an access time. Returns false as
- * mc__shard_sweep does. */
+ * mc__shard_sweep does. Entries past their write-age lifetime go only with a full cleanup
+ * (the maintenance pass): until then a call that reads one finds it expired, which the
+ * memoized layer counts (mc__expiry_claim), rather than a plain miss. */
 static bool mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full, mc__gone *g)
 {
+    if (full && (c->ttl || c->w_life[0] || c->w_life[1]))
+        return mc__shard_sweep(c, sh, mc__match_expired, &now, MC_EVICT_TIME, g, NULL);
     if (!c->ttl)
         return true;
-    if (full)
-        return mc__shard_sweep(c, sh, mc__match_expired, &now, MC_EVICT_TIME, g, NULL);
     mc__table *t = mc__shard_table(sh);
     for (uint32_t list = 0; list < MC__NLISTS; list++) {
         for (int k = 0; k < 4; k++) {
@@ -477,7 +499,8 @@ static bool mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full
                 break;
             mc__snap s;
             mc__table_cell(t, cell, &s);
-            if (!mc__match_expired(c, &s, cell % MC__SLOTS, &now))
+            unsigned i = cell % MC__SLOTS;
+            if (s.b[MC__OFF_KL + i] != MC__KL_OUT || !mc__idle_expired(c, mc__cell_entry(mc__snap_cell(&s, i)), now))
                 break;
             mc__shard_drop(c, sh, t, cell, MC_EVICT_TIME, g, true, NULL);
         }
@@ -593,6 +616,7 @@ int mc_cache_create(const mc_cache_options *opts, mc_cache **out)
     c->policy = opts->policy;
     c->ttl = opts->ttl_ns;
     c->track = c->ttl != 0 || opts->track_access;
+    c->clocked = c->track;
     c->atime_step = c->ttl && c->ttl / 16 < 1000000000u ? c->ttl / 16 : 1000000000u;
     c->clock = opts->clock ? opts->clock : mc__monotonic_ns;
     c->clock_ud = opts->clock ? opts->clock_ud : NULL;
@@ -849,9 +873,50 @@ typedef struct mc__hitval {
 
 /* Probe for key and check that what it found has not expired (out-of-line entries carry the
  * access time, refreshed here). True with *hv set on a live hit; the caller records it. */
+/* A hit on an entry past the refresh age: the first such hit claims its refresh (the write
+ * time's high bit), so that one reload is started per entry however many hits see it. */
+static inline unsigned mc__refresh_claim(const mc_cache *c, mc__entry *e, uint64_t now)
+{
+    if (!c->w_refresh)
+        return 0;
+    _Atomic uint64_t *wp = mc__entry_wtime(e);
+    uint64_t wt = atomic_load_explicit(wp, memory_order_relaxed);
+    /* A claimed time has its high bit set, so it reads as "in the future": no claim. */
+    if (now <= wt || now - wt < c->w_refresh)
+        return 0;
+    /* Relaxed: the claim orders nothing else (the reload takes the locks it needs). */
+    uint64_t old = atomic_fetch_or_explicit(wp, MC__WTIME_CLAIM, memory_order_relaxed);
+    return (old & MC__WTIME_CLAIM) ? 0 : MC__AGE_REFRESH;
+}
+
+/* A miss on an entry past its write-age lifetime: the first such miss claims it, so that the
+ * expiry is told once per entry (the claimed entry stays expired whatever happens). */
+static inline unsigned mc__expiry_claim(const mc_cache *c, mc__entry *e, uint64_t now)
+{
+    if (!mc__write_expired(c, e, now))
+        return 0;
+    uint64_t old = atomic_fetch_or_explicit(mc__entry_wtime(e), MC__WTIME_CLAIM, memory_order_relaxed);
+    return (old & MC__WTIME_CLAIM) ? 0 : MC__AGE_EXPIRED;
+}
+
+/* An entry with a write time, found by a lookup: true if it is past its lifetime (a miss,
+ * the expiry claimed into *age); otherwise false, with its refresh claimed into *age when
+ * due. Out of line: hits on entries without write-age rules never come here. */
+static __attribute__((noinline)) bool mc__write_age(const mc_cache *c, mc__entry *e, uint64_t now,
+                                                    unsigned *age)
+{
+    unsigned a = mc__expiry_claim(c, e, now);
+    if (a || mc__write_expired(c, e, now)) {
+        *age |= a;
+        return true;
+    }
+    *age |= mc__refresh_claim(c, e, now);
+    return false;
+}
+
 static inline __attribute__((always_inline)) bool
 mc__find_live(mc_cache *c, mc__shard *sh, uint64_t h, const void *key, size_t klen, mc__found *f,
-              bool *section, mc__hitval *hv)
+              bool *section, mc__hitval *hv, unsigned *age)
 {
     if (!mc__probe(sh, h, key, klen, f, section))
         return false;
@@ -867,7 +932,9 @@ mc__find_live(mc_cache *c, mc__shard *sh, uint64_t h, const void *key, size_t kl
     }
     mc__entry *e = mc__cell_entry(cell);
     uint64_t now = mc__now(c);
-    if (mc__expired(c, e, now))
+    if ((e->flags & MC__E_WTIME) && mc__write_age(c, e, now, age))
+        return false;
+    if (mc__idle_expired(c, e, now))
         return false;
     hv->data = mc__entry_value(e);
     hv->n = e->vlen;
@@ -878,10 +945,13 @@ mc__find_live(mc_cache *c, mc__shard *sh, uint64_t h, const void *key, size_t kl
     return true;
 }
 
-int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
-                          size_t *vlen, bool *none)
+/* The copy lookup, inlined into both entry points below. */
+static inline __attribute__((always_inline)) int
+mc__get_copy(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen, bool *none,
+             unsigned *age)
 {
     *none = false;
+    *age = 0;
     if (!c || !vlen || !mc__key_ok(key, klen) || (!buf && cap))
         return MC_EINVAL;
     uint64_t h = mc__hash(c, key, klen);
@@ -891,7 +961,7 @@ int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, 
     mc__found f;
     mc__hitval hv;
     int rc = MC_ENOENT;
-    if (mc__find_live(c, sh, h, key, klen, &f, &section, &hv)) {
+    if (mc__find_live(c, sh, h, key, klen, &f, &section, &hv, age)) {
         *none = hv.none;
         *vlen = hv.n;
         if (hv.n > cap) {
@@ -911,10 +981,26 @@ int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, 
     return rc;
 }
 
-int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const void **data,
-                            size_t *vlen, bool *none)
+int mc__cache_get_copy_ex(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
+                          size_t *vlen, bool *none)
+{
+    unsigned age;
+    return mc__get_copy(c, key, klen, buf, cap, vlen, none, &age);
+}
+
+int mc__cache_get_copy_aged(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
+                            size_t *vlen, bool *none, unsigned *age)
+{
+    return mc__get_copy(c, key, klen, buf, cap, vlen, none, age);
+}
+
+/* The borrowing lookup, inlined into both entry points below. */
+static inline __attribute__((always_inline)) int
+mc__get_borrow(mc_cache *c, const void *key, size_t klen, const void **data, size_t *vlen, bool *none,
+               unsigned *age)
 {
     *none = false;
+    *age = 0;
     if (!c || !data || !vlen || !mc__key_ok(key, klen) || !mc__in_read())
         return MC_EINVAL;
     *data = NULL;
@@ -925,7 +1011,7 @@ int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const voi
     mc__found f;
     mc__hitval hv;
     int rc = MC_ENOENT;
-    if (mc__find_live(c, sh, h, key, klen, &f, &section, &hv)) {
+    if (mc__find_live(c, sh, h, key, klen, &f, &section, &hv, age)) {
         rc = 0;
         if (hv.in_line) {
             /* An inline value has no bytes that outlive the probe's copy: it goes to the
@@ -949,6 +1035,19 @@ int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const voi
     return rc;
 }
 
+int mc__cache_get_borrow_ex(mc_cache *c, const void *key, size_t klen, const void **data,
+                            size_t *vlen, bool *none)
+{
+    unsigned age;
+    return mc__get_borrow(c, key, klen, data, vlen, none, &age);
+}
+
+int mc__cache_get_borrow_aged(mc_cache *c, const void *key, size_t klen, const void **data,
+                              size_t *vlen, bool *none, unsigned *age)
+{
+    return mc__get_borrow(c, key, klen, data, vlen, none, age);
+}
+
 int mc_cache_get_borrow(mc_cache *c, const void *key, size_t klen, const void **data, size_t *vlen)
 {
     bool none;
@@ -959,7 +1058,9 @@ void mc_read_begin(void) { mc__read_enter(); }
 
 void mc_read_end(void) { mc__read_exit(); }
 
-static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bool count)
+/* Inlined into each entry point, so that the constant `count` and `age` of each fold away. */
+static inline __attribute__((always_inline)) int mc__get(mc_cache *c, const void *key, size_t klen,
+                                                         mc_value **out, bool count, unsigned *age)
 {
     if (!c || !out || !mc__key_ok(key, klen))
         return MC_EINVAL;
@@ -981,7 +1082,10 @@ static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bo
             } else {
                 mc__entry *x = mc__cell_entry(cell);
                 uint64_t now = mc__now(c);
-                if (!mc__expired(c, x, now)) {
+                /* Quiet lookups (age NULL) claim nothing: a claim is a duty to reload. */
+                bool dead = (x->flags & MC__E_WTIME) &&
+                            (age ? mc__write_age(c, x, now, age) : mc__write_expired(c, x, now));
+                if (!dead && !mc__idle_expired(c, x, now)) {
                     /* A failed pin means the entry was just removed: look again. */
                     if (mc__entry_pin(x)) {
                         e = x;
@@ -1011,13 +1115,42 @@ static int mc__get(mc_cache *c, const void *key, size_t klen, mc_value **out, bo
 
 int mc_cache_get(mc_cache *c, const void *key, size_t klen, mc_value **out)
 {
-    return mc__get(c, key, klen, out, true);
+    return mc__get(c, key, klen, out, true, NULL);
 }
 
 int mc__cache_get_quiet(mc_cache *c, const void *key, size_t klen, mc_value **out)
 {
-    return mc__get(c, key, klen, out, false);
+    return mc__get(c, key, klen, out, false, NULL);
 }
+
+int mc__cache_get_aged(mc_cache *c, const void *key, size_t klen, mc_value **out, unsigned *age)
+{
+    *age = 0;
+    return mc__get(c, key, klen, out, true, age);
+}
+
+int mc__cache_set_write_rules(mc_cache *c, uint64_t refresh_ns, uint64_t expire_ns, uint64_t none_ns)
+{
+    if (!c)
+        return MC_EINVAL;
+    c->w_refresh = refresh_ns;
+    c->w_life[0] = expire_ns;
+    /* "No value" lives the shorter of its own lifetime and every entry's. */
+    c->w_life[1] = none_ns && (!expire_ns || none_ns < expire_ns) ? none_ns : expire_ns;
+    c->wstamp = refresh_ns || expire_ns || none_ns;
+    c->clocked = c->track || c->wstamp;
+    return 0;
+}
+
+void mc__value_refresh_unclaim(mc_value *v)
+{
+    mc__entry *e = (mc__entry *)v;
+    /* Relaxed, as the claim: the next hit past the refresh age claims it again. */
+    if (e && (e->flags & MC__E_WTIME))
+        atomic_fetch_and_explicit(mc__entry_wtime(e), ~MC__WTIME_CLAIM, memory_order_relaxed);
+}
+
+uint64_t mc__cache_now(mc_cache *c) { return c ? c->clock(c->clock_ud) : 0; }
 
 bool mc_cache_contains(mc_cache *c, const void *key, size_t klen)
 {
@@ -1073,7 +1206,7 @@ typedef struct mc__newcell {
 static bool mc__fits_inline(const mc_cache *c, const mc__put_args *a)
 {
     size_t vlen = a->none ? 0 : a->vlen;
-    return !a->owned && !a->out_of_line && !c->track && a->weight == 0 &&
+    return !a->owned && !a->out_of_line && !c->track && !c->wstamp && a->weight == 0 &&
            a->klen + vlen <= MC__INLINE_MAX;
 }
 
@@ -1105,7 +1238,12 @@ int mc__cache_put_ex(mc_cache *c, const mc__put_args *a)
             memcpy(nc.bytes + klen, a->value, vlen);
         nc.weight = klen + vlen;
     } else {
-        nc.e = mc__entry_make(c->track, (uint32_t)h, a, now - (a->age_ns < now ? a->age_ns : now));
+        nc.e = mc__entry_make(c->track, (uint32_t)h, a, now - (a->age_ns < now ? a->age_ns : now), c->wstamp);
+        if (nc.e && a->restored && (nc.e->flags & MC__E_WTIME))
+            /* A restored entry's write age is not known: it is due for refresh at once (the
+             * restore refuses entries of functions with a write-age lifetime). */
+            atomic_store_explicit(mc__entry_wtime(nc.e), now > c->w_refresh ? now - c->w_refresh : 0,
+                                  memory_order_relaxed);
         if (!nc.e)
             return MC_ENOMEM;
         if (!atomic_load_explicit(&c->had_out_of_line, memory_order_relaxed))

@@ -30,6 +30,9 @@ typedef struct mc__put_args {
     /* How long ago the entry was last read or written (a restored snapshot's saved age): its
      * access time is set that far back, so TTL and idle eviction count from then. 0: now. */
     uint64_t age_ns;
+    /* Restored from a snapshot, which keeps no write time: under refresh_after the entry is
+     * due for refresh at its first hit. */
+    bool restored;
 } mc__put_args;
 
 int mc__cache_put_ex(mc_cache *c, const mc__put_args *a);
@@ -70,6 +73,26 @@ unsigned mc__cache_shards(const mc_cache *c);
 unsigned mc__cache_shard_index(const mc_cache *c, const void *key, size_t klen);
 /* The cache's expire-after-access TTL (0: none). */
 uint64_t mc__cache_ttl(const mc_cache *c);
+/* Write-age rules (memoized functions' refresh_after, expire_after_write and "no value"
+ * lifetime; 0 each: off). Entries stored from now on carry their write time; call once,
+ * right after mc_cache_create and before any put. Lookups then tell, in *age:
+ *   MC__AGE_REFRESH: a hit past refresh_ns whose refresh this caller claimed (one per entry:
+ *                    the caller reloads it; mc__value_refresh_unclaim if that fails);
+ *   MC__AGE_EXPIRED: a miss because the entry was past its lifetime (expire_ns, or for
+ *                    "no value" the shorter of none_ns and expire_ns).
+ * Lookups read no clock of their own for this: the one they read for access times. */
+enum { MC__AGE_REFRESH = 1, MC__AGE_EXPIRED = 2 };
+int mc__cache_set_write_rules(mc_cache *c, uint64_t refresh_ns, uint64_t expire_ns, uint64_t none_ns);
+/* mc_cache_get, mc__cache_get_copy_ex and mc__cache_get_borrow_ex, telling *age. */
+int mc__cache_get_aged(mc_cache *c, const void *key, size_t klen, mc_value **out, unsigned *age);
+int mc__cache_get_copy_aged(mc_cache *c, const void *key, size_t klen, void *buf, size_t cap,
+                            size_t *vlen, bool *none, unsigned *age);
+int mc__cache_get_borrow_aged(mc_cache *c, const void *key, size_t klen, const void **data,
+                              size_t *vlen, bool *none, unsigned *age);
+/* Give back a refresh claim (a failed reload), so that a later hit tries again. */
+void mc__value_refresh_unclaim(mc_value *v);
+/* The cache's clock now (what write times are measured with). */
+uint64_t mc__cache_now(mc_cache *c);
 
 /* The default shard count for these bounds (mc_cache_options.shards = 0). */
 unsigned mc__auto_shards(size_t max_entries, size_t max_bytes);

@@ -50,6 +50,11 @@ struct mc_cache {
     mc_policy policy;
     uint64_t ttl, atime_step;
     bool track; /* entries carry an access time (TTL or track_access) */
+    /* Write-age rules (mc__cache_set_write_rules, before the first put): entries carry their
+     * write time; a hit older than w_refresh hands out one refresh; an entry older than
+     * w_life[none] is expired (0: never). `clocked`: lookups read the clock (track or these). */
+    bool wstamp, clocked;
+    uint64_t w_refresh, w_life[2];
     mc_clock_fn clock;
     void *clock_ud;
     mc_evict_fn on_evict;

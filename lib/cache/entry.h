@@ -23,7 +23,11 @@ enum {
     MC__E_WEIGHT = 8, /* an explicit weight stored inline (copied values) */
     MC__E_PRIVATE = 0x80, /* never in the index (a detached copy): no reader can reach it
                            * without a reference, so the last release frees it at once */
+    MC__E_WTIME = 16, /* write time stored inline (write-age rules: mc__cache_set_write_rules) */
 };
+
+/* The high bit of the write time: a refresh of this entry was handed out (one per entry). */
+#define MC__WTIME_CLAIM (1ull << 63)
 
 
 typedef struct mc__entry {
@@ -48,7 +52,8 @@ struct mc__owned {
 
 static inline size_t mc__align8(size_t n) { return (n + 7u) & ~(size_t)7u; }
 
-/* Optional fields, in this order: access time, explicit weight, owned value. */
+/* Optional fields, in this order: access time, explicit weight, owned value. (The write time
+ * goes last, after the value: see mc__entry_wtime.) */
 static inline size_t mc__entry_opt_size(unsigned flags)
 {
     return ((flags & MC__E_TTL) ? 8u : 0u) + ((flags & MC__E_WEIGHT) ? 8u : 0u) +
@@ -90,11 +95,27 @@ static inline const void *mc__entry_value(const mc__entry *e)
     return (const unsigned char *)e + mc__entry_value_offset(e->flags, e->klen);
 }
 
-static inline size_t mc__entry_alloc_size(unsigned flags, size_t klen, size_t vlen)
+/* Where the entry's own bytes end (header, optional fields, key, copied value). */
+static inline size_t mc__entry_body_size(unsigned flags, size_t klen, size_t vlen)
 {
     if (flags & MC__E_OWNED)
         return MC__ENTRY_HDR + mc__entry_opt_size(flags) + klen;
     return mc__entry_value_offset(flags, klen) + vlen;
+}
+
+static inline size_t mc__entry_alloc_size(unsigned flags, size_t klen, size_t vlen)
+{
+    size_t n = mc__entry_body_size(flags, klen, vlen);
+    return (flags & MC__E_WTIME) ? mc__align8(n) + 8u : n;
+}
+
+/* The write time (MC__E_WTIME): when the entry was stored, by the cache's clock, with
+ * MC__WTIME_CLAIM set once a lookup claimed its refresh or expiry. Last in the allocation,
+ * 8-aligned, so that no other field's offset depends on it (hits on entries without it pay
+ * nothing). Atomic for the claim only. */
+static inline _Atomic uint64_t *mc__entry_wtime(const mc__entry *e)
+{
+    return (_Atomic uint64_t *)((unsigned char *)e + mc__align8(mc__entry_body_size(e->flags, e->klen, e->vlen)));
 }
 
 static inline uint64_t mc__entry_weight(const mc__entry *e)

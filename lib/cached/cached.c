@@ -316,6 +316,8 @@ static int mc__load_store(mc_load *l)
     return 0;
 }
 
+static void mc__refresh_failed(mc_cached *fn, const unsigned char *key, size_t klen);
+
 static void mc__unref_locked(mc_load *l, mc_load **to_free)
 {
     if (--l->refs == 0)
@@ -332,6 +334,8 @@ static void mc__load_finish(mc_load *l, int rc)
         mc__result_clear(l);
     if (rc != 0)
         atomic_fetch_add_explicit(&fn->load_errors, 1, memory_order_relaxed);
+    if (rc != 0 && l->refresh)
+        mc__refresh_failed(fn, l->key, l->klen);
     mc__observe_load(fn, l);
 
     struct mc__stripe_c *st = mc__stripe_of(fn, l->khash);
@@ -489,86 +493,88 @@ static void mc__run_batch(mc_load *batch, mc_arg *flat, size_t nkeys, size_t nar
         mc_load_complete(batch, rc > 0 ? MC_EINVAL : rc);
 }
 
-static void *mc__runner_main(void *arg)
+/* ------------------------------------------------------------------ the load pool */
+
+static void mc__job_done(mc_cached *fn)
 {
-    struct mc__runner *r = arg;
-    if (r->load->batch)
-        mc__run_batch(r->load, r->flat, r->nkeys, r->nargs);
+    pthread_mutex_lock(&fn->jlock);
+    if (--fn->jobs == 0)
+        pthread_cond_broadcast(&fn->jcond);
+    pthread_mutex_unlock(&fn->jlock);
+}
+
+static void mc__job_run(void *arg)
+{
+    struct mc__pooljob *j = arg;
+    mc_cached *fn = j->fn;
+    if (j->load->batch)
+        mc__run_batch(j->load, j->flat, j->nkeys, j->nargs);
     else
-        mc__run_loader(r->load);
-    /* Release: whoever joins us after seeing this finds the loader's effects done. The load
-     * itself may be gone already (its callers timed out): only our own record is left. */
-    atomic_store_explicit(&r->finished, true, memory_order_release);
-    return NULL;
+        mc__run_loader(j->load);
+    free(j);
+    /* Last: destroy may free fn once this count reaches 0. */
+    mc__job_done(fn);
 }
 
-/* Join and free the runners whose loader returned (rlock held). They only have their
- * return left, so the joins are short; they keep the number of idle threads bounded by the
- * number of loads running. */
-static void mc__reap_runners_locked(mc_cached *fn)
+/* A queued job taken back by mc_cached_destroy: its load ends with MC_ECANCELED. */
+static void mc__job_cancel(void *arg)
 {
-    struct mc__runner **pp = &fn->runners;
-    while (*pp) {
-        struct mc__runner *r = *pp;
-        if (atomic_load_explicit(&r->finished, memory_order_acquire)) {
-            *pp = r->next;
-            pthread_join(r->thread, NULL);
-            free(r);
-        } else {
-            pp = &r->next;
-        }
+    struct mc__pooljob *j = arg;
+    mc_cached *fn = j->fn;
+    if (j->load->batch) {
+        free(j->flat);
+        mc_load_complete(j->load, MC_ECANCELED);
+    } else {
+        mc__load_finish(j->load, MC_ECANCELED);
     }
+    free(j);
+    mc__job_done(fn);
 }
 
-/* Run a new load (or batch, with its keys `flat`, taken): on a thread of its own when the
- * function has a load timeout, so that the caller can give up waiting; on this thread
- * otherwise, or when no thread can be had (the caller's wait then starts after the loader). */
+/* Hand a load (or batch, with its keys `flat`, taken) to the pool. Returns 0, or an error with
+ * nothing queued (the caller still owns the load and flat). */
+static int mc__pool_submit_load(mc_cached *fn, mc_load *l, mc_arg *flat, size_t nkeys, size_t nargs)
+{
+    if (!fn->pool)
+        return MC_ENOMEM;
+    struct mc__pooljob *j = mc__malloc(sizeof *j);
+    if (!j)
+        return MC_ENOMEM;
+    *j = (struct mc__pooljob){.fn = fn, .load = l, .flat = flat, .nkeys = nkeys, .nargs = nargs};
+    pthread_mutex_lock(&fn->jlock);
+    fn->jobs++;
+    pthread_mutex_unlock(&fn->jlock);
+    int rc = mc__workpool_submit(fn->pool, mc__job_run, j, fn, mc__job_cancel);
+    if (rc != 0) {
+        free(j);
+        mc__job_done(fn);
+    }
+    return rc;
+}
+
+/* Run a new load (or batch, with its keys `flat`, taken): on the load pool when the function
+ * has a load timeout, so that the caller can give up waiting; on this thread otherwise, or
+ * when the pool refuses it (the caller's wait then starts after the loader). */
 static void mc__start_load(mc_cached *fn, mc_load *l, mc_arg *flat, size_t nkeys, size_t nargs)
 {
-    if (fn->load_timeout_ns) {
-        struct mc__runner *r = mc__malloc(sizeof *r);
-        if (r) {
-            r->load = l;
-            r->flat = flat;
-            r->nkeys = nkeys;
-            r->nargs = nargs;
-            atomic_init(&r->finished, false);
-            pthread_mutex_lock(&fn->rlock);
-            mc__reap_runners_locked(fn);
-            bool started = pthread_create(&r->thread, NULL, mc__runner_main, r) == 0;
-            if (started) {
-                r->next = fn->runners;
-                fn->runners = r;
-            }
-            pthread_mutex_unlock(&fn->rlock);
-            if (started)
-                return;
-            free(r);
-        }
-    }
+    if (fn->load_timeout_ns && mc__pool_submit_load(fn, l, flat, nkeys, nargs) == 0)
+        return;
     if (l->batch)
         mc__run_batch(l, flat, nkeys, nargs);
     else
         mc__run_loader(l);
 }
 
-/* Join every runner (destroy): loops, since a loader may start loads of its own meanwhile. */
-static void mc__join_runners(mc_cached *fn)
+/* Destroy's side: take back this function's queued jobs, then wait for the running ones. */
+static void mc__drain_jobs(mc_cached *fn)
 {
-    for (;;) {
-        pthread_mutex_lock(&fn->rlock);
-        struct mc__runner *r = fn->runners;
-        fn->runners = NULL;
-        pthread_mutex_unlock(&fn->rlock);
-        if (!r)
-            return;
-        while (r) {
-            struct mc__runner *next = r->next;
-            pthread_join(r->thread, NULL);
-            free(r);
-            r = next;
-        }
-    }
+    if (!fn->pool)
+        return;
+    mc__workpool_cancel(fn->pool, fn);
+    pthread_mutex_lock(&fn->jlock);
+    while (fn->jobs)
+        pthread_cond_wait(&fn->jcond, &fn->jlock);
+    pthread_mutex_unlock(&fn->jlock);
 }
 
 /* ------------------------------------------------------------------ the timer (async deadlines) */
@@ -608,68 +614,67 @@ static uint64_t mc__fire_expired(mc_cached *fn)
     return next;
 }
 
-static void *mc__timer_main(void *arg)
+/* The function's timer fired (on the pool's timer thread): answer what is due, and arm again
+ * for the earliest deadline left. A waiter listed meanwhile arms the timer itself, after it is
+ * listed, so that none is missed between the scan and this. */
+static int mc__timer_arm(mc_cached *fn, uint64_t deadline)
+{
+    return fn->pool ? mc__worktimer_arm(fn->pool, &fn->timer, deadline) : MC_ENOMEM;
+}
+
+static void mc__timer_fire(void *arg)
 {
     mc_cached *fn = arg;
-    pthread_mutex_lock(&fn->tlock);
-    while (!fn->timer_stop) {
-        uint64_t wake = fn->timer_wake;
-        if (wake == UINT64_MAX) {
-            pthread_cond_wait(&fn->tcond, &fn->tlock);
-            continue;
-        }
-        if (mc__mono_ns() < wake) {
-            struct timespec ts = mc__abstime(wake);
-            pthread_cond_timedwait(&fn->tcond, &fn->tlock, &ts);
-            continue; /* re-read: an earlier deadline or a stop may have come */
-        }
-        /* Waiters added from now on lower timer_wake again after they are listed, so none
-         * is missed between this reset and the scan. */
-        fn->timer_wake = UINT64_MAX;
-        pthread_mutex_unlock(&fn->tlock);
-        uint64_t next = mc__fire_expired(fn);
-        pthread_mutex_lock(&fn->tlock);
-        if (next < fn->timer_wake)
-            fn->timer_wake = next;
-    }
-    pthread_mutex_unlock(&fn->tlock);
-    return NULL;
+    uint64_t next = mc__fire_expired(fn);
+    if (next != UINT64_MAX)
+        mc__worktimer_arm(fn->pool, &fn->timer, next);
 }
 
-/* Start the timer if it is not running. Returns 0 or MC_ENOMEM (no thread). */
-static int mc__timer_ensure(mc_cached *fn)
+/* ------------------------------------------------------------------ refresh-ahead */
+
+/* A hit claimed its entry's refresh (MC__AGE_REFRESH): start one reload of the key on the
+ * pool, unless a load of it is running already (that one is the refresh: single flight).
+ * The caller has its value already; it never waits for this. Nobody holds a reference but the
+ * in-flight table's: callers that miss meanwhile join it as any load. */
+static void mc__refresh_start(mc_cached *fn, const unsigned char *key, size_t klen, const mc_arg *args,
+                              size_t nargs)
 {
-    int rc = 0;
-    pthread_mutex_lock(&fn->tlock);
-    if (!fn->timer_running) {
-        fn->timer_wake = UINT64_MAX;
-        fn->timer_running = pthread_create(&fn->timer, NULL, mc__timer_main, fn) == 0;
-        rc = fn->timer_running ? 0 : MC_ENOMEM;
+    uint64_t h = mc__khash(key, klen);
+    struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    pthread_mutex_lock(&st->lock);
+    if (mc__inflight_find(st, key, klen, h)) {
+        /* Shared with the load running: it stores a fresher entry. */
+        pthread_mutex_unlock(&st->lock);
+        return;
     }
-    pthread_mutex_unlock(&fn->tlock);
-    return rc;
+    mc_load *l = mc__load_new(fn, key, klen, h, args, nargs);
+    if (!l) {
+        pthread_mutex_unlock(&st->lock);
+        mc__refresh_failed(fn, key, klen);
+        return;
+    }
+    l->refresh = true;
+    l->refs = 1; /* the in-flight table's */
+    size_t b = mc__bucket_of(h);
+    l->next = st->inflight[b];
+    st->inflight[b] = l;
+    pthread_mutex_unlock(&st->lock);
+    atomic_fetch_add_explicit(&fn->loads, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&fn->refreshes, 1, memory_order_relaxed);
+    if (mc__pool_submit_load(fn, l, NULL, 0, 0) != 0)
+        mc__load_finish(l, MC_ENOMEM); /* counted as a failed refresh; the old value stays */
 }
 
-/* Tell the timer about a new deadline (after the waiter is listed). */
-static void mc__timer_notify(mc_cached *fn, uint64_t deadline)
+/* A refresh that did not replace the entry (the reload failed, or could not start): the old
+ * value stays, and its claim is given back so that a later hit tries again. */
+static void mc__refresh_failed(mc_cached *fn, const unsigned char *key, size_t klen)
 {
-    pthread_mutex_lock(&fn->tlock);
-    if (deadline < fn->timer_wake) {
-        fn->timer_wake = deadline;
-        pthread_cond_signal(&fn->tcond);
+    atomic_fetch_add_explicit(&fn->refresh_errors, 1, memory_order_relaxed);
+    mc_value *old = NULL;
+    if (mc__cache_get_quiet(fn->cache, key, klen, &old) == 0) {
+        mc__value_refresh_unclaim(old);
+        mc_value_release(old);
     }
-    pthread_mutex_unlock(&fn->tlock);
-}
-
-static void mc__timer_stop(mc_cached *fn)
-{
-    pthread_mutex_lock(&fn->tlock);
-    bool running = fn->timer_running;
-    fn->timer_stop = true;
-    pthread_cond_signal(&fn->tcond);
-    pthread_mutex_unlock(&fn->tlock);
-    if (running)
-        pthread_join(fn->timer, NULL);
 }
 
 /* ------------------------------------------------------------------ result setters */
@@ -746,6 +751,17 @@ static bool mc__call_bypasses(mc_cached *fn)
     return true;
 }
 
+/* What a lookup learnt about its entry's age (rare: once per entry per refresh or expiry):
+ * a hit that claimed the refresh starts it; a miss on an expired entry counts the expiry. */
+static void mc__call_aged(mc_cached *fn, const unsigned char *key, size_t klen, const mc_arg *args,
+                          size_t nargs, unsigned age)
+{
+    if (age & MC__AGE_REFRESH)
+        mc__refresh_start(fn, key, klen, args, nargs);
+    if (age & MC__AGE_EXPIRED)
+        atomic_fetch_add_explicit(&fn->expiries, 1, memory_order_relaxed);
+}
+
 /* Every call's first step: encode the key into key (MC_KEY_MAX bytes) and look it up.
  * Returns 1 on a hit (*hit pinned), 0 on a miss, or an argument error. */
 static int mc__call_lookup(mc_cached *fn, const mc_arg *args, size_t nargs, unsigned char *key,
@@ -756,7 +772,11 @@ static int mc__call_lookup(mc_cached *fn, const mc_arg *args, size_t nargs, unsi
         return rc;
     if (mc__call_bypasses(fn))
         return 0; /* a miss: the load path, without the cache */
-    return mc_cache_get(fn->cache, key, *klen, hit) == 0;
+    unsigned age;
+    bool found = mc__cache_get_aged(fn->cache, key, *klen, hit, &age) == 0;
+    if (age)
+        mc__call_aged(fn, key, *klen, args, nargs, age);
+    return found;
 }
 
 /* After a miss on `key`: join the load in flight for it, or start one, and wait for its
@@ -808,7 +828,10 @@ int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, void *b
     bool none;
     if (!mc__call_bypasses(fn)) {
         /* A hit copies under the bucket's version and pins nothing. */
-        rc = mc__cache_get_copy_ex(fn->cache, key, klen, buf, cap, vlen, &none);
+        unsigned age;
+        rc = mc__cache_get_copy_aged(fn->cache, key, klen, buf, cap, vlen, &none, &age);
+        if (age)
+            mc__call_aged(fn, key, klen, args, nargs, age);
         if (rc == 0 || rc == MC_ERANGE)
             return none ? MC_ENOENT : rc;
         if (rc != MC_ENOENT)
@@ -849,7 +872,10 @@ int mc_cached_call_borrow(mc_cached *fn, const mc_arg *args, size_t nargs, const
         return rc;
     bool none;
     if (!mc__call_bypasses(fn)) {
-        rc = mc__cache_get_borrow_ex(fn->cache, key, klen, data, vlen, &none);
+        unsigned age;
+        rc = mc__cache_get_borrow_aged(fn->cache, key, klen, data, vlen, &none, &age);
+        if (age)
+            mc__call_aged(fn, key, klen, args, nargs, age);
         if (rc == 0)
             return none ? MC_ENOENT : 0;
         if (rc != MC_ENOENT)
@@ -889,7 +915,9 @@ int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_don
         done(ud, 0, v);
         return 0;
     }
-    if (fn->load_timeout_ns && (rc = mc__timer_ensure(fn)) != 0)
+    /* Armed once before the waiter is listed, to learn that the pool can take it (nothing
+     * fires early: a fire finds no deadline passed and re-arms for the next). */
+    if (fn->load_timeout_ns && (rc = mc__timer_arm(fn, mc__deadline(fn))) != 0)
         return rc;
     struct mc__waiter *w = mc__calloc(1, sizeof *w);
     if (!w)
@@ -910,7 +938,7 @@ int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_don
         return rc;
     }
     if (deadline)
-        mc__timer_notify(fn, deadline);
+        mc__timer_arm(fn, deadline);
     if (rc == 2)
         mc__start_load(fn, l, NULL, 0, 0);
     return 0;
@@ -1360,15 +1388,24 @@ int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self
         pthread_mutex_init(&fn->stripes[s].lock, NULL);
         mc__cond_init_monotonic(&fn->stripes[s].cond);
     }
-    pthread_mutex_init(&fn->rlock, NULL);
-    pthread_mutex_init(&fn->tlock, NULL);
-    mc__cond_init_monotonic(&fn->tcond);
-    fn->timer_wake = UINT64_MAX;
+    pthread_mutex_init(&fn->jlock, NULL);
+    pthread_cond_init(&fn->jcond, NULL);
+    mc__worktimer_init(&fn->timer, mc__timer_fire, fn, true);
 
     double factor = 1.0;
     uint64_t ttl = 0, timeout = 0;
-    if (o->registry)
+    fn->refresh_after_ns = o->refresh_after_ns;
+    fn->expire_after_write_ns = o->expire_after_write_ns;
+    fn->none_ttl_ns = o->none_ttl_ns;
+    if (o->registry) {
         mc__registry_defaults(o->registry, fn->name, &factor, &ttl, &timeout);
+        /* The config's per-function settings replace the options' (operators tune them). */
+        mc__registry_timing(o->registry, fn->name, &fn->refresh_after_ns, &fn->expire_after_write_ns,
+                            &fn->none_ttl_ns);
+        fn->pool = mc__registry_pool(o->registry);
+    } else {
+        fn->pool = mc__default_pool();
+    }
     if (o->load_timeout_ns)
         timeout = o->load_timeout_ns;
     fn->load_timeout_ns = timeout == MC_TIMEOUT_NEVER ? 0 : timeout;
@@ -1394,6 +1431,9 @@ int mc_cached_create(const mc_cached_options *o, mc_loader_fn loader, void *self
     co.on_evict = mc__on_evict;
     co.on_evict_ud = fn;
     int rc = mc_cache_create(&co, &fn->cache);
+    if (rc == 0)
+        rc = mc__cache_set_write_rules(fn->cache, fn->refresh_after_ns, fn->expire_after_write_ns,
+                                       fn->none_ttl_ns);
     if (rc != 0) {
         mc_cached_destroy(fn);
         return rc;
@@ -1422,8 +1462,11 @@ void mc_cached_destroy(mc_cached *fn)
     pthread_mutex_unlock(&fn->reflock);
     /* Loads still running for callers that timed out finish first: they store into the
      * cache and run its listener. */
-    mc__join_runners(fn);
-    mc__timer_stop(fn);
+    mc__drain_jobs(fn);
+    if (fn->pool) {
+        mc__worktimer_cancel(fn->pool, &fn->timer);
+        mc__workpool_release(fn->pool);
+    }
     mc_cache_destroy(fn->cache);
     for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
         struct mc__stripe_c *st = &fn->stripes[s];
@@ -1440,11 +1483,10 @@ void mc_cached_destroy(mc_cached *fn)
         pthread_mutex_destroy(&st->lock);
         pthread_cond_destroy(&st->cond);
     }
-    pthread_mutex_destroy(&fn->rlock);
+    pthread_mutex_destroy(&fn->jlock);
+    pthread_cond_destroy(&fn->jcond);
     pthread_mutex_destroy(&fn->reflock);
     pthread_cond_destroy(&fn->refcond);
-    pthread_mutex_destroy(&fn->tlock);
-    pthread_cond_destroy(&fn->tcond);
     free(fn);
 }
 
@@ -1478,6 +1520,9 @@ void mc_cached_stats_get(mc_cached *fn, mc_cached_stats *out)
         out->load_duration_buckets[i] = cum;
     }
     out->load_duration_sum_ns = atomic_load_explicit(&fn->load_sum_ns, memory_order_relaxed);
+    out->refreshes = atomic_load_explicit(&fn->refreshes, memory_order_relaxed);
+    out->refresh_errors = atomic_load_explicit(&fn->refresh_errors, memory_order_relaxed);
+    out->expiries = atomic_load_explicit(&fn->expiries, memory_order_relaxed);
 }
 
 const char *mc_cached_name(const mc_cached *fn) { return fn ? fn->name : ""; }

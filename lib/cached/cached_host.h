@@ -11,4 +11,9 @@
  * cleans up after it. */
 MC_INTERNAL void mc__registry_forget(mc_registry *reg, const mc_cached *fn);
 
+/* The load pool of a registry (or of a scope's registry), retained for the caller (release
+ * with mc__workpool_release): where the host runs modules' pool work. */
+typedef struct mc__workpool mc__workpool;
+MC_INTERNAL mc__workpool *mc__registry_workpool(mc_registry *reg);
+
 #endif

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "cached/cached_host.h"
+#include "core/workpool.h"
 #include "modcache/cached.h"
 
 #define MC__CACHED_STRIPES 16
@@ -27,15 +28,12 @@ struct mc__waiter {
     struct mc__waiter *tprev, *tnext;
 };
 
-/* A thread running one load, or one batch, of a function with a load timeout, so that the
- * caller that started it can stop waiting. Listed in its function until joined. */
-struct mc__runner {
-    pthread_t thread;
+/* One load, or one batch, handed to the load pool (a timed load, or a refresh reload). */
+struct mc__pooljob {
+    mc_cached *fn;
     struct mc_load *load; /* a single load or a batch */
     mc_arg *flat;         /* a batch's keys, owned */
     size_t nkeys, nargs;
-    _Atomic bool finished; /* the loader returned: joining will not block */
-    struct mc__runner *next;
 };
 
 /* An invalidation callback attached to a key. */
@@ -57,6 +55,7 @@ struct mc_load {
     unsigned refs;        /* stripe lock: 1 for the in-flight table + 1 per blocking waiter */
     bool done;            /* stripe lock */
     bool batch;           /* a batch: items below, no key of its own */
+    bool refresh;         /* a refresh reload (refresh_after_ns): counted as one */
     int rc;
     _Atomic bool invalidated;
     mc_value *value;      /* the result, pinned for the waiters (rc == 0) */
@@ -119,16 +118,17 @@ struct mc_cached {
     _Atomic uint64_t load_hist[MC_LOAD_BUCKETS];
     _Atomic uint64_t load_sum_ns;
     uint64_t load_timeout_ns; /* 0: callers wait as long as the load takes */
-    /* Runner threads (load timeouts), under rlock. */
-    pthread_mutex_t rlock;
-    struct mc__runner *runners;
-    /* Timer thread for async waiters' deadlines, started on first need. tlock guards the
-     * fields below; timer_wake is the earliest deadline the timer must wake for. */
-    pthread_mutex_t tlock;
-    pthread_cond_t tcond;
-    pthread_t timer;
-    bool timer_running, timer_stop;
-    uint64_t timer_wake;
+    /* The load pool (retained): timed loads, refresh reloads and the async-deadline timer run
+     * there. jobs counts this function's jobs queued or running (under jlock; destroy waits
+     * for 0 on jcond). */
+    mc__workpool *pool;
+    pthread_mutex_t jlock;
+    pthread_cond_t jcond;
+    unsigned jobs;
+    mc__worktimer timer; /* async waiters' deadlines (fires inline on the pool's timer thread) */
+    /* Write-age rules (0: off) and their counters. */
+    uint64_t refresh_after_ns, expire_after_write_ns, none_ttl_ns;
+    _Atomic uint64_t refreshes, refresh_errors, expiries;
     struct mc__stripe_c stripes[MC__CACHED_STRIPES];
 };
 
@@ -159,5 +159,15 @@ void mc__cached_apply_factor(mc_cached *fn, double factor);
 /* Registry side of creation: config values a new function inherits. */
 void mc__registry_defaults(const mc_registry *reg, const char *name, double *factor,
                            uint64_t *ttl_ns, uint64_t *load_timeout_ns);
+
+/* Per-function write-age settings of the registry's config for `name` (left alone when it
+ * has none), and the registry's load pool (retained for the caller). */
+void mc__registry_timing(const mc_registry *reg, const char *name, uint64_t *refresh_ns,
+                         uint64_t *expire_ns, uint64_t *none_ns);
+mc__workpool *mc__registry_pool(mc_registry *reg);
+
+/* The pool of functions created without a registry: one per process, started on first use
+ * (retained for the caller), or NULL when it cannot be created. */
+mc__workpool *mc__default_pool(void);
 
 #endif

@@ -56,6 +56,11 @@ struct mc_registry {
      * function added meanwhile gets the state in force). */
     bool bypass;
     pthread_mutex_t bypass_lock; /* serializes mc_registry_set_bypass */
+    /* The load pool of the functions created under it (threads start on first use), and the
+     * per-function write-age settings (copied, names owned). Fixed after creation. */
+    mc__workpool *pool;
+    mc_cache_timing *timings;
+    size_t ntimings;
 };
 
 mc_registry *mc__registry_root(mc_registry *reg) { return reg && reg->root ? reg->root : reg; }
@@ -150,6 +155,11 @@ int mc_registry_create(const mc_cache_config *cfg, mc_registry **out)
         if (!c.per_cache_factors[i].name || !(c.per_cache_factors[i].factor > 0) ||
             !isfinite(c.per_cache_factors[i].factor))
             return MC_EINVAL;
+    if (c.n_timings && !c.timings)
+        return MC_EINVAL;
+    for (size_t i = 0; i < c.n_timings; i++)
+        if (!c.timings[i].name)
+            return MC_EINVAL;
     mc_registry *reg = mc__calloc(1, sizeof *reg);
     if (!reg)
         return MC_ENOMEM;
@@ -170,10 +180,72 @@ int mc_registry_create(const mc_cache_config *cfg, mc_registry **out)
             mc_registry_destroy(reg);
             return MC_ENOMEM;
         }
+    reg->cfg.timings = NULL;
+    reg->cfg.n_timings = 0;
+    if (c.n_timings && !(reg->timings = mc__calloc(c.n_timings, sizeof *reg->timings))) {
+        mc_registry_destroy(reg);
+        return MC_ENOMEM;
+    }
+    for (size_t i = 0; i < c.n_timings; i++, reg->ntimings++) {
+        reg->timings[i] = c.timings[i];
+        if (!(reg->timings[i].name = mc__strdup(c.timings[i].name))) {
+            mc_registry_destroy(reg);
+            return MC_ENOMEM;
+        }
+    }
+    if (mc__workpool_create(c.load_pool_threads, &reg->pool) != 0) {
+        mc_registry_destroy(reg);
+        return MC_ENOMEM;
+    }
     double env;
     reg->global = mc__env_factor(NULL, &env) ? env : c.global_factor;
     *out = reg;
     return 0;
+}
+
+void mc__registry_timing(const mc_registry *reg, const char *name, uint64_t *refresh_ns, uint64_t *expire_ns,
+                         uint64_t *none_ns)
+{
+    if (reg->root)
+        reg = reg->root;
+    /* The last entry of a name wins, as a YAML map's would. */
+    for (size_t i = 0; i < reg->ntimings; i++) {
+        const mc_cache_timing *t = &reg->timings[i];
+        if (strcmp(t->name, name) != 0)
+            continue;
+        if (t->refresh_after_ns)
+            *refresh_ns = t->refresh_after_ns;
+        if (t->expire_after_write_ns)
+            *expire_ns = t->expire_after_write_ns;
+        if (t->none_ttl_ns)
+            *none_ns = t->none_ttl_ns;
+    }
+}
+
+mc__workpool *mc__registry_pool(mc_registry *reg)
+{
+    reg = mc__registry_root(reg);
+    mc__workpool_retain(reg->pool);
+    return reg->pool;
+}
+
+mc__workpool *mc__registry_workpool(mc_registry *reg) { return reg ? mc__registry_pool(reg) : NULL; }
+
+static mc__workpool *mc__process_pool;
+static pthread_once_t mc__process_pool_once = PTHREAD_ONCE_INIT;
+
+static void mc__process_pool_create(void)
+{
+    /* Never released: it serves every registry-less function until the process exits. */
+    if (mc__workpool_create(0, &mc__process_pool) != 0)
+        mc__process_pool = NULL;
+}
+
+mc__workpool *mc__default_pool(void)
+{
+    pthread_once(&mc__process_pool_once, mc__process_pool_create);
+    mc__workpool_retain(mc__process_pool);
+    return mc__process_pool;
 }
 
 void mc_registry_destroy(mc_registry *reg)
@@ -191,6 +263,11 @@ void mc_registry_destroy(mc_registry *reg)
         reg->fns[i]->owner = NULL;
     }
     pthread_rwlock_unlock(&reg->lock);
+    /* Functions still alive keep the pool (each holds a reference): it stops with the last. */
+    mc__workpool_release(reg->pool);
+    for (size_t i = 0; i < reg->ntimings; i++)
+        free((char *)reg->timings[i].name);
+    free(reg->timings);
     free(reg->subs);
     pthread_rwlock_destroy(&reg->sublock);
     pthread_mutex_destroy(&reg->bypass_lock);

@@ -651,6 +651,7 @@ static void mc__restore_part(mc__rpart *p)
             /* Out of line, as loads store them (attached callbacks compare entries). */
             .out_of_line = true,
             .age_ns = p->order[i].age,
+            .restored = true,
         };
         int rc = mc__cache_put_ex(p->fn->cache, &a);
         if (rc == 0)
@@ -677,10 +678,10 @@ static void mc__restore_fn(const mc_snapshot *s, const struct mc__snapfn *sf, mc
     mc__srec r;
     for (size_t off = sf->first; off < sf->end && mc__srec_at(s->data, off, sf->end, &r); off = r.next) {
         uint64_t age = r.age_ns > UINT64_MAX - down ? UINT64_MAX : r.age_ns + down;
-        /* Expire-after-access counts from the saved last access. An expire-after-write bound
-         * (when the cache keeps write times) is checked here the same way, from a saved write
-         * age. */
-        if (ttl && age >= ttl) {
+        /* Expire-after-access counts from the saved last access. Snapshots keep no write
+         * time, so a function with a write-age lifetime (expire_after_write, none_ttl) cannot
+         * prove any entry young enough: none is restored (counted as expired). */
+        if ((ttl && age >= ttl) || fn->expire_after_write_ns || (r.none && fn->none_ttl_ns)) {
             st->expired++;
             continue;
         }

@@ -89,8 +89,11 @@ static void mc__module_unload(mc_host *h, mc__module *m, bool initialised)
      * (closed) through fini, so that registering from fini is refused too. */
     mc_registry_scope_open(m->api.scope, false);
     mc_registry_scope_clear(m->api.scope);
+    /* Its pool work ends before fini frees what that work uses. */
+    mc__api_work_stop(&m->api);
     if (initialised && m->api.desc->fini)
         m->api.desc->fini(m->state);
+    mc__api_work_free(&m->api);
     mc_registry_scope_destroy(m->api.scope);
     m->api.scope = NULL;
     if (m->has_parsed && m->api.desc->free_config)
@@ -221,6 +224,10 @@ static int mc__module_open(mc_host *h, const char *path, const mc_config_node *c
     m->api.host = h;
     m->api.desc = d;
     m->api.config = config ? config : mc_config_root(h->empty);
+    if ((rc = mc__api_work_init(&m->api)) != 0) {
+        mc__module_unload(h, m, false);
+        return rc;
+    }
     if (d->parse_config) {
         mc_error merr = {0};
         rc = d->parse_config(m->api.config, &m->parsed, &merr);

@@ -16,6 +16,9 @@ struct mc_api {
      * that registering later is refused however it is tried; closing it before fini
      * unregisters whatever the module registered. */
     mc_registry *scope;
+    /* The module's work on the load pool (mc_api_run_in_pool, mc_api_looping_call): see
+     * work.c. NULL until the module is set up. */
+    struct mc__api_work *work;
 };
 
 typedef struct mc__module {
@@ -77,6 +80,12 @@ struct mc_host {
     mc_config *empty; /* a null scalar for modules without a config */
 };
 
+
+/* A module's pool work (work.c): set up when its API handle is, stopped before its fini (new
+ * work refused, looping calls stopped, queued and running jobs waited for), freed after. */
+int mc__api_work_init(mc_api *api);
+void mc__api_work_stop(mc_api *api);
+void mc__api_work_free(mc_api *api);
 
 void mc__host_log(mc_host *h, mc_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

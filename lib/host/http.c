@@ -411,12 +411,15 @@ static void mc__list_one(void *ud, mc_cached *fn, const mc_cached_stats *st)
     mc__bprintf(b,
                 "\", \"entries\": %llu, \"max_entries\": %llu, \"bytes\": %llu, \"memory\": %llu, "
                 "\"hits\": %llu, \"misses\": %llu, \"loads\": %llu, \"load_errors\": %llu, "
-                "\"invalidations\": %llu, \"timeouts\": %llu, \"evictions\": {",
+                "\"invalidations\": %llu, \"timeouts\": %llu, \"refreshes\": %llu, "
+                "\"refresh_errors\": %llu, \"expiries\": %llu, \"evictions\": {",
                 (unsigned long long)st->cache.entries, (unsigned long long)st->cache.max_entries,
                 (unsigned long long)st->cache.weight, (unsigned long long)st->cache.memory,
                 (unsigned long long)st->cache.hits, (unsigned long long)st->cache.misses,
                 (unsigned long long)st->loads, (unsigned long long)st->load_errors,
-                (unsigned long long)st->invalidations, (unsigned long long)st->timeouts);
+                (unsigned long long)st->invalidations, (unsigned long long)st->timeouts,
+                (unsigned long long)st->refreshes, (unsigned long long)st->refresh_errors,
+                (unsigned long long)st->expiries);
     for (int r = 0; r < MC_EVICT_NREASONS; r++)
         mc__bprintf(b, "%s\"%s\": %llu", r ? ", " : "", mc_evict_reason_name((mc_evict_reason)r),
                     (unsigned long long)st->cache.evictions[r]);
@@ -518,6 +521,14 @@ static const mc__fn_family mc__fn_families[] = {
      MC__ST(load_errors)},
     {"modcache_cache_load_timeouts_total", "counter", "Calls that gave up on a load at the load timeout.", MC__ALL,
      MC__ST(timeouts)},
+    {"modcache_cache_refreshes_total", "counter",
+     "Refresh-ahead reloads started (refresh_after): the old value was served meanwhile.", MC__ALL,
+     MC__ST(refreshes)},
+    {"modcache_cache_refresh_errors_total", "counter", "Refresh-ahead reloads that failed (the old value kept).",
+     MC__ALL, MC__ST(refresh_errors)},
+    {"modcache_cache_expiries_total", "counter",
+     "Entries found past expire_after_write (or none_ttl) by a call, which loaded again.", MC__ALL,
+     MC__ST(expiries)},
 };
 #undef MC__ST
 

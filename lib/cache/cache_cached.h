@@ -27,6 +27,12 @@ typedef struct mc__put_args {
     void *guard_ud;
     /* Receives a pin on the stored entry (NULL on failure), if not NULL. */
     mc_value **pinned;
+    /* Memoized stores: when the key holds an unexpired out-of-line entry with the same bytes,
+     * the same "no value" flag and the same weight, keep that entry (no replacement, no
+     * listener call, its recency and access time refreshed as by a write) and pin it instead;
+     * *kept (if not NULL) says so. An owned value then stays with the caller. */
+    bool keep_identical;
+    bool *kept;
 } mc__put_args;
 
 int mc__cache_put_ex(mc_cache *c, const mc__put_args *a);

@@ -262,10 +262,13 @@ MC_API int mc_cached_call_many_ex(mc_cached *fn, const mc_arg *keys, size_t nkey
  * mc_load_call(load, G, args, nargs, &v) calls G as mc_cached_call does and records that F's
  * entry for k depends on G's entry that v came from. When that entry leaves G's cache, for any
  * reason of the callback contract above, F's key k is invalidated in this process as
- * mc_cached_invalidate does (the entry goes; a load of k running then is not stored). If G's
- * entry is gone already when the dependency is recorded (v was not stored, or was replaced or
- * invalidated meanwhile), the load's result is not stored: its callers still get it, and calls
- * from now on load afresh. The library keeps the records: the module writes no closure.
+ * mc_cached_invalidate does (the entry goes; a load of k running then is not stored, and calls
+ * from then on load afresh rather than join it). The dependency is recorded on G's key before
+ * G is read, so a removal of that key at any moment of the read counts: no call of F that
+ * starts after an invalidation of G's entry returned gets a value computed from it. If G's
+ * entry is gone by the time the read returns (v was not stored, or was replaced or invalidated
+ * meanwhile), the load's result is not stored (its callers still get it). The library keeps
+ * the records: the module writes no closure.
  *
  * Lifetimes: G destroyed first, its entries go, so F's dependent keys are invalidated then. F
  * destroyed first, the records left in G do nothing when they fire. A record lives until G's
@@ -276,15 +279,24 @@ MC_API int mc_cached_call_many_ex(mc_cached *fn, const mc_arg *keys, size_t nkey
  *
  * Only from the load's own loader, before it returns or completes the load (a batch loader
  * records per key, on mc_load_item(load, i)). Returns as mc_cached_call, and MC_EINVAL for a
- * NULL load, a batch (not an item) or a call of F's own key k; MC_ENOMEM if the dependency could
- * not be recorded (*out NULL; the load's result will not be stored). */
+ * NULL load, a batch (not an item) or a call of F's own key k. Running out of memory for the
+ * record does not fail the call: the load's result is then not stored. */
 MC_API int mc_load_call(mc_load *load, mc_cached *other, const mc_arg *args, size_t nargs,
                         mc_value **out);
 
-/* The same for a value the loader obtained otherwise (mc_cached_call, _call_many, _call_async,
- * ...): make the load's key depend on the entry of `other` that `value` came from. value stays
- * the caller's (still pinned). Returns 0; MC_EINVAL (NULL arguments, a batch, a value of the
- * load's own key); MC_ENOMEM (not recorded: the load's result will not be stored). */
+/* mc_cached_call_many on `other` with a dependency on every key's entry, as mc_load_call
+ * records one (keys whose rcs[i] is an error record none). Returns as mc_cached_call_many, and
+ * MC_EINVAL (nothing called) for a NULL load, a batch, or a key that is the load's own. */
+MC_API int mc_load_call_many(mc_load *load, mc_cached *other, const mc_arg *keys, size_t nkeys,
+                             size_t nargs, mc_value **values, int *rcs);
+
+/* For a value the loader obtained otherwise (mc_cached_call_async, mc_cached_call_copy cannot
+ * say which entry): make the load's key depend on the entry of `other` that `value` came from.
+ * value stays the caller's (still pinned). Recorded after the read, this can only check that
+ * the entry is still cached: a caller joining the load between the read and this call may get
+ * its result, which is then not stored; prefer mc_load_call. Returns 0; MC_EINVAL (NULL
+ * arguments, a batch, a value of the load's own key); MC_ENOMEM (not recorded: the load's
+ * result will not be stored). */
 MC_API int mc_load_depends_on(mc_load *load, mc_cached *other, const mc_value *value);
 
 /* Invalidate one key, or on a `tree` function every key under a shorter tuple. args is the

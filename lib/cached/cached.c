@@ -1039,11 +1039,60 @@ static void mc__mark_key(mc_cached *fn, const unsigned char *key, size_t klen)
     pthread_mutex_unlock(&st->lock);
 }
 
+static void mc__attach_release(struct mc__attach *a);
+
+/* After an invalidation removed the entries: run the callbacks still attached to the keys it
+ * named (one key, or every key under a prefix; all: plen 0). The removals' listener ran those
+ * of removed entries; what is left is a dependency recorded before its read (mc_load_call)
+ * while the key was loading, which the invalidation must reach too, or an attachment whose
+ * entry went already (its attacher would run it a moment later). */
+static void mc__invalidate_attached(mc_cached *fn, const unsigned char *key, size_t klen, bool prefix)
+{
+    /* Acquire: pairs with the release of an attachment's count (see mc__on_evict). */
+    if (atomic_load_explicit(&fn->n_attached, memory_order_acquire) == 0)
+        return;
+    struct mc__attach *run = NULL;
+    uint64_t h = prefix ? 0 : mc__khash(key, klen);
+    for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
+        struct mc__stripe_c *st = &fn->stripes[s];
+        if (!prefix && st != mc__stripe_of(fn, h))
+            continue;
+        pthread_mutex_lock(&st->lock);
+        for (unsigned b = 0; b < MC__CACHED_BUCKETS; b++) {
+            if (!prefix && b != mc__bucket_of(h))
+                continue;
+            struct mc__attach **pp = &st->attached[b];
+            while (*pp) {
+                struct mc__attach *a = *pp;
+                bool hit = prefix ? mc_key_has_prefix(a->key, a->klen, key, klen)
+                                  : a->klen == klen && memcmp(a->key, key, klen) == 0;
+                if (hit) {
+                    *pp = a->next;
+                    a->next = run;
+                    run = a;
+                } else {
+                    pp = &a->next;
+                }
+            }
+        }
+        pthread_mutex_unlock(&st->lock);
+    }
+    while (run) {
+        struct mc__attach *next = run->next;
+        atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
+        run->cb(run->ud);
+        mc__attach_release(run);
+        run = next;
+    }
+}
+
 static int mc__invalidate_key(mc_cached *fn, const unsigned char *key, size_t klen)
 {
     mc__mark_key(fn, key, klen);
     mc__count_invalidation(fn);
-    return mc_cache_remove(fn->cache, key, klen);
+    int rc = mc_cache_remove(fn->cache, key, klen);
+    mc__invalidate_attached(fn, key, klen, false);
+    return rc;
 }
 
 static size_t mc__invalidate_prefix(mc_cached *fn, const void *prefix, size_t plen)
@@ -1052,6 +1101,7 @@ static size_t mc__invalidate_prefix(mc_cached *fn, const void *prefix, size_t pl
     mc__mark_inflight(fn, prefix, plen, false);
     mc__count_invalidation(fn);
     mc_cache_remove_prefix(fn->cache, prefix, plen, &removed);
+    mc__invalidate_attached(fn, prefix, plen, true);
     return removed;
 }
 
@@ -1062,6 +1112,7 @@ static size_t mc__invalidate_everything(mc_cached *fn)
     mc__count_invalidation(fn);
     /* The empty prefix matches every key: a clear that counts what it removed. */
     mc_cache_remove_prefix(fn->cache, NULL, 0, &removed);
+    mc__invalidate_attached(fn, NULL, 0, true);
     return removed;
 }
 
@@ -1211,6 +1262,14 @@ int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const voi
 
 /* ------------------------------------------------------------------ invalidation callbacks */
 
+/* After running a popped attachment: free it, unless its loader still holds it. */
+static void mc__attach_release(struct mc__attach *a)
+{
+    /* Acq_rel: whichever of the listener and the loader lets go last sees the other done. */
+    if (!a->held || atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+        free(a);
+}
+
 /* The cache's eviction listener: run the callbacks attached to the key that left. */
 static void mc__on_evict(void *ud, const void *key, size_t klen, const void *value, size_t vlen,
                          mc_evict_reason reason)
@@ -1241,7 +1300,7 @@ static void mc__on_evict(void *ud, const void *key, size_t klen, const void *val
         struct mc__attach *next = run->next;
         atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
         run->cb(run->ud);
-        free(run);
+        mc__attach_release(run);
         run = next;
     }
 }
@@ -1296,6 +1355,8 @@ static struct mc__attach *mc__attach_new(mc_invalidate_fn cb, void *ud, const vo
     a->cb = cb;
     a->ud = ud;
     a->entry = NULL;
+    a->held = false;
+    atomic_init(&a->refs, 1);
     a->klen = klen;
     memcpy(a->key, key, klen);
     return a;
@@ -1618,6 +1679,95 @@ int mc_load_depends_on(mc_load *l, mc_cached *other, const mc_value *value)
     return r < 0 ? r : 0;
 }
 
+/* A dependency of l's key on other's key `key`, listed there before the entry is read (its
+ * entry not known yet: it matches no duplicate), so that any removal of that key from now on
+ * pops it and invalidates l's key, which takes l out of the in-flight table: no caller who
+ * starts after such a removal joins l. NULL without memory (then l is cancelled). */
+static struct mc__attach *mc__dep_pre(mc_load *l, mc_cached *other, const unsigned char *key, size_t klen)
+{
+    struct mc__dep_hub *hub = mc__hub_of(l->fn);
+    struct mc__dep *d = hub ? mc__malloc(sizeof *d + l->klen) : NULL;
+    struct mc__attach *a = d ? mc__attach_new(mc__dep_fire, d, key, klen) : NULL;
+    if (!a) {
+        free(d);
+        mc__load_cancel(l); /* an untracked dependency: the result must not be cached */
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&hub->refs, 1, memory_order_relaxed); /* the record's */
+    d->hub = hub;
+    d->klen = l->klen;
+    memcpy(d->key, l->key, l->klen);
+    a->held = true;
+    atomic_init(&a->refs, 2); /* the list's and ours, until mc__dep_post */
+    uint64_t h = mc__khash(key, klen);
+    struct mc__stripe_c *st = mc__stripe_of(other, h);
+    size_t b = mc__bucket_of(h);
+    pthread_mutex_lock(&st->lock);
+    a->next = st->attached[b];
+    st->attached[b] = a;
+    atomic_fetch_add_explicit(&other->n_attached, 1, memory_order_release);
+    pthread_mutex_unlock(&st->lock);
+    return a;
+}
+
+static void mc__dep_discard(struct mc__attach *a)
+{
+    struct mc__dep *d = a->ud;
+    mc__hub_unref(d->hub);
+    free(d);
+    free(a);
+}
+
+/* After the read of a's key: bind a to the entry v came from (v NULL: the read failed, no
+ * dependency), or drop it as a duplicate; if v is not the cached entry any more, l is not
+ * stored. If a was popped meanwhile, it ran: l's key was invalidated already. Lets go of a. */
+static void mc__dep_post(mc_load *l, mc_cached *other, struct mc__attach *a, const mc_value *v)
+{
+    uint64_t h = mc__khash(a->key, a->klen);
+    struct mc__stripe_c *st = mc__stripe_of(other, h);
+    bool found = false, keep = false;
+    pthread_mutex_lock(&st->lock);
+    for (struct mc__attach **pp = &st->attached[mc__bucket_of(h)]; *pp; pp = &(*pp)->next) {
+        if (*pp != a)
+            continue;
+        found = true;
+        keep = v != NULL;
+        if (keep) {
+            a->entry = v;
+            for (struct mc__attach *x = st->attached[mc__bucket_of(h)]; x && keep; x = x->next)
+                keep = x == a || !mc__attach_same(x, a);
+        }
+        if (!keep)
+            *pp = a->next;
+        a->held = false; /* listed alone now, or ours alone */
+        break;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (!found) {
+        mc__attach_release(a); /* popped: it ran (or runs) and frees its record */
+        return;
+    }
+    if (!keep) {
+        atomic_fetch_sub_explicit(&other->n_attached, 1, memory_order_relaxed);
+        mc__dep_discard(a);
+        return;
+    }
+    mc_value *now = NULL;
+    bool same = mc__cache_get_quiet(other->cache, a->key, a->klen, &now) == 0 && now == v;
+    if (now)
+        mc_value_release(now);
+    if (!same && mc__detach(other, a, h)) {
+        mc__dep_discard(a);
+        mc__load_cancel(l); /* what was read is not cached any more */
+    }
+}
+
+/* The checks of mc_load_call(_many) for one key of other: 0, or MC_EINVAL for the load's own. */
+static int mc__dep_key_ok(const mc_load *l, const mc_cached *other, const unsigned char *key, size_t klen)
+{
+    return other == l->fn && klen == l->klen && memcmp(key, l->key, klen) == 0 ? MC_EINVAL : 0;
+}
+
 int mc_load_call(mc_load *l, mc_cached *other, const mc_arg *args, size_t nargs, mc_value **out)
 {
     if (!out)
@@ -1625,23 +1775,50 @@ int mc_load_call(mc_load *l, mc_cached *other, const mc_arg *args, size_t nargs,
     *out = NULL;
     if (!l || l->batch || !other)
         return MC_EINVAL;
-    if (other == l->fn) {
-        unsigned char key[MC_KEY_MAX];
-        size_t klen;
-        int krc = mc__call_key(other, args, nargs, key, &klen);
-        if (krc != 0)
-            return krc;
-        if (klen == l->klen && memcmp(key, l->key, klen) == 0)
-            return MC_EINVAL; /* a load waiting for itself */
-    }
-    int rc = mc_cached_call(other, args, nargs, out);
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = mc__call_key(other, args, nargs, key, &klen);
+    if (rc == 0)
+        rc = mc__dep_key_ok(l, other, key, klen); /* a load waiting for itself */
     if (rc != 0)
         return rc;
-    rc = mc_load_depends_on(l, other, *out);
-    if (rc != 0) {
-        mc_value_release(*out);
-        *out = NULL;
+    struct mc__attach *a = NULL;
+    if (!atomic_load_explicit(&l->invalidated, memory_order_acquire))
+        a = mc__dep_pre(l, other, key, klen);
+    rc = mc_cached_call(other, args, nargs, out);
+    if (a)
+        mc__dep_post(l, other, a, rc == 0 ? *out : NULL);
+    return rc;
+}
+
+int mc_load_call_many(mc_load *l, mc_cached *other, const mc_arg *keys, size_t nkeys, size_t nargs,
+                      mc_value **values, int *rcs)
+{
+    if (!l || l->batch || !other || (!keys && nkeys) || (nkeys && (!values || !rcs)))
+        return MC_EINVAL;
+    struct mc__attach **pre = mc__calloc(nkeys ? nkeys : 1, sizeof *pre);
+    if (!pre)
+        mc__load_cancel(l);
+    for (size_t i = 0; i < nkeys; i++) {
+        unsigned char key[MC_KEY_MAX];
+        size_t klen;
+        if (mc__call_key(other, keys + i * nargs, nargs, key, &klen) != 0)
+            continue; /* the call reports it */
+        if (mc__dep_key_ok(l, other, key, klen) != 0) {
+            for (size_t j = 0; pre && j < i; j++)
+                if (pre[j])
+                    mc__dep_post(l, other, pre[j], NULL);
+            free(pre);
+            return MC_EINVAL;
+        }
+        if (pre && !atomic_load_explicit(&l->invalidated, memory_order_acquire))
+            pre[i] = mc__dep_pre(l, other, key, klen);
     }
+    int rc = mc_cached_call_many(other, keys, nkeys, nargs, values, rcs);
+    for (size_t i = 0; pre && i < nkeys; i++)
+        if (pre[i])
+            mc__dep_post(l, other, pre[i], rc == 0 && rcs[i] == 0 ? values[i] : NULL);
+    free(pre);
     return rc;
 }
 
@@ -1782,7 +1959,7 @@ void mc_cached_destroy(mc_cached *fn)
             while (a) {
                 struct mc__attach *next = a->next;
                 a->cb(a->ud);
-                free(a);
+                mc__attach_release(a);
                 a = next;
             }
         }

@@ -47,6 +47,11 @@ struct mc__attach {
     mc_invalidate_fn cb;
     void *ud;
     const void *entry;
+    /* A dependency listed before its entry is read (mc_load_call) is also held by its loader
+     * until bound: `held` (stripe lock while listed; fixed once popped) and, while held, two
+     * references, the list's and the loader's (the last one frees it). */
+    bool held;
+    atomic_uint refs;
     size_t klen;
     unsigned char key[];
 };

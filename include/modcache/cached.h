@@ -187,7 +187,7 @@ MC_API int mc_cached_call_borrow(mc_cached *fn, const mc_arg *args, size_t nargs
  *
  * The callback contract, for every function that takes an mc_invalidate_fn (mc_cached_call_ex,
  * mc_cached_call_async_ex, mc_cached_call_many_ex, mc_cached_prefill_ex) and for the
- * dependencies of mc_load_call and mc_load_depends_on:
+ * dependencies of mc_load_call, mc_load_call_many and mc_load_depends_on:
  *
  * - Exactly once. A callback handed to a call runs once, whatever happens. Attached to the
  *   entry the call's result came from, it runs when that entry leaves the cache for any reason:

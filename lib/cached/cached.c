@@ -1305,24 +1305,6 @@ static void mc__on_evict(void *ud, const void *key, size_t klen, const void *val
     }
 }
 
-/* Remove one attachment if still there (whoever removes it runs it). */
-static bool mc__detach(mc_cached *fn, struct mc__attach *target, uint64_t h)
-{
-    struct mc__stripe_c *st = mc__stripe_of(fn, h);
-    bool found = false;
-    pthread_mutex_lock(&st->lock);
-    for (struct mc__attach **pp = &st->attached[mc__bucket_of(h)]; *pp; pp = &(*pp)->next)
-        if (*pp == target) {
-            *pp = target->next;
-            found = true;
-            break;
-        }
-    pthread_mutex_unlock(&st->lock);
-    if (found)
-        atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
-    return found;
-}
-
 static void mc__dep_fire(void *ud);
 
 /* Two attachments that are one: same key, same entry, same callback and user data (for
@@ -1375,11 +1357,45 @@ static int mc__attach_value(mc_cached *fn, const mc_value *v, mc_invalidate_fn c
 }
 
 /* List a (made by mc__attach_new for v's key; taken) for the entry v came from. */
+/* The last step of attaching a (listed, held by the caller): if v is no longer the entry
+ * cached under its key (never stored, or gone meanwhile), its listener may have run before a
+ * was listed, so take a back (MC__ATT_GONE: unlisted, the caller's), unless a removal popped
+ * it first (then that one runs it: MC__ATT_LISTED). Either way the caller lets go of a: the
+ * hold keeps its address from being reused while it looks, so a node popped and freed is
+ * never mistaken for a. */
+static int mc__attach_settle(mc_cached *fn, struct mc__attach *a, uint64_t h, const mc_value *v)
+{
+    size_t klen;
+    const void *key = mc_value_key(v, &klen); /* v's: a may be popped and run by now */
+    mc_value *now = NULL;
+    bool same = mc__cache_get_quiet(fn->cache, key, klen, &now) == 0 && now == v;
+    if (now)
+        mc_value_release(now);
+    struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    bool found = false;
+    pthread_mutex_lock(&st->lock);
+    for (struct mc__attach **pp = &st->attached[mc__bucket_of(h)]; *pp; pp = &(*pp)->next)
+        if (*pp == a) {
+            found = true;
+            if (!same)
+                *pp = a->next;
+            a->held = false; /* listed alone from now on, or the caller's alone */
+            break;
+        }
+    pthread_mutex_unlock(&st->lock);
+    if (!found) {
+        mc__attach_release(a); /* popped: it ran (or runs) there */
+        return MC__ATT_LISTED;
+    }
+    if (same)
+        return MC__ATT_LISTED;
+    atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
+    return MC__ATT_GONE;
+}
+
 static int mc__attach_insert(mc_cached *fn, struct mc__attach *a, const mc_value *v)
 {
-    const void *key = a->key;
-    size_t klen = a->klen;
-    uint64_t h = mc__khash(key, klen);
+    uint64_t h = mc__khash(a->key, a->klen);
     a->entry = v;
     struct mc__stripe_c *st = mc__stripe_of(fn, h);
     size_t b = mc__bucket_of(h);
@@ -1388,6 +1404,8 @@ static int mc__attach_insert(mc_cached *fn, struct mc__attach *a, const mc_value
     for (struct mc__attach *x = st->attached[b]; x && !dup; x = x->next)
         dup = mc__attach_same(x, a);
     if (!dup) {
+        a->held = true;
+        atomic_init(&a->refs, 2); /* the list's and ours, until settled */
         a->next = st->attached[b];
         st->attached[b] = a;
         atomic_fetch_add_explicit(&fn->n_attached, 1, memory_order_release);
@@ -1399,18 +1417,10 @@ static int mc__attach_insert(mc_cached *fn, struct mc__attach *a, const mc_value
         free(a);
         return MC__ATT_DUP;
     }
-    /* If our entry is no longer the cached one (never stored, or gone meanwhile), its
-     * listener may have run before the callback was attached: take it back, unless the
-     * listener of a later removal took it first (then that one runs it). */
-    mc_value *now = NULL;
-    bool same = mc__cache_get_quiet(fn->cache, key, klen, &now) == 0 && now == v;
-    if (now)
-        mc_value_release(now);
-    if (!same && mc__detach(fn, a, h)) {
+    int r = mc__attach_settle(fn, a, h, v);
+    if (r == MC__ATT_GONE)
         free(a);
-        return MC__ATT_GONE;
-    }
-    return MC__ATT_LISTED;
+    return r;
 }
 
 /* A caller's callback: attached, or run now (entry gone, or no memory to attach it). Returns
@@ -1723,7 +1733,7 @@ static void mc__dep_discard(struct mc__attach *a)
  * stored. If a was popped meanwhile, it ran: l's key was invalidated already. Lets go of a. */
 static void mc__dep_post(mc_load *l, mc_cached *other, struct mc__attach *a, const mc_value *v)
 {
-    uint64_t h = mc__khash(a->key, a->klen);
+    uint64_t h = mc__khash(a->key, a->klen); /* a is held: still ours to read */
     struct mc__stripe_c *st = mc__stripe_of(other, h);
     bool found = false, keep = false;
     pthread_mutex_lock(&st->lock);
@@ -1737,9 +1747,10 @@ static void mc__dep_post(mc_load *l, mc_cached *other, struct mc__attach *a, con
             for (struct mc__attach *x = st->attached[mc__bucket_of(h)]; x && keep; x = x->next)
                 keep = x == a || !mc__attach_same(x, a);
         }
-        if (!keep)
+        if (!keep) {
             *pp = a->next;
-        a->held = false; /* listed alone now, or ours alone */
+            a->held = false; /* ours alone */
+        }
         break;
     }
     pthread_mutex_unlock(&st->lock);
@@ -1752,11 +1763,7 @@ static void mc__dep_post(mc_load *l, mc_cached *other, struct mc__attach *a, con
         mc__dep_discard(a);
         return;
     }
-    mc_value *now = NULL;
-    bool same = mc__cache_get_quiet(other->cache, a->key, a->klen, &now) == 0 && now == v;
-    if (now)
-        mc_value_release(now);
-    if (!same && mc__detach(other, a, h)) {
+    if (mc__attach_settle(other, a, h, v) == MC__ATT_GONE) {
         mc__dep_discard(a);
         mc__load_cancel(l); /* what was read is not cached any more */
     }

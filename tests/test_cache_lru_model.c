@@ -1,7 +1,9 @@
 /* The `lru` policy checked against a reference exact-LRU model on random operation sequences:
  * every get's hit/miss and value must match, and every evicted key must be the model's oldest
  * (small shards, exact mode) or among its oldest 2 * (gen_len + 16) (large shards, where hits
- * on entries stamped in the newest two generations are not restamped). */
+ * on entries stamped in the newest two generations are not restamped). Both kinds of bound:
+ * max_entries, and max_bytes alone (entries of weight 1 to 3, as an `iterable` memoized
+ * function stores them), where reads must count just the same. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,8 +21,10 @@
 typedef struct {
     int keys[MAX_KEYS];
     uint64_t vals[MAX_KEYS];
+    int weights[MAX_KEYS];
     int n, cap;
-    int slack; /* allowed recency rank of a victim: 0 = exact LRU */
+    int weight; /* sum of weights (bounded by cap when the cache is bounded by weight) */
+    int slack;  /* allowed recency rank of a victim: 0 = exact LRU */
 } model_shard;
 
 typedef struct {
@@ -39,16 +43,26 @@ static int model_find(const model_shard *s, int key)
 
 static void model_del(model_shard *s, int i)
 {
+    s->weight -= s->weights[i];
     memmove(&s->keys[i], &s->keys[i + 1], (size_t)(s->n - i - 1) * sizeof s->keys[0]);
     memmove(&s->vals[i], &s->vals[i + 1], (size_t)(s->n - i - 1) * sizeof s->vals[0]);
+    memmove(&s->weights[i], &s->weights[i + 1], (size_t)(s->n - i - 1) * sizeof s->weights[0]);
     s->n--;
 }
 
-static void model_push(model_shard *s, int key, uint64_t v)
+static void model_push(model_shard *s, int key, uint64_t v, int weight)
 {
     s->keys[s->n] = key;
     s->vals[s->n] = v;
+    s->weights[s->n] = weight;
+    s->weight += weight;
     s->n++;
+}
+
+/* Over its bound: entries, or weights when the cache is bounded by weight alone. */
+static bool model_over(const model_shard *s, bool by_weight)
+{
+    return by_weight ? s->weight > s->cap : s->n > s->cap;
 }
 
 /* Evicted keys reported by the cache, in order. */
@@ -84,13 +98,16 @@ static model_shard *shard_for(model *m, const unsigned char *kb, size_t kl)
     return &m->shards[(h >> 56) & (m->nshards - 1)];
 }
 
-static void run_model(unsigned nshards, int capacity, int nkeys, int ops, unsigned rng_seed,
-                      bool expect_exact)
+static void run_model_ex(unsigned nshards, int capacity, int nkeys, int ops, unsigned rng_seed,
+                         bool expect_exact, bool by_weight)
 {
     int max_rank = 0;
     mc_cache_options o;
     mc_cache_options_init(&o);
-    o.max_entries = (size_t)capacity;
+    if (by_weight)
+        o.max_bytes = (size_t)capacity;
+    else
+        o.max_entries = (size_t)capacity;
     o.shards = nshards;
     o.seed = 0xabcdef12345ull + rng_seed;
     o.on_evict = on_evict;
@@ -108,6 +125,12 @@ static void run_model(unsigned nshards, int capacity, int nkeys, int ops, unsign
          * of 16, so a victim may be as recent as two generations plus two batches. */
         int gen_len = m.shards[i].cap / 16 > 0 ? m.shards[i].cap / 16 : 1;
         m.shards[i].slack = atomic_load(&c->shards[i].exact) ? 0 : 2 * (gen_len + 16);
+        if (by_weight) {
+            /* Bounded by weight alone, a shard is exact while it holds fewer than 64 entries
+             * (an empty one is); its generations span count / 16 <= cap / 16 stamps. */
+            assert_true(atomic_load(&c->shards[i].exact));
+            m.shards[i].slack = expect_exact ? 0 : 2 * (gen_len + 16);
+        }
         assert_true(expect_exact == (m.shards[i].slack == 0));
     }
 
@@ -132,24 +155,37 @@ static void run_model(unsigned nshards, int capacity, int nkeys, int ops, unsign
                 assert_int_equal(rc, 0);
                 assert_int_equal(v, s->vals[at]);
                 uint64_t mv = s->vals[at];
+                int mw = s->weights[at];
                 model_del(s, at);
-                model_push(s, key, mv);
+                model_push(s, key, mv, mw);
                 hits++;
             }
         } else if (kind < 85 || kind >= 95) { /* put, or put-if-absent */
             bool if_absent = kind >= 95;
             uint64_t v = ((uint64_t)key << 32) | (uint64_t)op;
-            int rc = if_absent ? mc_cache_put_if_absent(c, kb, kl, &v, sizeof v)
+            int weight = by_weight ? 1 + key % 3 : 1;
+            int rc;
+            if (by_weight) {
+                uint64_t *owned = malloc(sizeof *owned);
+                assert_non_null(owned);
+                *owned = v;
+                rc = mc_cache_put_owned(c, kb, kl, owned, sizeof *owned, free, (size_t)weight,
+                                        if_absent ? MC_PUT_IF_ABSENT : 0);
+                if (rc != 0)
+                    free(owned);
+            } else {
+                rc = if_absent ? mc_cache_put_if_absent(c, kb, kl, &v, sizeof v)
                                : mc_cache_put(c, kb, kl, &v, sizeof v);
+            }
             if (if_absent && at >= 0) {
                 assert_int_equal(rc, MC_EEXIST);
             } else {
                 assert_int_equal(rc, 0);
                 if (at >= 0)
                     model_del(s, at);
-                model_push(s, key, v);
+                model_push(s, key, v, weight);
                 int expect = 0;
-                while (s->n > s->cap) {
+                while (model_over(s, by_weight)) {
                     /* The cache's victim must be the model's oldest entry, or in exact-enough
                      * order: within the slack the promotion generations allow. */
                     assert_true(expect < nevicted);
@@ -195,6 +231,12 @@ static void run_model(unsigned nshards, int capacity, int nkeys, int ops, unsign
     mc_cache_destroy(c);
 }
 
+static void run_model(unsigned nshards, int capacity, int nkeys, int ops, unsigned rng_seed,
+                      bool expect_exact)
+{
+    run_model_ex(nshards, capacity, nkeys, ops, rng_seed, expect_exact, false);
+}
+
 static void test_model_one_shard(void **state)
 {
     (void)state;
@@ -211,11 +253,56 @@ static void test_model_sharded(void **state)
     run_model(4, 400, 1000, 200000, 6, false);
 }
 
+/* The case first: a, b, c under a bound of 3 by weight, read a, put d: b goes. */
+static void test_weight_bound_records_reads(void **state)
+{
+    (void)state;
+    mc_cache_options o;
+    mc_cache_options_init(&o);
+    o.max_bytes = 3;
+    o.shards = 1;
+    o.on_evict = on_evict;
+    mc_cache *c;
+    assert_int_equal(mc_cache_create(&o, &c), 0);
+    unsigned char kb[MC_KEY_MAX];
+    for (int k = 0; k < 4; k++) {
+        if (k == 3) {
+            mc_value *v;
+            size_t kl = encode(0, kb);
+            assert_int_equal(mc_cache_get(c, kb, kl, &v), 0);
+            mc_value_release(v);
+        }
+        size_t kl = encode(k, kb);
+        char *owned = malloc(1);
+        assert_non_null(owned);
+        *owned = (char)('a' + k);
+        nevicted = 0;
+        assert_int_equal(mc_cache_put_owned(c, kb, kl, owned, 1, free, 1, 0), 0);
+    }
+    assert_int_equal(nevicted, 1);
+    assert_int_equal(evicted[0], 1); /* b, not a */
+    mc_cache_destroy(c);
+}
+
+/* Bounded by weight only (every `iterable` memoized function is): exact while small, within
+ * the generations' slack when large, in one shard and in several. */
+static void test_model_weight_bounded(void **state)
+{
+    (void)state;
+    run_model_ex(1, 6, 24, 200000, 11, true, true);
+    run_model_ex(1, 40, 150, 100000, 12, true, true);
+    run_model_ex(4, 28, 100, 200000, 13, true, true);
+    run_model_ex(1, 400, 1000, 200000, 14, false, true);
+    run_model_ex(4, 1600, 4000, 200000, 15, false, true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_one_shard),
         cmocka_unit_test(test_model_sharded),
+        cmocka_unit_test(test_weight_bound_records_reads),
+        cmocka_unit_test(test_model_weight_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

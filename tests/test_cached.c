@@ -933,6 +933,50 @@ static void test_iterable(void **state)
     mc_cached_destroy(fn);
 }
 
+/* An `iterable` function is bounded by weight alone: a read must still count for its LRU
+ * order. n entries of weight 1 under a bound of n, read the first, load one more: the second
+ * goes, not the first, at a small size (exact order) and a large one. */
+static int unit_list_loader(void *self, const mc_arg *args, size_t nargs, mc_load *load)
+{
+    (void)self;
+    (void)nargs;
+    mc_load_set_weight(load, 1);
+    return mc_load_set_copy(load, &args[0].v.i, sizeof args[0].v.i);
+}
+
+static bool cached_has(mc_cached *fn, int64_t k)
+{
+    unsigned char kb[MC_KEY_MAX];
+    size_t kl;
+    mc_arg a[] = {MC_ARG_I(k)};
+    assert_int_equal(mc_key_encode(a, 1, kb, sizeof kb, &kl), 0);
+    mc_value *v = NULL;
+    bool has = mc_cache_get(mc_cached_cache(fn), kb, kl, &v) == 0;
+    if (has)
+        mc_value_release(v);
+    return has;
+}
+
+static void test_iterable_records_reads(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {3, 3000};
+    for (size_t s = 0; s < 2; s++) {
+        int64_t n = (int64_t)sizes[s];
+        mc_cached *fn;
+        assert_int_equal(mc_cached_create(&MC_CACHED_OPTS(NULL, sizes[s], .iterable = true), unit_list_loader,
+                                          NULL, &fn),
+                         0);
+        for (int64_t k = 0; k < n; k++)
+            assert_int_equal(call_int(fn, k, NULL, 0), 0);
+        assert_int_equal(call_int(fn, 0, NULL, 0), 0); /* a hit on the oldest */
+        assert_int_equal(call_int(fn, n, NULL, 0), 0); /* one more: one must go */
+        assert_true(cached_has(fn, 0));
+        assert_false(cached_has(fn, 1));
+        mc_cached_destroy(fn);
+    }
+}
+
 /* ---- load timeouts ---- */
 
 /* A loader that hangs until the test opens its gate; each load remembers the version current
@@ -1435,6 +1479,7 @@ int main(void)
         cmocka_unit_test(test_invalidation_callbacks),
         cmocka_unit_test(test_dependent_caches),
         cmocka_unit_test(test_iterable),
+        cmocka_unit_test(test_iterable_records_reads),
         cmocka_unit_test(test_load_timeout_waiters),
         cmocka_unit_test(test_load_timeout_late_result_dropped),
         cmocka_unit_test(test_load_timeout_batch),

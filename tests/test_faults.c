@@ -67,7 +67,7 @@ static void step_check(run_t *r, int rc, int want, int alt, uint64_t before, con
 /* ---------------------------------------------------------------- shared accounting */
 
 static atomic_int owned_made, owned_freed;
-static atomic_int cb_attached, cb_ran;
+static atomic_int cb_handed, cb_ran; /* callbacks given to calls, callbacks run */
 
 static void owned_free(void *p)
 {
@@ -84,9 +84,11 @@ static void *owned_new(const char *text)
     return p;
 }
 
+/* ud: a closure of the caller's (malloc'd) that the callback frees, so that a callback run
+ * twice is a double free and one never run a leak, under AddressSanitizer. */
 static void count_cb(void *ud)
 {
-    (void)ud;
+    free(ud);
     atomic_fetch_add(&cb_ran, 1);
 }
 
@@ -322,11 +324,13 @@ static int call_ex_counted(mc_cached *fn, int64_t a, int64_t b)
 {
     mc_arg args[] = {MC_ARG_I(a), MC_ARG_I(b)};
     mc_value *v;
-    int rc = mc_cached_call_ex(fn, args, 2, count_cb, NULL, &v);
-    if (rc == 0) {
-        atomic_fetch_add(&cb_attached, 1);
+    /* Handed over whatever the call returns: it runs exactly once, on error too. */
+    int *closure = malloc(sizeof *closure);
+    assert_non_null(closure);
+    atomic_fetch_add(&cb_handed, 1);
+    int rc = mc_cached_call_ex(fn, args, 2, count_cb, closure, &v);
+    if (rc == 0)
         mc_value_release(v);
-    }
     return rc;
 }
 
@@ -357,7 +361,10 @@ static int call_async_counted(mc_cached *fn, int64_t a)
     pthread_mutex_lock(&async_state.mu);
     async_state.pending++;
     pthread_mutex_unlock(&async_state.mu);
-    int rc = mc_cached_call_async(fn, args, 2, async_done, NULL);
+    int *closure = malloc(sizeof *closure);
+    assert_non_null(closure);
+    atomic_fetch_add(&cb_handed, 1);
+    int rc = mc_cached_call_async_ex(fn, args, 2, async_done, NULL, count_cb, closure);
     if (rc != 0) {
         pthread_mutex_lock(&async_state.mu);
         async_state.pending--;
@@ -387,7 +394,13 @@ static int call_many_checked(mc_cached *fn)
     mc_arg keys[] = {MC_ARG_I(20), MC_ARG_I(21), MC_ARG_I(24), MC_ARG_I(21), MC_ARG_I(3)};
     mc_value *vals[5];
     int rcs[5];
-    int rc = mc_cached_call_many(fn, keys, 5, 1, vals, rcs);
+    void *closures[5];
+    for (int i = 0; i < 5; i++) {
+        closures[i] = malloc(sizeof(int));
+        assert_non_null(closures[i]);
+        atomic_fetch_add(&cb_handed, 1);
+    }
+    int rc = mc_cached_call_many_ex(fn, keys, 5, 1, count_cb, closures, vals, rcs);
     for (int i = 0; i < 5; i++) {
         if (rcs[i] != 0) {
             if (rcs[i] != MC_ENOMEM || vals[i])
@@ -425,7 +438,13 @@ static int invalidate_user(mc_cached *fn, int64_t a)
 static int prefill2(mc_cached *fn, int64_t a, int64_t b, const char *v)
 {
     mc_arg args[] = {MC_ARG_I(a), MC_ARG_I(b)};
-    return mc_cached_prefill(fn, args, 2, v, strlen(v));
+    mc_prefill_options po;
+    mc_prefill_options_init(&po);
+    po.on_invalidate = count_cb;
+    po.ud = malloc(sizeof(int));
+    assert_non_null(po.ud);
+    atomic_fetch_add(&cb_handed, 1);
+    return mc_cached_prefill_ex(fn, args, 2, v, strlen(v), &po);
 }
 
 /* Prefill, then call: the prefilled value when the prefill worked, the loader's otherwise. */
@@ -677,7 +696,7 @@ static void check_and_destroy(objects_t *ob)
     mc__reclaim_now();
     /* Every value handed over was freed once, every attached callback ran once. */
     assert_int_equal(atomic_load(&owned_made), atomic_load(&owned_freed));
-    assert_int_equal(atomic_load(&cb_attached), atomic_load(&cb_ran));
+    assert_int_equal(atomic_load(&cb_handed), atomic_load(&cb_ran));
 }
 
 /* One run under a plan; returns the number of failures injected. */

@@ -525,6 +525,33 @@ static void test_destroy_during_refresh(void **state)
 /* ---- write age ---- */
 
 /* An entry older than expire_after_write is never served: the call loads, blocking. */
+/* A refresh whose reload brings back the same bytes keeps the entry (the callback contract's
+ * identical-value rule) but restarts its write age: it does not expire at the old entry's
+ * expire_after_write, and the next refresh comes refresh_after after the reload. */
+static void test_identical_refresh_restarts_write_age(void **state)
+{
+    (void)state;
+    db_t db;
+    db_init(&db);
+    mc_cached *fn = make_fn(&db, 100, 250, 0);
+    char buf[32];
+    assert_int_equal(call(fn, 1, buf), 0); /* stored at t0, version 0 */
+    assert_string_equal(buf, "1:0");
+    atomic_fetch_add(&fake_now, 150); /* past refresh_after: one reload, same bytes */
+    assert_int_equal(call(fn, 1, buf), 0);
+    wait_finished(fn, 2);
+    assert_int_equal(stats(fn).refreshes, 1);
+    atomic_fetch_add(&fake_now, 150); /* t0 + 300: past the first store's expiry, not the reload's */
+    assert_int_equal(call(fn, 1, buf), 0);
+    assert_string_equal(buf, "1:0");
+    mc_cached_stats st = stats(fn);
+    assert_int_equal(st.expiries, 0);
+    assert_int_equal(st.refreshes, 2); /* the reload was 150 ago: refreshed again */
+    wait_finished(fn, 3);
+    assert_int_equal(atomic_load(&db.calls), 3);
+    mc_cached_destroy(fn);
+}
+
 static void test_expire_after_write_blocks(void **state)
 {
     (void)state;
@@ -657,6 +684,7 @@ int main(void)
         cmocka_unit_test(test_refresh_invalidation_wins),
         cmocka_unit_test(test_refresh_failure_keeps_old_value),
         cmocka_unit_test(test_destroy_during_refresh),
+        cmocka_unit_test(test_identical_refresh_restarts_write_age),
         cmocka_unit_test(test_expire_after_write_blocks),
         cmocka_unit_test(test_none_ttl),
         cmocka_unit_test(test_registry_timings),

@@ -121,25 +121,11 @@ static int rooms_load_names(void *self, const mc_arg *keys, size_t nkeys, size_t
 
 /* ------------------------------------------------------------------ the dependent cache */
 
-typedef struct {
-    rooms_state *st;
-    char room[ROOMS_MAX_ID + 1];
-} rooms_dependency;
-
-/* Runs once when the display-name entry it was attached to leaves the cache (invalidated,
- * evicted, expired): the member list built from it is stale, so it goes too. Local only:
- * every other host drops its own list when the name's invalidation reaches it. */
-static void rooms_name_gone(void *ud)
-{
-    rooms_dependency *d = ud;
-    mc_cached_invalidate(d->st->member_list, (const mc_arg[]){MC_ARG_S(d->room)}, 1);
-    free(d);
-}
-
 /* A room's member list with display names: the names come from the `names` cache in one
- * batch call, and each name entry gets a callback that drops this room's list when the name
- * changes. A name invalidated while this load runs invalidates the load too (its callback
- * runs at once), so a stale list is never stored. */
+ * batch call made through the load (mc_load_call_many), which records that this list depends
+ * on each name entry it read: when one of them leaves the cache (a rename, an eviction, an
+ * expiry, on any host's invalidation path), this room's list goes too, with no closure to
+ * write. A name invalidated while this load runs keeps the list from being stored. */
 static int rooms_load_member_list(void *self, const mc_arg *args, size_t nargs, mc_load *load)
 {
     rooms_state *st = self;
@@ -162,7 +148,7 @@ static int rooms_load_member_list(void *self, const mc_arg *args, size_t nargs, 
 
     mc_value *names[ROOMS_MAX_MEMBERS];
     int rcs[ROOMS_MAX_MEMBERS];
-    int rc = n ? mc_cached_call_many(st->names, keys, n, 1, names, rcs) : 0;
+    int rc = n ? mc_load_call_many(load, st->names, keys, n, 1, names, rcs) : 0;
     if (rc != 0)
         return rc;
     char json[4096];
@@ -178,22 +164,6 @@ static int rooms_load_member_list(void *self, const mc_arg *args, size_t nargs, 
             len += (size_t)snprintf(json + len, sizeof json - len, "%s{\"user\": \"%s\", \"name\": \"%.*s\"}",
                                     i ? ", " : "", users[i], (int)nlen, name);
         mc_value_release(names[i]);
-        /* The dependency: a hit on the entry just loaded (or found), with a callback on it. */
-        rooms_dependency *d = calloc(1, sizeof *d);
-        if (!d) {
-            rc = MC_ENOMEM;
-            continue;
-        }
-        d->st = st;
-        snprintf(d->room, sizeof d->room, "%s", room);
-        mc_value *again;
-        int crc = mc_cached_call_ex(st->names, &keys[i], 1, rooms_name_gone, d, &again);
-        if (crc == 0)
-            mc_value_release(again);
-        else {
-            free(d); /* not attached: it never runs */
-            rc = crc;
-        }
     }
     if (rc != 0)
         return rc; /* nothing stored; every caller waiting for this list gets the error */
@@ -239,8 +209,8 @@ static size_t rooms_clear_room(rooms_state *st, const char *room)
     return removed;
 }
 
-/* A new display name: its cache entry is invalidated, and with it (through the callbacks
- * attached above) every member list that shows it. */
+/* A new display name: its cache entry is invalidated, and with it (through the dependencies
+ * recorded above) every member list that shows it. */
 static void rooms_rename(rooms_state *st, const char *user, const char *name, size_t len)
 {
     pthread_mutex_lock(&st->lock);
@@ -369,7 +339,8 @@ static void rooms_fini(void *state)
     rooms_state *st = state;
     if (!st)
         return;
-    /* The list first: destroying `names` runs the callbacks that invalidate lists. */
+    /* Either order is safe: the lists' dependencies on `names` stop reaching a destroyed
+     * list function, and destroying `names` first would invalidate the lists. */
     mc_cached_destroy(st->member_list);
     st->member_list = NULL;
     mc_cached_destroy(st->names);

@@ -1,6 +1,7 @@
 /* modcache/cached.h: memoized functions (the seed's `cached()`): a loader behind an mc_cache,
  * with single-flight loads, batch lookups, invalidation that beats in-flight loads, and
- * invalidation callbacks so that one cache's entries can depend on another's.
+ * invalidation callbacks and dependencies so that one cache's entries can depend on another's
+ * (the contract is stated once, under "invalidation callbacks" below).
  *
  * A cached function is called with a tuple of arguments (modcache/key.h). The first
  * `num_args` of them, minus any listed in `uncached_args`, form the key; all of them reach the
@@ -178,8 +179,10 @@ MC_API int mc_cached_create(const mc_cached_options *opts, mc_loader_fn loader, 
  * completed, except loads on the load pool (timed loads whose callers timed out, refresh
  * reloads): those still queued end with MC_ECANCELED without running, and destroy waits for
  * the loaders already running to return. Invalidation callbacks still attached run now
- * (the entries are going), so a function other functions depend on is destroyed before them.
- * Values handed out stay valid until released. NULL is a no-op. */
+ * (the entries are going), so a function other functions depend on is destroyed before them;
+ * dependencies of its own entries on other functions (mc_load_call) stop reaching it (destroy
+ * waits for an invalidation they started to finish). Values handed out stay valid until
+ * released. NULL is a no-op. */
 MC_API void mc_cached_destroy(mc_cached *fn);
 
 /* Call the function: a hit returns the cached value pinned; a miss runs the loader (or joins
@@ -223,15 +226,37 @@ MC_API int mc_cached_call_copy(mc_cached *fn, const mc_arg *args, size_t nargs, 
 MC_API int mc_cached_call_borrow(mc_cached *fn, const mc_arg *args, size_t nargs,
                                  const void **data, size_t *vlen);
 
-/* Callback for invalidation dependencies: runs once when the entry it was attached to leaves
- * the cache for any reason (invalidated, evicted, expired, replaced, cleared), on the thread
- * that made it leave, outside every lock. */
+/* ------------------------------------------------------------------ invalidation callbacks
+ *
+ * The callback contract, for every function that takes an mc_invalidate_fn (mc_cached_call_ex,
+ * mc_cached_call_async_ex, mc_cached_call_many_ex, mc_cached_prefill_ex) and for the
+ * dependencies of mc_load_call, mc_load_call_many and mc_load_depends_on:
+ *
+ * - Exactly once. A callback handed to a call runs once, whatever happens. Attached to the
+ *   entry the call's result came from, it runs when that entry leaves the cache for any reason:
+ *   invalidated (by key, prefix or all, on any path: a direct call, the registry, the module
+ *   API, the admin API, the invalidation bus, a dependency), evicted, expired, replaced by a
+ *   different value, cleared, or its function destroyed. When there is no entry to attach it
+ *   to (the result was not stored: an invalidated load, a bypassed cache; the entry was gone
+ *   by the time the call returned; the call failed, timed out or was refused; no memory to
+ *   attach it), it runs before the call returns (for an asynchronous call, before its done
+ *   callback). So a callback may free its user data: it never leaks and never runs twice.
+ * - Duplicates collapse. Attaching a pair (callback, user data) already attached to the same
+ *   entry adds nothing: the pair runs once, when that entry goes. Two user data, or two
+ *   entries, are two attachments.
+ * - An identical value is not a replacement. Storing a value byte-identical to the cached one
+ *   (same bytes, same "no value", same weight), by a load or a prefill, keeps the entry and
+ *   its callbacks, and runs nothing; a different value replaces the entry and runs them.
+ * - Where: on the thread that made the entry leave (or the calling thread), outside every
+ *   lock of the library. A callback may call the library, on any function, but must not
+ *   destroy a memoized function. It may run early (when an older entry of the same key leaves
+ *   just as the call attaches it), never late. */
 typedef void (*mc_invalidate_fn)(void *ud);
 
-/* mc_cached_call, and attach on_invalidate (if not NULL) to the entry the result came from.
- * If the result was not stored (an invalidated load, "no value" included) or the entry is
- * already gone, the callback runs before this returns. When this returns an error (the
- * call's, or MC_ENOMEM attaching the callback) the callback is not attached and never runs. */
+/* mc_cached_call, and attach on_invalidate(ud) (if on_invalidate is not NULL) to the entry the
+ * result came from, under the callback contract above: when this returns an error (the
+ * call's, or MC_ENOMEM attaching the callback, *out NULL) or the result was not stored, the
+ * callback has run once before this returns. */
 MC_API int mc_cached_call_ex(mc_cached *fn, const mc_arg *args, size_t nargs,
                              mc_invalidate_fn on_invalidate, void *ud, mc_value **out);
 
@@ -248,6 +273,14 @@ typedef void (*mc_done_fn)(void *ud, int rc, mc_value *value);
 MC_API int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs, mc_done_fn done,
                                 void *ud);
 
+/* mc_cached_call_async, and attach on_invalidate(inv_ud) (if not NULL) to the entry the
+ * result came from, under the callback contract above: before `done` runs, the callback is
+ * attached, or has run (an error, MC_ETIMEDOUT included, or a result that was not stored; if
+ * it cannot be attached for lack of memory, done gets MC_ENOMEM and no value). When this
+ * returns an error (done not called), the callback has run before it returns. */
+MC_API int mc_cached_call_async_ex(mc_cached *fn, const mc_arg *args, size_t nargs, mc_done_fn done,
+                                   void *ud, mc_invalidate_fn on_invalidate, void *inv_ud);
+
 /* Batch call: keys holds nkeys tuples of nargs arguments, flattened. Hits come from the cache,
  * keys already loading are joined, the rest go to one batch_loader call. values[i] gets a
  * pinned value (release each) and rcs[i] 0, or values[i] NULL and rcs[i] the error for that key
@@ -257,6 +290,57 @@ MC_API int mc_cached_call_async(mc_cached *fn, const mc_arg *args, size_t nargs,
  * all keys are resolved or timed out. */
 MC_API int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t nargs,
                                mc_value **values, int *rcs);
+
+/* mc_cached_call_many with a callback per key (the seed's cachedList with on_invalidate):
+ * on_invalidate(uds[i]) (uds NULL: user data NULL for every key) is attached to key i's entry
+ * under the callback contract above, so each of the nkeys callbacks runs exactly once: when
+ * its entry goes, or before this returns for a key whose rcs[i] is an error (MC_ENOMEM when it
+ * could not be attached: values[i] NULL) or whose result was not stored, and for every key
+ * when this returns an error. A key listed twice with the same user data is one attachment. */
+MC_API int mc_cached_call_many_ex(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t nargs,
+                                  mc_invalidate_fn on_invalidate, void *const *uds,
+                                  mc_value **values, int *rcs);
+
+/* Dependent entries (the seed's cache_context): while a loader of function F runs for a key k,
+ * mc_load_call(load, G, args, nargs, &v) calls G as mc_cached_call does and records that F's
+ * entry for k depends on G's entry that v came from. When that entry leaves G's cache, for any
+ * reason of the callback contract above, F's key k is invalidated in this process as
+ * mc_cached_invalidate does (the entry goes; a load of k running then is not stored, and calls
+ * from then on load afresh rather than join it). The dependency is recorded on G's key before
+ * G is read, so a removal of that key at any moment of the read counts: no call of F that
+ * starts after an invalidation of G's entry returned gets a value computed from it. If G's
+ * entry is gone by the time the read returns (v was not stored, or was replaced or invalidated
+ * meanwhile), the load's result is not stored (its callers still get it). The library keeps
+ * the records: the module writes no closure.
+ *
+ * Lifetimes: G destroyed first, its entries go, so F's dependent keys are invalidated then. F
+ * destroyed first, the records left in G do nothing when they fire. A record lives until G's
+ * entry goes, even if F's entry went earlier (it then invalidates a key already gone, or the
+ * one loaded since, which is harmless); recording the same dependency again (a reload of k
+ * reading the same entry of G) adds nothing. Dependencies are local: every other host applies
+ * G's invalidation from the bus and drops its own dependent entries the same way.
+ *
+ * Only from the load's own loader, before it returns or completes the load (a batch loader
+ * records per key, on mc_load_item(load, i)). Returns as mc_cached_call, and MC_EINVAL for a
+ * NULL load, a batch (not an item) or a call of F's own key k. Running out of memory for the
+ * record does not fail the call: the load's result is then not stored. */
+MC_API int mc_load_call(mc_load *load, mc_cached *other, const mc_arg *args, size_t nargs,
+                        mc_value **out);
+
+/* mc_cached_call_many on `other` with a dependency on every key's entry, as mc_load_call
+ * records one (keys whose rcs[i] is an error record none). Returns as mc_cached_call_many, and
+ * MC_EINVAL (nothing called) for a NULL load, a batch, or a key that is the load's own. */
+MC_API int mc_load_call_many(mc_load *load, mc_cached *other, const mc_arg *keys, size_t nkeys,
+                             size_t nargs, mc_value **values, int *rcs);
+
+/* For a value the loader obtained otherwise (mc_cached_call_async, mc_cached_call_copy cannot
+ * say which entry): make the load's key depend on the entry of `other` that `value` came from.
+ * value stays the caller's (still pinned). Recorded after the read, this can only check that
+ * the entry is still cached: a caller joining the load between the read and this call may get
+ * its result, which is then not stored; prefer mc_load_call. Returns 0; MC_EINVAL (NULL
+ * arguments, a batch, a value of the load's own key); MC_ENOMEM (not recorded: the load's
+ * result will not be stored). */
+MC_API int mc_load_depends_on(mc_load *load, mc_cached *other, const mc_value *value);
 
 /* Invalidate one key, or on a `tree` function every key under a shorter tuple. args is the
  * key tuple: the key arguments of a call, in order, without the uncached ones (for most
@@ -286,9 +370,35 @@ MC_API void mc_cached_invalidate_all(mc_cached *fn);
  * why). */
 MC_API int mc_cached_invalidate_json(mc_cached *fn, const char *json, size_t len, mc_error *err);
 /* Store a value for a key (args: the key tuple, as for mc_cached_invalidate) without calling
- * the loader (the seed's prefill); it replaces any present value. A load of this key running now will not overwrite it. */
+ * the loader (the seed's prefill); it replaces any present value, unless that value is
+ * byte-identical (then the entry stays, with its callbacks). A load of this key running now
+ * will not overwrite it. On an `iterable` function the entry weighs 1 (mc_cached_prefill_ex
+ * sets a weight). Returns 0, MC_EINVAL, MC_E2BIG (a key over MC_KEY_MAX, or heavier than the
+ * cache's shard), MC_ENOMEM. */
 MC_API int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const void *value,
                              size_t vlen);
+
+/* Options of mc_cached_prefill_ex (mc_prefill_options_init: every field zero). */
+typedef struct mc_prefill_options {
+    /* `iterable` functions: how many elements the value holds (its weight, as
+     * mc_load_set_weight; 0 means 1). Must be 0 on other functions (MC_EINVAL). */
+    uint64_t weight;
+    /* Store "no value" (value and vlen are ignored), as a loader's mc_load_set_none. */
+    bool none;
+    /* Optional: attached to the stored entry under the callback contract (see
+     * mc_cached_call_ex); runs before mc_cached_prefill_ex returns if nothing was stored. */
+    mc_invalidate_fn on_invalidate;
+    void *ud;
+} mc_prefill_options;
+
+/* Fill *opts with defaults: every field zero. */
+MC_API void mc_prefill_options_init(mc_prefill_options *opts);
+
+/* mc_cached_prefill with options (NULL: as mc_cached_prefill): a weight, "no value", an
+ * invalidation callback. Returns as mc_cached_prefill; MC_EINVAL also for a weight on a
+ * function that is not iterable. */
+MC_API int mc_cached_prefill_ex(mc_cached *fn, const mc_arg *args, size_t nargs, const void *value,
+                                size_t vlen, const mc_prefill_options *opts);
 
 /* Where an invalidation came from, as counted in mc_cached_stats.invalidations_by_source
  * and in /metrics (`modcache_cache_invalidations_total{source=...}`). */

@@ -1210,10 +1210,53 @@ static bool mc__fits_inline(const mc_cache *c, const mc__put_args *a)
            a->klen + vlen <= MC__INLINE_MAX;
 }
 
+/* A memoized store of the value already cached (shard lock held, slot i of *s at `cell`):
+ * when the entry there is out of line and holds a's bytes, "no value" flag and weight w, it
+ * stays: refreshed as a write would (recency, access time) and pinned for a->pinned. */
+static bool mc__keep_identical(mc_cache *c, mc__shard *sh, mc__table *t, uint32_t cell, mc__snap *s,
+                               const mc__put_args *a, uint64_t w, uint64_t now)
+{
+    unsigned i = cell % MC__SLOTS;
+    if (s->b[MC__OFF_KL + i] != MC__KL_OUT)
+        return false;
+    mc__entry *e = mc__cell_entry(mc__snap_cell(s, i));
+    bool none = (e->flags & MC__E_NONE) != 0;
+    if (none != a->none || mc__entry_weight(e) != w)
+        return false;
+    if (!none && (e->vlen != a->vlen ||
+                  (a->vlen && memcmp(mc__entry_value(e), a->value, a->vlen) != 0)))
+        return false;
+    uint8_t rec = s->b[MC__OFF_REC + i];
+    if (c->policy == MC_POLICY_LRU) {
+        uint8_t g = atomic_load_explicit(&sh->gen, memory_order_relaxed);
+        mc__list_unlink(t, cell);
+        mc__list_push(t, g & (MC__NGENS - 1), cell);
+        mc__cell_set(t, cell, MC__OFF_REC, g);
+        mc__gen_tick(sh, t);
+    } else if ((rec & 3u) < 3) {
+        mc__cell_set(t, cell, MC__OFF_REC, (uint8_t)(rec + 1)); /* as a hit would */
+    }
+    if (e->flags & MC__E_TTL)
+        atomic_store_explicit(mc__entry_atime(e), now, memory_order_relaxed);
+    if (e->flags & MC__E_WTIME)
+        /* Stored again, as a write: its write age starts over and a claimed refresh is done
+         * (a refresh that reloaded the same bytes must neither expire the entry nor stop
+         * later refreshes). */
+        atomic_store_explicit(mc__entry_wtime(e), now & ~MC__WTIME_CLAIM, memory_order_relaxed);
+    if (a->pinned) {
+        /* Pinned under the lock, as a new entry is. */
+        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+        *a->pinned = (mc_value *)e;
+    }
+    return true;
+}
+
 int mc__cache_put_ex(mc_cache *c, const mc__put_args *a)
 {
     if (a->pinned)
         *a->pinned = NULL;
+    if (a->kept)
+        *a->kept = false;
     if (!c || (!a->key && a->klen) || (!a->value && a->vlen && !a->none) ||
         (a->flags & ~MC_PUT_IF_ABSENT))
         return MC_EINVAL;
@@ -1287,6 +1330,15 @@ again:
         if ((a->flags & MC_PUT_IF_ABSENT) && !stale) {
             rc = MC_EEXIST;
             goto out;
+        }
+        if (a->keep_identical && !stale && mc__keep_identical(c, sh, t, cell, &s, a, w, now)) {
+            if (a->kept)
+                *a->kept = true;
+            mc__lock_release(&sh->lock);
+            if (nc.e)
+                mc__entry_discard(nc.e); /* never published; an owned value stays with the caller */
+            mc__gone_finish(c, &gone);
+            return 0;
         }
         uint64_t old_w = mc__snap_weight(&s, i);
         /* Room for the change of weight, with this key out of the lists so that it cannot

@@ -33,6 +33,12 @@ typedef struct mc__put_args {
     /* Restored from a snapshot, which keeps no write time: under refresh_after the entry is
      * due for refresh at its first hit. */
     bool restored;
+    /* Memoized stores: when the key holds an unexpired out-of-line entry with the same bytes,
+     * the same "no value" flag and the same weight, keep that entry (no replacement, no
+     * listener call, its recency and access time refreshed as by a write) and pin it instead;
+     * *kept (if not NULL) says so. An owned value then stays with the caller. */
+    bool keep_identical;
+    bool *kept;
 } mc__put_args;
 
 int mc__cache_put_ex(mc_cache *c, const mc__put_args *a);

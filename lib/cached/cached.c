@@ -276,6 +276,7 @@ static bool mc__not_invalidated(void *ud)
 static int mc__load_store(mc_load *l)
 {
     mc_cached *fn = l->fn;
+    bool kept = false;
     mc__put_args a = {
         .key = l->key,
         .klen = l->klen,
@@ -291,13 +292,18 @@ static int mc__load_store(mc_load *l)
         /* Out of line, so that the pinned value is the stored entry itself: attached
          * callbacks compare it with what the cache holds later. */
         .out_of_line = true,
+        /* A result byte-identical to the entry cached is no replacement: the entry stays,
+         * with its callbacks, and the callers get it. */
+        .keep_identical = true,
+        .kept = &kept,
     };
     if (mc__cached_test_hook)
         mc__cached_test_hook(fn, MC__HOOK_BEFORE_STORE, l);
     int rc = mc__not_invalidated(l) ? mc__cache_put_ex(fn->cache, &a) : MC_ECANCELED;
     if (rc == 0) {
-        /* The cache copied a copy result; it owns an owned one now. */
-        if (l->res_kind == MC__RES_OWNED)
+        /* The cache copied a copy result; it owns an owned one now, unless it kept the
+         * identical entry it had (then the result is freed here). */
+        if (l->res_kind == MC__RES_OWNED && !kept)
             l->res_kind = MC__RES_UNSET;
         mc__result_clear(l);
         return 0;
@@ -1061,11 +1067,60 @@ static void mc__mark_key(mc_cached *fn, const unsigned char *key, size_t klen)
     pthread_mutex_unlock(&st->lock);
 }
 
+static void mc__attach_release(struct mc__attach *a);
+
+/* After an invalidation removed the entries: run the callbacks still attached to the keys it
+ * named (one key, or every key under a prefix; all: plen 0). The removals' listener ran those
+ * of removed entries; what is left is a dependency recorded before its read (mc_load_call)
+ * while the key was loading, which the invalidation must reach too, or an attachment whose
+ * entry went already (its attacher would run it a moment later). */
+static void mc__invalidate_attached(mc_cached *fn, const unsigned char *key, size_t klen, bool prefix)
+{
+    /* Acquire: pairs with the release of an attachment's count (see mc__on_evict). */
+    if (atomic_load_explicit(&fn->n_attached, memory_order_acquire) == 0)
+        return;
+    struct mc__attach *run = NULL;
+    uint64_t h = prefix ? 0 : mc__khash(key, klen);
+    for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
+        struct mc__stripe_c *st = &fn->stripes[s];
+        if (!prefix && st != mc__stripe_of(fn, h))
+            continue;
+        pthread_mutex_lock(&st->lock);
+        for (unsigned b = 0; b < MC__CACHED_BUCKETS; b++) {
+            if (!prefix && b != mc__bucket_of(h))
+                continue;
+            struct mc__attach **pp = &st->attached[b];
+            while (*pp) {
+                struct mc__attach *a = *pp;
+                bool hit = prefix ? mc_key_has_prefix(a->key, a->klen, key, klen)
+                                  : a->klen == klen && memcmp(a->key, key, klen) == 0;
+                if (hit) {
+                    *pp = a->next;
+                    a->next = run;
+                    run = a;
+                } else {
+                    pp = &a->next;
+                }
+            }
+        }
+        pthread_mutex_unlock(&st->lock);
+    }
+    while (run) {
+        struct mc__attach *next = run->next;
+        atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
+        run->cb(run->ud);
+        mc__attach_release(run);
+        run = next;
+    }
+}
+
 static int mc__invalidate_key(mc_cached *fn, const unsigned char *key, size_t klen)
 {
     mc__mark_key(fn, key, klen);
     mc__count_invalidation(fn);
-    return mc_cache_remove(fn->cache, key, klen);
+    int rc = mc_cache_remove(fn->cache, key, klen);
+    mc__invalidate_attached(fn, key, klen, false);
+    return rc;
 }
 
 static size_t mc__invalidate_prefix(mc_cached *fn, const void *prefix, size_t plen)
@@ -1074,6 +1129,7 @@ static size_t mc__invalidate_prefix(mc_cached *fn, const void *prefix, size_t pl
     mc__mark_inflight(fn, prefix, plen, false);
     mc__count_invalidation(fn);
     mc_cache_remove_prefix(fn->cache, prefix, plen, &removed);
+    mc__invalidate_attached(fn, prefix, plen, true);
     return removed;
 }
 
@@ -1084,6 +1140,7 @@ static size_t mc__invalidate_everything(mc_cached *fn)
     mc__count_invalidation(fn);
     /* The empty prefix matches every key: a clear that counts what it removed. */
     mc_cache_remove_prefix(fn->cache, NULL, 0, &removed);
+    mc__invalidate_attached(fn, NULL, 0, true);
     return removed;
 }
 
@@ -1227,11 +1284,19 @@ int mc_cached_prefill(mc_cached *fn, const mc_arg *args, size_t nargs, const voi
     /* A load of this key that started earlier must not overwrite the prefilled value. */
     mc__mark_key(fn, key, klen);
     mc__put_args a = {.key = key, .klen = klen, .value = value, .vlen = vlen,
-                      .weight = fn->iterable ? 1 : 0, .out_of_line = true};
+                      .weight = fn->iterable ? 1 : 0, .out_of_line = true, .keep_identical = true};
     return mc__cache_put_ex(fn->cache, &a);
 }
 
 /* ------------------------------------------------------------------ invalidation callbacks */
+
+/* After running a popped attachment: free it, unless its loader still holds it. */
+static void mc__attach_release(struct mc__attach *a)
+{
+    /* Acq_rel: whichever of the listener and the loader lets go last sees the other done. */
+    if (!a->held || atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+        free(a);
+}
 
 /* The cache's eviction listener: run the callbacks attached to the key that left. */
 static void mc__on_evict(void *ud, const void *key, size_t klen, const void *value, size_t vlen,
@@ -1263,66 +1328,533 @@ static void mc__on_evict(void *ud, const void *key, size_t klen, const void *val
         struct mc__attach *next = run->next;
         atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
         run->cb(run->ud);
-        free(run);
+        mc__attach_release(run);
         run = next;
     }
 }
 
-/* Remove one attachment if still there (whoever removes it runs it). */
-static bool mc__detach(mc_cached *fn, struct mc__attach *target, uint64_t h)
+static void mc__dep_fire(void *ud);
+
+/* Two attachments that are one: same key, same entry, same callback and user data (for
+ * dependencies, the same key of the same function to invalidate). */
+static bool mc__attach_same(const struct mc__attach *a, const struct mc__attach *b)
 {
+    if (a->cb != b->cb || a->entry != b->entry || a->klen != b->klen || memcmp(a->key, b->key, a->klen) != 0)
+        return false;
+    if (a->ud == b->ud)
+        return true;
+    if (a->cb != mc__dep_fire)
+        return false;
+    const struct mc__dep *x = a->ud, *y = b->ud;
+    return x->hub == y->hub && x->klen == y->klen && memcmp(x->key, y->key, x->klen) == 0;
+}
+
+/* What mc__attach_value did with cb(ud). */
+enum {
+    MC__ATT_LISTED = 0, /* attached: runs once when the entry goes (or ran already, by then) */
+    MC__ATT_DUP = 1,    /* the same attachment was listed: that one runs, for both */
+    MC__ATT_GONE = 2,   /* the entry is no longer cached: not attached, not run */
+};
+
+/* An attachment of cb(ud) to key, not listed yet; NULL without memory. */
+static struct mc__attach *mc__attach_new(mc_invalidate_fn cb, void *ud, const void *key, size_t klen)
+{
+    struct mc__attach *a = mc__malloc(sizeof *a + klen);
+    if (!a)
+        return NULL;
+    a->cb = cb;
+    a->ud = ud;
+    a->entry = NULL;
+    a->held = false;
+    atomic_init(&a->refs, 1);
+    a->klen = klen;
+    memcpy(a->key, key, klen);
+    return a;
+}
+
+static int mc__attach_insert(mc_cached *fn, struct mc__attach *a, const mc_value *v);
+
+/* Attach cb(ud) to the entry `v` (pinned by the caller) came from, unless the same is
+ * attached already. Never runs cb itself. Returns MC__ATT_* or MC_ENOMEM (not attached). */
+static int mc__attach_value(mc_cached *fn, const mc_value *v, mc_invalidate_fn cb, void *ud)
+{
+    size_t klen;
+    const void *key = mc_value_key(v, &klen);
+    struct mc__attach *a = mc__attach_new(cb, ud, key, klen);
+    return a ? mc__attach_insert(fn, a, v) : MC_ENOMEM;
+}
+
+/* List a (made by mc__attach_new for v's key; taken) for the entry v came from. */
+/* The last step of attaching a (listed, held by the caller): if v is no longer the entry
+ * cached under its key (never stored, or gone meanwhile), its listener may have run before a
+ * was listed, so take a back (MC__ATT_GONE: unlisted, the caller's), unless a removal popped
+ * it first (then that one runs it: MC__ATT_LISTED). Either way the caller lets go of a: the
+ * hold keeps its address from being reused while it looks, so a node popped and freed is
+ * never mistaken for a. */
+static int mc__attach_settle(mc_cached *fn, struct mc__attach *a, uint64_t h, const mc_value *v)
+{
+    size_t klen;
+    const void *key = mc_value_key(v, &klen); /* v's: a may be popped and run by now */
+    mc_value *now = NULL;
+    bool same = mc__cache_get_quiet(fn->cache, key, klen, &now) == 0 && now == v;
+    if (now)
+        mc_value_release(now);
     struct mc__stripe_c *st = mc__stripe_of(fn, h);
     bool found = false;
     pthread_mutex_lock(&st->lock);
     for (struct mc__attach **pp = &st->attached[mc__bucket_of(h)]; *pp; pp = &(*pp)->next)
-        if (*pp == target) {
-            *pp = target->next;
+        if (*pp == a) {
             found = true;
+            if (!same)
+                *pp = a->next;
+            a->held = false; /* listed alone from now on, or the caller's alone */
             break;
         }
     pthread_mutex_unlock(&st->lock);
-    if (found)
-        atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
-    return found;
+    if (!found) {
+        mc__attach_release(a); /* popped: it ran (or runs) there */
+        return MC__ATT_LISTED;
+    }
+    if (same)
+        return MC__ATT_LISTED;
+    atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
+    return MC__ATT_GONE;
+}
+
+static int mc__attach_insert(mc_cached *fn, struct mc__attach *a, const mc_value *v)
+{
+    uint64_t h = mc__khash(a->key, a->klen);
+    a->entry = v;
+    struct mc__stripe_c *st = mc__stripe_of(fn, h);
+    size_t b = mc__bucket_of(h);
+    bool dup = false;
+    pthread_mutex_lock(&st->lock);
+    for (struct mc__attach *x = st->attached[b]; x && !dup; x = x->next)
+        dup = mc__attach_same(x, a);
+    if (!dup) {
+        a->held = true;
+        atomic_init(&a->refs, 2); /* the list's and ours, until settled */
+        a->next = st->attached[b];
+        st->attached[b] = a;
+        atomic_fetch_add_explicit(&fn->n_attached, 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (dup) {
+        /* The one listed was attached for this very entry: whoever pops it (the entry's
+         * listener, or its attacher if the entry was gone) runs it once for both. */
+        free(a);
+        return MC__ATT_DUP;
+    }
+    int r = mc__attach_settle(fn, a, h, v);
+    if (r == MC__ATT_GONE)
+        free(a);
+    return r;
+}
+
+/* A caller's callback: attached, or run now (entry gone, or no memory to attach it). Returns
+ * 0 or MC_ENOMEM. */
+static int mc__attach_user(mc_cached *fn, const mc_value *v, mc_invalidate_fn cb, void *ud)
+{
+    int r = mc__attach_value(fn, v, cb, ud);
+    if (r == MC__ATT_GONE || r < 0)
+        cb(ud);
+    return r < 0 ? r : 0;
 }
 
 int mc_cached_call_ex(mc_cached *fn, const mc_arg *args, size_t nargs, mc_invalidate_fn on_invalidate,
                       void *ud, mc_value **out)
 {
     int rc = mc_cached_call(fn, args, nargs, out);
-    if (rc != 0 || !on_invalidate)
+    if (!on_invalidate)
         return rc;
-    size_t klen;
-    const void *key = mc_value_key(*out, &klen);
-    uint64_t h = mc__khash(key, klen);
-    struct mc__attach *a = mc__malloc(sizeof *a + klen);
-    if (!a) {
+    if (rc != 0) {
+        on_invalidate(ud); /* no entry to attach it to: it runs once, now */
+        return rc;
+    }
+    rc = mc__attach_user(fn, *out, on_invalidate, ud);
+    if (rc != 0) {
         mc_value_release(*out);
         *out = NULL;
-        return MC_ENOMEM;
     }
-    a->cb = on_invalidate;
-    a->ud = ud;
-    a->klen = klen;
-    memcpy(a->key, key, klen);
-    struct mc__stripe_c *st = mc__stripe_of(fn, h);
-    pthread_mutex_lock(&st->lock);
-    a->next = st->attached[mc__bucket_of(h)];
-    st->attached[mc__bucket_of(h)] = a;
-    atomic_fetch_add_explicit(&fn->n_attached, 1, memory_order_release);
-    pthread_mutex_unlock(&st->lock);
-    /* If our entry is no longer the cached one (never stored, or gone meanwhile), its
-     * listener may have run before the callback was attached: run it now, unless the
-     * listener of a later removal took it first. */
-    mc_value *now = NULL;
-    bool same = mc__cache_get_quiet(fn->cache, key, klen, &now) == 0 && now == *out;
-    if (now)
-        mc_value_release(now);
-    if (!same && mc__detach(fn, a, h)) {
-        on_invalidate(ud);
-        free(a);
+    return rc;
+}
+
+/* An asynchronous call with a callback: the caller's done, behind the attachment. */
+struct mc__async_ex {
+    mc_cached *fn;
+    mc_done_fn done;
+    void *ud;
+    mc_invalidate_fn on_invalidate;
+    void *inv_ud;
+};
+
+static void mc__async_ex_done(void *p, int rc, mc_value *v)
+{
+    struct mc__async_ex x = *(struct mc__async_ex *)p;
+    free(p);
+    if (rc == 0) {
+        rc = mc__attach_user(x.fn, v, x.on_invalidate, x.inv_ud);
+        if (rc != 0) {
+            mc_value_release(v);
+            v = NULL;
+        }
+    } else {
+        x.on_invalidate(x.inv_ud);
+    }
+    x.done(x.ud, rc, v);
+}
+
+int mc_cached_call_async_ex(mc_cached *fn, const mc_arg *args, size_t nargs, mc_done_fn done, void *ud,
+                            mc_invalidate_fn on_invalidate, void *inv_ud)
+{
+    if (!on_invalidate)
+        return mc_cached_call_async(fn, args, nargs, done, ud);
+    int rc = MC_EINVAL;
+    struct mc__async_ex *x = fn && done ? mc__malloc(sizeof *x) : NULL;
+    if (x) {
+        *x = (struct mc__async_ex){fn, done, ud, on_invalidate, inv_ud};
+        rc = mc_cached_call_async(fn, args, nargs, mc__async_ex_done, x);
+        if (rc == 0)
+            return 0; /* done runs (or ran): the callback is attached or ran before it */
+        free(x);
+    } else if (fn && done) {
+        rc = MC_ENOMEM;
+    }
+    on_invalidate(inv_ud);
+    return rc;
+}
+
+int mc_cached_call_many_ex(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t nargs,
+                           mc_invalidate_fn on_invalidate, void *const *uds, mc_value **values, int *rcs)
+{
+    int rc = mc_cached_call_many(fn, keys, nkeys, nargs, values, rcs);
+    if (!on_invalidate)
+        return rc;
+    for (size_t i = 0; i < nkeys; i++) {
+        void *ud = uds ? uds[i] : NULL;
+        if (rc != 0 || rcs[i] != 0) {
+            on_invalidate(ud);
+            continue;
+        }
+        int arc = mc__attach_user(fn, values[i], on_invalidate, ud);
+        if (arc != 0) {
+            mc_value_release(values[i]);
+            values[i] = NULL;
+            rcs[i] = arc;
+        }
+    }
+    return rc;
+}
+
+void mc_prefill_options_init(mc_prefill_options *opts)
+{
+    if (opts)
+        memset(opts, 0, sizeof *opts);
+}
+
+int mc_cached_prefill_ex(mc_cached *fn, const mc_arg *args, size_t nargs, const void *value, size_t vlen,
+                         const mc_prefill_options *opts)
+{
+    mc_prefill_options none_set;
+    if (!opts) {
+        mc_prefill_options_init(&none_set);
+        opts = &none_set;
+    }
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = MC_EINVAL;
+    if (!fn || (!args && nargs) || (!value && vlen && !opts->none) || (opts->weight && !fn->iterable))
+        goto fail;
+    rc = mc__tuple_key(args, nargs, key, &klen);
+    if (rc != 0)
+        goto fail;
+    /* The attachment first, so that running out of memory leaves nothing stored. */
+    struct mc__attach *att = NULL;
+    if (opts->on_invalidate && !(att = mc__attach_new(opts->on_invalidate, opts->ud, key, klen))) {
+        rc = MC_ENOMEM;
+        goto fail;
+    }
+    /* A load of this key that started earlier must not overwrite the prefilled value. */
+    mc__mark_key(fn, key, klen);
+    mc_value *v = NULL;
+    mc__put_args a = {.key = key, .klen = klen, .value = value, .vlen = opts->none ? 0 : vlen,
+                      .none = opts->none, .weight = fn->iterable ? (opts->weight ? opts->weight : 1) : 0,
+                      .out_of_line = true, .keep_identical = true,
+                      .pinned = opts->on_invalidate ? &v : NULL};
+    rc = mc__cache_put_ex(fn->cache, &a);
+    if (rc != 0) {
+        free(att);
+        goto fail;
+    }
+    if (att) {
+        if (mc__attach_insert(fn, att, v) == MC__ATT_GONE)
+            opts->on_invalidate(opts->ud); /* replaced or removed already */
+        mc_value_release(v);
     }
     return 0;
+fail:
+    if (opts->on_invalidate)
+        opts->on_invalidate(opts->ud); /* nothing stored: it runs once, now */
+    return rc;
+}
+
+/* ------------------------------------------------------------------ dependencies */
+
+static void mc__hub_unref(struct mc__dep_hub *hub)
+{
+    /* Acq_rel: the last holder sees every other holder's use of the hub finished. */
+    if (atomic_fetch_sub_explicit(&hub->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pthread_mutex_destroy(&hub->lock);
+    pthread_cond_destroy(&hub->cond);
+    free(hub);
+}
+
+/* fn's hub, created on first use; NULL without memory. */
+static struct mc__dep_hub *mc__hub_of(mc_cached *fn)
+{
+    /* Acquire: a hub another thread published is seen initialised. */
+    struct mc__dep_hub *hub = atomic_load_explicit(&fn->deps, memory_order_acquire);
+    if (hub)
+        return hub;
+    hub = mc__calloc(1, sizeof *hub);
+    if (!hub)
+        return NULL;
+    pthread_mutex_init(&hub->lock, NULL);
+    pthread_cond_init(&hub->cond, NULL);
+    hub->fn = fn;
+    atomic_init(&hub->refs, 1); /* the function's */
+    struct mc__dep_hub *expect = NULL;
+    /* Release on success publishes the initialised hub; acquire on failure reads the winner's. */
+    if (atomic_compare_exchange_strong_explicit(&fn->deps, &expect, hub, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return hub;
+    mc__hub_unref(hub);
+    return expect;
+}
+
+/* The entry a dependency was attached to is gone: invalidate the dependent key, unless its
+ * function was destroyed. Runs exactly once per record (attachment rules). */
+static void mc__dep_fire(void *ud)
+{
+    struct mc__dep *d = ud;
+    struct mc__dep_hub *hub = d->hub;
+    pthread_mutex_lock(&hub->lock);
+    mc_cached *fn = hub->fn;
+    if (fn)
+        hub->busy++; /* mc_cached_destroy waits for this invalidation */
+    pthread_mutex_unlock(&hub->lock);
+    if (fn) {
+        mc__invalidate_key(fn, d->key, d->klen);
+        pthread_mutex_lock(&hub->lock);
+        if (--hub->busy == 0)
+            pthread_cond_broadcast(&hub->cond);
+        pthread_mutex_unlock(&hub->lock);
+    }
+    mc__hub_unref(hub);
+    free(d);
+}
+
+/* mc_cached_destroy: dependencies still attached elsewhere stop reaching fn. */
+static void mc__deps_orphan(mc_cached *fn)
+{
+    struct mc__dep_hub *hub = atomic_load_explicit(&fn->deps, memory_order_acquire);
+    if (!hub)
+        return;
+    pthread_mutex_lock(&hub->lock);
+    hub->fn = NULL;
+    while (hub->busy)
+        pthread_cond_wait(&hub->cond, &hub->lock);
+    pthread_mutex_unlock(&hub->lock);
+    mc__hub_unref(hub);
+}
+
+/* A running load whose result must not be stored: marked, and taken out of the in-flight
+ * table so that later calls start a fresh load rather than join it (as an invalidation of
+ * its key would, without touching the entry cached now). */
+static void mc__load_cancel(mc_load *l)
+{
+    struct mc__stripe_c *st = mc__stripe_of(l->fn, l->khash);
+    pthread_mutex_lock(&st->lock);
+    for (mc_load **pp = &st->inflight[mc__bucket_of(l->khash)]; *pp; pp = &(*pp)->next)
+        if (*pp == l) {
+            mc__detach_inflight(pp);
+            break;
+        }
+    atomic_store_explicit(&l->invalidated, true, memory_order_release);
+    pthread_mutex_unlock(&st->lock);
+}
+
+int mc_load_depends_on(mc_load *l, mc_cached *other, const mc_value *value)
+{
+    if (!l || l->batch || !other || !value)
+        return MC_EINVAL;
+    size_t vk;
+    const void *vkey = mc_value_key(value, &vk);
+    if (other == l->fn && vk == l->klen && memcmp(vkey, l->key, vk) == 0)
+        return MC_EINVAL; /* its own key: the store would invalidate it */
+    if (atomic_load_explicit(&l->invalidated, memory_order_acquire))
+        return 0; /* not stored anyway */
+    struct mc__dep_hub *hub = mc__hub_of(l->fn);
+    struct mc__dep *d = hub ? mc__malloc(sizeof *d + l->klen) : NULL;
+    if (!d) {
+        mc__load_cancel(l); /* an untracked dependency: the result must not be cached */
+        return MC_ENOMEM;
+    }
+    atomic_fetch_add_explicit(&hub->refs, 1, memory_order_relaxed); /* the record's */
+    d->hub = hub;
+    d->klen = l->klen;
+    memcpy(d->key, l->key, l->klen);
+    int r = mc__attach_value(other, value, mc__dep_fire, d);
+    if (r == MC__ATT_LISTED)
+        return 0;
+    mc__hub_unref(hub);
+    free(d);
+    if (r == MC__ATT_DUP)
+        return 0; /* the same dependency is recorded already */
+    /* Gone (the value read is no longer the one cached) or no memory: not stored. */
+    mc__load_cancel(l);
+    return r < 0 ? r : 0;
+}
+
+/* A dependency of l's key on other's key `key`, listed there before the entry is read (its
+ * entry not known yet: it matches no duplicate), so that any removal of that key from now on
+ * pops it and invalidates l's key, which takes l out of the in-flight table: no caller who
+ * starts after such a removal joins l. NULL without memory (then l is cancelled). */
+static struct mc__attach *mc__dep_pre(mc_load *l, mc_cached *other, const unsigned char *key, size_t klen)
+{
+    struct mc__dep_hub *hub = mc__hub_of(l->fn);
+    struct mc__dep *d = hub ? mc__malloc(sizeof *d + l->klen) : NULL;
+    struct mc__attach *a = d ? mc__attach_new(mc__dep_fire, d, key, klen) : NULL;
+    if (!a) {
+        free(d);
+        mc__load_cancel(l); /* an untracked dependency: the result must not be cached */
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&hub->refs, 1, memory_order_relaxed); /* the record's */
+    d->hub = hub;
+    d->klen = l->klen;
+    memcpy(d->key, l->key, l->klen);
+    a->held = true;
+    atomic_init(&a->refs, 2); /* the list's and ours, until mc__dep_post */
+    uint64_t h = mc__khash(key, klen);
+    struct mc__stripe_c *st = mc__stripe_of(other, h);
+    size_t b = mc__bucket_of(h);
+    pthread_mutex_lock(&st->lock);
+    a->next = st->attached[b];
+    st->attached[b] = a;
+    atomic_fetch_add_explicit(&other->n_attached, 1, memory_order_release);
+    pthread_mutex_unlock(&st->lock);
+    return a;
+}
+
+static void mc__dep_discard(struct mc__attach *a)
+{
+    struct mc__dep *d = a->ud;
+    mc__hub_unref(d->hub);
+    free(d);
+    free(a);
+}
+
+/* After the read of a's key: bind a to the entry v came from (v NULL: the read failed, no
+ * dependency), or drop it as a duplicate; if v is not the cached entry any more, l is not
+ * stored. If a was popped meanwhile, it ran: l's key was invalidated already. Lets go of a. */
+static void mc__dep_post(mc_load *l, mc_cached *other, struct mc__attach *a, const mc_value *v)
+{
+    uint64_t h = mc__khash(a->key, a->klen); /* a is held: still ours to read */
+    struct mc__stripe_c *st = mc__stripe_of(other, h);
+    bool found = false, keep = false;
+    pthread_mutex_lock(&st->lock);
+    for (struct mc__attach **pp = &st->attached[mc__bucket_of(h)]; *pp; pp = &(*pp)->next) {
+        if (*pp != a)
+            continue;
+        found = true;
+        keep = v != NULL;
+        if (keep) {
+            a->entry = v;
+            for (struct mc__attach *x = st->attached[mc__bucket_of(h)]; x && keep; x = x->next)
+                keep = x == a || !mc__attach_same(x, a);
+        }
+        if (!keep) {
+            *pp = a->next;
+            a->held = false; /* ours alone */
+        }
+        break;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (!found) {
+        mc__attach_release(a); /* popped: it ran (or runs) and frees its record */
+        return;
+    }
+    if (!keep) {
+        atomic_fetch_sub_explicit(&other->n_attached, 1, memory_order_relaxed);
+        mc__dep_discard(a);
+        return;
+    }
+    if (mc__attach_settle(other, a, h, v) == MC__ATT_GONE) {
+        mc__dep_discard(a);
+        mc__load_cancel(l); /* what was read is not cached any more */
+    }
+}
+
+/* The checks of mc_load_call(_many) for one key of other: 0, or MC_EINVAL for the load's own. */
+static int mc__dep_key_ok(const mc_load *l, const mc_cached *other, const unsigned char *key, size_t klen)
+{
+    return other == l->fn && klen == l->klen && memcmp(key, l->key, klen) == 0 ? MC_EINVAL : 0;
+}
+
+int mc_load_call(mc_load *l, mc_cached *other, const mc_arg *args, size_t nargs, mc_value **out)
+{
+    if (!out)
+        return MC_EINVAL;
+    *out = NULL;
+    if (!l || l->batch || !other)
+        return MC_EINVAL;
+    unsigned char key[MC_KEY_MAX];
+    size_t klen;
+    int rc = mc__call_key(other, args, nargs, key, &klen);
+    if (rc == 0)
+        rc = mc__dep_key_ok(l, other, key, klen); /* a load waiting for itself */
+    if (rc != 0)
+        return rc;
+    struct mc__attach *a = NULL;
+    if (!atomic_load_explicit(&l->invalidated, memory_order_acquire))
+        a = mc__dep_pre(l, other, key, klen);
+    rc = mc_cached_call(other, args, nargs, out);
+    if (a)
+        mc__dep_post(l, other, a, rc == 0 ? *out : NULL);
+    return rc;
+}
+
+int mc_load_call_many(mc_load *l, mc_cached *other, const mc_arg *keys, size_t nkeys, size_t nargs,
+                      mc_value **values, int *rcs)
+{
+    if (!l || l->batch || !other || (!keys && nkeys) || (nkeys && (!values || !rcs)))
+        return MC_EINVAL;
+    struct mc__attach **pre = mc__calloc(nkeys ? nkeys : 1, sizeof *pre);
+    if (!pre)
+        mc__load_cancel(l);
+    for (size_t i = 0; i < nkeys; i++) {
+        unsigned char key[MC_KEY_MAX];
+        size_t klen;
+        if (mc__call_key(other, keys + i * nargs, nargs, key, &klen) != 0)
+            continue; /* the call reports it */
+        if (mc__dep_key_ok(l, other, key, klen) != 0) {
+            for (size_t j = 0; pre && j < i; j++)
+                if (pre[j])
+                    mc__dep_post(l, other, pre[j], NULL);
+            free(pre);
+            return MC_EINVAL;
+        }
+        if (pre && !atomic_load_explicit(&l->invalidated, memory_order_acquire))
+            pre[i] = mc__dep_pre(l, other, key, klen);
+    }
+    int rc = mc_cached_call_many(other, keys, nkeys, nargs, values, rcs);
+    for (size_t i = 0; pre && i < nkeys; i++)
+        if (pre[i])
+            mc__dep_post(l, other, pre[i], rc == 0 && rcs[i] == 0 ? values[i] : NULL);
+    free(pre);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ lifecycle */
@@ -1467,6 +1999,8 @@ void mc_cached_destroy(mc_cached *fn)
         mc__worktimer_cancel(fn->pool, &fn->timer);
         mc__workpool_release(fn->pool);
     }
+    /* Dependencies recorded elsewhere stop reaching this function (no load runs now). */
+    mc__deps_orphan(fn);
     mc_cache_destroy(fn->cache);
     for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
         struct mc__stripe_c *st = &fn->stripes[s];
@@ -1476,7 +2010,7 @@ void mc_cached_destroy(mc_cached *fn)
             while (a) {
                 struct mc__attach *next = a->next;
                 a->cb(a->ud);
-                free(a);
+                mc__attach_release(a);
                 a = next;
             }
         }

@@ -36,11 +36,40 @@ struct mc__pooljob {
     size_t nkeys, nargs;
 };
 
-/* An invalidation callback attached to a key. */
+/* An invalidation callback attached to a key, for the entry `entry` (the pinned value the
+ * caller held: compared to tell duplicates, never dereferenced). Popped, and run, by whoever
+ * removes it: the listener of the key's next removal, the attacher (entry already gone), or
+ * mc_cached_destroy. */
 struct mc__attach {
     struct mc__attach *next;
     mc_invalidate_fn cb;
     void *ud;
+    const void *entry;
+    /* A dependency listed before its entry is read (mc_load_call) is also held by its loader
+     * until bound: `held` (stripe lock while listed; fixed once popped) and, while held, two
+     * references, the list's and the loader's (the last one frees it). */
+    bool held;
+    atomic_uint refs;
+    size_t klen;
+    unsigned char key[];
+};
+
+/* What dependencies (mc_load_call, mc_load_depends_on) of a function's entries hold on to:
+ * the function while it lives. Records in other functions' attachment lists outlive it;
+ * mc_cached_destroy sets fn to NULL (waiting for invalidations into it to finish), and the
+ * last reference (the function's, one per record) frees the hub. */
+struct mc__dep_hub {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    mc_cached *fn; /* lock; NULL once the function is destroyed */
+    unsigned busy; /* lock; invalidations into fn running now */
+    atomic_uint refs;
+};
+
+/* One dependency: the key of the hub's function to invalidate when the entry it is attached
+ * to (another function's) goes. Immutable once attached; freed by mc__dep_fire. */
+struct mc__dep {
+    struct mc__dep_hub *hub;
     size_t klen;
     unsigned char key[];
 };
@@ -130,6 +159,8 @@ struct mc_cached {
     uint64_t refresh_after_ns, expire_after_write_ns, none_ttl_ns;
     _Atomic uint64_t refreshes, refresh_errors, expiries;
     struct mc__stripe_c stripes[MC__CACHED_STRIPES];
+    /* Created by the first dependency one of its loads records (mc_load_depends_on). */
+    _Atomic(struct mc__dep_hub *) deps;
 };
 
 /* Test hook: called after a loader returned a result and before it is stored (point 1), and

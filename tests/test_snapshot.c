@@ -527,6 +527,45 @@ static void test_write_age_rules(void **state)
     mc_snapshot_free(snap);
 }
 
+/* A function whose loads depend on another's entries (mc_load_call) writes none of them: the
+ * dependency records that would invalidate them do not survive the process. */
+static mc_cached *dep_target;
+static int dependent_loader(void *self, const mc_arg *args, size_t nargs, mc_load *load)
+{
+    (void)self;
+    (void)nargs;
+    mc_value *v = NULL;
+    int rc = mc_load_call(load, dep_target, args, 1, &v);
+    if (rc != 0)
+        return rc;
+    char buf[80];
+    int n = snprintf(buf, sizeof buf, "dep(%.*s)", (int)mc_value_size(v), (const char *)mc_value_data(v));
+    mc_value_release(v);
+    return mc_load_set_copy(load, buf, (size_t)n);
+}
+
+static void test_dependent_function_not_written(void **state)
+{
+    (void)state;
+    mc_registry *reg = registry_ttl(0);
+    dep_target = make(reg, "t.base", 100, true, loader);
+    mc_cached *f = make(reg, "t.derived", 100, true, dependent_loader);
+    char buf[64];
+    bool none;
+    call(f, "k1", buf, sizeof buf, &none);
+    assert_string_equal(buf, "dep(v:k1)");
+    call(f, "k2", buf, sizeof buf, &none);
+    mc_error err = {0};
+    mc_snapshot_write_stats ws;
+    assert_int_equal(mc_snapshot_write(reg, NULL, 0, path, &ws, &err), 0);
+    assert_int_equal(ws.functions, 1); /* t.base */
+    assert_int_equal(ws.entries, 2);   /* its k1 and k2 */
+    assert_int_equal(ws.skipped, 2);   /* t.derived's two */
+    mc_cached_destroy(f);
+    mc_cached_destroy(dep_target);
+    mc_registry_destroy(reg);
+}
+
 static void test_empty_function(void **state)
 {
     (void)state;
@@ -618,7 +657,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_ages_and_ttl),
         cmocka_unit_test(test_bounds_keep_recent), cmocka_unit_test(test_present_key_kept),
         cmocka_unit_test(test_refusals),         cmocka_unit_test(test_write_failure),
-        cmocka_unit_test(test_empty_function),   cmocka_unit_test(test_write_age_rules),   cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test(test_empty_function),   cmocka_unit_test(test_write_age_rules), cmocka_unit_test(test_dependent_function_not_written),   cmocka_unit_test(test_allocation_failures),
         cmocka_unit_test(test_large_restore),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -133,7 +133,9 @@ typedef struct mc_cached_options {
      * invalidations all go through the registry (so that the stream can replay them).
      * Snapshots keep no write time: with expire_after_write_ns nothing is restored (with
      * none_ttl_ns no "no value" entry), and under refresh_after_ns a restored entry is
-     * refreshed at its first hit. Default false. */
+     * refreshed at its first hit. A function whose loads record dependencies on other
+     * functions (mc_load_call, mc_load_depends_on) writes no entries: the records that would
+     * invalidate them do not survive the process. Default false. */
     bool persist;
     /* Refresh-ahead (see "Refresh and write age" below): a hit on an entry stored longer ago
      * than this returns it at once and starts one background reload on the load pool.

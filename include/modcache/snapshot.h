@@ -59,7 +59,9 @@ MC_API const char *mc_snapshot_fault_name(mc_snapshot_fault fault);
 typedef struct mc_snapshot_write_stats {
     uint64_t functions;   /* persistent functions written */
     uint64_t entries;     /* entries written */
-    uint64_t skipped;     /* entries left out: values handed over (mc_load_set_owned) */
+    uint64_t skipped;     /* entries left out: values handed over (mc_load_set_owned), and every
+                           * entry of a function whose loads recorded dependencies on other
+                           * functions (mc_load_call, mc_load_depends_on) */
     uint64_t bytes;       /* size of the file */
     uint64_t duration_ns; /* from the start of the call to the rename */
 } mc_snapshot_write_stats;

@@ -1702,6 +1702,7 @@ int mc_load_depends_on(mc_load *l, mc_cached *other, const mc_value *value)
         return MC_ENOMEM;
     }
     atomic_fetch_add_explicit(&hub->refs, 1, memory_order_relaxed); /* the record's */
+    atomic_store_explicit(&l->fn->has_deps, true, memory_order_relaxed);
     d->hub = hub;
     d->klen = l->klen;
     memcpy(d->key, l->key, l->klen);
@@ -1732,6 +1733,7 @@ static struct mc__attach *mc__dep_pre(mc_load *l, mc_cached *other, const unsign
         return NULL;
     }
     atomic_fetch_add_explicit(&hub->refs, 1, memory_order_relaxed); /* the record's */
+    atomic_store_explicit(&l->fn->has_deps, true, memory_order_relaxed);
     d->hub = hub;
     d->klen = l->klen;
     memcpy(d->key, l->key, l->klen);

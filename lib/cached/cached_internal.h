@@ -131,6 +131,9 @@ struct mc_cached {
     size_t key_mask_len;
     bool tree, iterable, keep_unread;
     bool persist; /* entries go into snapshots (snapshot.c) */
+    /* A load recorded a dependency on another function (mc_load_call, mc_load_depends_on):
+     * its entries cannot go into snapshots, which do not keep those records. */
+    _Atomic bool has_deps;
     size_t base_max_entries;
     size_t key_len;        /* fields of a key (num_args minus uncached ones); 0: not declared */
     mc_registry *registry; /* set while registered (the registry, never a scope); its lock */

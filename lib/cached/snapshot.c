@@ -197,10 +197,15 @@ static int mc__sw_visit(void *ud, const mc__entry_view *e)
 
 static void mc__sw_function(void *ud, mc_cached *fn, const mc_cached_stats *stats)
 {
-    (void)stats;
     mc__swriter *w = ud;
     if (w->rc || !fn->persist || !fn->name[0])
         return;
+    if (atomic_load_explicit(&fn->has_deps, memory_order_relaxed)) {
+        /* Its entries depend on other functions' entries through records a new process would
+         * not have: restored, they would outlive an invalidation of what they were built from. */
+        w->st.skipped += stats->cache.entries;
+        return;
+    }
     size_t nlen = strlen(fn->name);
     unsigned char hdr[1 + 2 + MC__NAME_MAX + 1];
     hdr[0] = 'F';

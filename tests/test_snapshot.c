@@ -544,6 +544,67 @@ static int dependent_loader(void *self, const mc_arg *args, size_t nargs, mc_loa
     return mc_load_set_copy(load, buf, (size_t)n);
 }
 
+/* Entries of a function with write-age rules keep their write age across a restart:
+ * expire_after_write and refresh_after count from the original store. */
+static void test_write_ages_kept(void **state)
+{
+    (void)state;
+    const uint64_t s = 1000000000ull;
+    mc_registry *reg = registry_ttl(0);
+    mc_cached *p = make_aged(reg, 0, 100 * s, 0);
+    char buf[64];
+    bool none;
+    call(p, "k1", buf, sizeof buf, &none);
+    clock_now += 50 * s;
+    call(p, "k2", buf, sizeof buf, &none);
+    clock_now += 10 * s; /* write ages: k1 60 s, k2 10 s */
+    mc_error err = {0};
+    mc_snapshot_write_stats ws;
+    assert_int_equal(mc_snapshot_write(reg, NULL, 0, path, &ws, &err), 0);
+    assert_int_equal(ws.entries, 2);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+    mc_snapshot *snap = NULL;
+    mc_snapshot_fault fault;
+    assert_int_equal(mc_snapshot_read(path, &snap, &fault, &err), 0);
+
+    /* A 55 s lifetime: k1 is too old already, k2 is restored and expires at its own age. */
+    reg = registry_ttl(0);
+    p = make_aged(reg, 0, 55 * s, 0);
+    mc_snapshot_restore_stats rs;
+    assert_int_equal(mc_snapshot_restore(snap, reg, &rs), 0);
+    assert_int_equal(rs.restored, 1);
+    assert_int_equal(rs.expired, 1);
+    mc_cached_stats st;
+    mc_cached_stats_get(p, &st);
+    uint64_t loads0 = st.loads;
+    call(p, "k2", buf, sizeof buf, &none); /* 10 s old: served */
+    mc_cached_stats_get(p, &st);
+    assert_int_equal(st.loads, loads0);
+    clock_now += 50 * s; /* 60 s since k2 was first stored: past 55 */
+    call(p, "k2", buf, sizeof buf, &none);
+    mc_cached_stats_get(p, &st);
+    assert_int_equal(st.loads, loads0 + 1);
+    assert_int_equal(st.expiries, 1);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+
+    /* refresh_after 30 s: k1 (60 s) is refreshed at its first hit, k2 (10 s) is not. */
+    reg = registry_ttl(0);
+    p = make_aged(reg, 30 * s, 0, 0);
+    assert_int_equal(mc_snapshot_restore(snap, reg, &rs), 0);
+    assert_int_equal(rs.restored, 2);
+    call(p, "k2", buf, sizeof buf, &none);
+    mc_cached_stats_get(p, &st);
+    assert_int_equal(st.refreshes, 0);
+    call(p, "k1", buf, sizeof buf, &none);
+    mc_cached_stats_get(p, &st);
+    assert_int_equal(st.refreshes, 1);
+    mc_cached_destroy(p);
+    mc_registry_destroy(reg);
+    mc_snapshot_free(snap);
+}
+
 static void test_dependent_function_not_written(void **state)
 {
     (void)state;
@@ -657,7 +718,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_ages_and_ttl),
         cmocka_unit_test(test_bounds_keep_recent), cmocka_unit_test(test_present_key_kept),
         cmocka_unit_test(test_refusals),         cmocka_unit_test(test_write_failure),
-        cmocka_unit_test(test_empty_function),   cmocka_unit_test(test_write_age_rules), cmocka_unit_test(test_dependent_function_not_written),   cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test(test_empty_function),   cmocka_unit_test(test_write_age_rules), cmocka_unit_test(test_dependent_function_not_written), cmocka_unit_test(test_write_ages_kept),   cmocka_unit_test(test_allocation_failures),
         cmocka_unit_test(test_large_restore),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

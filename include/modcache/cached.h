@@ -131,9 +131,10 @@ typedef struct mc_cached_options {
      * over (mc_load_set_owned) is a pointer that means nothing in another process; those are
      * left out. Only for functions whose values stay meaningful across processes, and whose
      * invalidations all go through the registry (so that the stream can replay them).
-     * Snapshots keep no write time: with expire_after_write_ns nothing is restored (with
-     * none_ttl_ns no "no value" entry), and under refresh_after_ns a restored entry is
-     * refreshed at its first hit. A function whose loads record dependencies on other
+     * With write-age rules (refresh_after_ns, expire_after_write_ns, none_ttl_ns) entries keep
+     * their write age across the restart; entries saved without one (the function had no such
+     * rule then) are not restored under a write-age lifetime, and are refreshed at their first
+     * hit under refresh_after_ns. A function whose loads record dependencies on other
      * functions (mc_load_call, mc_load_depends_on) writes no entries: the records that would
      * invalidate them do not survive the process. Default false. */
     bool persist;

@@ -12,6 +12,8 @@
  *                  entries follow
  *              'V' u32 klen, u32 vlen, u64 weight, u64 age_ns, key, value   an entry
  *              'N' u32 klen, u64 weight, u64 age_ns, key                 a "no value" entry
+ *              'v', 'n' as 'V' and 'N' with a u64 write_age_ns after age_ns (functions with
+ *                  write-age rules: refresh_after, expire_after_write, none_ttl)
  *              'E'                                                   the end of the records
  *   trailer  u64 body length, u64 XXH3-64 of header and body, "MCSNEND\n"
  * A file is written to "<path>.tmp", fsync'd, renamed over `path` and its directory fsync'd,
@@ -101,9 +103,9 @@ MC_API uint64_t mc_snapshot_function_entries(const mc_snapshot *snap, size_t i);
 /* What mc_snapshot_restore did. */
 typedef struct mc_snapshot_restore_stats {
     uint64_t restored;  /* entries stored */
-    uint64_t expired;   /* entries left out: older than their function's TTL by now, or of a function
-                         * with a write-age lifetime (expire_after_write, none_ttl for "no value"),
-                         * since snapshots keep no write time */
+    uint64_t expired;   /* entries left out: older than their function's TTL by now, or than its
+                         * write-age lifetime (expire_after_write, none_ttl for "no value"), or
+                         * saved without a write age and restored into a function with one */
     uint64_t present;   /* entries left out: the key was already cached (loaded since start) */
     uint64_t failed;    /* entries the cache refused (over a bound on its own, no memory) */
     uint64_t functions; /* functions restored into */

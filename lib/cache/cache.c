@@ -1282,11 +1282,13 @@ int mc__cache_put_ex(mc_cache *c, const mc__put_args *a)
         nc.weight = klen + vlen;
     } else {
         nc.e = mc__entry_make(c->track, (uint32_t)h, a, now - (a->age_ns < now ? a->age_ns : now), c->wstamp);
-        if (nc.e && a->restored && (nc.e->flags & MC__E_WTIME))
-            /* A restored entry's write age is not known: it is due for refresh at once (the
-             * restore refuses entries of functions with a write-age lifetime). */
-            atomic_store_explicit(mc__entry_wtime(nc.e), now > c->w_refresh ? now - c->w_refresh : 0,
-                                  memory_order_relaxed);
+        if (nc.e && a->restored && (nc.e->flags & MC__E_WTIME)) {
+            /* A restored entry's write time: its saved write age back from now, or, when the
+             * snapshot had none (written without write-age rules), due for refresh at once
+             * (the restore refuses such entries under a write-age lifetime). */
+            uint64_t back = a->has_write_age ? a->write_age_ns : c->w_refresh;
+            atomic_store_explicit(mc__entry_wtime(nc.e), now > back ? now - back : 0, memory_order_relaxed);
+        }
         if (!nc.e)
             return MC_ENOMEM;
         if (!atomic_load_explicit(&c->had_out_of_line, memory_order_relaxed))
@@ -1731,6 +1733,11 @@ int mc__cache_visit_shard(mc_cache *c, unsigned shard, int (*visit)(void *ud, co
                 if (e->flags & MC__E_TTL) {
                     uint64_t at = atomic_load_explicit(mc__entry_atime(e), memory_order_relaxed);
                     v.idle_ns = now > at ? now - at : 0;
+                }
+                if (e->flags & MC__E_WTIME) {
+                    uint64_t wt = atomic_load_explicit(mc__entry_wtime(e), memory_order_relaxed) & ~MC__WTIME_CLAIM;
+                    v.has_write_age = true;
+                    v.write_age_ns = now > wt ? now - wt : 0;
                 }
             }
             rc = visit(ud, &v);

@@ -30,9 +30,10 @@ typedef struct mc__put_args {
     /* How long ago the entry was last read or written (a restored snapshot's saved age): its
      * access time is set that far back, so TTL and idle eviction count from then. 0: now. */
     uint64_t age_ns;
-    /* Restored from a snapshot, which keeps no write time: under refresh_after the entry is
-     * due for refresh at its first hit. */
-    bool restored;
+    /* Restored from a snapshot: the write time is set write_age_ns back when has_write_age
+     * (the entry was saved with one), else the entry is due for refresh at its first hit. */
+    bool restored, has_write_age;
+    uint64_t write_age_ns;
     /* Memoized stores: when the key holds an unexpired out-of-line entry with the same bytes,
      * the same "no value" flag and the same weight, keep that entry (no replacement, no
      * listener call, its recency and access time refreshed as by a write) and pin it instead;
@@ -66,6 +67,8 @@ typedef struct mc__entry_view {
     bool owned;        /* a value handed over (mc_cache_put_owned, mc_load_set_owned) */
     uint64_t weight;   /* what max_bytes counts */
     uint64_t idle_ns;  /* since its last read or write (0 when the cache keeps no access times) */
+    bool has_write_age; /* the cache keeps write times (write-age rules): write_age_ns is set */
+    uint64_t write_age_ns; /* since it was stored */
 } mc__entry_view;
 
 /* Visit every live (unexpired) entry of shard `shard` (< mc__cache_shards) under its lock, in

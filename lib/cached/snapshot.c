@@ -174,11 +174,12 @@ static int mc__sw_visit(void *ud, const mc__entry_view *e)
     }
     if (e->vlen > UINT32_MAX)
         return 0;
-    size_t head = e->none ? 1 + 4 + 8 + 8 : 1 + 4 + 4 + 8 + 8;
+    size_t head = (e->none ? 1 + 4 + 8 + 8 : 1 + 4 + 4 + 8 + 8) + (e->has_write_age ? 8 : 0);
     unsigned char *p = mc__sbuf_room(&w->shard, head + e->klen + (e->none ? 0 : e->vlen));
     if (!p)
         return MC_ENOMEM;
-    *p++ = e->none ? 'N' : 'V';
+    /* Lower case: the record carries a write age too (a function with write-age rules). */
+    *p++ = e->has_write_age ? (e->none ? 'n' : 'v') : (e->none ? 'N' : 'V');
     mc__put_u32(p, (uint32_t)e->klen);
     p += 4;
     if (!e->none) {
@@ -188,6 +189,10 @@ static int mc__sw_visit(void *ud, const mc__entry_view *e)
     mc__put_u64(p, e->weight);
     mc__put_u64(p + 8, e->idle_ns);
     p += 16;
+    if (e->has_write_age) {
+        mc__put_u64(p, e->write_age_ns);
+        p += 8;
+    }
     memcpy(p, e->key, e->klen);
     if (!e->none && e->vlen)
         memcpy(p + e->klen, e->value, e->vlen);
@@ -356,6 +361,8 @@ typedef struct {
     const unsigned char *key, *value;
     size_t klen, vlen;
     uint64_t weight, age_ns;
+    bool has_write_age;
+    uint64_t write_age_ns;
     size_t next;
 } mc__srec;
 
@@ -365,10 +372,11 @@ static bool mc__srec_at(const unsigned char *d, size_t off, size_t end, mc__srec
     if (off >= end)
         return false;
     unsigned char tag = d[off];
-    if (tag != 'V' && tag != 'N')
+    if (tag != 'V' && tag != 'N' && tag != 'v' && tag != 'n')
         return false;
-    r->none = tag == 'N';
-    size_t head = r->none ? 1 + 4 + 8 + 8 : 1 + 4 + 4 + 8 + 8;
+    r->none = tag == 'N' || tag == 'n';
+    r->has_write_age = tag == 'v' || tag == 'n';
+    size_t head = (r->none ? 1 + 4 + 8 + 8 : 1 + 4 + 4 + 8 + 8) + (r->has_write_age ? 8 : 0);
     if (end - off < head)
         return false;
     const unsigned char *p = d + off + 1;
@@ -381,6 +389,7 @@ static bool mc__srec_at(const unsigned char *d, size_t off, size_t end, mc__srec
     }
     r->weight = mc__get_u64(p);
     r->age_ns = mc__get_u64(p + 8);
+    r->write_age_ns = r->has_write_age ? mc__get_u64(p + 16) : 0;
     if (r->klen > MC_KEY_MAX)
         return false;
     size_t rest = end - off - head;
@@ -635,8 +644,15 @@ typedef struct {
     const mc__sorder *order;
     size_t n;
     int parity;
+    uint64_t down; /* time between the write and the restore */
     mc_snapshot_restore_stats st;
 } mc__rpart;
+
+/* A saved age plus the time since the snapshot was written, saturating. */
+static uint64_t mc__plus_down(uint64_t age, uint64_t down)
+{
+    return age > UINT64_MAX - down ? UINT64_MAX : age + down;
+}
 
 static void mc__restore_part(mc__rpart *p)
 {
@@ -657,6 +673,8 @@ static void mc__restore_part(mc__rpart *p)
             .out_of_line = true,
             .age_ns = p->order[i].age,
             .restored = true,
+            .has_write_age = r.has_write_age,
+            .write_age_ns = mc__plus_down(r.write_age_ns, p->down),
         };
         int rc = mc__cache_put_ex(p->fn->cache, &a);
         if (rc == 0)
@@ -682,11 +700,15 @@ static void mc__restore_fn(const mc_snapshot *s, const struct mc__snapfn *sf, mc
     size_t n = 0;
     mc__srec r;
     for (size_t off = sf->first; off < sf->end && mc__srec_at(s->data, off, sf->end, &r); off = r.next) {
-        uint64_t age = r.age_ns > UINT64_MAX - down ? UINT64_MAX : r.age_ns + down;
-        /* Expire-after-access counts from the saved last access. Snapshots keep no write
-         * time, so a function with a write-age lifetime (expire_after_write, none_ttl) cannot
-         * prove any entry young enough: none is restored (counted as expired). */
-        if ((ttl && age >= ttl) || fn->expire_after_write_ns || (r.none && fn->none_ttl_ns)) {
+        uint64_t age = mc__plus_down(r.age_ns, down);
+        /* Expire-after-access counts from the saved last access, a write-age lifetime
+         * (expire_after_write, and none_ttl for "no value") from the saved write age; an entry
+         * saved without one (its function had no write-age rules then) cannot be proven young
+         * enough for such a lifetime. */
+        uint64_t life = fn->expire_after_write_ns;
+        if (r.none && fn->none_ttl_ns && (!life || fn->none_ttl_ns < life))
+            life = fn->none_ttl_ns;
+        if ((ttl && age >= ttl) || (life && (!r.has_write_age || mc__plus_down(r.write_age_ns, down) >= life))) {
             st->expired++;
             continue;
         }
@@ -706,8 +728,8 @@ static void mc__restore_fn(const mc_snapshot *s, const struct mc__snapfn *sf, mc
     qsort(order, n, sizeof *order, mc__older_first);
     /* Large restores on two threads, each taking the shards of one parity: the order within
      * every shard (oldest first) is kept, and the threads' puts never share a shard lock. */
-    mc__rpart parts[2] = {{.s = s, .sf = sf, .fn = fn, .order = order, .n = n, .parity = 0},
-                          {.s = s, .sf = sf, .fn = fn, .order = order, .n = n, .parity = 1}};
+    mc__rpart parts[2] = {{.s = s, .sf = sf, .fn = fn, .order = order, .n = n, .parity = 0, .down = down},
+                          {.s = s, .sf = sf, .fn = fn, .order = order, .n = n, .parity = 1, .down = down}};
     pthread_t helper;
     bool two = n >= MC__RESTORE_SPLIT && mc__cache_shards(fn->cache) > 1 &&
                pthread_create(&helper, NULL, mc__restore_part_main, &parts[1]) == 0;

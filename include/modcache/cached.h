@@ -290,7 +290,8 @@ MC_API int mc_cached_call_async_ex(mc_cached *fn, const mc_arg *args, size_t nar
  * (MC_ETIMEDOUT for keys still loading at the load timeout, counted from the start of this
  * call). Returns 0 when every key was attempted (per-key errors in rcs), MC_EINVAL/MC_ENOTSUP
  * (no batch_loader), or MC_ENOMEM with every rcs[i] MC_ENOMEM and values[i] NULL. Blocks until
- * all keys are resolved or timed out. */
+ * all keys are resolved or timed out. Every key is looked up inside one read section (the
+ * lookups of out-of-line entries enter none of their own), before any load starts. */
 MC_API int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t nargs,
                                mc_value **values, int *rcs);
 

@@ -960,27 +960,51 @@ int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t 
     uint64_t deadline = mc__deadline(fn);
     mc_load **waits = mc__calloc(nkeys ? nkeys : 1, sizeof *waits);
     mc_load **mine = mc__calloc(nkeys ? nkeys : 1, sizeof *mine);
-    if (!waits || !mine) {
+    unsigned char *ages = mc__calloc(nkeys ? nkeys : 1, 1);
+    if (!waits || !mine || !ages) {
         free(waits);
         free(mine);
+        free(ages);
         for (size_t i = 0; i < nkeys; i++) {
             values[i] = NULL;
             rcs[i] = MC_ENOMEM;
         }
         return MC_ENOMEM;
     }
-    size_t nmine = 0;
+    /* Every key is looked up inside one read section (the lookups skip their own enter and
+     * exit); what can run user code or wait (refreshes, loads) comes after it. rcs[i] is 1
+     * for a key still to load. */
+    bool bypass = mc__call_bypasses(fn);
+    mc__read_enter();
     for (size_t i = 0; i < nkeys; i++) {
         values[i] = NULL;
+        unsigned char key[MC_KEY_MAX];
+        size_t klen;
+        int rc = mc__call_key(fn, keys + i * nargs, nargs, key, &klen);
+        if (rc != 0) {
+            rcs[i] = rc;
+            continue;
+        }
+        unsigned age = 0;
+        bool found = !bypass && mc__cache_get_aged(fn->cache, key, klen, &values[i], &age) == 0;
+        ages[i] = (unsigned char)age;
+        rcs[i] = found ? 0 : 1;
+    }
+    mc__read_exit();
+    size_t nmine = 0;
+    for (size_t i = 0; i < nkeys; i++) {
+        if (!ages[i] && rcs[i] != 1)
+            continue;
         const mc_arg *a = keys + i * nargs;
         unsigned char key[MC_KEY_MAX];
         size_t klen;
-        int rc = mc__call_lookup(fn, a, nargs, key, &klen, &values[i]);
-        if (rc != 0) {
-            rcs[i] = rc < 0 ? rc : 0;
+        if (mc__call_key(fn, a, nargs, key, &klen) != 0)
+            continue; /* encoded above: cannot fail now */
+        if (ages[i])
+            mc__call_aged(fn, key, klen, a, nargs, ages[i]);
+        if (rcs[i] != 1)
             continue;
-        }
-        rc = mc__join_or_start(fn, key, klen, a, nargs, NULL, &waits[i], &values[i]);
+        int rc = mc__join_or_start(fn, key, klen, a, nargs, NULL, &waits[i], &values[i]);
         if (rc == 1) {
             rcs[i] = 0;
             waits[i] = NULL;
@@ -1016,6 +1040,7 @@ int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t 
             rcs[i] = mc__load_wait(waits[i], &values[i], deadline);
     free(waits);
     free(mine);
+    free(ages);
     return 0;
 }
 

@@ -1330,32 +1330,8 @@ static void mc__on_evict(void *ud, const void *key, size_t klen, const void *val
     (void)value;
     (void)vlen;
     (void)reason;
-    mc_cached *fn = ud;
-    if (atomic_load_explicit(&fn->n_attached, memory_order_acquire) == 0)
-        return;
-    uint64_t h = mc__khash(key, klen);
-    struct mc__stripe_c *st = mc__stripe_of(fn, h);
-    struct mc__attach *run = NULL;
-    pthread_mutex_lock(&st->lock);
-    struct mc__attach **pp = &st->attached[mc__bucket_of(h)];
-    while (*pp) {
-        struct mc__attach *a = *pp;
-        if (a->klen == klen && memcmp(a->key, key, klen) == 0) {
-            *pp = a->next;
-            a->next = run;
-            run = a;
-        } else {
-            pp = &a->next;
-        }
-    }
-    pthread_mutex_unlock(&st->lock);
-    while (run) {
-        struct mc__attach *next = run->next;
-        atomic_fetch_sub_explicit(&fn->n_attached, 1, memory_order_relaxed);
-        run->cb(run->ud);
-        mc__attach_release(run);
-        run = next;
-    }
+    /* The same work as after an invalidation of that one key. */
+    mc__invalidate_attached(ud, key, klen, false);
 }
 
 static void mc__dep_fire(void *ud);

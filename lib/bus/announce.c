@@ -14,6 +14,7 @@
 
 #include "bus/announce.h"
 #include "core/addr.h"
+#include "core/clock.h"
 #include "core/error.h"
 
 struct mc__announcer {
@@ -205,11 +206,7 @@ int mc__announce_start(const char *host, int port, const char *stream, const cha
     if (!a)
         return MC_ENOMEM;
     pthread_mutex_init(&a->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&a->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    mc__cond_init_monotonic(&a->cv);
     snprintf(a->host, sizeof a->host, "%s", host);
     a->port = port;
     a->stream = strdup(stream);

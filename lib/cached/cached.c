@@ -76,12 +76,6 @@ static size_t mc__bucket_of(uint64_t h) { return (h >> 8) & (MC__CACHED_BUCKETS 
 
 /* ------------------------------------------------------------------ deadlines */
 
-static uint64_t mc__mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Upper bounds of the load-duration buckets (1-2.5-5 steps from 1 us to 10 s, then +Inf). */
 static const uint64_t mc__load_bounds[MC_LOAD_BUCKETS] = {
@@ -94,7 +88,7 @@ uint64_t mc_cached_load_bucket_ns(size_t i) { return i < MC_LOAD_BUCKETS ? mc__l
 /* One finished load into the histogram: relaxed, these are statistics read as a snapshot. */
 static void mc__observe_load(mc_cached *fn, const mc_load *l)
 {
-    uint64_t d = mc__mono_ns() - l->start_ns;
+    uint64_t d = mc__mono_now() - l->start_ns;
     size_t b = 0;
     while (d > mc__load_bounds[b])
         b++;
@@ -131,7 +125,7 @@ static uint64_t mc__deadline(const mc_cached *fn)
 {
     if (!fn->load_timeout_ns)
         return 0;
-    uint64_t now = mc__mono_ns();
+    uint64_t now = mc__mono_now();
     return fn->load_timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + fn->load_timeout_ns;
 }
 
@@ -140,7 +134,7 @@ static struct timespec mc__abstime(uint64_t deadline)
     struct timespec ts;
     /* Far deadlines are clamped to a century: time_t arithmetic must not overflow. */
     const uint64_t century = 100ull * 365 * 86400 * 1000000000ull;
-    uint64_t now = mc__mono_ns();
+    uint64_t now = mc__mono_now();
     if (deadline > now + century)
         deadline = now + century;
     ts.tv_sec = (time_t)(deadline / 1000000000u);
@@ -219,7 +213,7 @@ static mc_load *mc__load_new(mc_cached *fn, const unsigned char *key, size_t kle
     memcpy(l->key, key, klen);
     atomic_init(&l->invalidated, false);
     l->res_weight = 1;
-    l->start_ns = mc__mono_ns();
+    l->start_ns = mc__mono_now();
     if (nargs) {
         /* The arguments are re-encoded so that the load owns every string it hands the loader,
          * which may finish on another thread after the caller returned. */
@@ -589,7 +583,7 @@ static void mc__drain_jobs(mc_cached *fn)
  * deadline still pending (UINT64_MAX if none). */
 static uint64_t mc__fire_expired(mc_cached *fn)
 {
-    uint64_t now = mc__mono_ns(), next = UINT64_MAX;
+    uint64_t now = mc__mono_now(), next = UINT64_MAX;
     struct mc__waiter *fire = NULL;
     for (unsigned s = 0; s < MC__CACHED_STRIPES; s++) {
         struct mc__stripe_c *st = &fn->stripes[s];

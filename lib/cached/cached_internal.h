@@ -173,17 +173,6 @@ struct mc_cached {
 #define MC__HOOK_FINISHED 2
 extern void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
 
-/* A condition variable whose timed waits use the monotonic clock, so that wall-clock steps
- * neither stretch nor cut a load timeout or a maintenance period. */
-static inline void mc__cond_init_monotonic(pthread_cond_t *c)
-{
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
 /* The registry a handle stands for: itself, or a scope's registry. */
 mc_registry *mc__registry_root(mc_registry *reg);
 

@@ -16,6 +16,7 @@
 #include "cache/cache_cached.h"
 #include "cached/cached_internal.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "modcache/snapshot.h"
 
@@ -41,12 +42,6 @@ static uint64_t mc__wall_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t mc__mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------------ little-endian fields */
 
@@ -264,7 +259,7 @@ int mc_snapshot_write(mc_registry *reg, const void *origin, size_t origin_len, c
     if (origin_len > MC__SNAP_ORIGIN_MAX)
         return mc__error_set(err, MC_EINVAL, "snapshot: origin of %zu bytes (at most %u)", origin_len,
                              MC__SNAP_ORIGIN_MAX);
-    uint64_t t0 = mc__mono_ns();
+    uint64_t t0 = mc__mono_now();
     size_t plen = strlen(path);
     char *tmp = mc__malloc(plen + 5);
     if (!tmp)
@@ -331,7 +326,7 @@ int mc_snapshot_write(mc_registry *reg, const void *origin, size_t origin_len, c
     free(w.out.p);
     free(w.shard.p);
     free(tmp);
-    w.st.duration_ns = mc__mono_ns() - t0;
+    w.st.duration_ns = mc__mono_now() - t0;
     if (st)
         *st = w.st;
     return w.rc;

@@ -38,13 +38,6 @@ struct mc__workpool {
 static _Thread_local const mc__workpool *mc__wp_self;
 static _Thread_local const mc__worktimer *mc__wp_firing;
 
-uint64_t mc__mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void *mc__wp_worker(void *arg)
 {
     mc__workpool *p = arg;
@@ -178,11 +171,7 @@ int mc__workpool_create(unsigned n, mc__workpool **out)
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->tdone, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->twake, &ca);
-    pthread_condattr_destroy(&ca);
+    mc__cond_init_monotonic(&p->twake);
     atomic_init(&p->refs, 1);
     *out = p;
     return 0;

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/clock.h"
 #include "core/internal_api.h"
 
 typedef struct mc__workpool mc__workpool;
@@ -67,7 +68,5 @@ MC_INTERNAL bool mc__workpool_on_thread(const mc__workpool *p);
 MC_INTERNAL unsigned mc__workpool_size(const mc__workpool *p);
 MC_INTERNAL unsigned mc__workpool_started(mc__workpool *p);
 
-/* The monotonic clock in nanoseconds (precise, not coarse: deadlines). */
-MC_INTERNAL uint64_t mc__mono_now(void);
 
 #endif

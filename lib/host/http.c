@@ -20,6 +20,7 @@
 
 #include "core/addr.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/ratelog.h"
 #include "host/host_internal.h"
@@ -1464,11 +1465,7 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
     s->idle_ns = o->idle_timeout_ns ? o->idle_timeout_ns : MC__DEFAULT_IDLE_TIMEOUT_NS;
     pthread_mutex_init(&s->conns_lock, NULL);
     pthread_mutex_init(&s->sweep_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->sweep_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    mc__cond_init_monotonic(&s->sweep_cv);
     mc__ratelog_init(&s->refusals);
     mc__ratelog_init(&s->mhd_log);
     mc__ratelog_init(&s->late_heads);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "host/host_internal.h"
 #include "modcache/snapshot.h"
 
@@ -95,11 +96,7 @@ int mc_host_snapshot_open(const mc_host_snapshot_options *o, mc_host_snapshot **
     s->log_ud = o->log_ud;
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    mc__cond_init_monotonic(&s->cond);
 
     mc_snapshot_fault fault = MC_SNAPSHOT_OK;
     mc_error err = {0};

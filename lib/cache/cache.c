@@ -738,7 +738,7 @@ retry:;
             m = mc__w0_match(w0, tag);
         }
         for (; m; m &= m - 1) {
-            unsigned i = (unsigned)__builtin_ctz(m);
+            unsigned i = mc__match_slot(m);
             unsigned char *cell = mc__snap_cell(&f->s, i);
             uint8_t kl = f->s.b[MC__OFF_KL + i];
             if (kl != MC__KL_OUT) {

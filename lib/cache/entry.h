@@ -156,6 +156,20 @@ static inline bool mc__bytes_eq(const unsigned char *a, const unsigned char *b, 
     }
     if (n < 2)
         return n == 0 || a[0] == b[0];
+    if (n <= 32) {
+        /* Memoized keys (a name and a number or two) are mostly 17 to 32 bytes: the first
+         * two and the last two words, overlapping as needed. */
+        uint64_t a0, a1, a2, a3, b0, b1, b2, b3;
+        memcpy(&a0, a, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&a1, a + 8, 8);
+        memcpy(&b1, b + 8, 8);
+        memcpy(&a2, a + n - 16, 8);
+        memcpy(&b2, b + n - 16, 8);
+        memcpy(&a3, a + n - 8, 8);
+        memcpy(&b3, b + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1) | (a2 ^ b2) | (a3 ^ b3)) == 0;
+    }
     return memcmp(a, b, n) == 0;
 }
 

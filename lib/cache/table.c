@@ -54,7 +54,7 @@ int64_t mc__table_find(const mc__table *t, uint64_t h, const void *key, size_t k
             mc__snap s;
             mc__bucket_get(bk, &s);
             for (; m; m &= m - 1) {
-                unsigned i = (unsigned)__builtin_ctz(m);
+                unsigned i = mc__match_slot(m);
                 if (mc__slot_is(&s, i, h, key, klen))
                     return (int64_t)b * MC__SLOTS + i;
             }

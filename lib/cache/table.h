@@ -124,13 +124,17 @@ static inline bool mc__bucket_same(const mc__bucket *b, const mc__snap *s)
     return (uint32_t)atomic_load_explicit(&b->w[0], memory_order_relaxed) == mc__snap_ver(s);
 }
 
-/* Slots whose tag is `tag`, from word 0 alone, as a bit mask (bit i = slot i). */
+/* Slots whose tag is `tag`, from word 0 alone: bit 8 * i + 7 is set for each matching slot i
+ * (walk the mask with mc__match_slot). The zero-byte test is exact (no carry crosses a
+ * byte), and the overflow byte is forced non-zero so that it never matches. */
 static inline unsigned mc__w0_match(uint64_t w0, uint8_t tag)
 {
-    uint32_t x = (uint32_t)(w0 >> (8 * MC__OFF_TAG)) ^ (0x010101u * tag);
-    return (unsigned)((x & 0xffu) == 0) | (unsigned)((x & 0xff00u) == 0) << 1 |
-           (unsigned)((x & 0xff0000u) == 0) << 2;
+    uint32_t x = ((uint32_t)(w0 >> (8 * MC__OFF_TAG)) ^ (0x010101u * tag)) | 0xff000000u;
+    return ~(((x & 0x7f7f7f7fu) + 0x7f7f7f7fu) | x | 0x7f7f7f7fu);
 }
+
+/* The slot of the lowest bit of a mc__w0_match mask. */
+static inline unsigned mc__match_slot(unsigned m) { return (unsigned)__builtin_ctz(m) >> 3; }
 
 static inline unsigned mc__w0_ovf(uint64_t w0) { return (uint8_t)(w0 >> (8 * MC__OFF_OVF)); }
 

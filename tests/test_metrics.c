@@ -1,5 +1,6 @@
 /* /metrics as Prometheus reads it: an mchost with several functions (plain, iterable, tree, and
- * another module's) is driven, scraped, checked by `promtool check metrics` and parsed back. */
+ * another module's) is driven, scraped, checked by `promtool check metrics` and parsed back;
+ * then one with a Redis bus (a redis-server the test starts), whose bus families are checked. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -248,21 +249,27 @@ static int teardown(void **state)
     return st == 0 ? 0 : -1;
 }
 
-/* promtool (Debian's prometheus package) accepts the scrape without a single lint. */
-static void test_promtool(void **state)
+/* `promtool check metrics` on text: no lint at all, or the test fails with promtool's output. */
+static void promtool_check(const char *text)
 {
-    (void)state;
     if (!PROMTOOL[0]) {
         print_message("skipped: promtool not found when configured (apt-get install prometheus)\n");
         skip();
     }
     char path[256], cmd[600], out[8192];
     snprintf(path, sizeof path, "%s/scrape.txt", dir);
-    assert_int_equal(mct_write_file(path, scrape), 0);
+    assert_int_equal(mct_write_file(path, text), 0);
     snprintf(cmd, sizeof cmd, "%s check metrics < %s", PROMTOOL, path);
     int st = mct_run((const char *[]){"/bin/sh", "-c", cmd, NULL}, NULL, out, sizeof out);
     if (st != 0)
         fail_msg("promtool check metrics exited %d:\n%s", st, out);
+}
+
+/* promtool (Debian's prometheus package) accepts the scrape without a single lint. */
+static void test_promtool(void **state)
+{
+    (void)state;
+    promtool_check(scrape);
 }
 
 static void test_per_function(void **state)
@@ -384,6 +391,52 @@ static void test_process(void **state)
     assert_true(value_of("modcache_jemalloc_allocated_bytes", NULL) >= 0);
 }
 
+/* With a Redis bus (and bounded staleness) the bus's families join the page: promtool accepts
+ * it too, and the unconfirmed time is in seconds. Last, since it parses another scrape. */
+static void test_promtool_with_bus(void **state)
+{
+    (void)state;
+    mct_redis redis = {0};
+    mct_proc bushost = {0};
+    static char bus_scrape[1 << 20];
+    assert_int_equal(mct_redis_start(&redis, 0), 0);
+    char cfg[256], text[1024];
+    snprintf(cfg, sizeof cfg, "%s/bus.yaml", dir);
+    snprintf(text, sizeof text,
+             "server:\n  listen: 127.0.0.1:0\n"
+             "invalidation:\n  backend: redis\n  instance_name: metrics-bus\n  max_staleness: 10s\n"
+             "  redis: {address: 127.0.0.1:%u}\n"
+             "modules:\n  - module: %s/mod_metrics.so\n",
+             redis.port, MODULE_DIR);
+    assert_int_equal(mct_write_file(cfg, text), 0);
+    assert_int_equal(mct_spawn(&bushost, (const char *[]){MCHOST, "-c", cfg, NULL}, NULL), 0);
+    assert_true(mct_wait_for(&bushost, 0, "serving HTTP on 127.0.0.1:", 10000));
+    unsigned bport;
+    const char *at = strstr(bushost.log, "serving HTTP on 127.0.0.1:");
+    assert_int_equal(sscanf(at + strlen("serving HTTP on 127.0.0.1:"), "%u", &bport), 1);
+    /* Both bus connections up, so that the page is the one of a working fleet member. */
+    bool up = false;
+    for (int i = 0; i < 100 && !up; i++) {
+        assert_int_equal(mct_http(bport, "GET", "/metrics", NULL, NULL, bus_scrape, sizeof bus_scrape), 200);
+        up = strstr(bus_scrape, "\nmodcache_bus_link_up 1\n") != NULL;
+        if (!up)
+            usleep(50 * 1000);
+    }
+    assert_true(up);
+    promtool_check(bus_scrape);
+    parse(bus_scrape);
+    double unconfirmed = value_of("modcache_bus_unconfirmed_seconds", NULL);
+    assert_true(unconfirmed >= 0 && unconfirmed < 10);
+    assert_true(value_of("modcache_bus_bypassing", NULL) == 0);
+    assert_true(value_of("modcache_bus_link_up", NULL) == 1);
+    assert_true(value_of("modcache_cache_bypass", "cache", "metrics.plain", NULL) == 0);
+    assert_int_equal(mct_finish(&bushost, 15), 0);
+    free(bushost.log);
+    mct_redis_stop(&redis, false);
+    mct_redis_cleanup(&redis);
+    parse(scrape); /* the other tests' samples again */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +447,7 @@ int main(void)
         cmocka_unit_test(test_invalidation_sources),
         cmocka_unit_test(test_load_histogram),
         cmocka_unit_test(test_process),
+        cmocka_unit_test(test_promtool_with_bus),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

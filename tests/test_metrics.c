@@ -34,6 +34,10 @@ typedef struct {
 
 static sample samples[4096];
 static size_t nsamples;
+/* The families of the last page parsed, in order, with their TYPE. */
+static char families[256][128];
+static char family_types[256][32];
+static size_t nfam;
 
 static const char *label(const sample *s, const char *key)
 {
@@ -99,8 +103,7 @@ static void family_of(const char *name, const char *const *hists, size_t nh, cha
  * in one block, label values with their escapes, values as numbers. */
 static void parse(const char *text)
 {
-    char families[256][128];
-    size_t nfam = 0;
+    nfam = 0;
     const char *hists[64];
     size_t nh = 0;
     char current[128] = "";
@@ -132,6 +135,7 @@ static void parse(const char *text)
             assert_string_equal(fam, current);
             assert_true(help_seen);
             assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge") || !strcmp(type, "histogram"));
+            snprintf(family_types[nfam - 1], sizeof family_types[0], "%s", type);
             if (!strcmp(type, "histogram"))
                 hists[nh++] = families[nfam - 1];
             if (!strcmp(type, "counter"))
@@ -186,6 +190,42 @@ static void parse(const char *text)
         if (strcmp(f, current) != 0)
             fail_msg("sample %s outside its family's block (current family %s)", s->name, current);
         assert_true(type_seen);
+    }
+}
+
+/* docs/metrics.md has a table row for every family of the last page parsed, "| `name` | type |",
+ * naming every label its samples carry. */
+static void check_documented(void)
+{
+    FILE *f = fopen(METRICS_MD, "r");
+    assert_non_null(f);
+    static char doc[1 << 17];
+    size_t len = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    assert_true(len > 0 && len < sizeof doc - 1);
+    doc[len] = 0;
+    for (size_t i = 0; i < nfam; i++) {
+        char head[200];
+        snprintf(head, sizeof head, "\n| `%.127s` | %.31s |", families[i], family_types[i]);
+        const char *row = strstr(doc, head);
+        if (!row)
+            fail_msg("docs/metrics.md has no row \"%s\"", head + 1);
+        const char *eol = strchr(row + 1, '\n');
+        size_t rl = eol ? (size_t)(eol - row) : strlen(row);
+        char family[128];
+        for (size_t k = 0; k < nsamples; k++) {
+            const sample *sm = &samples[k];
+            family_of(sm->name, (const char *const[]){families[i]}, !strcmp(family_types[i], "histogram"), family,
+                      sizeof family);
+            if (strcmp(family, families[i]) != 0)
+                continue;
+            for (size_t l = 0; l < sm->nlabels; l++) {
+                char key[270];
+                snprintf(key, sizeof key, "`%s`", sm->labels[l][0]);
+                if (!memmem(row, rl, key, strlen(key)))
+                    fail_msg("docs/metrics.md: the row of %s does not name its label %s", families[i], key);
+            }
+        }
     }
 }
 
@@ -270,6 +310,13 @@ static void test_promtool(void **state)
 {
     (void)state;
     promtool_check(scrape);
+}
+
+/* Every family on the page, with its type and labels, is in docs/metrics.md. */
+static void test_documented(void **state)
+{
+    (void)state;
+    check_documented();
 }
 
 static void test_per_function(void **state)
@@ -425,6 +472,7 @@ static void test_promtool_with_bus(void **state)
     assert_true(up);
     promtool_check(bus_scrape);
     parse(bus_scrape);
+    check_documented();
     double unconfirmed = value_of("modcache_bus_unconfirmed_seconds", NULL);
     assert_true(unconfirmed >= 0 && unconfirmed < 10);
     assert_true(value_of("modcache_bus_bypassing", NULL) == 0);
@@ -441,6 +489,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_promtool),
+        cmocka_unit_test(test_documented),
         cmocka_unit_test(test_snapshot_families),
         cmocka_unit_test(test_per_function),
         cmocka_unit_test(test_units),

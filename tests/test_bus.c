@@ -143,6 +143,14 @@ static void node_invalidate(node *n, int key)
     assert_int_equal(mc_bus_publish_args(n->bus, FN_NAME, &a, 1), 0);
 }
 
+/* The invalidations of n's function counted for one source. */
+static uint64_t by_source(node *n, mc_invalidation_source source)
+{
+    mc_cached_stats cs;
+    mc_cached_stats_get(n->fn, &cs);
+    return cs.invalidations_by_source[source];
+}
+
 static mc_bus_stats stats(node *n)
 {
     mc_bus_stats st;
@@ -203,6 +211,12 @@ static void test_roundtrip(void **state)
     mc_cached_stats cs;
     mc_cached_stats_get(a.fn, &cs);
     assert_int_equal(cs.invalidations, 1);
+    /* By source (modcache_cache_invalidations_total): a's own call, b's application of it. */
+    assert_int_equal(by_source(&a, MC_INVALIDATION_DIRECT), 1);
+    assert_int_equal(by_source(&a, MC_INVALIDATION_BUS), 0);
+    assert_true(WAIT_UNTIL(by_source(&b, MC_INVALIDATION_BUS) == 1, WAIT_MS));
+    assert_int_equal(by_source(&b, MC_INVALIDATION_DIRECT), 0);
+    assert_int_equal(by_source(&b, MC_INVALIDATION_FLUSH), 0);
 
     /* Keys in JSON form, several in one message; then "all". */
     assert_int_equal(node_get(&b, 3), 0);
@@ -330,6 +344,11 @@ static void test_outage_stream_lost(void **state)
     assert_false(node_cached(&b, 4));
     assert_false(node_cached(&b, 5));
     assert_true(node_logged(&b, "full flush"));
+    /* The flush counts as its own source; a's invalidation of 9 as the bus's (and of 4 too, if
+     * a resent it after b had positioned itself on the new stream). */
+    assert_true(WAIT_UNTIL(by_source(&b, MC_INVALIDATION_FLUSH) == 1, WAIT_MS));
+    assert_true(by_source(&b, MC_INVALIDATION_BUS) >= 1);
+    assert_int_equal(by_source(&b, MC_INVALIDATION_DIRECT), 0);
     node_stop(&a);
     node_stop(&b);
     mct_redis_stop(&r, true);

@@ -194,6 +194,21 @@ static void test_invalidate_counts_readers(void **state)
                      0);
     assert_non_null(strstr(out, "on 0 live hosts reading typo:invalidations"));
     assert_non_null(strstr(out, "mcctl: warning: no live host reads typo:invalidations"));
+    /* The warning is on stderr alone: stdout stays the outcome, with --json a JSON object only. */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd,
+             "%s --redis %s --stream typo:invalidations invalidate mod_good.lookup --all --json 2>/dev/null", MCCTL, addr);
+    assert_int_equal(mct_run((const char *[]){"/bin/sh", "-c", cmd, NULL}, NULL, out, sizeof out), 0);
+    assert_null(strstr(out, "warning"));
+    assert_int_equal(out[0], '{');
+    assert_non_null(strstr(out, "\"stream\": \"typo:invalidations\""));
+    assert_non_null(strstr(out, "\"live_hosts\": 0}\n"));
+    assert_int_equal(strlen(out), (size_t)(strstr(out, "}\n") - out) + 2);
+    snprintf(cmd, sizeof cmd,
+             "%s --redis %s --stream typo:invalidations invalidate mod_good.lookup --all 2>&1 >/dev/null", MCCTL, addr);
+    assert_int_equal(mct_run((const char *[]){"/bin/sh", "-c", cmd, NULL}, NULL, out, sizeof out), 0);
+    assert_non_null(strstr(out, "mcctl: warning: no live host reads typo:invalidations"));
+    assert_null(strstr(out, "invalidated all entries"));
 
     char url[64], tok[300];
     snprintf(url, sizeof url, "http://127.0.0.1:%u", http_port[0]);

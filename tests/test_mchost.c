@@ -221,6 +221,35 @@ static void test_log_settings(void **state)
     pid = spawn((const char *[]){MCHOST, "--log-level", "loud", "-c", cfg, NULL}, &errfd);
     assert_int_equal(finish(pid, errfd), 2);
     assert_non_null(strstr(proc.log, "mchost: --log-level loud"));
+
+    /* A module's lines at each level: debug is off by default, on with --log-level debug (or
+     * server.log_level: debug); warn keeps warn and error only. */
+    snprintf(text, sizeof text, "server:\n  listen: 127.0.0.1:0\nmodules:\n  - module: %s/mod_log.so\n", MODULE_DIR);
+    write_file(cfg, text);
+    pid = spawn((const char *[]){MCHOST, "--check", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 0);
+    assert_true(lines_timestamped(proc.log, false, &n));
+    assert_null(strstr(proc.log, "level-probe debug"));
+    assert_non_null(strstr(proc.log, "Z info [mod_log] level-probe info\n"));
+    assert_non_null(strstr(proc.log, "Z error [mod_log] level-probe error\n"));
+    pid = spawn((const char *[]){MCHOST, "--check", "--log-level", "debug", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 0);
+    assert_true(lines_timestamped(proc.log, false, &n));
+    assert_non_null(strstr(proc.log, "Z debug [mod_log] level-probe debug\n"));
+    assert_non_null(strstr(proc.log, "Z info [mod_log] level-probe info\n"));
+    snprintf(text, sizeof text, "server:\n  listen: 127.0.0.1:0\n  log_level: debug\n  log_format: json\n"
+             "modules:\n  - module: %s/mod_log.so\n", MODULE_DIR);
+    write_file(cfg, text);
+    pid = spawn((const char *[]){MCHOST, "--check", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 0);
+    assert_true(lines_timestamped(proc.log, true, &n));
+    assert_non_null(strstr(proc.log, "\"level\":\"debug\",\"component\":\"mod_log\",\"message\":\"level-probe debug\"}\n"));
+    pid = spawn((const char *[]){MCHOST, "--check", "--log-level", "warn", "-c", cfg, NULL}, &errfd);
+    assert_int_equal(finish(pid, errfd), 0);
+    assert_null(strstr(proc.log, "level-probe debug"));
+    assert_null(strstr(proc.log, "level-probe info"));
+    assert_non_null(strstr(proc.log, "\"level\":\"warn\",\"component\":\"mod_log\",\"message\":\"level-probe warn\"}\n"));
+    assert_non_null(strstr(proc.log, "\"level\":\"error\",\"component\":\"mod_log\",\"message\":\"level-probe error\"}\n"));
     unlink(cfg);
 }
 

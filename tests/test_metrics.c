@@ -1,5 +1,6 @@
 /* /metrics as Prometheus reads it: an mchost with several functions (plain, iterable, tree, and
- * another module's) is driven, scraped, checked by `promtool check metrics` and parsed back. */
+ * another module's) is driven, scraped, checked by `promtool check metrics` and parsed back;
+ * then one with a Redis bus (a redis-server the test starts), whose bus families are checked. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,6 +34,10 @@ typedef struct {
 
 static sample samples[4096];
 static size_t nsamples;
+/* The families of the last page parsed, in order, with their TYPE. */
+static char families[256][128];
+static char family_types[256][32];
+static size_t nfam;
 
 static const char *label(const sample *s, const char *key)
 {
@@ -98,8 +103,7 @@ static void family_of(const char *name, const char *const *hists, size_t nh, cha
  * in one block, label values with their escapes, values as numbers. */
 static void parse(const char *text)
 {
-    char families[256][128];
-    size_t nfam = 0;
+    nfam = 0;
     const char *hists[64];
     size_t nh = 0;
     char current[128] = "";
@@ -131,6 +135,7 @@ static void parse(const char *text)
             assert_string_equal(fam, current);
             assert_true(help_seen);
             assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge") || !strcmp(type, "histogram"));
+            snprintf(family_types[nfam - 1], sizeof family_types[0], "%s", type);
             if (!strcmp(type, "histogram"))
                 hists[nh++] = families[nfam - 1];
             if (!strcmp(type, "counter"))
@@ -185,6 +190,42 @@ static void parse(const char *text)
         if (strcmp(f, current) != 0)
             fail_msg("sample %s outside its family's block (current family %s)", s->name, current);
         assert_true(type_seen);
+    }
+}
+
+/* docs/metrics.md has a table row for every family of the last page parsed, "| `name` | type |",
+ * naming every label its samples carry. */
+static void check_documented(void)
+{
+    FILE *f = fopen(METRICS_MD, "r");
+    assert_non_null(f);
+    static char doc[1 << 17];
+    size_t len = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    assert_true(len > 0 && len < sizeof doc - 1);
+    doc[len] = 0;
+    for (size_t i = 0; i < nfam; i++) {
+        char head[200];
+        snprintf(head, sizeof head, "\n| `%.127s` | %.31s |", families[i], family_types[i]);
+        const char *row = strstr(doc, head);
+        if (!row)
+            fail_msg("docs/metrics.md has no row \"%s\"", head + 1);
+        const char *eol = strchr(row + 1, '\n');
+        size_t rl = eol ? (size_t)(eol - row) : strlen(row);
+        char family[128];
+        for (size_t k = 0; k < nsamples; k++) {
+            const sample *sm = &samples[k];
+            family_of(sm->name, (const char *const[]){families[i]}, !strcmp(family_types[i], "histogram"), family,
+                      sizeof family);
+            if (strcmp(family, families[i]) != 0)
+                continue;
+            for (size_t l = 0; l < sm->nlabels; l++) {
+                char key[270];
+                snprintf(key, sizeof key, "`%s`", sm->labels[l][0]);
+                if (!memmem(row, rl, key, strlen(key)))
+                    fail_msg("docs/metrics.md: the row of %s does not name its label %s", families[i], key);
+            }
+        }
     }
 }
 
@@ -248,21 +289,34 @@ static int teardown(void **state)
     return st == 0 ? 0 : -1;
 }
 
-/* promtool (Debian's prometheus package) accepts the scrape without a single lint. */
-static void test_promtool(void **state)
+/* `promtool check metrics` on text: no lint at all, or the test fails with promtool's output. */
+static void promtool_check(const char *text)
 {
-    (void)state;
     if (!PROMTOOL[0]) {
         print_message("skipped: promtool not found when configured (apt-get install prometheus)\n");
         skip();
     }
     char path[256], cmd[600], out[8192];
     snprintf(path, sizeof path, "%s/scrape.txt", dir);
-    assert_int_equal(mct_write_file(path, scrape), 0);
+    assert_int_equal(mct_write_file(path, text), 0);
     snprintf(cmd, sizeof cmd, "%s check metrics < %s", PROMTOOL, path);
     int st = mct_run((const char *[]){"/bin/sh", "-c", cmd, NULL}, NULL, out, sizeof out);
     if (st != 0)
         fail_msg("promtool check metrics exited %d:\n%s", st, out);
+}
+
+/* promtool (Debian's prometheus package) accepts the scrape without a single lint. */
+static void test_promtool(void **state)
+{
+    (void)state;
+    promtool_check(scrape);
+}
+
+/* Every family on the page, with its type and labels, is in docs/metrics.md. */
+static void test_documented(void **state)
+{
+    (void)state;
+    check_documented();
 }
 
 static void test_per_function(void **state)
@@ -384,16 +438,65 @@ static void test_process(void **state)
     assert_true(value_of("modcache_jemalloc_allocated_bytes", NULL) >= 0);
 }
 
+/* With a Redis bus (and bounded staleness) the bus's families join the page: promtool accepts
+ * it too, and the unconfirmed time is in seconds. Last, since it parses another scrape. */
+static void test_promtool_with_bus(void **state)
+{
+    (void)state;
+    mct_redis redis = {0};
+    mct_proc bushost = {0};
+    static char bus_scrape[1 << 20];
+    assert_int_equal(mct_redis_start(&redis, 0), 0);
+    char cfg[256], text[1024];
+    snprintf(cfg, sizeof cfg, "%s/bus.yaml", dir);
+    snprintf(text, sizeof text,
+             "server:\n  listen: 127.0.0.1:0\n"
+             "invalidation:\n  backend: redis\n  instance_name: metrics-bus\n  max_staleness: 10s\n"
+             "  redis: {address: 127.0.0.1:%u}\n"
+             "modules:\n  - module: %s/mod_metrics.so\n",
+             redis.port, MODULE_DIR);
+    assert_int_equal(mct_write_file(cfg, text), 0);
+    assert_int_equal(mct_spawn(&bushost, (const char *[]){MCHOST, "-c", cfg, NULL}, NULL), 0);
+    assert_true(mct_wait_for(&bushost, 0, "serving HTTP on 127.0.0.1:", 10000));
+    unsigned bport;
+    const char *at = strstr(bushost.log, "serving HTTP on 127.0.0.1:");
+    assert_int_equal(sscanf(at + strlen("serving HTTP on 127.0.0.1:"), "%u", &bport), 1);
+    /* Both bus connections up, so that the page is the one of a working fleet member. */
+    bool up = false;
+    for (int i = 0; i < 100 && !up; i++) {
+        assert_int_equal(mct_http(bport, "GET", "/metrics", NULL, NULL, bus_scrape, sizeof bus_scrape), 200);
+        up = strstr(bus_scrape, "\nmodcache_bus_link_up 1\n") != NULL;
+        if (!up)
+            usleep(50 * 1000);
+    }
+    assert_true(up);
+    promtool_check(bus_scrape);
+    parse(bus_scrape);
+    check_documented();
+    double unconfirmed = value_of("modcache_bus_unconfirmed_seconds", NULL);
+    assert_true(unconfirmed >= 0 && unconfirmed < 10);
+    assert_true(value_of("modcache_bus_bypassing", NULL) == 0);
+    assert_true(value_of("modcache_bus_link_up", NULL) == 1);
+    assert_true(value_of("modcache_cache_bypass", "cache", "metrics.plain", NULL) == 0);
+    assert_int_equal(mct_finish(&bushost, 15), 0);
+    free(bushost.log);
+    mct_redis_stop(&redis, false);
+    mct_redis_cleanup(&redis);
+    parse(scrape); /* the other tests' samples again */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_promtool),
+        cmocka_unit_test(test_documented),
         cmocka_unit_test(test_snapshot_families),
         cmocka_unit_test(test_per_function),
         cmocka_unit_test(test_units),
         cmocka_unit_test(test_invalidation_sources),
         cmocka_unit_test(test_load_histogram),
         cmocka_unit_test(test_process),
+        cmocka_unit_test(test_promtool_with_bus),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -685,10 +685,12 @@ static void mc__bus_metrics(mc__buf *b, mc_bus *bus)
          st.bypassing},
         {"modcache_bus_bypass_periods_total", "counter", "Times the functions started bypassing their caches.",
          st.bypass_periods},
-        {"modcache_bus_unconfirmed_milliseconds", "gauge",
-         "Time since the reader last confirmed it had applied the whole stream.", st.unconfirmed_ms},
     };
     mc__plain_metrics(b, rows, sizeof rows / sizeof rows[0]);
+    /* In seconds, Prometheus's base unit of time (promtool refuses a _milliseconds name). */
+    mc__family(b, "modcache_bus_unconfirmed_seconds", "gauge",
+               "Time since the reader last confirmed it had applied the whole stream.");
+    mc__bprintf(b, "modcache_bus_unconfirmed_seconds %.3f\n", (double)st.unconfirmed_ms / 1e3);
 }
 
 static void mc__http_stats_of(const struct mc__http *s, mc_http_stats *st);

@@ -71,6 +71,28 @@ if ldd "$work/consumer/consumer_shared" | grep -E 'libmodcache-host|libyaml|libm
 fi
 ldd "$work/consumer/consumer_host" | grep -q "$host_lib" || fail "consumer_host does not load $host_lib"
 
+echo "== find_package(modcache) with only the cache layer's dependencies installed"
+# pkg-config sees the .pc files of xxhash, liburcu and jemalloc alone, as on a machine without
+# the host's development packages: programs that cache, and ones linking the shared host, build;
+# asking for modcache::host_static there fails at configure time.
+pcdir="$work/pc-cache-only"
+mkdir "$pcdir"
+for m in libxxhash liburcu-memb jemalloc; do
+  cp "$(pkg-config --variable=pcfiledir "$m")/$m.pc" "$pcdir/" || fail "no $m.pc to copy"
+done
+PKG_CONFIG_LIBDIR="$pcdir" cmake -S "$source_dir/tests/install/consumer" -B "$work/consumer-cache-only" \
+  -DCMAKE_PREFIX_PATH="$prefix" >/dev/null || fail "find_package(modcache) needs the host's dependencies"
+PKG_CONFIG_LIBDIR="$pcdir" cmake --build "$work/consumer-cache-only" >/dev/null || fail "cache-only consumer build"
+"$work/consumer-cache-only/consumer_shared"
+"$work/consumer-cache-only/consumer_static"
+"$work/consumer-cache-only/consumer_host"
+if PKG_CONFIG_LIBDIR="$pcdir" cmake -S "$source_dir/tests/install/consumer" -B "$work/consumer-host-static" \
+     -DCMAKE_PREFIX_PATH="$prefix" -DCONSUMER_COMPONENTS=host_static >/dev/null 2>&1; then
+  fail "find_package(modcache COMPONENTS host_static) passed without the host's dependencies"
+fi
+cmake -S "$source_dir/tests/install/consumer" -B "$work/consumer-host-static" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCONSUMER_COMPONENTS=host_static >/dev/null || fail "find_package(modcache COMPONENTS host_static)"
+
 echo "== pkg-config builds"
 cc -std=c11 -Wall -Wextra -Werror -o "$work/pc_shared" "$source_dir/tests/install/consumer/consumer.c" \
   $(pkg-config --cflags --libs modcache) -Wl,-rpath,"$libdir"

@@ -474,6 +474,55 @@ static void test_wrongtype_outage(void **state)
     node_stop(&b);
 }
 
+/* A persistent ERR reply: a stream whose last id is the largest possible refuses every XADD
+ * with "ERR The stream has exhausted the last possible ID". The sender treats it as an outage
+ * as it does WRONGTYPE: nothing dropped or counted as failed, one line with the cause, the
+ * state in the stats; when the key is fixed the queue is written (counted as resent) and the
+ * reader, whose position is past the new stream's end, flushes. */
+static void test_persistent_err_outage(void **state)
+{
+    (void)state;
+    char out[256];
+    node a, b;
+    node_start(&a, redis.port, "s.exhausted", 1000, 1000);
+    node_start(&b, redis.port, "s.exhausted", 1000, 1000);
+    assert_true(WAIT_UNTIL(linked(&a) && linked(&b), WAIT_MS));
+    atomic_store(&db[20], 200);
+    assert_int_equal(node_get(&b, 20), 200);
+    uint64_t flushes = stats(&b).full_flushes;
+
+    redis_cmd(out, sizeof out,
+              (const char *[]){"XADD", "s.exhausted", "18446744073709551615-18446744073709551615", "x", "y", NULL});
+    atomic_store(&db[20], 201);
+    for (int i = 0; i < 50; i++)
+        node_invalidate(&a, 20);
+    assert_true(WAIT_UNTIL(!stats(&a).stream_usable, WAIT_MS));
+    sleep_ms(300); /* several retries */
+    mc_bus_stats sa = stats(&a);
+    assert_int_equal(sa.failed, 0);
+    assert_true(sa.queued > 0);
+    assert_int_equal(sa.stream_outages, 1);
+    assert_int_equal(log_count(&a, "stream s.exhausted unusable (XADD: ERR The stream has exhausted"), 1);
+    assert_int_equal(log_count(&a, "exhausted the last possible ID"), 1); /* one line, not one per retry */
+    assert_true(node_cached(&b, 20)); /* b cannot have learnt of it */
+
+    redis_cmd(out, sizeof out, (const char *[]){"DEL", "s.exhausted", NULL});
+    assert_true(WAIT_UNTIL(stats(&a).stream_usable && stats(&a).queued == 0, WAIT_MS));
+    assert_true(stats(&a).resent > 0);
+    assert_true(WAIT_UNTIL(log_count(&a, "stream s.exhausted usable again after ") == 1, WAIT_MS));
+    assert_true(WAIT_UNTIL(stats(&b).full_flushes > flushes, WAIT_MS));
+    assert_true(WAIT_UNTIL(!node_cached(&b, 20), WAIT_MS));
+    assert_int_equal(node_get(&b, 20), 201);
+    /* Working again: a's next invalidation reaches b. */
+    atomic_store(&db[20], 202);
+    node_invalidate(&a, 20);
+    assert_true(WAIT_UNTIL(!node_cached(&b, 20), WAIT_MS));
+    assert_int_equal(node_get(&b, 20), 202);
+    assert_int_equal(stats(&a).failed, 0);
+    node_stop(&a);
+    node_stop(&b);
+}
+
 /* The stream deleted under a connected reader: the next writes recreate it; the reader notices
  * that entries it never read are gone and flushes. */
 static void test_stream_deleted(void **state)
@@ -1435,6 +1484,7 @@ int main(void)
         cmocka_unit_test(test_trimming),
         cmocka_unit_test(test_stream_deleted),
         cmocka_unit_test(test_wrongtype_outage),
+        cmocka_unit_test(test_persistent_err_outage),
         cmocka_unit_test(test_bypass_when_unconfirmed),
         cmocka_unit_test(test_invalidations_while_functions_churn),
         cmocka_unit_test(test_bad_options),

@@ -417,6 +417,19 @@ static size_t log_count(node *n, const char *needle)
     return k;
 }
 
+/* The count in "(N invalidations resent in all)" of the line that ended a stream outage. */
+static long long resent_in_line(node *n)
+{
+    pthread_mutex_lock(&n->log_lock);
+    const char *p = strstr(n->log, "usable again after ");
+    long long v = -1;
+    p = p ? strchr(p, '(') : NULL;
+    if (!p || sscanf(p, "(%lld invalidations resent in all)", &v) != 1)
+        v = -1;
+    pthread_mutex_unlock(&n->log_lock);
+    return v;
+}
+
 /* The stream key replaced by a key of another type (WRONGTYPE) while two buses use it: an
  * outage like a lost link. Nothing is dropped (the sender keeps its messages queued), each
  * bus logs it once with its cause and once when it ends, the state shows in the stats, and
@@ -462,6 +475,8 @@ static void test_wrongtype_outage(void **state)
     assert_true(stats(&a).resent > 0);
     assert_true(WAIT_UNTIL(log_count(&a, "stream s.wrongtype usable again after ") == 1, WAIT_MS));
     assert_true(WAIT_UNTIL(log_count(&b, "stream s.wrongtype usable again after ") == 1, WAIT_MS));
+    /* The line counts every resend of the batch that ended the outage (one batch here). */
+    assert_int_equal(resent_in_line(&a), (long long)stats(&a).resent);
     assert_int_equal(node_get(&b, 5), 51);
     /* Working again: a's next invalidation reaches b. */
     assert_int_equal(node_get(&b, 6), 60);
@@ -510,6 +525,7 @@ static void test_persistent_err_outage(void **state)
     assert_true(WAIT_UNTIL(stats(&a).stream_usable && stats(&a).queued == 0, WAIT_MS));
     assert_true(stats(&a).resent > 0);
     assert_true(WAIT_UNTIL(log_count(&a, "stream s.exhausted usable again after ") == 1, WAIT_MS));
+    assert_int_equal(resent_in_line(&a), (long long)stats(&a).resent);
     assert_true(WAIT_UNTIL(stats(&b).full_flushes > flushes, WAIT_MS));
     assert_true(WAIT_UNTIL(!node_cached(&b, 20), WAIT_MS));
     assert_int_equal(node_get(&b, 20), 201);

@@ -605,20 +605,19 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
             return true;
         }
     }
-    bool backoff = false;
+    bool backoff = false, written_last = false;
     for (size_t i = 0; i < b->ninflight; i++) {
         redisReply *r = NULL;
         if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
             *conn_lost = true;
             return true;
         }
-        if (r->type != REDIS_REPLY_ERROR) {
+        written_last = r->type != REDIS_REPLY_ERROR;
+        if (written_last) {
             atomic_fetch_add(&b->sent, 1);
             if (b->inflight[i].attempts > 1)
                 atomic_fetch_add(&b->resent, 1);
             b->retry[i] = false;
-            mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
-            mc__stream_good(b, &b->send_bad);
         } else if (mc__stream_fault(r->str)) {
             mc__stream_bad(b, &b->send_bad, "XADD", r->str);
             backoff = true;
@@ -629,6 +628,13 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
             backoff = true;
         }
         freeReplyObject(r);
+    }
+    /* An outage ends once the whole batch is counted, so that the line ending it reports every
+     * resend of the batch that proved the stream usable; a batch whose last reply was refused
+     * leaves it going. */
+    if (written_last) {
+        mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
+        mc__stream_good(b, &b->send_bad);
     }
     return backoff;
 }

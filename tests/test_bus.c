@@ -539,6 +539,56 @@ static void test_persistent_err_outage(void **state)
     node_stop(&b);
 }
 
+/* An ACL that denies XADD to the bus's user (NOPERM) makes the stream unusable for writing
+ * until it is changed: an outage as above (one line with its cause, stream_usable false,
+ * nothing dropped); when the ACL allows XADD again the queue is written and the other host,
+ * whose reads never failed, applies it without flushing. */
+static void test_noperm_outage(void **state)
+{
+    (void)state;
+    char out[256];
+    node a, b;
+    node_start(&a, redis.port, "s.noperm", 1000, 1000);
+    node_start(&b, redis.port, "s.noperm", 1000, 1000);
+    assert_true(WAIT_UNTIL(linked(&a) && linked(&b), WAIT_MS));
+    atomic_store(&db[21], 210);
+    assert_int_equal(node_get(&b, 21), 210);
+    uint64_t flushes = stats(&b).full_flushes;
+
+    redis_cmd(out, sizeof out, (const char *[]){"ACL", "SETUSER", "default", "-xadd", NULL});
+    atomic_store(&db[21], 211);
+    for (int i = 0; i < 20; i++)
+        node_invalidate(&a, 21);
+    assert_true(WAIT_UNTIL(!stats(&a).stream_usable, WAIT_MS));
+    sleep_ms(300); /* several retries */
+    mc_bus_stats sa = stats(&a);
+    assert_int_equal(sa.failed, 0);
+    assert_true(sa.queued > 0);
+    assert_int_equal(sa.stream_outages, 1);
+    assert_int_equal(log_count(&a, "stream s.noperm unusable (XADD: NOPERM "), 1);
+    assert_int_equal(log_count(&a, "NOPERM"), 1); /* one line, not one per retry */
+    assert_true(node_cached(&b, 21));
+
+    redis_cmd(out, sizeof out, (const char *[]){"ACL", "SETUSER", "default", "+xadd", NULL});
+    assert_true(WAIT_UNTIL(stats(&a).stream_usable && stats(&a).queued == 0, WAIT_MS));
+    assert_true(WAIT_UNTIL(log_count(&a, "stream s.noperm usable again after ") == 1, WAIT_MS));
+    assert_int_equal(resent_in_line(&a), (long long)stats(&a).resent);
+    assert_true(stats(&a).resent > 0);
+    assert_true(WAIT_UNTIL(!node_cached(&b, 21), WAIT_MS)); /* the resent entries, read as usual */
+    assert_int_equal(node_get(&b, 21), 211);
+    assert_int_equal(stats(&b).full_flushes, flushes);
+    node_stop(&a);
+    node_stop(&b);
+}
+
+/* Whatever test_noperm_outage left, the next tests write with every command allowed. */
+static int allow_every_command(void **state)
+{
+    (void)state;
+    char out[256];
+    return mct_redis_cmd(redis.port, out, sizeof out, (const char *[]){"ACL", "SETUSER", "default", "+@all", NULL});
+}
+
 /* The stream deleted under a connected reader: the next writes recreate it; the reader notices
  * that entries it never read are gone and flushes. */
 static void test_stream_deleted(void **state)
@@ -1501,6 +1551,7 @@ int main(void)
         cmocka_unit_test(test_stream_deleted),
         cmocka_unit_test(test_wrongtype_outage),
         cmocka_unit_test(test_persistent_err_outage),
+        cmocka_unit_test_teardown(test_noperm_outage, allow_every_command),
         cmocka_unit_test(test_bypass_when_unconfirmed),
         cmocka_unit_test(test_invalidations_while_functions_churn),
         cmocka_unit_test(test_bad_options),

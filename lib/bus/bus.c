@@ -550,13 +550,14 @@ int mc_bus_flush(mc_bus *b, unsigned timeout_ms)
 
 /* ------------------------------------------------------------------ the sender */
 
-/* An error reply that says the stream itself is unusable (the key holds another type, or the
- * server refuses the command outright): an outage until someone fixes the key. Other error
- * replies (a server loading its data, busy, out of memory, a replica) are passing states.
- * Either way the message is kept and sent again after a backoff: nothing is dropped. */
+/* An error reply that says the stream itself is unusable (the key holds another type, the
+ * server refuses the command outright, or an ACL denies it to the bus's user): an outage until
+ * someone fixes the key or the ACL. Other error replies (a server loading its data, busy, out
+ * of memory, a replica) are passing states. Either way the message is kept and sent again
+ * after a backoff: nothing is dropped. */
 static bool mc__stream_fault(const char *err)
 {
-    static const char *const faults[] = {"WRONGTYPE", "ERR", NULL};
+    static const char *const faults[] = {"WRONGTYPE", "ERR", "NOPERM", NULL};
     for (const char *const *p = faults; *p; p++)
         if (!strncmp(err, *p, strlen(*p)) && (err[strlen(*p)] == ' ' || err[strlen(*p)] == 0))
             return true;

@@ -1793,6 +1793,43 @@ static void *churn_call_pinned(void *arg)
     return NULL;
 }
 
+struct pair_destroyer {
+    mc_cached *a, *b;
+};
+
+static void *destroy_pair_main(void *arg)
+{
+    struct pair_destroyer *d = arg;
+    mc_cached_destroy(d->a);
+    mc_cached_destroy(d->b);
+    return NULL;
+}
+
+/* A module's own thread (its pool work, say) destroys its functions while the host clears and
+ * destroys the module's scope: each function is unregistered exactly once, by whichever comes
+ * first, and nothing of it is left registered. Run under TSan. */
+static void test_scope_cleared_while_functions_destroyed(void **state)
+{
+    (void)state;
+    mc_registry *reg = make_reg(NULL);
+    for (int round = 0; round < 300; round++) {
+        mc_registry *scope;
+        assert_int_equal(mc_registry_scope_create(reg, &scope), 0);
+        mc_registry_scope_open(scope, true);
+        struct pair_destroyer d = {make_tree(scope, "race.a", false, 1), make_tree(scope, "race.b", false, 1)};
+        mc_registry_scope_open(scope, false);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, destroy_pair_main, &d), 0);
+        if (round % 2)
+            sched_yield();
+        mc_registry_scope_destroy(scope);
+        pthread_join(t, NULL);
+        assert_null(mc_registry_find(reg, "race.a"));
+        assert_null(mc_registry_find(reg, "race.b"));
+    }
+    mc_registry_destroy(reg);
+}
+
 static int count_sub(void *ud, const mc_invalidation *inv, const mc_invalidation_result *res)
 {
     (void)inv;
@@ -1859,6 +1896,7 @@ int main(void)
         cmocka_unit_test_setup(test_acquire_pins, clear_env),
         cmocka_unit_test_setup(test_scopes, clear_env),
         cmocka_unit_test_setup(test_invalidation_while_modules_churn, clear_env),
+        cmocka_unit_test_setup(test_scope_cleared_while_functions_destroyed, clear_env),
         cmocka_unit_test_setup(test_factors_from_config, clear_env),
         cmocka_unit_test_setup(test_factor_env_global, clear_env),
         cmocka_unit_test_setup(test_factor_env_per_name, clear_env),

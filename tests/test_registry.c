@@ -1157,6 +1157,107 @@ static void test_bypass_reaches_every_call(void **state)
     mc_registry_destroy(reg);
 }
 
+/* A loader that holds every load until the test opens the gate. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool open;
+    atomic_int calls;
+} gate;
+
+static int gated_loader(void *self, const mc_arg *args, size_t nargs, mc_load *load)
+{
+    (void)args;
+    (void)nargs;
+    gate *g = self;
+    atomic_fetch_add(&g->calls, 1);
+    pthread_mutex_lock(&g->lock);
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+    return mc_load_set_copy(load, "v", 1);
+}
+
+typedef struct {
+    mc_cached *fn;
+    int rc;
+    size_t size;
+} gated_call;
+
+static void *gated_call_main(void *arg)
+{
+    gated_call *c = arg;
+    mc_arg a[] = {MC_ARG_I(7)};
+    mc_value *v = NULL;
+    c->rc = mc_cached_call(c->fn, a, 1, &v);
+    if (c->rc == 0) {
+        c->size = mc_value_size(v);
+        mc_value_release(v);
+    }
+    return NULL;
+}
+
+/* During a bypass, concurrent calls of one key still share one load (single flight), and its
+ * result is not stored; after the bypass the key is loaded once more and cached again. */
+static void test_bypass_shares_one_load(void **state)
+{
+    (void)state;
+    enum { CALLERS = 4 };
+    mc_registry *reg = make_reg(NULL);
+    gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = "bypass.shared";
+    o.max_entries = 10;
+    o.registry = reg;
+    mc_cached *fn = NULL;
+    assert_int_equal(mc_cached_create(&o, gated_loader, &g, &fn), 0);
+    mc_registry_set_bypass(reg, true);
+    assert_true(mc_cached_bypassing(fn));
+
+    pthread_t t[CALLERS];
+    gated_call calls[CALLERS];
+    for (int i = 0; i < CALLERS; i++) {
+        calls[i] = (gated_call){.fn = fn, .rc = -1};
+        assert_int_equal(pthread_create(&t[i], NULL, gated_call_main, &calls[i]), 0);
+    }
+    /* Every caller but the first joins the one load held at the gate. */
+    mc_cached_stats st;
+    for (int i = 0; i < 5000; i++) {
+        mc_cached_stats_get(fn, &st);
+        if (st.joined >= CALLERS - 1)
+            break;
+        sleep_ms(1);
+    }
+    mc_cached_stats_get(fn, &st);
+    assert_int_equal(st.joined, CALLERS - 1);
+    assert_int_equal(st.loads, 1);
+    pthread_mutex_lock(&g.lock);
+    g.open = true;
+    pthread_cond_broadcast(&g.cond);
+    pthread_mutex_unlock(&g.lock);
+    for (int i = 0; i < CALLERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(calls[i].rc, 0);
+        assert_int_equal(calls[i].size, 1);
+    }
+    assert_int_equal(atomic_load(&g.calls), 1);
+    assert_int_equal(mc_cached_bypassed_calls(fn), CALLERS);
+    assert_int_equal(entries_of(fn), 0); /* nothing stored while the cache is not trusted */
+
+    mc_registry_set_bypass(reg, false);
+    assert_false(mc_cached_bypassing(fn));
+    gated_call after = {.fn = fn, .rc = -1};
+    gated_call_main(&after);
+    assert_int_equal(after.rc, 0);
+    assert_int_equal(atomic_load(&g.calls), 2);
+    assert_int_equal(entries_of(fn), 1); /* cached again */
+    gated_call_main(&after);
+    assert_int_equal(atomic_load(&g.calls), 2); /* a hit */
+    mc_cached_destroy(fn);
+    mc_registry_destroy(reg);
+}
+
 static void test_concurrent_create_and_set_factor(void **state)
 {
     (void)state;
@@ -1692,6 +1793,43 @@ static void *churn_call_pinned(void *arg)
     return NULL;
 }
 
+struct pair_destroyer {
+    mc_cached *a, *b;
+};
+
+static void *destroy_pair_main(void *arg)
+{
+    struct pair_destroyer *d = arg;
+    mc_cached_destroy(d->a);
+    mc_cached_destroy(d->b);
+    return NULL;
+}
+
+/* A module's own thread (its pool work, say) destroys its functions while the host clears and
+ * destroys the module's scope: each function is unregistered exactly once, by whichever comes
+ * first, and nothing of it is left registered. Run under TSan. */
+static void test_scope_cleared_while_functions_destroyed(void **state)
+{
+    (void)state;
+    mc_registry *reg = make_reg(NULL);
+    for (int round = 0; round < 300; round++) {
+        mc_registry *scope;
+        assert_int_equal(mc_registry_scope_create(reg, &scope), 0);
+        mc_registry_scope_open(scope, true);
+        struct pair_destroyer d = {make_tree(scope, "race.a", false, 1), make_tree(scope, "race.b", false, 1)};
+        mc_registry_scope_open(scope, false);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, destroy_pair_main, &d), 0);
+        if (round % 2)
+            sched_yield();
+        mc_registry_scope_destroy(scope);
+        pthread_join(t, NULL);
+        assert_null(mc_registry_find(reg, "race.a"));
+        assert_null(mc_registry_find(reg, "race.b"));
+    }
+    mc_registry_destroy(reg);
+}
+
 static int count_sub(void *ud, const mc_invalidation *inv, const mc_invalidation_result *res)
 {
     (void)inv;
@@ -1758,6 +1896,7 @@ int main(void)
         cmocka_unit_test_setup(test_acquire_pins, clear_env),
         cmocka_unit_test_setup(test_scopes, clear_env),
         cmocka_unit_test_setup(test_invalidation_while_modules_churn, clear_env),
+        cmocka_unit_test_setup(test_scope_cleared_while_functions_destroyed, clear_env),
         cmocka_unit_test_setup(test_factors_from_config, clear_env),
         cmocka_unit_test_setup(test_factor_env_global, clear_env),
         cmocka_unit_test_setup(test_factor_env_per_name, clear_env),
@@ -1769,6 +1908,7 @@ int main(void)
         cmocka_unit_test_setup(test_memory_target_defaults_to_max, clear_env),
         cmocka_unit_test_setup(test_memory_autotuning_added_function, clear_env),
         cmocka_unit_test_setup(test_bypass_reaches_every_call, clear_env),
+        cmocka_unit_test_setup(test_bypass_shares_one_load, clear_env),
         cmocka_unit_test_setup(test_concurrent_create_and_set_factor, clear_env),
         cmocka_unit_test_setup(test_maintenance_thread, clear_env),
         cmocka_unit_test_setup(test_maintenance_thread_with_churn, clear_env),

@@ -19,7 +19,7 @@
  * the bus touches a cache's read path.
  *
  * An unusable stream (the key replaced by one of another type: WRONGTYPE; a persistent ERR
- * reply) is an outage too: the sender keeps every message queued and retries with backoff
+ * reply; an ACL that denies the bus's commands: NOPERM) is an outage too: the sender keeps every message queued and retries with backoff
  * (the queue collapsing as below), the reader treats it as a lost link (on recovery: catch-up
  * when continuity is proven, a full flush otherwise, always a full flush after WRONGTYPE since
  * the stream was overwritten), and the bus logs one line when the outage starts, with its
@@ -191,7 +191,7 @@ typedef struct mc_bus_stats {
      * these fields call the unsized symbol, which stops at `resent`). */
     uint64_t resent;         /* messages written again after a failed or unconfirmed write
                               * (counted in `sent` once, here for every write after the first) */
-    uint64_t stream_outages; /* times the stream became unusable (WRONGTYPE, persistent ERR) */
+    uint64_t stream_outages; /* times the stream became unusable (WRONGTYPE, persistent ERR, NOPERM) */
     bool stream_usable;      /* false while either connection finds the stream unusable */
     bool bypassing;          /* max_staleness: the registry's caches are bypassed now */
     uint64_t bypass_periods; /* times the bypass began */

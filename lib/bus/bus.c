@@ -550,13 +550,14 @@ int mc_bus_flush(mc_bus *b, unsigned timeout_ms)
 
 /* ------------------------------------------------------------------ the sender */
 
-/* An error reply that says the stream itself is unusable (the key holds another type, or the
- * server refuses the command outright): an outage until someone fixes the key. Other error
- * replies (a server loading its data, busy, out of memory, a replica) are passing states.
- * Either way the message is kept and sent again after a backoff: nothing is dropped. */
+/* An error reply that says the stream itself is unusable (the key holds another type, the
+ * server refuses the command outright, or an ACL denies it to the bus's user): an outage until
+ * someone fixes the key or the ACL. Other error replies (a server loading its data, busy, out
+ * of memory, a replica) are passing states. Either way the message is kept and sent again
+ * after a backoff: nothing is dropped. */
 static bool mc__stream_fault(const char *err)
 {
-    static const char *const faults[] = {"WRONGTYPE", "ERR", NULL};
+    static const char *const faults[] = {"WRONGTYPE", "ERR", "NOPERM", NULL};
     for (const char *const *p = faults; *p; p++)
         if (!strncmp(err, *p, strlen(*p)) && (err[strlen(*p)] == ' ' || err[strlen(*p)] == 0))
             return true;
@@ -605,20 +606,19 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
             return true;
         }
     }
-    bool backoff = false;
+    bool backoff = false, written_last = false;
     for (size_t i = 0; i < b->ninflight; i++) {
         redisReply *r = NULL;
         if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
             *conn_lost = true;
             return true;
         }
-        if (r->type != REDIS_REPLY_ERROR) {
+        written_last = r->type != REDIS_REPLY_ERROR;
+        if (written_last) {
             atomic_fetch_add(&b->sent, 1);
             if (b->inflight[i].attempts > 1)
                 atomic_fetch_add(&b->resent, 1);
             b->retry[i] = false;
-            mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
-            mc__stream_good(b, &b->send_bad);
         } else if (mc__stream_fault(r->str)) {
             mc__stream_bad(b, &b->send_bad, "XADD", r->str);
             backoff = true;
@@ -629,6 +629,13 @@ static bool mc__send_batch(mc_bus *b, redisContext *c, bool *conn_lost)
             backoff = true;
         }
         freeReplyObject(r);
+    }
+    /* An outage ends once the whole batch is counted, so that the line ending it reports every
+     * resend of the batch that proved the stream usable; a batch whose last reply was refused
+     * leaves it going. */
+    if (written_last) {
+        mc__bus_log_ended(b, &b->send_errors, "retrying XADD after error replies");
+        mc__stream_good(b, &b->send_bad);
     }
     return backoff;
 }

@@ -1982,8 +1982,9 @@ void mc_cached_destroy(mc_cached *fn)
 {
     if (!fn)
         return;
-    if (fn->registry)
-        mc_registry_remove(fn->registry, fn);
+    mc_registry *reg = fn->registry; /* one read: another thread may unregister it meanwhile */
+    if (reg)
+        mc_registry_remove(reg, fn); /* MC_ENOENT if it did: nothing left to do */
     /* Unregistered, so no new reference can be taken: wait for the holders to let go. */
     pthread_mutex_lock(&fn->reflock);
     while (fn->refs)

@@ -136,7 +136,10 @@ struct mc_cached {
     _Atomic bool has_deps;
     size_t base_max_entries;
     size_t key_len;        /* fields of a key (num_args minus uncached ones); 0: not declared */
-    mc_registry *registry; /* set while registered (the registry, never a scope); its lock */
+    /* Set while registered (the registry, never a scope), under its lock. Atomic: destroy reads
+     * it without that lock (it needs the pointer to find the lock) while a scope's clear or the
+     * registry's destroy may unregister the function on another thread. */
+    mc_registry *_Atomic registry;
     const mc_registry *owner; /* the scope it was registered through, or NULL; registry lock */
     /* Counted references of mc_registry_acquire: destroy waits for them to go. */
     pthread_mutex_t reflock;

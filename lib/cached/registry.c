@@ -259,8 +259,8 @@ void mc_registry_destroy(mc_registry *reg)
     mc_registry_stop(reg);
     pthread_rwlock_wrlock(&reg->lock);
     for (size_t i = 0; i < reg->n; i++) {
-        reg->fns[i]->registry = NULL;
         reg->fns[i]->owner = NULL;
+        reg->fns[i]->registry = NULL; /* last: see mc_registry_scope_clear */
     }
     pthread_rwlock_unlock(&reg->lock);
     /* Functions still alive keep the pool (each holds a reference): it stops with the last. */
@@ -381,9 +381,9 @@ int mc_registry_remove(mc_registry *reg, mc_cached *fn)
     }
     memmove(&reg->fns[pos], &reg->fns[pos + 1], (reg->n - pos - 1) * sizeof *reg->fns);
     reg->n--;
-    fn->registry = NULL;
     fn->owner = NULL;
     atomic_store_explicit(&fn->bypass, false, memory_order_release);
+    fn->registry = NULL; /* last: see mc_registry_scope_clear */
     pthread_rwlock_unlock(&reg->lock);
     return 0;
 }
@@ -525,8 +525,10 @@ void mc_registry_scope_clear(mc_registry *scope)
     for (size_t i = 0; i < reg->n; i++) {
         mc_cached *fn = reg->fns[i];
         if (fn->owner == scope) {
-            fn->registry = NULL;
+            /* The registry pointer is cleared last: a destroy on another thread that reads it
+             * as NULL skips unregistering and frees fn, so nothing here may touch fn after. */
             fn->owner = NULL;
+            fn->registry = NULL;
         } else {
             reg->fns[keep++] = fn;
         }

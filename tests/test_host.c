@@ -752,27 +752,66 @@ static void test_admin_token(void **state)
     rmdir(dir);
 }
 
+/* The registry's functions by name, one per line. */
+static void list_name(void *ud, mc_cached *fn, const mc_cached_stats *st)
+{
+    (void)st;
+    char *buf = ud;
+    size_t used = strlen(buf);
+    snprintf(buf + used, 512 - used, "%s\n", mc_cached_name(fn));
+}
+
 /* Modules' pool work (mc_api_run_in_pool, mc_api_looping_call) is over before their fini:
  * the job was waited for, every looping call stopped (none running, none after), the one
  * stopped from inside itself ran exactly three times, the one stopped at once never ran, and
- * new work is refused once fini is coming. */
+ * new work is refused once fini is coming. The job, after init, also tries every way to
+ * register and to control the module's scope through its registry handle: each is refused
+ * and the host's registrations (another module's, and the one mod_pool made during init)
+ * stay listed as they were, until the host withdraws them. */
 static void test_pool_work_stopped_before_fini(void **state)
 {
     (void)state;
-    mc_host *h = new_host();
+    logbuf[0] = 0;
+    mc_registry *reg;
+    assert_int_equal(mc_registry_create(NULL, &reg), 0);
+    mc_host_options ho;
+    mc_host_options_init(&ho);
+    ho.log = capture;
+    ho.registry = reg;
+    mc_host *h;
+    assert_int_equal(mc_host_create(&ho, &h), 0);
     mc_error err = {0};
     mc_config *doc;
-    assert_int_equal(load_yaml(h, "modules:\n  - module: @/mod_pool.so\n", &err, &doc), 0);
+    assert_int_equal(load_yaml(h, "modules:\n  - module: @/mod_second.so\n  - module: @/mod_pool.so\n", &err, &doc),
+                     0);
     assert_true(logged("[mod_pool] init rc=MC_OK bad-interval=MC_EINVAL"));
+    char names[512] = "";
+    mc_registry_list(reg, list_name, names);
+    assert_string_equal(names, "mod_pool.kept\nmod_second.lookup\n");
+    for (int i = 0; i < 1000 && !logged("[mod_pool] late control "); i++)
+        usleep(10000);
+    /* Reopening the handle's scope, a scope made from the handle, clearing and destroying the
+     * handle: all refused (MC_OK for nested: no scope was made to create under), and the
+     * handle still works, finding the function registered during init as the module's. */
+    if (!logged("[mod_pool] late control reopen=MC_EBUSY scope=MC_EBUSY nested=MC_OK kept=1\n"))
+        fail_msg("%s", logbuf);
+    names[0] = 0;
+    mc_registry_list(reg, list_name, names);
+    assert_string_equal(names, "mod_pool.kept\nmod_second.lookup\n");
     mc_host_destroy(h);
     /* The pool job (on another thread, after init) tried every way to register: creating under
      * the module's registry handle, register_cached_function, mc_registry_add on the handle.
-     * Each was refused (fini reports them; the job is over before fini runs). */
+     * Each was refused (fini reports them; the job is over before fini runs). The host had
+     * withdrawn mod_pool.kept before fini, through the scope it kept. */
     assert_true(logged("register_cached_function after init refused (mod_pool.late)"));
     if (!strstr(logbuf, "[mod_pool] fini job_done=1 other_thread=1 ticked=1 in_tick=0 ticks_after=0 self_stop=3 "
                         "stopped=0 late-job=MC_EBUSY late-loop=MC_EBUSY late-create=MC_EBUSY "
-                        "late-register=MC_EBUSY late-add=MC_EBUSY"))
+                        "late-register=MC_EBUSY late-add=MC_EBUSY kept-listed=0"))
         fail_msg("%s", logbuf);
+    names[0] = 0;
+    mc_registry_list(reg, list_name, names);
+    assert_string_equal(names, "");
+    mc_registry_destroy(reg);
     mc_config_free(doc);
 }
 

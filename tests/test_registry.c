@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "modcache.h"
+#include "cached/cached_host.h"
 
 #define SEC 1000000000ull
 #define MSEC 1000000ull
@@ -1732,6 +1733,181 @@ static void test_scopes(void **state)
     mc_registry_destroy(reg);
 }
 
+/* Names of the registered functions, one per line, through whatever handle is listed. */
+static void names_visit(void *ud, mc_cached *fn, const mc_cached_stats *st)
+{
+    (void)st;
+    char *buf = ud;
+    size_t used = strlen(buf);
+    snprintf(buf + used, 256 - used, "%s\n", mc_cached_name(fn));
+}
+
+/* A view of a scope (the handle a module gets): registrations through it are the scope's and
+ * obey the scope's open state; reads act on the registry; every control of the scope through
+ * it (open, create a scope, clear, destroy) is refused and changes nothing. Only a registry
+ * creates scopes. */
+static void test_scope_views(void **state)
+{
+    (void)state;
+    mc_registry *reg = make_reg(NULL);
+    mc_registry *scope, *view, *other;
+    assert_int_equal(mc_registry_scope_create(reg, &scope), 0);
+    assert_int_equal(mc__registry_view_create(reg, &view), MC_EINVAL); /* not a scope */
+    assert_null(view);
+    assert_int_equal(mc__registry_view_create(scope, &view), 0);
+    assert_int_equal(mc__registry_view_create(view, &other), MC_EINVAL); /* a view is not a scope */
+    assert_null(other);
+    mc_cached *outside = make_tree(reg, "host.fn", false, 1);
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = "m.one";
+    o.max_entries = 10;
+    o.registry = view;
+    mc_cached *fn = (mc_cached *)1;
+    /* The scope is closed, and opening it through the view does nothing. */
+    assert_int_equal(mc_cached_create(&o, tree_loader, NULL, &fn), MC_EBUSY);
+    assert_null(fn);
+    mc_registry_scope_open(view, true);
+    assert_int_equal(mc_cached_create(&o, tree_loader, NULL, &fn), MC_EBUSY);
+    assert_null(fn);
+    assert_null(mc_registry_find(reg, "m.one"));
+    /* Open (by the scope's holder): the view registers as the scope. */
+    mc_registry_scope_open(scope, true);
+    mc_cached *one = make_tree(view, "m.one", false, 1);
+    mc_cached *loose = make_tree(NULL, "m.loose", false, 1);
+    assert_int_equal(mc_registry_add(view, loose), 0);
+    assert_true(mc_registry_scope_owns(scope, one));
+    assert_true(mc_registry_scope_owns(scope, loose));
+    assert_true(mc_registry_scope_owns(view, one)); /* asks about the scope it views */
+    assert_false(mc_registry_scope_owns(scope, outside));
+    assert_false(mc_registry_scope_owns(view, outside));
+    /* Reads act on the registry. */
+    assert_ptr_equal(mc_registry_find(view, "host.fn"), outside);
+    mc_cached *held;
+    assert_int_equal(mc_registry_acquire(view, "m.one", &held), 0);
+    assert_ptr_equal(held, one);
+    mc_registry_release(held);
+    char names[256] = "";
+    mc_registry_list(view, names_visit, names);
+    assert_string_equal(names, "host.fn\nm.loose\nm.one\n");
+    mc_error err = {0};
+    assert_int_equal(mc_registry_invalidate(view, "host.fn", NULL, 0, &err), 0);
+    /* No scope from a view or from a scope: only a registry makes them. */
+    other = (mc_registry *)1;
+    assert_int_equal(mc_registry_scope_create(view, &other), MC_EBUSY);
+    assert_null(other);
+    other = (mc_registry *)1;
+    assert_int_equal(mc_registry_scope_create(scope, &other), MC_EBUSY);
+    assert_null(other);
+    /* Clearing, destroying the view as a scope or as a registry: refused, nothing unregistered,
+     * and the view still works (AddressSanitizer would see a freed one). */
+    mc_registry_scope_clear(view);
+    mc_registry_scope_destroy(view);
+    mc_registry_destroy(view);
+    assert_ptr_equal(mc_registry_find(view, "m.one"), one);
+    assert_true(mc_registry_scope_owns(view, loose));
+    names[0] = 0;
+    mc_registry_list(reg, names_visit, names);
+    assert_string_equal(names, "host.fn\nm.loose\nm.one\n");
+    /* Closing it, through the view, does nothing either; the scope's holder closes it. */
+    mc_registry_scope_open(view, false);
+    mc_cached *late = make_tree(view, "m.late", false, 1);
+    mc_cached_destroy(late);
+    mc_registry_scope_open(scope, false);
+    o.name = "m.two";
+    fn = (mc_cached *)1;
+    assert_int_equal(mc_cached_create(&o, tree_loader, NULL, &fn), MC_EBUSY);
+    assert_null(fn);
+    late = make_tree(NULL, "m.late", false, 1);
+    assert_int_equal(mc_registry_add(view, late), MC_EBUSY);
+    assert_null(mc_registry_find(reg, "m.late"));
+    /* The holder clears the scope: the view's registrations go, the registry's stay. */
+    mc_registry_scope_clear(scope);
+    names[0] = 0;
+    mc_registry_list(reg, names_visit, names);
+    assert_string_equal(names, "host.fn\n");
+    /* A view destroy frees the view only; anything else is not a view and is left alone. */
+    mc__registry_view_destroy(scope);
+    mc__registry_view_destroy(reg);
+    mc__registry_view_destroy(NULL);
+    mc__registry_view_destroy(view);
+    mc_registry_scope_open(scope, true);
+    mc_cached *again = make_tree(scope, "m.again", false, 1);
+    assert_true(mc_registry_scope_owns(scope, again));
+    mc_registry_scope_destroy(scope);
+    assert_null(mc_registry_find(reg, "m.again"));
+    assert_ptr_equal(mc_registry_find(reg, "host.fn"), outside);
+    mc_cached_destroy(again);
+    mc_cached_destroy(late);
+    mc_cached_destroy(loose);
+    mc_cached_destroy(one);
+    mc_cached_destroy(outside);
+    mc_registry_destroy(reg);
+}
+
+/* A module's thread registers through its view while the host closes and clears the scope:
+ * a registration either lands before the clear (and is cleared) or is refused, so nothing of
+ * the scope's is left listed once the clear returns. Run under TSan. */
+struct view_adder {
+    mc_registry *view;
+    mc_cached *fns[64];
+    int n;
+    _Atomic bool started;
+};
+
+static void *view_adder_main(void *arg)
+{
+    struct view_adder *a = arg;
+    atomic_store(&a->started, true);
+    while (a->n < 64) {
+        char name[32];
+        snprintf(name, sizeof name, "race.v%d", a->n);
+        mc_cached_options o;
+        mc_cached_options_init(&o);
+        o.name = name;
+        o.max_entries = 4;
+        o.registry = a->view;
+        mc_cached *fn = NULL;
+        if (mc_cached_create(&o, tree_loader, NULL, &fn) != 0)
+            break;
+        a->fns[a->n++] = fn;
+    }
+    return NULL;
+}
+
+static void test_view_registers_while_scope_cleared(void **state)
+{
+    (void)state;
+    mc_registry *reg = make_reg(NULL);
+    for (int round = 0; round < 200; round++) {
+        mc_registry *scope, *view;
+        assert_int_equal(mc_registry_scope_create(reg, &scope), 0);
+        assert_int_equal(mc__registry_view_create(scope, &view), 0);
+        mc_registry_scope_open(scope, true);
+        struct view_adder a = {.view = view};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, view_adder_main, &a), 0);
+        while (!atomic_load(&a.started))
+            sched_yield();
+        if (round % 2)
+            sched_yield();
+        mc_registry_scope_open(scope, false);
+        mc_registry_scope_clear(scope);
+        char names[256] = "";
+        mc_registry_list(reg, names_visit, names);
+        assert_string_equal(names, "");
+        pthread_join(t, NULL);
+        names[0] = 0;
+        mc_registry_list(reg, names_visit, names);
+        assert_string_equal(names, ""); /* nothing landed after the clear either */
+        mc__registry_view_destroy(view);
+        mc_registry_scope_destroy(scope);
+        for (int i = 0; i < a.n; i++)
+            mc_cached_destroy(a.fns[i]);
+    }
+    mc_registry_destroy(reg);
+}
+
 /* Stress: admin-style (JSON, by name) and bus-style (remote values) invalidations and pinned
  * lookups by name on three threads, while a fourth keeps creating and destroying "modules"
  * (a scope and its functions, destroyed in either order). Run under ASan and TSan. */
@@ -1895,6 +2071,8 @@ int main(void)
         cmocka_unit_test_setup(test_lengths_and_subtrees, clear_env),
         cmocka_unit_test_setup(test_acquire_pins, clear_env),
         cmocka_unit_test_setup(test_scopes, clear_env),
+        cmocka_unit_test_setup(test_scope_views, clear_env),
+        cmocka_unit_test_setup(test_view_registers_while_scope_cleared, clear_env),
         cmocka_unit_test_setup(test_invalidation_while_modules_churn, clear_env),
         cmocka_unit_test_setup(test_scope_cleared_while_functions_destroyed, clear_env),
         cmocka_unit_test_setup(test_factors_from_config, clear_env),

@@ -606,11 +606,23 @@ MC_API void mc_registry_release(mc_cached *fn);
  * mc_registry_add(scope, fn), are registered in the scope's registry and belong to the
  * scope; every other registry call on a scope acts on its registry. A scope accepts
  * registrations only while it is open (mc_registry_scope_open; new scopes are closed):
- * otherwise MC_EBUSY and nothing is registered. mc_registry_scope_clear unregisters every
- * function that still belongs to the scope (without destroying them: a function its owner
- * destroyed already is simply not found); mc_registry_scope_destroy clears and frees it
- * (mc_registry_destroy of a scope does the same). Thread-safe; destroy must be the last call
- * on the scope. */
+ * otherwise MC_EBUSY and nothing is registered; the open state is read under the registry's
+ * lock, so a registration racing a close and a clear is either cleared or refused.
+ * mc_registry_scope_clear unregisters every function that still belongs to the scope
+ * (without destroying them: a function its owner destroyed already is simply not found);
+ * mc_registry_scope_destroy clears and frees it (mc_registry_destroy of a scope does the
+ * same). Only a registry creates scopes: mc_registry_scope_create on a scope (or on a
+ * module's handle) returns MC_EBUSY and creates nothing. Thread-safe; destroy must be the
+ * last call on the scope.
+ *
+ * A module's handle (mc_api_registry, modcache/module.h) is not its scope but a view of it,
+ * which the host makes: registrations through it belong to the module's scope and obey that
+ * scope's open state, and every read-only call acts on the registry as on a scope; but the
+ * handle controls nothing: mc_registry_scope_create (MC_EBUSY), mc_registry_scope_open,
+ * mc_registry_scope_clear, mc_registry_scope_destroy and mc_registry_destroy on it do
+ * nothing, so a module cannot reopen its scope after init, make a scope of its own that the
+ * host would never clear, or withdraw or free what the host holds. mc_registry_scope_owns on
+ * the handle asks about the module's scope. */
 MC_API int mc_registry_scope_create(mc_registry *reg, mc_registry **scope);
 MC_API void mc_registry_scope_open(mc_registry *scope, bool open);
 MC_API void mc_registry_scope_clear(mc_registry *scope);

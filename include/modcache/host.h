@@ -26,7 +26,8 @@ typedef struct mc_host_options {
      * and above to stderr (mc_logger_write with the defaults; modcache/log.h). */
     mc_log_fn log;
     void *log_ud;
-    /* Registry for the modules' cached functions; NULL creates one with default config. */
+    /* Registry for the modules' cached functions (a registry, not a scope: each module gets
+     * a scope of it); NULL creates one with default config. */
     mc_registry *registry;
     /* Invalidation bus (modcache/bus.h), borrowed, started with this host's registry: the bus
      * subscribes to the registry, so invalidate_cache and admin invalidations reach it once

@@ -90,11 +90,13 @@ MC_API int mc_api_invalidate_cache(mc_api *api, mc_cached *fn, const mc_arg *arg
  * MC_EINVAL, or MC_ENOMEM as mc_api_invalidate_cache. */
 MC_API int mc_api_invalidate_all(mc_api *api, mc_cached *fn);
 
-/* The module's handle on the host's registry (a scope, see mc_registry_scope_create), for
- * opts.registry: its cache configuration applies, and a function created with it is
- * registered as the module's. Registering through it works only during init (MC_EBUSY
- * afterwards, and nothing is created); the host withdraws the module's registrations before
- * its fini. Valid until fini returns. */
+/* The module's handle on the host's registry (a view of the module's scope, see
+ * mc_registry_scope_create), for opts.registry: its cache configuration applies, and a
+ * function created with it is registered as the module's. Registering through it works only
+ * during init (MC_EBUSY afterwards, and nothing is created); the host withdraws the module's
+ * registrations before its fini. The handle cannot open, clear or destroy the module's scope
+ * nor create another (those calls do nothing; scope_create returns MC_EBUSY), and
+ * mc_registry_destroy on it does nothing. Owned by the host; valid until fini returns. */
 MC_API mc_registry *mc_api_registry(mc_api *api);
 
 /* ---- work off the HTTP threads (the seed's defer_to_thread and looping_call) ---- */

@@ -29,8 +29,11 @@ struct mc__subscriber {
 
 struct mc_registry {
     /* A scope (mc_registry_scope_create) has `root` set and uses nothing else below but
-     * `open`: every call on it goes to its root. */
+     * `open`: every call on it goes to its root. A view (mc__registry_view_create) has `root`
+     * and `viewed` set and uses nothing else: it registers for the scope it views, under that
+     * scope's open state, and controls nothing (see mc__registry_view_create). */
     mc_registry *root;
+    mc_registry *viewed;
     _Atomic bool open;
     pthread_rwlock_t lock;
     mc_cached **fns; /* sorted by name */
@@ -64,6 +67,12 @@ struct mc_registry {
 };
 
 mc_registry *mc__registry_root(mc_registry *reg) { return reg && reg->root ? reg->root : reg; }
+
+/* The scope that registrations through a scope or a view belong to (NULL for a registry). */
+static mc_registry *mc__owner_scope(mc_registry *reg)
+{
+    return reg->viewed ? reg->viewed : reg->root ? reg : NULL;
+}
 
 void mc_cache_config_init(mc_cache_config *cfg)
 {
@@ -250,7 +259,7 @@ mc__workpool *mc__default_pool(void)
 
 void mc_registry_destroy(mc_registry *reg)
 {
-    if (!reg)
+    if (!reg || reg->viewed) /* a view destroys nothing: a module's handle */
         return;
     if (reg->root) {
         mc_registry_scope_destroy(reg);
@@ -319,17 +328,21 @@ int mc_registry_add(mc_registry *reg, mc_cached *fn)
 {
     if (!reg || !fn || !fn->name[0])
         return MC_EINVAL;
-    const mc_registry *owner = NULL;
-    if (reg->root) {
-        /* Through a scope: only while it is open, and the function is the scope's. */
-        if (!atomic_load_explicit(&reg->open, memory_order_acquire))
-            return MC_EBUSY;
-        owner = reg;
-        reg = reg->root;
-    }
+    /* Through a scope or a view: the function is the scope's. */
+    mc_registry *owner = mc__owner_scope(reg);
+    reg = mc__registry_root(reg);
     if (fn->registry && fn->registry != reg)
         return MC_EINVAL;
     pthread_rwlock_wrlock(&reg->lock);
+    /* Only while the scope is open, read under the write lock: mc_registry_scope_clear takes
+     * it after its owner closed the scope, so an add that finds the scope open is in the
+     * registry before the clear looks, and one that comes later finds it closed. Checked
+     * before the lock only, an add could pass the check, then land after the clear and stay
+     * listed under a scope that is gone. */
+    if (owner && !atomic_load_explicit(&owner->open, memory_order_acquire)) {
+        pthread_rwlock_unlock(&reg->lock);
+        return MC_EBUSY;
+    }
     bool found;
     size_t pos = mc__find_pos(reg, fn->name, &found);
     if (found) {
@@ -480,11 +493,14 @@ void mc_registry_release(mc_cached *fn)
 
 int mc_registry_scope_create(mc_registry *reg, mc_registry **scope)
 {
-    reg = mc__registry_root(reg);
     if (scope)
         *scope = NULL;
     if (!reg || !scope)
         return MC_EINVAL;
+    /* Only a registry creates scopes: a scope made from a module's handle would be one that
+     * its host never closes or clears. */
+    if (reg->root)
+        return MC_EBUSY;
     mc_registry *s = mc__calloc(1, sizeof *s);
     if (!s)
         return MC_ENOMEM;
@@ -494,9 +510,31 @@ int mc_registry_scope_create(mc_registry *reg, mc_registry **scope)
     return 0;
 }
 
+int mc__registry_view_create(mc_registry *scope, mc_registry **view)
+{
+    if (view)
+        *view = NULL;
+    if (!scope || !scope->root || scope->viewed || !view)
+        return MC_EINVAL;
+    mc_registry *v = mc__calloc(1, sizeof *v);
+    if (!v)
+        return MC_ENOMEM;
+    v->root = scope->root;
+    v->viewed = scope;
+    atomic_init(&v->open, false); /* never read: the viewed scope's is */
+    *view = v;
+    return 0;
+}
+
+void mc__registry_view_destroy(mc_registry *view)
+{
+    if (view && view->viewed)
+        free(view);
+}
+
 void mc_registry_scope_open(mc_registry *scope, bool open)
 {
-    if (scope && scope->root)
+    if (scope && scope->root && !scope->viewed)
         atomic_store_explicit(&scope->open, open, memory_order_release);
 }
 
@@ -504,6 +542,7 @@ bool mc_registry_scope_owns(mc_registry *scope, const mc_cached *fn)
 {
     if (!scope || !scope->root || !fn)
         return false;
+    scope = mc__owner_scope(scope);
     mc_registry *reg = scope->root;
     pthread_rwlock_rdlock(&reg->lock);
     bool owns = false;
@@ -515,7 +554,7 @@ bool mc_registry_scope_owns(mc_registry *scope, const mc_cached *fn)
 
 void mc_registry_scope_clear(mc_registry *scope)
 {
-    if (!scope || !scope->root)
+    if (!scope || !scope->root || scope->viewed)
         return;
     mc_registry *reg = scope->root;
     /* Registered functions are alive (destroy unregisters first, under this lock): their
@@ -539,7 +578,7 @@ void mc_registry_scope_clear(mc_registry *scope)
 
 void mc_registry_scope_destroy(mc_registry *scope)
 {
-    if (!scope || !scope->root)
+    if (!scope || !scope->root || scope->viewed)
         return;
     atomic_store_explicit(&scope->open, false, memory_order_release);
     mc_registry_scope_clear(scope);

@@ -94,6 +94,8 @@ static void mc__module_unload(mc_host *h, mc__module *m, bool initialised)
     if (initialised && m->api.desc->fini)
         m->api.desc->fini(m->state);
     mc__api_work_free(&m->api);
+    mc__registry_view_destroy(m->api.view);
+    m->api.view = NULL;
     mc_registry_scope_destroy(m->api.scope);
     m->api.scope = NULL;
     if (m->has_parsed && m->api.desc->free_config)
@@ -205,6 +207,8 @@ static int mc__module_open(mc_host *h, const char *path, const mc_config_node *c
     }
     if (rc == 0)
         rc = mc_registry_scope_create(h->registry, &m->api.scope);
+    if (rc == 0 && (rc = mc__registry_view_create(m->api.scope, &m->api.view)) != 0)
+        mc_registry_scope_destroy(m->api.scope);
     if (rc != 0) {
         dlclose(m->handle); /* a twin's handle: dlopen counted this reference too */
         free(m->path);
@@ -355,7 +359,7 @@ const char *mc_api_module_name(const mc_api *api) { return api ? api->desc->name
 
 const mc_config_node *mc_api_config(const mc_api *api) { return api ? api->config : NULL; }
 
-mc_registry *mc_api_registry(mc_api *api) { return api ? api->scope : NULL; }
+mc_registry *mc_api_registry(mc_api *api) { return api ? api->view : NULL; }
 
 void mc_api_log(mc_api *api, mc_log_level level, const char *fmt, ...)
 {

@@ -12,10 +12,13 @@ struct mc_api {
     const mc_module_descriptor *desc;
     const mc_config_node *config;
     bool in_init;
-    /* The module's handle on the host's registry (mc_api_registry): open during init only, so
-     * that registering later is refused however it is tried; closing it before fini
-     * unregisters whatever the module registered. */
+    /* The module's scope in the host's registry: open during init only, so that registering
+     * later is refused however it is tried; closing and clearing it before fini unregisters
+     * whatever the module registered. Only the host holds it. */
     mc_registry *scope;
+    /* The module's handle (mc_api_registry): a view of the scope, which registers as the
+     * module's but cannot open, clear or destroy the scope, nor create another. */
+    mc_registry *view;
     /* The module's work on the load pool (mc_api_run_in_pool, mc_api_looping_call): see
      * work.c. NULL until the module is set up. */
     struct mc__api_work *work;

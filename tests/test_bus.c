@@ -912,13 +912,19 @@ static void test_partial_keys_two_hosts(void **state)
     assert_true(WAIT_UNTIL(!field_cached(&h[1], "u1", "name") && !field_cached(&h[1], "u1", "mail"), WAIT_MS));
     assert_true(field_cached(&h[1], "u2", "name"));
 
-    /* mcctl straight onto the stream: every host drops the subtree. */
+    /* mcctl straight onto the stream: every host drops the subtree. mcctl read the function's
+     * shape from the hosts' announcements, so the entry says it carries a subtree. */
     fields_load_all(h, 2);
     rc = run_mcctl((const char *[]){MCCTL, "--redis", addr, "--stream", "hosts", "invalidate", "mod_bus.field",
                                     "[\"u2\"]", NULL},
                    out, sizeof out);
     if (rc != 0)
         fail_msg("mcctl --redis: %d\n%s", rc, out);
+    assert_null(strstr(out, "warning"));
+    char last[4096];
+    redis_cmd(last, sizeof last, (const char *[]){"XREVRANGE", "hosts", "+", "-", "COUNT", "1", NULL});
+    assert_non_null(strstr(last, "v\n2\n"));
+    assert_non_null(strstr(last, "cache\nmod_bus.field\nop\nkeys\nkeys\n[[\"u2\"]]\n"));
     for (int i = 0; i < 2; i++) {
         assert_true(WAIT_UNTIL(!field_cached(&h[i], "u2", "name"), WAIT_MS));
         assert_true(field_cached(&h[i], "u1", "name"));
@@ -945,13 +951,24 @@ static void test_partial_keys_two_hosts(void **state)
     assert_int_equal(rc, 3);
     assert_non_null(strstr(out, "refused KEY 1 of mod_bus.field: it has 3 fields"));
     uint64_t ign0 = host_metric(&h[0], "modcache_bus_ignored_total"), ign1 = host_metric(&h[1], "modcache_bus_ignored_total");
+    char len_before[64], len_after[64];
+    redis_cmd(len_before, sizeof len_before, (const char *[]){"XLEN", "hosts", NULL});
     rc = run_mcctl((const char *[]){MCCTL, "--redis", addr, "--stream", "hosts", "invalidate", "mod_bus.field",
                                     "[\"u1\", \"name\", \"x\"]", NULL},
                    out, sizeof out);
-    assert_int_equal(rc, 0); /* written: only the hosts know the key length */
-    assert_true(WAIT_UNTIL(host_metric(&h[0], "modcache_bus_ignored_total") == ign0 + 1 &&
-                               host_metric(&h[1], "modcache_bus_ignored_total") == ign1 + 1,
-                           WAIT_MS));
+    assert_int_equal(rc, 3); /* checked against the shape the live hosts announced */
+    assert_non_null(strstr(out, "refused KEY 1 of mod_bus.field: it has 3 fields; mod_bus.field takes 2 (or fewer, "
+                                "for a subtree) (as the 2 live hosts reading hosts registered it)"));
+    assert_non_null(strstr(out, "nothing was sent"));
+    rc = run_mcctl((const char *[]){MCCTL, "--redis", addr, "--stream", "hosts", "invalidate", "mod_bus.read",
+                                    "[\"u1\", \"name\"]", NULL},
+                   out, sizeof out);
+    assert_int_equal(rc, 3); /* not a tree: a longer tuple is refused too */
+    assert_non_null(strstr(out, "refused KEY 1 of mod_bus.read: it has 2 fields; mod_bus.read takes 1 (as"));
+    redis_cmd(len_after, sizeof len_after, (const char *[]){"XLEN", "hosts", NULL});
+    assert_string_equal(len_before, len_after); /* nothing written */
+    assert_int_equal(host_metric(&h[0], "modcache_bus_ignored_total"), ign0);
+    assert_int_equal(host_metric(&h[1], "modcache_bus_ignored_total"), ign1);
     for (int i = 0; i < 2; i++) {
         assert_true(field_cached(&h[i], "u1", "name"));
         assert_true(field_cached(&h[i], "u1", "mail"));

@@ -210,6 +210,33 @@ static void test_invalidate_counts_readers(void **state)
     assert_non_null(strstr(out, "mcctl: warning: no live host reads typo:invalidations"));
     assert_null(strstr(out, "invalidated all entries"));
 
+    /* Each host announced its functions' key shapes beside the stream: mcctl checks a KEY's
+     * length against them and writes nothing when it is wrong. */
+    mc_bus_shape sh;
+    mc_error serr = {0};
+    assert_int_equal(mc_bus_function_shape(addr, NULL, "mod_good.lookup", 2000, &sh, &serr), 0);
+    assert_int_equal(sh.live_hosts, 2);
+    assert_int_equal(sh.hosts, 2);
+    assert_int_equal(sh.key_length, 1);
+    assert_false(sh.tree);
+    assert_false(sh.disagree);
+    assert_int_equal(mc_bus_function_shape(addr, NULL, "mod_good.nosuch", 2000, &sh, &serr), 0);
+    assert_int_equal(sh.live_hosts, 2);
+    assert_int_equal(sh.hosts, 0);
+    char xlen0[64], xlen1[64];
+    assert_int_equal(mct_redis_cmd(redis.port, xlen0, sizeof xlen0, (const char *[]){"XLEN", "modcache:invalidations", NULL}), 0);
+    assert_int_equal(mcctl("--redis", addr, "invalidate", "mod_good.lookup", "[1, 2]", NULL), 3);
+    assert_non_null(strstr(out, "mcctl: refused KEY 1 of mod_good.lookup: it has 2 fields; mod_good.lookup takes 1 "
+                                "(as the 2 live hosts reading modcache:invalidations registered it)"));
+    assert_non_null(strstr(out, "nothing was sent"));
+    assert_int_equal(mct_redis_cmd(redis.port, xlen1, sizeof xlen1, (const char *[]){"XLEN", "modcache:invalidations", NULL}), 0);
+    assert_string_equal(xlen0, xlen1);
+    /* A name no live host has registered: written (a host that is down may have it), with a
+     * warning that its length was not checked. */
+    assert_int_equal(mcctl("--redis", addr, "invalidate", "mod_good.nosuch", "[1, 2]", NULL), 0);
+    assert_non_null(strstr(out, "mcctl: warning: none of the live hosts reading the stream has registered this "
+                                "function (or announced it yet); the KEY length was not checked"));
+
     char url[64], tok[300];
     snprintf(url, sizeof url, "http://127.0.0.1:%u", http_port[0]);
     snprintf(tok, sizeof tok, "%s/admin.token", dir);
@@ -237,10 +264,19 @@ static void test_host_gone(void **state)
     assert_int_equal(mct_finish(&hosts[1], SIGTERM), 0);
     free(hosts[1].log);
     hosts[1].pid = 0;
-    /* No waiting for an expiry: the stop removed the announcement. */
+    /* No waiting for an expiry: the stop removed the announcement, and its functions. */
     h = NULL;
     assert_int_equal(live(NULL, &h), 1);
     mc_bus_hosts_free(h);
+    char exists[64];
+    assert_int_equal(mct_redis_cmd(redis.port, exists, sizeof exists,
+                                   (const char *[]){"EXISTS", "modcache:invalidations:host:fleet-host-1:functions", NULL}),
+                     0);
+    assert_string_equal(exists, "0\n");
+    mc_bus_shape sh;
+    mc_error serr = {0};
+    assert_int_equal(mc_bus_function_shape(addr, NULL, "mod_good.lookup", 2000, &sh, &serr), 0);
+    assert_int_equal(sh.hosts, 1);
 }
 
 /* ---- a reader that falls behind announces its lag ---- */

@@ -129,6 +129,12 @@ MC_API void mc_bus_stop(mc_bus *bus);
  * MC_EINVAL, MC_EPARSE, MC_ENOMEM. */
 MC_API int mc_bus_publish_keys(mc_bus *bus, const char *cache, const char *const *json_keys,
                                size_t nkeys, mc_error *err);
+/* The same, written as format version 2: some of the tuples are shorter than the function's
+ * key and invalidate subtrees of a tree function (what mcctl --redis writes once the live hosts'
+ * announcements showed it such a function). Readers that predate subtrees refuse the entry
+ * rather than take a prefix for a key. */
+MC_API int mc_bus_publish_subtrees(mc_bus *bus, const char *cache, const char *const *json_keys,
+                                   size_t nkeys, mc_error *err);
 /* The same for an encoded key tuple (mc_key_encode). */
 MC_API int mc_bus_publish_args(mc_bus *bus, const char *cache, const mc_arg *args, size_t nargs);
 /* Queue an invalidation of every entry of the function named `cache`. */
@@ -234,6 +240,30 @@ typedef struct mc_bus_host {
 MC_API int mc_bus_hosts_list(const char *address, const char *stream, unsigned timeout_ms, mc_bus_host **hosts,
                              size_t *n, mc_error *err);
 MC_API void mc_bus_hosts_free(mc_bus_host *hosts);
+
+/* Each reading bus also announces the key shape of every function its registry holds, in the
+ * hash "S:host:<instance>:functions" (field: the function's name; value: "<key length> tree"
+ * or "<key length> exact", key length 0 when the function declares none), written with each
+ * announcement (and at once by mc_bus_announce) and expiring with it. */
+typedef struct mc_bus_shape {
+    size_t live_hosts; /* hosts whose announcement beside the stream is alive */
+    size_t hosts;      /* of those, the ones that have registered the function */
+    size_t key_length; /* its key length as the first of them announced it (0: any) */
+    bool tree;         /* whether shorter tuples invalidate subtrees there */
+    bool disagree;     /* some of them announced another shape */
+} mc_bus_shape;
+
+/* How the live hosts reading `stream` (NULL: "modcache:invalidations") at Redis `address` have
+ * registered the function `name`: *out (hosts 0: none has it, or none announced it yet).
+ * Returns 0; MC_EINVAL (bad arguments or address; the keys hold other types); MC_EIO (Redis
+ * unreachable, err says why). Any thread; its own connection, closed before returning. */
+MC_API int mc_bus_function_shape(const char *address, const char *stream, const char *name, unsigned timeout_ms,
+                                 mc_bus_shape *out, mc_error *err);
+
+/* Announce now rather than at the end of the interval: a host calls it once its modules have
+ * registered their functions, so that their shapes are listed at once. No-op for a NULL or
+ * publish-only bus. Thread-safe. */
+MC_API void mc_bus_announce(mc_bus *bus);
 
 #ifdef __cplusplus
 }

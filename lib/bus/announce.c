@@ -1,6 +1,8 @@
 /* Hosts announce themselves beside the stream they read: a hash per host (instance, last
- * applied id, lag, last seen) that expires unless renewed, and a sorted set of instance names by
- * last announcement, so that `mcctl hosts` lists who reads a stream and how far behind. */
+ * applied id, lag, last seen) that expires unless renewed, a hash of the key shapes of the
+ * functions it has registered, and a sorted set of instance names by last announcement, so
+ * that `mcctl hosts` lists who reads a stream and how far behind, and `mcctl --redis
+ * invalidate` can check a key's length before it writes it. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -21,11 +23,11 @@ struct mc__announcer {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cv; /* on CLOCK_MONOTONIC: stop wakes the wait between announcements */
-    bool stop;
+    bool stop, now; /* now: announce at once (mc_bus_announce) */
     char host[256];
     int port;
     char *stream, *instance;
-    char set_key[512], hash_key[1024];
+    char set_key[512], hash_key[1024], fns_key[1040];
     unsigned interval_ms, ttl_ms, timeout_ms;
     mc_bus *bus;
     uint64_t started_ms;
@@ -45,6 +47,112 @@ void mc__announce_keys(const char *stream, const char *instance, char *set_key, 
     snprintf(set_key, set_cap, "%s:hosts", stream);
     if (hash_key)
         snprintf(hash_key, hash_cap, "%s:host:%s", stream, instance ? instance : "");
+}
+
+/* The hash of one host's function shapes: its announcement hash's name plus ":functions". */
+static void mc__fns_key(char *out, size_t cap, const char *hash_key)
+{
+    snprintf(out, cap, "%s:functions", hash_key);
+}
+
+/* A function's shape as announced: "<key length> tree" or "<key length> exact" (key length 0:
+ * not declared, any length is accepted). */
+static void mc__shape_text(char *out, size_t cap, const mc_cached *fn)
+{
+    snprintf(out, cap, "%zu %s", mc_cached_key_length(fn), mc_cached_is_tree(fn) ? "tree" : "exact");
+}
+
+/* The registered functions, as HSET arguments (name, shape), collected under the registry's
+ * read lock by mc_registry_list. */
+struct mc__fn_list {
+    char **args; /* name, shape, name, shape, ... */
+    size_t n, cap;
+    bool failed;
+};
+
+static void mc__collect_fn(void *ud, mc_cached *fn, const mc_cached_stats *st)
+{
+    (void)st;
+    struct mc__fn_list *l = ud;
+    if (l->failed)
+        return;
+    if (l->n + 2 > l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        char **grown = realloc(l->args, cap * sizeof *grown);
+        if (!grown) {
+            l->failed = true;
+            return;
+        }
+        l->args = grown;
+        l->cap = cap;
+    }
+    char shape[48];
+    mc__shape_text(shape, sizeof shape, fn);
+    char *name = strdup(mc_cached_name(fn)), *text = strdup(shape);
+    if (!name || !text) {
+        free(name);
+        free(text);
+        l->failed = true;
+        return;
+    }
+    l->args[l->n++] = name;
+    l->args[l->n++] = text;
+}
+
+static void mc__fn_list_free(struct mc__fn_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->args[i]);
+    free(l->args);
+}
+
+/* Replace the functions hash in one transaction (a reader never sees it half written), with
+ * the announcement's expiry. Nothing is sent when the list could not be built (out of memory):
+ * the previous one stays until it expires. Returns false when the connection failed. */
+static bool mc__announce_functions(struct mc__announcer *a, redisContext *c)
+{
+    mc_registry *reg = mc__bus_registry(a->bus);
+    if (!reg)
+        return true;
+    struct mc__fn_list l = {0};
+    mc_registry_list(reg, mc__collect_fn, &l);
+    if (l.failed) {
+        mc__fn_list_free(&l);
+        return true;
+    }
+    int replies = 3;
+    redisAppendCommand(c, "MULTI");
+    redisAppendCommand(c, "DEL %s", a->fns_key);
+    if (l.n) {
+        const char **argv = malloc((l.n + 2) * sizeof *argv);
+        if (!argv) {
+            redisAppendCommand(c, "DISCARD");
+            l.n = 0;
+        } else {
+            argv[0] = "HSET";
+            argv[1] = a->fns_key;
+            for (size_t i = 0; i < l.n; i++)
+                argv[2 + i] = l.args[i];
+            redisAppendCommandArgv(c, (int)(l.n + 2), argv, NULL);
+            free(argv);
+            redisAppendCommand(c, "PEXPIRE %s %u", a->fns_key, a->ttl_ms);
+            redisAppendCommand(c, "EXEC");
+            replies = 5;
+        }
+    } else {
+        redisAppendCommand(c, "EXEC");
+    }
+    mc__fn_list_free(&l);
+    bool ok = true;
+    for (int i = 0; i < replies; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK) {
+            ok = false;
+            break;
+        }
+        freeReplyObject(r);
+    }
+    return ok;
 }
 
 /* "ms-seq" into its parts; false when it is not one. */
@@ -138,13 +246,13 @@ static bool mc__announce_once(struct mc__announcer *a, redisContext *c)
         }
         freeReplyObject(r); /* an error reply (a key of another type) is retried next time */
     }
-    return ok;
+    return ok && mc__announce_functions(a, c);
 }
 
 /* A clean stop leaves no announcement behind: `mcctl hosts` stops listing it at once. */
 static void mc__announce_withdraw(struct mc__announcer *a, redisContext *c)
 {
-    redisAppendCommand(c, "DEL %s", a->hash_key);
+    redisAppendCommand(c, "DEL %s %s", a->hash_key, a->fns_key);
     redisAppendCommand(c, "ZREM %s %s", a->set_key, a->instance);
     for (int i = 0; i < 2; i++) {
         redisReply *r = NULL;
@@ -176,8 +284,9 @@ static void *mc__announce_main(void *arg)
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
         }
-        while (!a->stop && pthread_cond_timedwait(&a->cv, &a->lock, &until) != ETIMEDOUT)
+        while (!a->stop && !a->now && pthread_cond_timedwait(&a->cv, &a->lock, &until) != ETIMEDOUT)
             ;
+        a->now = false;
     }
     pthread_mutex_unlock(&a->lock);
     if (!c)
@@ -224,12 +333,23 @@ int mc__announce_start(const char *host, int port, const char *stream, const cha
         return MC_ENOMEM;
     }
     mc__announce_keys(a->stream, a->instance, a->set_key, sizeof a->set_key, a->hash_key, sizeof a->hash_key);
+    mc__fns_key(a->fns_key, sizeof a->fns_key, a->hash_key);
     if (pthread_create(&a->thread, NULL, mc__announce_main, a) != 0) {
         mc__announcer_free(a);
         return MC_EIO;
     }
     *out = a;
     return 0;
+}
+
+void mc__announce_now(mc__announcer *a)
+{
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->lock);
+    a->now = true;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->lock);
 }
 
 void mc__announce_stop(mc__announcer *a)
@@ -347,4 +467,71 @@ void mc_bus_hosts_free(mc_bus_host *hosts) { free(hosts); }
 static int mc__by_instance(const void *x, const void *y)
 {
     return strcmp(((const mc_bus_host *)x)->instance, ((const mc_bus_host *)y)->instance);
+}
+
+int mc_bus_function_shape(const char *address, const char *stream, const char *name, unsigned timeout_ms,
+                          mc_bus_shape *out, mc_error *err)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!out || !name || !*name)
+        return MC_EINVAL;
+    char host[256];
+    unsigned port;
+    const char *why;
+    if (mc__hostport_split(address ? address : "127.0.0.1:6379", 6379, false, host, sizeof host, &port, &why) != 0)
+        return mc__error_set(err, MC_EINVAL, "%s: %s", address, why);
+    if (!stream || !*stream)
+        stream = "modcache:invalidations";
+    redisContext *c = mc__ann_connect(host, (int)port, timeout_ms ? timeout_ms : 2000);
+    if (!c)
+        return mc__error_set(err, MC_EIO, "cannot connect to Redis at %s:%u", host, port);
+    char set_key[512];
+    mc__announce_keys(stream, NULL, set_key, sizeof set_key, NULL, 0);
+    int rc = 0;
+    redisReply *names = redisCommand(c, "ZRANGE %s 0 -1", set_key);
+    if (!names || names->type == REDIS_REPLY_ERROR) {
+        rc = mc__error_set(err, names ? MC_EINVAL : MC_EIO, "ZRANGE %s: %s", set_key,
+                           names ? names->str : (c->errstr[0] ? c->errstr : "no answer"));
+        goto done;
+    }
+    for (size_t i = 0; names->type == REDIS_REPLY_ARRAY && i < names->elements; i++) {
+        if (names->element[i]->type != REDIS_REPLY_STRING)
+            continue;
+        char hash_key[1024], fns_key[1040];
+        mc__announce_keys(stream, names->element[i]->str, set_key, sizeof set_key, hash_key, sizeof hash_key);
+        mc__fns_key(fns_key, sizeof fns_key, hash_key);
+        /* Live: its announcement has not expired (EXISTS), whatever its functions hash says. */
+        redisReply *live = redisCommand(c, "EXISTS %s", hash_key);
+        redisReply *shape = live ? redisCommand(c, "HGET %s %s", fns_key, name) : NULL;
+        if (!live || !shape) {
+            rc = mc__error_set(err, MC_EIO, "reading %s: %s", hash_key, c->errstr[0] ? c->errstr : "no answer");
+            if (live)
+                freeReplyObject(live);
+            goto done;
+        }
+        if (live->type == REDIS_REPLY_INTEGER && live->integer == 1) {
+            out->live_hosts++;
+            size_t len;
+            char kind[16];
+            if (shape->type == REDIS_REPLY_STRING && sscanf(shape->str, "%zu %15s", &len, kind) == 2 &&
+                (!strcmp(kind, "tree") || !strcmp(kind, "exact"))) {
+                bool tree = !strcmp(kind, "tree");
+                if (out->hosts == 0) {
+                    out->key_length = len;
+                    out->tree = tree;
+                } else if (out->key_length != len || out->tree != tree) {
+                    out->disagree = true;
+                }
+                out->hosts++;
+            }
+        }
+        freeReplyObject(shape);
+        freeReplyObject(live);
+    }
+done:
+    if (names)
+        freeReplyObject(names);
+    redisFree(c);
+    return rc;
 }

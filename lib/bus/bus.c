@@ -375,7 +375,8 @@ static int mc__publish(mc_bus *b, const char *cache, char *keys, bool subtrees)
     return rc;
 }
 
-int mc_bus_publish_keys(mc_bus *b, const char *cache, const char *const *json_keys, size_t nkeys, mc_error *err)
+static int mc__publish_json(mc_bus *b, const char *cache, const char *const *json_keys, size_t nkeys, mc_error *err,
+                            bool subtrees)
 {
     if (!b || !cache || !*cache || (!json_keys && nkeys))
         return MC_EINVAL;
@@ -426,7 +427,17 @@ int mc_bus_publish_keys(mc_bus *b, const char *cache, const char *const *json_ke
     }
     out[len++] = ']';
     out[len] = 0;
-    return mc__publish(b, cache, out, false);
+    return mc__publish(b, cache, out, subtrees);
+}
+
+int mc_bus_publish_keys(mc_bus *b, const char *cache, const char *const *json_keys, size_t nkeys, mc_error *err)
+{
+    return mc__publish_json(b, cache, json_keys, nkeys, err, false);
+}
+
+int mc_bus_publish_subtrees(mc_bus *b, const char *cache, const char *const *json_keys, size_t nkeys, mc_error *err)
+{
+    return mc__publish_json(b, cache, json_keys, nkeys, err, true);
 }
 
 int mc_bus_publish_args(mc_bus *b, const char *cache, const mc_arg *args, size_t nargs)
@@ -1559,6 +1570,14 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     }
     *out = b;
     return 0;
+}
+
+mc_registry *mc__bus_registry(mc_bus *b) { return b ? b->reg : NULL; }
+
+void mc_bus_announce(mc_bus *b)
+{
+    if (b)
+        mc__announce_now(b->announcer);
 }
 
 void mc_bus_stop(mc_bus *b)

@@ -35,6 +35,62 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The fields of a canonical KEY (mcctl_keys_parse checked it), or -1. */
+static int key_fields(const char *json)
+{
+    unsigned char key[MC_KEY_MAX];
+    size_t klen = 0;
+    if (mc_key_from_json(json, strlen(json), key, sizeof key, &klen, NULL) != 0)
+        return -1;
+    return mc_key_count(key, klen);
+}
+
+/* Check each KEY against the function's key shape as the live hosts announced it, before
+ * anything is written: MCCTL_OK with *subtrees set when some KEY names a subtree of a tree
+ * function, or MCCTL_BAD_KEY (said on stderr). When no live host has announced the function,
+ * or they disagree, nothing is checked here (a warning says so) and each host judges the KEY. */
+static int check_shape(const mcctl_args *a, const char *stream, const mcctl_keys *keys, unsigned timeout_ms,
+                       bool *subtrees)
+{
+    const char *name = a->pos[0];
+    *subtrees = false;
+    mc_bus_shape sh;
+    mc_error err = {0};
+    if (mc_bus_function_shape(a->redis, stream, name, timeout_ms, &sh, &err) != 0)
+        return MCCTL_OK; /* unreachable or not ours: the publish reports it */
+    if (sh.live_hosts == 0)
+        return MCCTL_OK; /* the no-reader warning follows the publish */
+    if (sh.hosts == 0 || sh.disagree) {
+        mcctl_say("warning: %s; the KEY length was not checked, each host checks it (and ignores a KEY of the "
+                  "wrong length)",
+                  sh.hosts == 0 ? "none of the live hosts reading the stream has registered this function (or "
+                                  "announced it yet)"
+                                : "the live hosts reading the stream register this function with different key shapes");
+        return MCCTL_OK;
+    }
+    for (size_t i = 0; i < keys->n; i++) {
+        int n = key_fields(keys->json[i]);
+        if (n < 0)
+            return MCCTL_BAD_KEY;
+        size_t f = (size_t)n;
+        bool exact = sh.key_length == 0 ? !sh.tree : f == sh.key_length;
+        if (exact)
+            continue;
+        if (sh.tree && (sh.key_length == 0 || f < sh.key_length)) {
+            *subtrees = true;
+            continue;
+        }
+        mcctl_say("refused KEY %zu of %s: it has %zu field%s; %s takes %zu%s (as the %zu live host%s reading %s "
+                  "registered it)",
+                  i + 1, name, f, f == 1 ? "" : "s", name, sh.key_length, sh.tree ? " (or fewer, for a subtree)" : "",
+                  sh.hosts, sh.hosts == 1 ? "" : "s", stream);
+        mcctl_say("nothing was sent. A KEY has as many fields as the function's keys, or on a tree function fewer "
+                  "(a subtree)");
+        return MCCTL_BAD_KEY;
+    }
+    return MCCTL_OK;
+}
+
 int mcctl_cmd_invalidate_redis(const mcctl_args *a, const mcctl_keys *keys)
 {
     const char *name = a->pos[0];
@@ -65,6 +121,13 @@ int mcctl_cmd_invalidate_redis(const mcctl_args *a, const mcctl_keys *keys)
     o.log = on_bus_log;
     o.log_ud = &q;
 
+    bool subtrees = false;
+    if (!a->all) {
+        int bad = check_shape(a, stream, keys, slice, &subtrees);
+        if (bad != MCCTL_OK)
+            return bad;
+    }
+
     mc_bus *bus = NULL;
     mc_error err = {0};
     int rc = mc_bus_start(&o, &bus, &err);
@@ -76,7 +139,8 @@ int mcctl_cmd_invalidate_redis(const mcctl_args *a, const mcctl_keys *keys)
     if (a->all) {
         rc = mc_bus_publish_all(bus, name);
     } else {
-        rc = mc_bus_publish_keys(bus, name, (const char *const *)keys->json, keys->n, &err);
+        rc = (subtrees ? mc_bus_publish_subtrees : mc_bus_publish_keys)(bus, name, (const char *const *)keys->json,
+                                                                        keys->n, &err);
     }
     int status = MCCTL_OK;
     if (rc != 0) {

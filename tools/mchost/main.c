@@ -237,6 +237,9 @@ int main(int argc, char **argv)
         printf("%s: configuration and %zu module(s) OK\n", path, mc_host_module_count(host));
         goto out;
     }
+    /* The modules' functions are registered: their key shapes go beside the stream now, not
+     * an announcement interval later (mcctl --redis checks key lengths against them). */
+    mc_bus_announce(bus);
     /* The saved entries, replayed against the stream, before anything is served. */
     if (snap)
         mc_host_snapshot_restore(snap, bus);

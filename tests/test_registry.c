@@ -1809,6 +1809,13 @@ static void test_scope_views(void **state)
     names[0] = 0;
     mc_registry_list(reg, names_visit, names);
     assert_string_equal(names, "host.fn\nm.loose\nm.one\n");
+    /* Unregistering through the view (or the scope) reaches only the scope's own functions. */
+    assert_int_equal(mc_registry_remove(view, outside), MC_ENOENT);
+    assert_int_equal(mc_registry_remove(scope, outside), MC_ENOENT);
+    assert_ptr_equal(mc_registry_find(reg, "host.fn"), outside);
+    assert_int_equal(mc_registry_remove(view, loose), 0);
+    assert_null(mc_registry_find(reg, "m.loose"));
+    assert_int_equal(mc_registry_add(view, loose), 0);
     /* Closing it, through the view, does nothing either; the scope's holder closes it. */
     mc_registry_scope_open(view, false);
     mc_cached *late = make_tree(view, "m.late", false, 1);

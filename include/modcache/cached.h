@@ -586,7 +586,8 @@ MC_API void mc_registry_destroy(mc_registry *reg);
  * MC_EINVAL if it has no name or is registered elsewhere, MC_EBUSY if reg is a closed scope
  * (below). Its current factor applies. */
 MC_API int mc_registry_add(mc_registry *reg, mc_cached *fn);
-/* Unregister a function (it is not destroyed). MC_ENOENT if it is not registered here. */
+/* Unregister a function (it is not destroyed). MC_ENOENT if it is not registered here; through
+ * a scope (or a module's handle), if it is not registered through that scope. */
 MC_API int mc_registry_remove(mc_registry *reg, mc_cached *fn);
 /* The function registered under `name`, or NULL. The pointer is not pinned: it is valid only
  * while the caller knows that the function is not destroyed (its owner's own code). Code that

@@ -382,13 +382,16 @@ int mc_registry_add(mc_registry *reg, mc_cached *fn)
 
 int mc_registry_remove(mc_registry *reg, mc_cached *fn)
 {
+    /* Through a scope or a view: only the scope's own functions (a module cannot unregister
+     * another's). */
+    mc_registry *scope = reg ? mc__owner_scope(reg) : NULL;
     reg = mc__registry_root(reg);
     if (!reg || !fn)
         return MC_EINVAL;
     pthread_rwlock_wrlock(&reg->lock);
     bool found;
     size_t pos = mc__find_pos(reg, fn->name, &found);
-    if (!found || reg->fns[pos] != fn) {
+    if (!found || reg->fns[pos] != fn || (scope && fn->owner != scope)) {
         pthread_rwlock_unlock(&reg->lock);
         return MC_ENOENT;
     }

@@ -1816,6 +1816,16 @@ static void test_scope_views(void **state)
     assert_int_equal(mc_registry_remove(view, loose), 0);
     assert_null(mc_registry_find(reg, "m.loose"));
     assert_int_equal(mc_registry_add(view, loose), 0);
+    /* The registry's own controls are not the module's. */
+    mc_registry_set_bypass(view, true);
+    assert_false(mc_registry_bypassing(reg));
+    assert_int_equal(mc_registry_set_factor(view, "m.one", 2.0), MC_EBUSY);
+    mc_cache_config rc_cfg;
+    mc_cache_config_init(&rc_cfg);
+    assert_int_equal(mc_registry_reload_factors(view, &rc_cfg), MC_EBUSY);
+    assert_int_equal(mc_registry_start(view), MC_EBUSY);
+    mc_registry_stop(view);
+    assert_int_equal(mc_registry_set_factor(reg, "m.one", 2.0), 0); /* the host's handle does */
     /* Closing it, through the view, does nothing either; the scope's holder closes it. */
     mc_registry_scope_open(view, false);
     mc_cached *late = make_tree(view, "m.late", false, 1);

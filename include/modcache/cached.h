@@ -622,8 +622,11 @@ MC_API void mc_registry_release(mc_cached *fn);
  * handle controls nothing: mc_registry_scope_create (MC_EBUSY), mc_registry_scope_open,
  * mc_registry_scope_clear, mc_registry_scope_destroy and mc_registry_destroy on it do
  * nothing, so a module cannot reopen its scope after init, make a scope of its own that the
- * host would never clear, or withdraw or free what the host holds. mc_registry_scope_owns on
- * the handle asks about the module's scope. */
+ * host would never clear, or withdraw or free what the host holds. Nor does it reach the
+ * registry's own controls: mc_registry_set_bypass and mc_registry_stop do nothing through it,
+ * and mc_registry_set_factor, mc_registry_reload_factors and mc_registry_start return
+ * MC_EBUSY; mc_registry_remove through it unregisters only the module's own functions.
+ * mc_registry_scope_owns on the handle asks about the module's scope. */
 MC_API int mc_registry_scope_create(mc_registry *reg, mc_registry **scope);
 MC_API void mc_registry_scope_open(mc_registry *scope, bool open);
 MC_API void mc_registry_scope_clear(mc_registry *scope);

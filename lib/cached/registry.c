@@ -406,6 +406,8 @@ int mc_registry_remove(mc_registry *reg, mc_cached *fn)
 
 void mc_registry_set_bypass(mc_registry *reg, bool on)
 {
+    if (reg && reg->viewed)
+        return; /* a module's handle controls nothing registry-wide */
     reg = mc__registry_root(reg);
     if (!reg)
         return;
@@ -747,6 +749,8 @@ static void mc__apply_factors(mc_registry *reg)
 
 int mc_registry_reload_factors(mc_registry *reg, const mc_cache_config *cfg)
 {
+    if (reg && reg->viewed)
+        return MC_EBUSY;
     reg = mc__registry_root(reg);
     if (!reg || !cfg || (cfg->n_per_cache_factors && !cfg->per_cache_factors))
         return MC_EINVAL;
@@ -785,6 +789,8 @@ int mc_registry_reload_factors(mc_registry *reg, const mc_cache_config *cfg)
 
 int mc_registry_set_factor(mc_registry *reg, const char *name, double factor)
 {
+    if (reg && reg->viewed)
+        return MC_EBUSY; /* the host's configuration sizes caches, not a module */
     reg = mc__registry_root(reg);
     if (!reg || !(factor > 0) || !isfinite(factor))
         return MC_EINVAL;
@@ -876,6 +882,8 @@ static void *mc__maintenance_main(void *arg)
 
 int mc_registry_start(mc_registry *reg)
 {
+    if (reg && reg->viewed)
+        return MC_EBUSY;
     reg = mc__registry_root(reg);
     if (!reg)
         return MC_EINVAL;
@@ -894,6 +902,8 @@ int mc_registry_start(mc_registry *reg)
 
 void mc_registry_stop(mc_registry *reg)
 {
+    if (reg && reg->viewed)
+        return;
     reg = mc__registry_root(reg);
     if (!reg)
         return;

@@ -111,6 +111,10 @@ struct Options {
 
 // One measured figure set: a system (with its policy) on a workload at a thread count. NaN
 // fields print as null, or are left out of the JSON record for fields only some workloads have.
+// cloudphysics: modcache runs each size with this many fixed hash seeds (1..N); its rows hold
+// the median hit ratio, hit_min / hit_max the range, and the targets judge the worst seed.
+constexpr int kTraceSeeds = 24;
+
 struct Row {
     std::string system;
     std::string policy;  // empty: null
@@ -126,6 +130,7 @@ struct Row {
     long long loader_calls = -1;  // single-flight
     // Table-only details.
     double ops_min = kNull, ops_max = kNull;  // over the runs median_rows combined
+    double hit_min = kNull, hit_max = kNull;  // cloudphysics: over the hash seeds (modcache)
     bool overlap = false;
     size_t entries_held = 0;
     double key_bytes = kNull;    // memory: per entry, subtracted with value_bytes

@@ -172,8 +172,13 @@ std::vector<Target> targets(const std::vector<Row> &rows, bool have_trace) {
                 all = false;
                 break;
             }
-            const double d = (1.0 - r->hit_ratio) - t.ref->miss[i];
-            if (t.one_sided ? d > worst : std::fabs(d) > std::fabs(worst)) worst = d;
+            // Every seed counts: the highest miss ratio (and, two-sided, the lowest) of the seeds.
+            const double hi = 1.0 - (std::isnan(r->hit_min) ? r->hit_ratio : r->hit_min);
+            const double lo = 1.0 - (std::isnan(r->hit_max) ? r->hit_ratio : r->hit_max);
+            for (double m : {hi, lo}) {
+                const double d = m - t.ref->miss[i];
+                if (t.one_sided ? d > worst : std::fabs(d) > std::fabs(worst)) worst = d;
+            }
         }
         // The references have 4 decimals: judge the difference at that precision too.
         worst = std::round(worst * 1e4) / 1e4 + 0.0;
@@ -341,7 +346,10 @@ void md_trace(FILE *f, const std::vector<Row> &rows, const RunInfo &info) {
     if (!info.have_trace || !has_workload(rows, "cloudphysics")) return;
     std::fprintf(f, "\n## Miss ratio on cloudphysics.txt\n\n");
     std::fprintf(f, "One thread, one pass from an empty cache; size in objects. The `ref` rows are libCacheSim's\n"
-                    "figures for the same file (shared/data/README.md); `- ref` rows are measured minus reference.\n\n");
+                    "figures for the same file (shared/data/README.md); `- ref` rows are measured minus reference.\n"
+                    "modcache runs each size with %d fixed hash seeds (how keys split between shards moves the\n"
+                    "miss ratio where a working set only just fits): its rows give the median, and the worst\n"
+                    "seed's difference follows; the targets judge every seed.\n\n", kTraceSeeds);
     std::fprintf(f, "| system |");
     for (size_t s : kTraceSizes) std::fprintf(f, " %zu |", s);
     std::fprintf(f, "\n|---|");
@@ -357,6 +365,20 @@ void md_trace(FILE *f, const std::vector<Row> &rows, const RunInfo &info) {
             diff += r ? fmt(" %+.4f |", std::round(((1.0 - r->hit_ratio) - m.ref->miss[i]) * 1e4) / 1e4 + 0.0) : " - |";
         }
         std::fprintf(f, "%s\n%s\n", line.c_str(), diff.c_str());
+        // Over the hash seeds: the worst seed against the reference.
+        std::string worst = "| " + name + " worst of " + std::to_string(kTraceSeeds) + " seeds - ref |";
+        bool seeds = false;
+        for (size_t i = 0; i < kNumTraceSizes; i++) {
+            const Row *r = find_row(rows, m.system, m.policy, "cloudphysics", 1, kTraceSizes[i]);
+            if (!r || std::isnan(r->hit_min)) {
+                worst += " - |";
+                continue;
+            }
+            seeds = true;
+            worst += fmt(" %+.4f |", std::round(((1.0 - r->hit_min) - m.ref->miss[i]) * 1e4) / 1e4 + 0.0);
+        }
+        if (seeds)
+            std::fprintf(f, "%s\n", worst.c_str());
     }
     for (const RefRow &ref : kRefRows) {
         std::fprintf(f, "| ref %s |", ref.name);

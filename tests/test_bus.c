@@ -449,6 +449,43 @@ static long long resent_in_line(node *n)
     return v;
 }
 
+/* The stream of node a is unusable and its invalidations wait: after several retries nothing
+ * was dropped or counted as failed, one outage was counted, and its log has one line starting
+ * the outage (`started`) and one naming the cause (`cause`: not one per retry). */
+static void outage_held(node *a, const char *started, const char *cause)
+{
+    sleep_ms(300); /* several retries */
+    mc_bus_stats sa = stats(a);
+    assert_int_equal(sa.failed, 0);
+    assert_true(sa.queued > 0);
+    assert_int_equal(sa.stream_outages, 1);
+    assert_int_equal(log_count(a, started), 1);
+    assert_int_equal(log_count(a, cause), 1);
+}
+
+/* The stream of node a is usable again: its queue went out as resends, and the line ending the
+ * outage counts every one of them. */
+static void outage_ended(node *a, const char *stream)
+{
+    char line[200];
+    snprintf(line, sizeof line, "stream %s usable again after ", stream);
+    assert_true(WAIT_UNTIL(stats(a).stream_usable && stats(a).queued == 0, WAIT_MS));
+    assert_true(stats(a).resent > 0);
+    assert_true(WAIT_UNTIL(log_count(a, line) == 1, WAIT_MS));
+    assert_int_equal(resent_in_line(a), (long long)stats(a).resent);
+}
+
+/* Working again: a's next invalidation of key k (now `value` in the database) reaches b, and
+ * a never counted one as failed. */
+static void works_again(node *a, node *b, int k, long value)
+{
+    atomic_store(&db[k], value);
+    node_invalidate(a, k);
+    assert_true(WAIT_UNTIL(!node_cached(b, k), WAIT_MS));
+    assert_int_equal(node_get(b, k), value);
+    assert_int_equal(stats(a).failed, 0);
+}
+
 /* The stream key replaced by a key of another type (WRONGTYPE) while two buses use it: an
  * outage like a lost link. Nothing is dropped (the sender keeps its messages queued), each
  * bus logs it once with its cause and once when it ends, the state shows in the stats, and
@@ -475,35 +512,20 @@ static void test_wrongtype_outage(void **state)
     for (int i = 0; i < 200; i++)
         node_invalidate(&a, i % 2 ? 5 : 7);
     assert_true(WAIT_UNTIL(!stats(&a).stream_usable, WAIT_MS));
-    sleep_ms(300); /* several retries */
-    mc_bus_stats sa = stats(&a);
-    assert_int_equal(sa.failed, 0);
-    assert_true(sa.queued > 0);
-    assert_int_equal(sa.stream_outages, 1);
-    assert_int_equal(log_count(&a, "stream s.wrongtype unusable ("), 1);
-    assert_int_equal(log_count(&a, "WRONGTYPE"), 1); /* one line, not one per retry */
+    outage_held(&a, "stream s.wrongtype unusable (", "WRONGTYPE");
     assert_int_equal(log_count(&b, "stream s.wrongtype unusable (reader: "), 1);
     assert_true(node_cached(&b, 6));
 
     /* Fixed: the queue goes out, b flushes (the stream was overwritten), both say it ended. */
     redis_cmd(out, sizeof out, (const char *[]){"DEL", "s.wrongtype", NULL});
-    assert_true(WAIT_UNTIL(stats(&a).stream_usable && stats(&a).queued == 0, WAIT_MS));
     assert_true(WAIT_UNTIL(stats(&b).stream_usable, WAIT_MS));
     assert_true(WAIT_UNTIL(stats(&b).full_flushes == flushes + 1, WAIT_MS));
     assert_false(node_cached(&b, 6)); /* flushed: whatever it missed cannot be served */
-    assert_true(stats(&a).resent > 0);
-    assert_true(WAIT_UNTIL(log_count(&a, "stream s.wrongtype usable again after ") == 1, WAIT_MS));
+    outage_ended(&a, "s.wrongtype");
     assert_true(WAIT_UNTIL(log_count(&b, "stream s.wrongtype usable again after ") == 1, WAIT_MS));
-    /* The line counts every resend of the batch that ended the outage (one batch here). */
-    assert_int_equal(resent_in_line(&a), (long long)stats(&a).resent);
     assert_int_equal(node_get(&b, 5), 51);
-    /* Working again: a's next invalidation reaches b. */
     assert_int_equal(node_get(&b, 6), 60);
-    atomic_store(&db[6], 61);
-    node_invalidate(&a, 6);
-    assert_true(WAIT_UNTIL(!node_cached(&b, 6), WAIT_MS));
-    assert_int_equal(node_get(&b, 6), 61);
-    assert_int_equal(stats(&a).failed, 0);
+    works_again(&a, &b, 6, 61);
     node_stop(&a);
     node_stop(&b);
 }
@@ -531,29 +553,15 @@ static void test_persistent_err_outage(void **state)
     for (int i = 0; i < 50; i++)
         node_invalidate(&a, 20);
     assert_true(WAIT_UNTIL(!stats(&a).stream_usable, WAIT_MS));
-    sleep_ms(300); /* several retries */
-    mc_bus_stats sa = stats(&a);
-    assert_int_equal(sa.failed, 0);
-    assert_true(sa.queued > 0);
-    assert_int_equal(sa.stream_outages, 1);
-    assert_int_equal(log_count(&a, "stream s.exhausted unusable (XADD: ERR The stream has exhausted"), 1);
-    assert_int_equal(log_count(&a, "exhausted the last possible ID"), 1); /* one line, not one per retry */
+    outage_held(&a, "stream s.exhausted unusable (XADD: ERR The stream has exhausted", "exhausted the last possible ID");
     assert_true(node_cached(&b, 20)); /* b cannot have learnt of it */
 
     redis_cmd(out, sizeof out, (const char *[]){"DEL", "s.exhausted", NULL});
-    assert_true(WAIT_UNTIL(stats(&a).stream_usable && stats(&a).queued == 0, WAIT_MS));
-    assert_true(stats(&a).resent > 0);
-    assert_true(WAIT_UNTIL(log_count(&a, "stream s.exhausted usable again after ") == 1, WAIT_MS));
-    assert_int_equal(resent_in_line(&a), (long long)stats(&a).resent);
+    outage_ended(&a, "s.exhausted");
     assert_true(WAIT_UNTIL(stats(&b).full_flushes > flushes, WAIT_MS));
     assert_true(WAIT_UNTIL(!node_cached(&b, 20), WAIT_MS));
     assert_int_equal(node_get(&b, 20), 201);
-    /* Working again: a's next invalidation reaches b. */
-    atomic_store(&db[20], 202);
-    node_invalidate(&a, 20);
-    assert_true(WAIT_UNTIL(!node_cached(&b, 20), WAIT_MS));
-    assert_int_equal(node_get(&b, 20), 202);
-    assert_int_equal(stats(&a).failed, 0);
+    works_again(&a, &b, 20, 202);
     node_stop(&a);
     node_stop(&b);
 }
@@ -579,20 +587,11 @@ static void test_noperm_outage(void **state)
     for (int i = 0; i < 20; i++)
         node_invalidate(&a, 21);
     assert_true(WAIT_UNTIL(!stats(&a).stream_usable, WAIT_MS));
-    sleep_ms(300); /* several retries */
-    mc_bus_stats sa = stats(&a);
-    assert_int_equal(sa.failed, 0);
-    assert_true(sa.queued > 0);
-    assert_int_equal(sa.stream_outages, 1);
-    assert_int_equal(log_count(&a, "stream s.noperm unusable (XADD: NOPERM "), 1);
-    assert_int_equal(log_count(&a, "NOPERM"), 1); /* one line, not one per retry */
+    outage_held(&a, "stream s.noperm unusable (XADD: NOPERM ", "NOPERM");
     assert_true(node_cached(&b, 21));
 
     redis_cmd(out, sizeof out, (const char *[]){"ACL", "SETUSER", "default", "+xadd", NULL});
-    assert_true(WAIT_UNTIL(stats(&a).stream_usable && stats(&a).queued == 0, WAIT_MS));
-    assert_true(WAIT_UNTIL(log_count(&a, "stream s.noperm usable again after ") == 1, WAIT_MS));
-    assert_int_equal(resent_in_line(&a), (long long)stats(&a).resent);
-    assert_true(stats(&a).resent > 0);
+    outage_ended(&a, "s.noperm");
     assert_true(WAIT_UNTIL(!node_cached(&b, 21), WAIT_MS)); /* the resent entries, read as usual */
     assert_int_equal(node_get(&b, 21), 211);
     assert_int_equal(stats(&b).full_flushes, flushes);

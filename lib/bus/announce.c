@@ -373,6 +373,46 @@ static uint64_t mc__u64(const char *s)
     return s ? strtoull(s, NULL, 10) : 0;
 }
 
+/* The names announced beside `stream` (NULL: the default) at Redis `address`, on a connection
+ * of the caller's own: 0 with *c and *names (an array reply, or NULL when there is no such set)
+ * and *stream_out set; MC_EINVAL (bad address, the set holds another type) or MC_EIO, with
+ * nothing left open. */
+static int mc__fleet_open(const char *address, const char *stream, unsigned timeout_ms, redisContext **c,
+                          redisReply **names, const char **stream_out, mc_error *err)
+{
+    *c = NULL;
+    *names = NULL;
+    char host[256];
+    unsigned port;
+    const char *why;
+    if (mc__hostport_split(address ? address : "127.0.0.1:6379", 6379, false, host, sizeof host, &port, &why) != 0)
+        return mc__error_set(err, MC_EINVAL, "%s: %s", address, why);
+    if (!stream || !*stream)
+        stream = "modcache:invalidations";
+    *stream_out = stream;
+    redisContext *conn = mc__ann_connect(host, (int)port, timeout_ms ? timeout_ms : 2000);
+    if (!conn)
+        return mc__error_set(err, MC_EIO, "cannot connect to Redis at %s:%u", host, port);
+    char set_key[512];
+    mc__announce_keys(stream, NULL, set_key, sizeof set_key, NULL, 0);
+    redisReply *r = redisCommand(conn, "ZRANGE %s 0 -1", set_key);
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        int rc = mc__error_set(err, r ? MC_EINVAL : MC_EIO, "ZRANGE %s: %s", set_key,
+                               r ? r->str : (conn->errstr[0] ? conn->errstr : "no answer"));
+        if (r)
+            freeReplyObject(r);
+        redisFree(conn);
+        return rc;
+    }
+    if (r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        r = NULL;
+    }
+    *c = conn;
+    *names = r;
+    return 0;
+}
+
 int mc_bus_hosts_list(const char *address, const char *stream, unsigned timeout_ms, mc_bus_host **out, size_t *n,
                       mc_error *err)
 {
@@ -382,26 +422,13 @@ int mc_bus_hosts_list(const char *address, const char *stream, unsigned timeout_
         *n = 0;
     if (!out || !n)
         return MC_EINVAL;
-    char host[256];
-    unsigned port;
-    const char *why;
-    if (mc__hostport_split(address ? address : "127.0.0.1:6379", 6379, false, host, sizeof host, &port, &why) != 0)
-        return mc__error_set(err, MC_EINVAL, "%s: %s", address, why);
-    if (!stream || !*stream)
-        stream = "modcache:invalidations";
-    redisContext *c = mc__ann_connect(host, (int)port, timeout_ms ? timeout_ms : 2000);
-    if (!c)
-        return mc__error_set(err, MC_EIO, "cannot connect to Redis at %s:%u", host, port);
+    redisContext *c;
+    redisReply *names;
+    int rc = mc__fleet_open(address, stream, timeout_ms, &c, &names, &stream, err);
+    if (rc != 0)
+        return rc;
     char set_key[512];
-    mc__announce_keys(stream, NULL, set_key, sizeof set_key, NULL, 0);
-    int rc = 0;
-    redisReply *names = redisCommand(c, "ZRANGE %s 0 -1", set_key);
-    if (!names || names->type == REDIS_REPLY_ERROR) {
-        rc = mc__error_set(err, names ? MC_EINVAL : MC_EIO, "ZRANGE %s: %s", set_key,
-                           names ? names->str : (c->errstr[0] ? c->errstr : "no answer"));
-        goto done;
-    }
-    if (names->type != REDIS_REPLY_ARRAY)
+    if (!names)
         goto done;
     mc_bus_host *v = calloc(names->elements ? names->elements : 1, sizeof *v);
     if (!v) {
@@ -476,26 +503,13 @@ int mc_bus_function_shape(const char *address, const char *stream, const char *n
         memset(out, 0, sizeof *out);
     if (!out || !name || !*name)
         return MC_EINVAL;
-    char host[256];
-    unsigned port;
-    const char *why;
-    if (mc__hostport_split(address ? address : "127.0.0.1:6379", 6379, false, host, sizeof host, &port, &why) != 0)
-        return mc__error_set(err, MC_EINVAL, "%s: %s", address, why);
-    if (!stream || !*stream)
-        stream = "modcache:invalidations";
-    redisContext *c = mc__ann_connect(host, (int)port, timeout_ms ? timeout_ms : 2000);
-    if (!c)
-        return mc__error_set(err, MC_EIO, "cannot connect to Redis at %s:%u", host, port);
+    redisContext *c;
+    redisReply *names;
+    int rc = mc__fleet_open(address, stream, timeout_ms, &c, &names, &stream, err);
+    if (rc != 0)
+        return rc;
     char set_key[512];
-    mc__announce_keys(stream, NULL, set_key, sizeof set_key, NULL, 0);
-    int rc = 0;
-    redisReply *names = redisCommand(c, "ZRANGE %s 0 -1", set_key);
-    if (!names || names->type == REDIS_REPLY_ERROR) {
-        rc = mc__error_set(err, names ? MC_EINVAL : MC_EIO, "ZRANGE %s: %s", set_key,
-                           names ? names->str : (c->errstr[0] ? c->errstr : "no answer"));
-        goto done;
-    }
-    for (size_t i = 0; names->type == REDIS_REPLY_ARRAY && i < names->elements; i++) {
+    for (size_t i = 0; names && i < names->elements; i++) {
         if (names->element[i]->type != REDIS_REPLY_STRING)
             continue;
         char hash_key[1024], fns_key[1040];

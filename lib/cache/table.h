@@ -138,13 +138,6 @@ static inline unsigned mc__match_slot(unsigned m) { return (unsigned)__builtin_c
 
 static inline unsigned mc__w0_ovf(uint64_t w0) { return (uint8_t)(w0 >> (8 * MC__OFF_OVF)); }
 
-/* Slots of *s whose tag is `tag`, as a bit mask (bit i = slot i). */
-static inline unsigned mc__snap_match(const mc__snap *s, uint8_t tag)
-{
-    return (unsigned)(s->b[MC__OFF_TAG] == tag) | (unsigned)(s->b[MC__OFF_TAG + 1] == tag) << 1 |
-           (unsigned)(s->b[MC__OFF_TAG + 2] == tag) << 2;
-}
-
 /* One byte of a cell's slot in the index (rec, kl, vl...: `off` is its MC__OFF_*), read or
  * written alone: the recency byte and the queue flag are not covered by the version (readers
  * never act on the flag, and a stale recency byte costs one recency update), so a single

@@ -30,7 +30,9 @@ int mcctl_keys_parse(const char *const *texts, size_t n, mcctl_keys *out)
 {
     out->n = 0;
     out->json = calloc(n ? n : 1, sizeof *out->json);
-    if (!out->json) {
+    out->fields = calloc(n ? n : 1, sizeof *out->fields);
+    if (!out->json || !out->fields) {
+        mcctl_keys_free(out);
         mcctl_say("out of memory");
         return MCCTL_FAIL;
     }
@@ -50,7 +52,8 @@ int mcctl_keys_parse(const char *const *texts, size_t n, mcctl_keys *out)
             mcctl_keys_free(out);
             return MCCTL_BAD_KEY;
         }
-        if (mc_key_count(key, klen) == 0) {
+        int fields = mc_key_count(key, klen);
+        if (fields == 0) {
             /* No function has keys of no fields: refused here, whatever the host would say. */
             mcctl_say("KEY %zu is empty: a KEY names at least the first of the function's arguments", i + 1);
             mcctl_say("nothing was sent. Each KEY is a JSON array of the function's arguments, "
@@ -76,6 +79,7 @@ int mcctl_keys_parse(const char *const *texts, size_t n, mcctl_keys *out)
             mcctl_keys_free(out);
             return MCCTL_FAIL;
         }
+        out->fields[out->n] = (size_t)fields;
         out->json[out->n++] = copy;
     }
     return MCCTL_OK;
@@ -86,6 +90,8 @@ void mcctl_keys_free(mcctl_keys *keys)
     for (size_t i = 0; keys->json && i < keys->n; i++)
         free(keys->json[i]);
     free(keys->json);
+    free(keys->fields);
     keys->json = NULL;
+    keys->fields = NULL;
     keys->n = 0;
 }

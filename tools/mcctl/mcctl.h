@@ -53,6 +53,7 @@ void mcctl_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * (owned: mcctl_keys_free). */
 typedef struct mcctl_keys {
     char **json;
+    size_t *fields; /* each key's field count */
     size_t n;
 } mcctl_keys;
 

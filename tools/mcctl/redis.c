@@ -35,16 +35,6 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The fields of a canonical KEY (mcctl_keys_parse checked it), or -1. */
-static int key_fields(const char *json)
-{
-    unsigned char key[MC_KEY_MAX];
-    size_t klen = 0;
-    if (mc_key_from_json(json, strlen(json), key, sizeof key, &klen, NULL) != 0)
-        return -1;
-    return mc_key_count(key, klen);
-}
-
 /* Check each KEY against the function's key shape as the live hosts announced it, before
  * anything is written: MCCTL_OK with *subtrees set when some KEY names a subtree of a tree
  * function, or MCCTL_BAD_KEY (said on stderr). When no live host has announced the function,
@@ -69,10 +59,7 @@ static int check_shape(const mcctl_args *a, const char *stream, const mcctl_keys
         return MCCTL_OK;
     }
     for (size_t i = 0; i < keys->n; i++) {
-        int n = key_fields(keys->json[i]);
-        if (n < 0)
-            return MCCTL_BAD_KEY;
-        size_t f = (size_t)n;
+        size_t f = keys->fields[i];
         bool exact = sh.key_length == 0 ? !sh.tree : f == sh.key_length;
         if (exact)
             continue;

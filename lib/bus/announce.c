@@ -342,24 +342,29 @@ int mc__announce_start(const char *host, int port, const char *stream, const cha
     return 0;
 }
 
-void mc__announce_now(mc__announcer *a)
+/* Wake the announcer's wait: to announce at once, or to stop. */
+static void mc__announce_wake(mc__announcer *a, bool stop)
 {
-    if (!a)
-        return;
     pthread_mutex_lock(&a->lock);
-    a->now = true;
+    if (stop)
+        a->stop = true;
+    else
+        a->now = true;
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->lock);
+}
+
+void mc__announce_now(mc__announcer *a)
+{
+    if (a)
+        mc__announce_wake(a, false);
 }
 
 void mc__announce_stop(mc__announcer *a)
 {
     if (!a)
         return;
-    pthread_mutex_lock(&a->lock);
-    a->stop = true;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->lock);
+    mc__announce_wake(a, true);
     pthread_join(a->thread, NULL);
     mc__announcer_free(a);
 }

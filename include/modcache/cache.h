@@ -81,7 +81,8 @@ typedef struct mc_cache_options {
     /* Eviction policy (default MC_POLICY_LRU). */
     mc_policy policy;
     /* Number of shards, a power of two up to 256; 0 picks one from max_entries (about one
-     * shard per 8192 entries, or per MiB of max_bytes without an entry bound, at most 64):
+     * shard per 16,384 entries, raised to four per hardware thread while shards keep 8192
+     * entries, at most 256; or one per MiB of max_bytes without an entry bound, at most 64):
      * few shards keep a small cache's eviction order
      * close to a single exact LRU, many shards spread writers. */
     unsigned shards;

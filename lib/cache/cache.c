@@ -15,9 +15,12 @@
 #include "core/epoch.h"
 #include "modcache/key.h"
 
-/* Auto sharding: one shard per this many entries, at least 4 per hardware thread (so that
- * writers on different cores rarely meet on a shard lock), at most MC__AUTO_SHARDS_MAX. */
-#define MC__ENTRIES_PER_SHARD 8192
+/* Auto sharding: one shard per MC__ENTRIES_PER_SHARD entries, raised to 4 per hardware thread
+ * (so that writers on different cores rarely meet on a shard lock) while each shard keeps at
+ * least MC__MIN_SHARD_ENTRIES, at most MC__AUTO_SHARDS_MAX. The minimum bounds what the hash's
+ * uneven split of keys between shards costs in eviction accuracy (docs/cache.md). */
+#define MC__ENTRIES_PER_SHARD 16384
+#define MC__MIN_SHARD_ENTRIES 8192
 #define MC__AUTO_SHARDS_MAX 256
 #define MC__BYTES_PER_SHARD ((size_t)1 << 20)
 #define MC__SHARDS_MAX 256
@@ -587,9 +590,9 @@ unsigned mc__auto_shards(size_t max_entries, size_t max_bytes)
     }
     while (n < MC__AUTO_SHARDS_MAX && (size_t)n * 2 * MC__ENTRIES_PER_SHARD <= max_entries)
         n *= 2;
-    /* Many cores: more shards, as long as each still holds a few thousand entries (smaller
+    /* Many cores: more shards, as long as each still holds MC__MIN_SHARD_ENTRIES (smaller
      * shards cost eviction accuracy and split small bounds unevenly). */
-    while (n < floor && max_entries / ((size_t)n * 2) >= MC__ENTRIES_PER_SHARD / 2)
+    while (n < floor && max_entries / ((size_t)n * 2) >= MC__MIN_SHARD_ENTRIES)
         n *= 2;
     return n;
 }

@@ -514,7 +514,8 @@ static bool mc__shard_expire(mc_cache *c, mc__shard *sh, uint64_t now, bool full
 static void mc__shard_lock(mc_cache *c, mc__shard *sh, uint64_t now, mc__gone *g)
 {
     mc__lock_acquire(&sh->lock);
-    mc__shard_expire(c, sh, now, false, g);
+    if (c->ttl) /* what a partial pass removes: idle entries */
+        mc__shard_expire(c, sh, now, false, g);
 }
 
 static void mc__shard_set_bounds(mc_cache *c, mc__shard *sh, unsigned i, size_t max_entries,

@@ -100,9 +100,11 @@ static void mc__slot_clear(mc__bucket *bk, unsigned i)
 }
 
 /* Fill empty slot i: its bytes first (readers skip a slot whose tag is 0, so they never use
- * these bytes half-written), then the tag, with the version, in one store. */
-static void mc__slot_fill(mc__bucket *bk, unsigned i, uint8_t tag, uint8_t disp, uint8_t kl,
-                          uint8_t vl, uint8_t rec, const unsigned char *cell)
+ * these bytes half-written), then the tag, with the version and the bucket's overflow count
+ * changed by ovf_d, in one store. Only the words holding the slot's bytes are stored: words
+ * 1-2 (recency, distance, lengths) and the cell's own (20 + 14 i .. 33 + 14 i). */
+static void mc__slot_fill_ovf(mc__bucket *bk, unsigned i, uint8_t tag, uint8_t disp, uint8_t kl,
+                              uint8_t vl, uint8_t rec, const unsigned char *cell, int ovf_d)
 {
     mc__snap s;
     mc__bucket_get(bk, &s);
@@ -111,10 +113,23 @@ static void mc__slot_fill(mc__bucket *bk, unsigned i, uint8_t tag, uint8_t disp,
     s.b[MC__OFF_VL + i] = vl;
     s.b[MC__OFF_REC + i] = rec;
     memcpy(mc__snap_cell(&s, i), cell, MC__CELL);
-#pragma GCC unroll 8
-    for (int k = 1; k < 8; k++)
+    unsigned lo = (MC__OFF_CELL + MC__CELL * i) / 8, hi = (MC__OFF_CELL + MC__CELL * i + MC__CELL - 1) / 8;
+    atomic_store_explicit(&bk->w[1], s.w[1], memory_order_relaxed);
+    atomic_store_explicit(&bk->w[2], s.w[2], memory_order_relaxed);
+    for (unsigned k = lo > 2 ? lo : 3; k <= hi; k++)
         atomic_store_explicit(&bk->w[k], s.w[k], memory_order_relaxed);
-    mc__w0_store(bk, mc__w0_with_tag(s.w[0], i, tag));
+    uint64_t w0 = mc__w0_with_tag(s.w[0], i, tag);
+    if (ovf_d) {
+        uint64_t ovf = (uint8_t)((w0 >> (8 * MC__OFF_OVF)) + (uint64_t)ovf_d);
+        w0 = (w0 & ~((uint64_t)0xff << (8 * MC__OFF_OVF))) | ovf << (8 * MC__OFF_OVF);
+    }
+    mc__w0_store(bk, w0);
+}
+
+static inline void mc__slot_fill(mc__bucket *bk, unsigned i, uint8_t tag, uint8_t disp, uint8_t kl,
+                                 uint8_t vl, uint8_t rec, const unsigned char *cell)
+{
+    mc__slot_fill_ovf(bk, i, tag, disp, kl, vl, rec, cell, 0);
 }
 
 static inline uint8_t mc__disp_byte(uint32_t d) { return (uint8_t)(d < MC__DISP_FAR ? d : MC__DISP_FAR); }
@@ -284,7 +299,8 @@ void mc__table_remove(mc__table *t, uint32_t cell, uint64_t seed, uint32_t *watc
         /* Only the next bucket is looked at (backward-shift deletion): if none of its
          * entries passed the hole, the ones that did are further on and keep passing it,
          * which the overflow counts already say. */
-        uint32_t x = mc__next_bucket(hb, t->nbuckets), dx = 1;
+        uint32_t x = mc__next_bucket(hb, t->nbuckets);
+        const uint32_t dx = 1;
         {
             mc__snap xs;
             mc__bucket_get(&t->buckets[x], &xs);
@@ -302,15 +318,15 @@ void mc__table_remove(mc__table *t, uint32_t cell, uint64_t seed, uint32_t *watc
             if (found == MC__SLOTS)
                 return;
             uint32_t d = mc__disp(t, &xs, x, found, seed) - dx;
-            /* Copy into the hole first, then lower the counts of the buckets it no longer
-             * passes (hb .. x-1), then empty the old place (next round). */
-            mc__slot_fill(bk, hi, xs.b[MC__OFF_TAG + found], mc__disp_byte(d), xs.b[MC__OFF_KL + found],
-                          xs.b[MC__OFF_VL + found], xs.b[MC__OFF_REC + found], mc__snap_cell(&xs, found));
+            /* Copy into the hole, lowering in the same store the count of the bucket it no
+             * longer passes (the hole's, the only one between: x is the next bucket), then
+             * empty the old place (next round). */
+            mc__slot_fill_ovf(bk, hi, xs.b[MC__OFF_TAG + found], mc__disp_byte(d), xs.b[MC__OFF_KL + found],
+                              xs.b[MC__OFF_VL + found], xs.b[MC__OFF_REC + found], mc__snap_cell(&xs, found),
+                              -1);
             mc__links_moved(t, x * MC__SLOTS + found, hb * MC__SLOTS + hi);
             if (watch && *watch == x * MC__SLOTS + found)
                 *watch = hb * MC__SLOTS + hi;
-            for (uint32_t p = hb; p != x; p = mc__next_bucket(p, t->nbuckets))
-                mc__ovf_add(t, p, -1);
             hb = x;
             hi = found;
         }

@@ -166,7 +166,7 @@ static void test_help(void **state)
         assert_says(usage);
     }
     assert_int_equal(RUN("--version"), 0);
-    assert_says("mcctl 0.3.0");
+    assert_says("mcctl " MODCACHE_VERSION " (libmodcache " MODCACHE_VERSION ")"); /* the project's version */
 }
 
 static void test_usage_errors(void **state)

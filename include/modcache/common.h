@@ -19,12 +19,12 @@ extern "C" {
 
 /* The version of these headers; mc_version() names the library actually linked. */
 #define MC_VERSION_MAJOR 0
-#define MC_VERSION_MINOR 3
+#define MC_VERSION_MINOR 4
 #define MC_VERSION_PATCH 0
 /* Encoded as major * 10000 + minor * 100 + patch, comparable with <, like MC_VERSION_NUMBER. */
 #define MC_VERSION_NUMBER (MC_VERSION_MAJOR * 10000 + MC_VERSION_MINOR * 100 + MC_VERSION_PATCH)
 /* The same version as a string. */
-#define MC_VERSION_STRING "0.3.0"
+#define MC_VERSION_STRING "0.4.0"
 
 /* Error codes. Values are stable: tools and logs may print the number. */
 enum {

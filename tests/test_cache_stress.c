@@ -345,6 +345,80 @@ static void test_inline_values_never_tear(void **state)
     mc_cache_destroy(tear.cache);
 }
 
+/* A key that is in the cache and never written is found by every lookup, however often a
+ * writer rewrites the bucket it shares: a reader whose copy of the bucket a writer spoils
+ * reads it again, and that must not count as a step of its walk (in a two-bucket table, two
+ * spoiled copies used to end the walk before the key's bucket was ever read: a miss). */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define PRESENT_READS 200000
+#else
+#define PRESENT_READS 2000000
+#endif
+
+static struct {
+    mc_cache *cache;
+    char a[8], b[8];
+    size_t alen, blen;
+    atomic_int stop;
+} pres;
+
+static void *present_writer(void *arg)
+{
+    (void)arg;
+    for (uint64_t v = 0; !atomic_load_explicit(&pres.stop, memory_order_relaxed); v++)
+        if (mc_cache_put(pres.cache, pres.b, pres.blen, &v, sizeof v) != 0) /* in place */
+            abort();
+    return NULL;
+}
+
+static void test_present_key_never_missed(void **state)
+{
+    (void)state;
+    unsigned long total_misses = 0, total_reads = 0;
+    for (uint64_t seed = 1; seed <= 8; seed++) {
+        mc_cache_options o;
+        mc_cache_options_init(&o);
+        o.max_entries = 2; /* one shard of two buckets: every walk is short */
+        o.shards = 1;
+        o.seed = seed;
+        assert_int_equal(mc_cache_create(&o, &pres.cache), 0);
+        uint32_t nb = atomic_load(&pres.cache->shards[0].table)->nbuckets;
+        assert_true(nb >= 2);
+        pres.alen = (size_t)snprintf(pres.a, sizeof pres.a, "a");
+        uint32_t home = mc__home_of(mc_key_hash(pres.a, pres.alen, seed), nb);
+        /* B: a key of the same home bucket, so that the writer rewrites A's bucket. */
+        int found = 0;
+        for (int i = 0; i < 1000 && !found; i++) {
+            pres.blen = (size_t)snprintf(pres.b, sizeof pres.b, "b%d", i);
+            found = mc__home_of(mc_key_hash(pres.b, pres.blen, seed), nb) == home;
+        }
+        assert_true(found);
+        uint64_t va = 42, vb = 0;
+        assert_int_equal(mc_cache_put(pres.cache, pres.a, pres.alen, &va, sizeof va), 0);
+        assert_int_equal(mc_cache_put(pres.cache, pres.b, pres.blen, &vb, sizeof vb), 0);
+        atomic_store(&pres.stop, 0);
+        pthread_t w;
+        assert_int_equal(pthread_create(&w, NULL, present_writer, NULL), 0);
+        unsigned long misses = 0;
+        for (int i = 0; i < PRESENT_READS; i++) {
+            uint64_t got = 0;
+            size_t vl = 0;
+            int rc = mc_cache_get_copy(pres.cache, pres.a, pres.alen, &got, sizeof got, &vl);
+            if (rc != 0)
+                misses++;
+            else if (vl != sizeof got || got != 42)
+                fail_msg("key a returned a wrong value (%zu bytes, %lu)", vl, (unsigned long)got);
+        }
+        atomic_store(&pres.stop, 1);
+        pthread_join(w, NULL);
+        total_misses += misses;
+        total_reads += PRESENT_READS;
+        mc_cache_destroy(pres.cache);
+    }
+    print_message("%lu lookups of a present key beside a writer, %lu misses\n", total_reads, total_misses);
+    assert_int_equal(total_misses, 0);
+}
+
 /* A value borrowed in a read section on one thread stays intact while another thread
  * replaces and removes its entry, evicts the whole cache and clears it, and while liburcu's
  * reclamation thread has time to run. The borrowed value is owned by the cache and its
@@ -446,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_stress_s3fifo),
         cmocka_unit_test(test_stress_ttl),
         cmocka_unit_test(test_inline_values_never_tear),
+        cmocka_unit_test(test_present_key_never_missed),
         cmocka_unit_test(test_borrow_outlives_removal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

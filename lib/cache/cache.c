@@ -720,23 +720,30 @@ retry:;
     uint32_t b = mc__home_of(h, t->nbuckets);
     uint32_t seen_b[MC__PROBE_TRACK], seen_v[MC__PROBE_TRACK];
     unsigned nseen = 0;
+    bool ended = false; /* the walk reached a bucket that no entry passed */
     for (uint32_t n = 0; n < t->nbuckets; n++) {
         mc__bucket *bk = &t->buckets[b];
+        uint64_t w0;
+        unsigned m;
+    reread:
         /* Word 0 alone (version, tags, overflow) decides most buckets: the rest of the line
          * is copied and validated only when a tag matches. */
-        uint64_t w0 = atomic_load_explicit(&bk->w[0], memory_order_acquire);
+        w0 = atomic_load_explicit(&bk->w[0], memory_order_acquire);
         while (w0 & 1u) {
             if (atomic_load_explicit(&sh->table, memory_order_acquire) != t)
                 goto retry; /* the table was replaced */
             mc__cpu_relax();
             w0 = atomic_load_explicit(&bk->w[0], memory_order_acquire);
         }
-        unsigned m = mc__w0_match(w0, tag);
+        m = mc__w0_match(w0, tag);
         if (m) {
             if (!mc__bucket_read(bk, &f->s)) {
                 if (atomic_load_explicit(&sh->table, memory_order_acquire) != t)
                     goto retry;
-                continue; /* a writer was inside: this bucket again */
+                /* A writer was inside: this bucket again. Not a step of the walk: steps
+                 * spent on copies a writer spoiled would end the walk early, in a small
+                 * table before the key's bucket was ever read. */
+                goto reread;
             }
             w0 = f->s.w[0];
             m = mc__w0_match(w0, tag);
@@ -774,12 +781,16 @@ retry:;
             seen_v[nseen] = (uint32_t)w0;
         }
         nseen++;
-        if (mc__w0_ovf(w0) == 0)
+        if (mc__w0_ovf(w0) == 0) {
+            ended = true;
             break;
+        }
         b = mc__next_bucket(b, t->nbuckets);
     }
-    if (nseen > MC__PROBE_TRACK) {
-        /* A run this long is rare at the target load: confirm the miss under the lock. */
+    if (!ended || nseen > MC__PROBE_TRACK) {
+        /* A run this long is rare at the target load (and one through every bucket without
+         * an end can only be a table changing under the walk): confirm the miss under the
+         * lock. */
         mc__lock_acquire(&sh->lock);
         bool there = mc__table_find(mc__shard_table(sh), h, key, klen) >= 0;
         mc__lock_release(&sh->lock);

@@ -108,6 +108,11 @@ static void mc__slot_fill_ovf(mc__bucket *bk, unsigned i, uint8_t tag, uint8_t d
 {
     mc__snap s;
     mc__bucket_get(bk, &s);
+    /* The slot's bytes must not become visible before a clear of the slot that came just
+     * before (its word-0 store is a release, which orders only what precedes it): with this
+     * fence, a reader whose copy saw any of the stores below sees, at its version check, a
+     * version past that clear's (the pattern of mc__bucket_lock). Free on x86. */
+    atomic_thread_fence(memory_order_release);
     s.b[MC__OFF_DISP + i] = disp;
     s.b[MC__OFF_KL + i] = kl;
     s.b[MC__OFF_VL + i] = vl;

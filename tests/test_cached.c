@@ -498,6 +498,23 @@ static void test_prefix_and_all(void **state)
     size_t removed = 0;
     assert_int_equal(mc_cached_invalidate_prefix(fn, p, 1, &removed), 0);
     assert_int_equal(removed, 4);
+    {
+        /* A declared key length: a prefix longer than it is refused and removes nothing. */
+        mc_cached_options t = o;
+        t.num_args = 2;
+        mc_cached *two;
+        assert_int_equal(mc_cached_create(&t, db_loader, &db, &two), 0);
+        mc_arg a[] = {MC_ARG_I(1), MC_ARG_I(2)}, three[] = {MC_ARG_I(1), MC_ARG_I(2), MC_ARG_I(3)};
+        assert_int_equal(mc_cached_call(two, a, 2, &v), 0);
+        mc_value_release(v);
+        removed = 99;
+        assert_int_equal(mc_cached_invalidate_prefix(two, three, 3, &removed), MC_EINVAL);
+        assert_int_equal(removed, 0);
+        assert_int_equal(mc_cache_size(mc_cached_cache(two)), 1);
+        assert_int_equal(mc_cached_invalidate_prefix(two, a, 2, &removed), 0); /* a whole key */
+        assert_int_equal(removed, 1);
+        mc_cached_destroy(two);
+    }
     assert_int_equal(mc_cache_size(mc_cached_cache(fn)), 8);
     mc_arg still[] = {MC_ARG_I(2), MC_ARG_I(3)};
     int before = atomic_load(&db.calls);

@@ -363,7 +363,9 @@ MC_API int mc_load_depends_on(mc_load *load, mc_cached *other, const mc_value *v
  * an argument error (MC_EINVAL for a tuple of the wrong length). */
 MC_API int mc_cached_invalidate(mc_cached *fn, const mc_arg *args, size_t nargs);
 /* Invalidate every key starting with these key fields; `tree` functions only
- * (MC_ENOTSUP otherwise). *removed, if not NULL, gets the number of entries removed. */
+ * (MC_ENOTSUP otherwise). No fields: every key. More fields than the function's declared key
+ * length (num_args minus uncached ones) is refused with MC_EINVAL, nothing invalidated.
+ * *removed, if not NULL, gets the number of entries removed. */
 MC_API int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t nargs,
                                        size_t *removed);
 /* Invalidate everything, in-flight loads included. */

@@ -1259,6 +1259,8 @@ int mc_cached_invalidate_prefix(mc_cached *fn, const mc_arg *args, size_t nargs,
         return MC_EINVAL;
     if (!fn->tree)
         return MC_ENOTSUP;
+    if (fn->key_len && nargs > fn->key_len)
+        return MC_EINVAL; /* longer than every key: it could only be a mistake */
     unsigned char prefix[MC_KEY_MAX];
     size_t plen;
     int rc = mc__tuple_key(args, nargs, prefix, &plen);

@@ -398,6 +398,109 @@ static void test_refresh_serves_old_and_reloads_once(void **state)
     mc_cached_destroy(fn);
 }
 
+/* A function with only a batch loader refreshes through it: the reload is a batch of the one
+ * key (there is no single-key loader to call). */
+static int db_batch_loader(void *self, const mc_arg *keys, size_t nkeys, size_t nargs, mc_load *batch)
+{
+    for (size_t i = 0; i < nkeys; i++) {
+        int rc = db_loader(self, &keys[i * nargs], nargs, mc_load_item(batch, i));
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void test_refresh_batch_loader_only(void **state)
+{
+    (void)state;
+    db_t db;
+    db_init(&db);
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = "test.refresh.batch";
+    o.max_entries = 100;
+    o.clock = fake_clock;
+    o.refresh_after_ns = 100;
+    o.batch_loader = db_batch_loader;
+    mc_cached *fn = NULL;
+    assert_int_equal(mc_cached_create(&o, NULL, &db, &fn), 0);
+    mc_arg k[] = {MC_ARG_I(7)};
+    mc_value *v[1];
+    int rcs[1];
+    assert_int_equal(mc_cached_call_many(fn, k, 1, 1, v, rcs), 0);
+    assert_int_equal(rcs[0], 0);
+    assert_memory_equal(mc_value_data(v[0]), "7:0", 3);
+    mc_value_release(v[0]);
+    atomic_fetch_add(&fake_now, 100);
+    atomic_store(&db.version, 1);
+    assert_int_equal(mc_cached_call_many(fn, k, 1, 1, v, rcs), 0); /* claims the refresh */
+    assert_int_equal(rcs[0], 0);
+    assert_memory_equal(mc_value_data(v[0]), "7:0", 3); /* the old value, at once */
+    mc_value_release(v[0]);
+    wait_finished(fn, 2);
+    assert_int_equal(stats(fn).refreshes, 1);
+    assert_int_equal(stats(fn).refresh_errors, 0);
+    assert_int_equal(mc_cached_call_many(fn, k, 1, 1, v, rcs), 0);
+    assert_memory_equal(mc_value_data(v[0]), "7:1", 3); /* replaced by the batch reload */
+    mc_value_release(v[0]);
+    assert_int_equal(atomic_load(&db.calls), 2);
+    mc_cached_destroy(fn);
+}
+
+/* A reload whose result the cache refuses (heavier than the bound) is a failed refresh: the
+ * old value stays, the failure is counted, and the claim is given back, so that a later hit
+ * starts another reload. */
+static atomic_int heavy_from; /* versions from this one weigh more than the bound */
+
+static int heavy_loader(void *self, const mc_arg *args, size_t nargs, mc_load *load)
+{
+    db_t *db = self;
+    int version = atomic_load(&db->version);
+    int rc = db_loader(self, args, nargs, load);
+    if (rc == 0 && version >= atomic_load(&heavy_from))
+        mc_load_set_weight(load, 1000);
+    return rc;
+}
+
+static void test_refresh_refused_gives_claim_back(void **state)
+{
+    (void)state;
+    db_t db;
+    db_init(&db);
+    atomic_store(&heavy_from, 1);
+    mc_cached_options o;
+    mc_cached_options_init(&o);
+    o.name = "test.refresh.heavy";
+    o.max_entries = 100; /* elements: a result of 1000 cannot be stored */
+    o.iterable = true;
+    o.clock = fake_clock;
+    o.refresh_after_ns = 100;
+    mc_cached *fn = NULL;
+    assert_int_equal(mc_cached_create(&o, heavy_loader, &db, &fn), 0);
+    char buf[32];
+    assert_int_equal(call(fn, 1, buf), 0);
+    assert_string_equal(buf, "1:0");
+    atomic_fetch_add(&fake_now, 100);
+    atomic_store(&db.version, 1);
+    assert_int_equal(call(fn, 1, buf), 0); /* claims a refresh, whose result is too heavy */
+    assert_string_equal(buf, "1:0");
+    wait_finished(fn, 2);
+    assert_int_equal(stats(fn).refreshes, 1);
+    assert_int_equal(stats(fn).refresh_errors, 1);
+    assert_int_equal(call(fn, 1, buf), 0); /* the old value still, and a new claim */
+    assert_string_equal(buf, "1:0");
+    wait_finished(fn, 3);
+    assert_int_equal(stats(fn).refreshes, 2);
+    assert_int_equal(stats(fn).refresh_errors, 2);
+    atomic_store(&heavy_from, 99); /* light again: the next reload replaces the entry */
+    assert_int_equal(call(fn, 1, buf), 0);
+    wait_finished(fn, 4);
+    assert_int_equal(stats(fn).refreshes, 3);
+    assert_int_equal(call(fn, 1, buf), 0);
+    assert_string_equal(buf, "1:1");
+    mc_cached_destroy(fn);
+}
+
 /* Calls that miss while a refresh runs join it (single flight). */
 static void test_refresh_single_flight(void **state)
 {
@@ -680,6 +783,8 @@ int main(void)
         cmocka_unit_test(test_destroy_with_queued_loads),
         cmocka_unit_test(test_cancel_queued_timer_fire),
         cmocka_unit_test(test_refresh_serves_old_and_reloads_once),
+        cmocka_unit_test(test_refresh_batch_loader_only),
+        cmocka_unit_test(test_refresh_refused_gives_claim_back),
         cmocka_unit_test(test_refresh_single_flight),
         cmocka_unit_test(test_refresh_invalidation_wins),
         cmocka_unit_test(test_refresh_failure_keeps_old_value),

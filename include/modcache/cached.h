@@ -30,8 +30,10 @@
  * hit (one per entry) starts a reload on the pool, or leaves it to a load of that key already
  * running (single flight: calls that miss meanwhile join the reload). The reload replaces the
  * entry when it succeeds, unless an invalidation of the key came after it started (then it is
- * dropped, as any invalidated load); when it fails the old value stays and is served, the
- * failure is counted (mc_cached_stats.refresh_errors) and the next hit starts another reload.
+ * dropped, as any invalidated load); when it fails, or its result cannot be stored (heavier
+ * than the bound), the old value stays and is served, the failure is counted
+ * (mc_cached_stats.refresh_errors) and the next hit starts another reload. A function with
+ * only a batch loader reloads through it, one key per batch.
  * With expire_after_write_ns, an entry older than that is never served: calls load as on a
  * miss (counted once per entry in mc_cached_stats.expiries). none_ttl_ns gives "no value"
  * results a shorter lifetime. Ages are measured with the cache's clock (the coarse monotonic

@@ -265,6 +265,8 @@ static bool mc__not_invalidated(void *ud)
     return !atomic_load_explicit(&l->invalidated, memory_order_acquire);
 }
 
+static void mc__refresh_failed(mc_cached *fn, const unsigned char *key, size_t klen);
+
 /* Turn the loader's result into a pinned value: stored in the cache unless the load was
  * invalidated (checked under the shard lock), detached otherwise. Returns 0 or an error. */
 static int mc__load_store(mc_load *l)
@@ -313,10 +315,13 @@ static int mc__load_store(mc_load *l)
     if (l->res_kind == MC__RES_OWNED)
         l->res_kind = MC__RES_UNSET; /* the detached value owns it */
     mc__result_clear(l);
+    /* A refresh whose result the cache refused (too heavy, say) did not replace the entry:
+     * it failed, and gives its claim back so that a later hit tries again. (An invalidated
+     * one removed the entry it would have refreshed.) */
+    if (l->refresh && rc != MC_ECANCELED)
+        mc__refresh_failed(fn, l->key, l->klen);
     return 0;
 }
-
-static void mc__refresh_failed(mc_cached *fn, const unsigned char *key, size_t klen);
 
 static void mc__unref_locked(mc_load *l, mc_load **to_free)
 {
@@ -661,6 +666,28 @@ static void mc__refresh_start(mc_cached *fn, const unsigned char *key, size_t kl
     pthread_mutex_unlock(&st->lock);
     atomic_fetch_add_explicit(&fn->loads, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&fn->refreshes, 1, memory_order_relaxed);
+    if (!fn->loader) {
+        /* Only a batch loader: the reload is a batch of this one key. */
+        mc_load *shell = mc__calloc(1, sizeof *shell);
+        mc_load **items = mc__malloc(sizeof *items);
+        mc_arg *flat = mc__malloc((l->nargs ? l->nargs : 1) * sizeof *flat);
+        if (!shell || !items || !flat) {
+            free(shell);
+            free(items);
+            free(flat);
+            mc__load_finish(l, MC_ENOMEM); /* counted as a failed refresh; the old value stays */
+            return;
+        }
+        items[0] = l;
+        *shell = (mc_load){.fn = fn, .batch = true, .items = items, .nitems = 1};
+        if (l->nargs)
+            memcpy(flat, l->args, l->nargs * sizeof *flat);
+        if (mc__pool_submit_load(fn, shell, flat, 1, l->nargs) != 0) {
+            free(flat);
+            mc_load_complete(shell, MC_ENOMEM); /* finishes l, frees the shell */
+        }
+        return;
+    }
     if (mc__pool_submit_load(fn, l, NULL, 0, 0) != 0)
         mc__load_finish(l, MC_ENOMEM); /* counted as a failed refresh; the old value stays */
 }

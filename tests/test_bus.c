@@ -391,6 +391,43 @@ static void test_queue_collapse_and_late_first_connection(void **state)
     mct_redis_cleanup(&r);
 }
 
+/* A flush waits for what was published before it, also when the queue collapses while it
+ * waits: the "all" message standing for those invalidations keeps the earliest publish order
+ * of the ones it replaced. During an outage the flush must time out, not report them sent. */
+typedef struct {
+    mc_bus *bus;
+    int rc;
+} flush_arg;
+
+static void *flush_thread(void *p)
+{
+    flush_arg *f = p;
+    f->rc = mc_bus_flush(f->bus, 1500);
+    return NULL;
+}
+
+static void test_flush_waits_through_collapse(void **state)
+{
+    (void)state;
+    unsigned port = mct_free_port(); /* nothing listens there: an outage from the start */
+    node a;
+    node_start(&a, port, "s.flushcollapse", 1000, 4);
+    node_invalidate(&a, 1);
+    node_invalidate(&a, 2);
+    flush_arg f = {a.bus, 12345};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, flush_thread, &f), 0);
+    usleep(200 * 1000);
+    for (int i = 3; i < 13; i++) /* past the queue's bound of 4: collapsed to one "all" */
+        node_invalidate(&a, i);
+    pthread_join(t, NULL);
+    mc_bus_stats st = stats(&a);
+    assert_true(st.collapsed >= 1);
+    assert_int_equal(st.sent, 0);
+    assert_int_equal(f.rc, MC_ETIMEDOUT);
+    node_stop(&a);
+}
+
 /* A short stream trimmed on every write: a reader keeping up raises no false alarm; a reader
  * overrun (more entries written at once than the stream keeps) flushes. */
 static void test_trimming(void **state)
@@ -1582,6 +1619,7 @@ int main(void)
         cmocka_unit_test(test_outage_catch_up),
         cmocka_unit_test(test_outage_stream_lost),
         cmocka_unit_test(test_queue_collapse_and_late_first_connection),
+        cmocka_unit_test(test_flush_waits_through_collapse),
         cmocka_unit_test(test_trimming),
         cmocka_unit_test(test_stream_deleted),
         cmocka_unit_test(test_wrongtype_outage),

@@ -37,7 +37,8 @@ typedef struct {
 typedef struct {
     char *cache;
     char *keys;   /* JSON array of keys, or NULL for "all" */
-    uint64_t seq; /* publish order, for mc_bus_flush; a collapsed message keeps the largest */
+    uint64_t seq; /* publish order, for mc_bus_flush; a collapsed message keeps the smallest of
+                   * those it stands for, so that a flush waits for it as for each of them */
     bool subtrees; /* some key is shorter than the function's: format version 2 */
     unsigned attempts; /* writes tried: a confirmed write after the first is a resend */
 } mc__bmsg;
@@ -299,7 +300,7 @@ static void mc__q_collapse(mc_bus *b)
         for (j = 0; j < out; j++) {
             mc__bmsg *kept = mc__q_at(b, j);
             if (!strcmp(kept->cache, m.cache)) {
-                if (m.seq > kept->seq)
+                if (m.seq < kept->seq)
                     kept->seq = m.seq;
                 mc__msg_free(&m);
                 break;
@@ -326,7 +327,7 @@ static int mc__q_push(mc_bus *b, mc__bmsg m, bool front)
         for (size_t j = 0; j < b->qlen; j++) {
             mc__bmsg *kept = mc__q_at(b, j);
             if (!strcmp(kept->cache, m.cache)) {
-                if (m.seq > kept->seq)
+                if (m.seq < kept->seq)
                     kept->seq = m.seq;
                 mc__msg_free(&m);
                 return 0;
@@ -846,6 +847,15 @@ static void mc__continuity(mc_bus *b, mc__rpos *pos, const mc__xinfo *xi, bool a
     int tail = mc__sid_cmp(xi->last_generated, pos->last);
     if (tail < 0) {
         mc__full_flush(b, pos, xi, "the stream was recreated");
+        return;
+    }
+    /* Fewer entries in the stream than were added after the last one applied: trimming
+     * (oldest first) took some of them unread. MAXLEN and XTRIM do not move
+     * max-deleted-entry-id, so this is the test that sees them, at the tail or behind it
+     * (a reader behind a busy stream is behind at every check). */
+    if (xi->has_added && xi->has_length && xi->entries_added >= pos->seen &&
+        xi->length < xi->entries_added - pos->seen) {
+        mc__full_flush(b, pos, xi, "entries after the last one applied were trimmed");
         return;
     }
     /* At the tail, every entry ever added has been handled, unless some vanished unread. */
@@ -1549,9 +1559,12 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
         return mc__error_set(err, MC_EIO, "cannot start the bus sender thread");
     }
     if (b->reg) {
-        b->has_watch = b->max_staleness_ns &&
-                       pthread_create(&b->watch_thr, NULL, mc__watch_main, b) == 0;
-        if (pthread_create(&b->reader_thr, NULL, mc__reader_main, b) != 0) {
+        /* A bound on staleness nobody watches would be no bound: no watchdog, no bus. */
+        b->has_watch = b->max_staleness_ns != 0;
+        bool watching = !b->has_watch || pthread_create(&b->watch_thr, NULL, mc__watch_main, b) == 0;
+        if (!watching)
+            b->has_watch = false;
+        if (!watching || pthread_create(&b->reader_thr, NULL, mc__reader_main, b) != 0) {
             pthread_mutex_lock(&b->lock);
             b->stopping = true;
             pthread_cond_broadcast(&b->wake);
@@ -1561,7 +1574,8 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
                 pthread_join(b->watch_thr, NULL);
             mc_registry_unsubscribe(b->reg, mc__on_invalidation, b);
             mc__bus_free(b);
-            return mc__error_set(err, MC_EIO, "cannot start the bus reader thread");
+            return mc__error_set(err, MC_EIO, watching ? "cannot start the bus reader thread"
+                                                       : "cannot start the bus staleness watchdog thread");
         }
         /* Without an announcer the host still works; `mcctl hosts` just does not list it. */
         if (mc__announce_start(b->host, b->port, b->stream, b->instance, b->announce_ms, b->timeout_ms, b,

@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "cache/cache_cached.h"
+#include "cached/cached_internal.h"
 #include "core/alloc.h"
 #include "modcache.h"
 
@@ -627,6 +629,68 @@ static void test_dependent_function_not_written(void **state)
     mc_registry_destroy(reg);
 }
 
+/* A function that records its first dependency while a snapshot copies its shards: the
+ * shards copied after that moment may hold the dependent entry, so they are left out; the
+ * dependent entry is never restored (restored, it would outlive an invalidation of its base). */
+static mc_cached *hook_derived;
+static int hook_calls;
+
+static void dep_during_copy(mc_cached *fn, unsigned shard)
+{
+    if (fn != hook_derived || shard != 0 || hook_calls++)
+        return;
+    char buf[64];
+    bool none;
+    call(hook_derived, "dep", buf, sizeof buf, &none); /* the function's first dependency */
+    assert_string_equal(buf, "dep(v:dep)");
+}
+
+static void test_dependency_recorded_during_write(void **state)
+{
+    (void)state;
+    mc_registry *reg = registry_ttl(0);
+    dep_target = make(reg, "t.base", 100, true, loader);
+    hook_derived = make(reg, "t.derived", 100000, true, dependent_loader);
+    assert_true(mc__cache_shards(mc_cached_cache(hook_derived)) > 1);
+    for (int i = 0; i < 64; i++) { /* entries of no dependency, in every shard */
+        char k[16];
+        snprintf(k, sizeof k, "p%d", i);
+        mc_arg a[] = {MC_ARG_S(k)};
+        assert_int_equal(mc_cached_prefill(hook_derived, a, 1, "x", 1), 0);
+    }
+    hook_calls = 0;
+    mc__snapshot_test_hook = dep_during_copy;
+    mc_error err = {0};
+    mc_snapshot_write_stats ws;
+    assert_int_equal(mc_snapshot_write(reg, NULL, 0, path, &ws, &err), 0);
+    mc__snapshot_test_hook = NULL;
+    assert_int_equal(hook_calls, 1);
+    assert_true(ws.skipped >= 1);
+    mc_cached_destroy(hook_derived);
+    mc_cached_destroy(dep_target);
+    mc_registry_destroy(reg);
+
+    mc_snapshot *snap = NULL;
+    assert_int_equal(mc_snapshot_read(path, &snap, NULL, &err), 0);
+    reg = registry_ttl(0);
+    dep_target = make(reg, "t.base", 100, true, loader);
+    mc_cached *derived = make(reg, "t.derived", 100000, true, dependent_loader);
+    mc_snapshot_restore_stats rs;
+    assert_int_equal(mc_snapshot_restore(snap, reg, &rs), 0);
+    mc_snapshot_free(snap);
+    mc_cached_stats st;
+    mc_cached_stats_get(derived, &st);
+    uint64_t loads0 = st.loads;
+    char buf[64];
+    bool none;
+    call(derived, "dep", buf, sizeof buf, &none);
+    mc_cached_stats_get(derived, &st);
+    assert_int_equal(st.loads, loads0 + 1); /* loaded again: it was not restored */
+    mc_cached_destroy(derived);
+    mc_cached_destroy(dep_target);
+    mc_registry_destroy(reg);
+}
+
 static void test_empty_function(void **state)
 {
     (void)state;
@@ -718,7 +782,8 @@ int main(void)
         cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_ages_and_ttl),
         cmocka_unit_test(test_bounds_keep_recent), cmocka_unit_test(test_present_key_kept),
         cmocka_unit_test(test_refusals),         cmocka_unit_test(test_write_failure),
-        cmocka_unit_test(test_empty_function),   cmocka_unit_test(test_write_age_rules), cmocka_unit_test(test_dependent_function_not_written), cmocka_unit_test(test_write_ages_kept),   cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test(test_empty_function),   cmocka_unit_test(test_write_age_rules), cmocka_unit_test(test_dependent_function_not_written),
+        cmocka_unit_test(test_dependency_recorded_during_write), cmocka_unit_test(test_write_ages_kept),   cmocka_unit_test(test_allocation_failures),
         cmocka_unit_test(test_large_restore),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

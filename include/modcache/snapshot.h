@@ -63,7 +63,9 @@ typedef struct mc_snapshot_write_stats {
     uint64_t entries;     /* entries written */
     uint64_t skipped;     /* entries left out: values handed over (mc_load_set_owned), and every
                            * entry of a function whose loads recorded dependencies on other
-                           * functions (mc_load_call, mc_load_depends_on) */
+                           * functions (mc_load_call, mc_load_depends_on); when the first such
+                           * load ends during the write, the shards copied before it (which
+                           * hold no dependent entry) are written and the rest left out */
     uint64_t bytes;       /* size of the file */
     uint64_t duration_ns; /* from the start of the call to the rename */
 } mc_snapshot_write_stats;

@@ -175,6 +175,8 @@ struct mc_cached {
 #define MC__HOOK_BEFORE_STORE 1
 #define MC__HOOK_FINISHED 2
 extern void (*mc__cached_test_hook)(mc_cached *fn, int point, mc_load *load);
+/* Tests: called by a snapshot write after it copied shard `shard` of fn (NULL: not called). */
+extern void (*mc__snapshot_test_hook)(mc_cached *fn, unsigned shard);
 
 /* The registry a handle stands for: itself, or a scope's registry. */
 mc_registry *mc__registry_root(mc_registry *reg);

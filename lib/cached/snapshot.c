@@ -195,6 +195,8 @@ static int mc__sw_visit(void *ud, const mc__entry_view *e)
     return 0;
 }
 
+void (*mc__snapshot_test_hook)(mc_cached *fn, unsigned shard);
+
 static void mc__sw_function(void *ud, mc_cached *fn, const mc_cached_stats *stats)
 {
     mc__swriter *w = ud;
@@ -215,10 +217,24 @@ static void mc__sw_function(void *ud, mc_cached *fn, const mc_cached_stats *stat
     mc__sw_bytes(w, hdr, 4 + nlen);
     w->st.functions++;
     unsigned n = mc__cache_shards(fn->cache);
+    uint64_t first = w->st.entries;
     for (unsigned s = 0; s < n && w->rc == 0; s++) {
         w->shard.len = 0;
+        uint64_t before = w->st.entries;
         if (mc__cache_visit_shard(fn->cache, s, mc__sw_visit, w) != 0 || w->shard.oom) {
             w->rc = mc__error_set(w->err, MC_ENOMEM, "snapshot: out of memory");
+            break;
+        }
+        if (mc__snapshot_test_hook)
+            mc__snapshot_test_hook(fn, s);
+        if (atomic_load_explicit(&fn->has_deps, memory_order_relaxed)) {
+            /* A first dependency recorded while the shards were copied: the flag is set
+             * before the dependent entry is stored (under the shard lock), so a shard copied
+             * before it was set holds no dependent entry, and this one may. It and the rest
+             * are left out, as the whole function would have been. */
+            w->st.entries = before;
+            uint64_t written = before - first;
+            w->st.skipped += stats->cache.entries > written ? stats->cache.entries - written : 0;
             break;
         }
         mc__sw_bytes(w, w->shard.p, w->shard.len);
@@ -534,12 +550,13 @@ int mc_snapshot_read(const char *path, mc_snapshot **out, mc_snapshot_fault *fau
         return mc__error_set(err, missing ? MC_ENOENT : MC_EIO, "snapshot %s: %s", path, strerror(errno));
     }
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    bool statted = fstat(fd, &sb) == 0;
+    if (!statted || !S_ISREG(sb.st_mode)) {
         int e = errno;
         close(fd);
         if (fault)
             *fault = MC_SNAPSHOT_UNREADABLE;
-        return mc__error_set(err, MC_EIO, "snapshot %s: %s", path, S_ISREG(sb.st_mode) ? strerror(e) : "not a regular file");
+        return mc__error_set(err, MC_EIO, "snapshot %s: %s", path, statted ? "not a regular file" : strerror(e));
     }
     mc_snapshot *s = mc__calloc(1, sizeof *s);
     size_t cap = (size_t)sb.st_size;

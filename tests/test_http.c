@@ -783,14 +783,17 @@ static void test_header_deadline(void **state)
 
 /* Past max_connections a new connection is closed at once, the ones held are still served, and
  * the refusals make one log line, not one each. The per-address limit likewise. */
-static void test_connection_limits(void **state)
+static void connection_limits_with(unsigned threads)
 {
-    (void)state;
     enum { LIMIT = 40 };
     mc_http_options o;
     mc_http_options_init(&o);
     o.max_connections = LIMIT;
+    o.threads = threads; /* 0: one per core */
     restart(&o);
+    pthread_mutex_lock(&loglock);
+    logbuf[0] = 0; /* the refusal line is counted below: this run's only */
+    pthread_mutex_unlock(&loglock);
     int held[LIMIT];
     const char *req = "GET /_modcache/client/web/v1/held HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     for (int i = 0; i < LIMIT; i++) {
@@ -898,6 +901,20 @@ static void test_connection_limits(void **state)
     restart(NULL);
 }
 
+static void test_connection_limits(void **state)
+{
+    (void)state;
+    connection_limits_with(0);
+}
+
+/* One event thread: libmicrohttpd's own limit must leave that thread room to answer the 503s
+ * (at max_connections alone it stopped accepting: silence until a held connection went). */
+static void test_connection_limits_one_thread(void **state)
+{
+    (void)state;
+    connection_limits_with(1);
+}
+
 static void *slow_request(void *arg);
 
 /* Handlers that block run on the handler pool: with one event thread, six 300 ms handlers at
@@ -977,6 +994,7 @@ int main(void)
         cmocka_unit_test(test_path_normalisation),
         cmocka_unit_test(test_header_deadline),
         cmocka_unit_test(test_connection_limits),
+        cmocka_unit_test(test_connection_limits_one_thread),
         cmocka_unit_test(test_slow_clients),
         cmocka_unit_test(test_blocking_handlers),
         cmocka_unit_test(test_stop_finishes_requests), /* last: it stops the server */

@@ -1489,8 +1489,10 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
     s->refuse_slots = s->max_conns / 16 + 8 < 256 ? s->max_conns / 16 + 8 : 256;
     /* MHD's own limit is split evenly between its threads, and a thread at its share stops
      * accepting (the silence this server must not fall into): make every share the whole
-     * limit, and refuse past max_connections in mc__accept instead. */
-    unsigned mhd_limit = s->max_conns > 0x7fffffffu / threads ? 0x7fffffffu : s->max_conns * threads;
+     * limit with the refusal reserve, and refuse past max_connections in mc__accept instead
+     * (with one thread, a share of max_connections alone left no room to answer 503). */
+    unsigned share = s->max_conns + s->refuse_slots;
+    unsigned mhd_limit = share > 0x7fffffffu / threads ? 0x7fffffffu : share * threads;
     unsigned idle_s = (unsigned)((s->idle_ns + 999999999u) / 1000000000u);
     s->live = true;
     /* The kernel caps the listen queue at net.core.somaxconn. A queue as short as a small

@@ -138,7 +138,9 @@ typedef struct mc_http_request {
     const char *method; /* "GET", "PUT", ... */
     const char *path;   /* the normalised path, without the query: percent-decoded, "." and ".."
                            segments resolved, repeated '/' merged (see mc_http_raw_path) */
-    const char *query;  /* the query arguments, decoded, as "k=v&k2=v2" (or "") */
+    const char *query;  /* the query arguments, decoded, as "k=v&k2=v2" (or ""); a '%', '&' or
+                           '=' inside a key or value stays percent-encoded (%25, %26, %3D), so
+                           that splitting at '&' and '=' and then decoding gives each exactly */
     const char *body;   /* not NUL-terminated; body_len bytes */
     size_t body_len;
     void *impl;

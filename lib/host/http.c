@@ -1000,11 +1000,34 @@ static void mc__dispatch(struct mc__http *s, const mc_http_request *req, mc_http
         mc__resp_text(r, 404, "{\"error\": \"not found\"}");
 }
 
+/* One decoded query component, with '%', '&' and '=' percent-encoded again: in the rebuilt
+ * "k=v&k2=v2" the separators are then the only bare '&' and '=' (a value "bob&admin=1" sent
+ * as bob%26admin%3D1 must not read as two arguments). */
+static void mc__query_part(mc__buf *b, const char *p)
+{
+    for (const char *q = p;; q++) {
+        if (*q && *q != '%' && *q != '&' && *q != '=')
+            continue;
+        if (q > p)
+            mc__bprintf(b, "%.*s", (int)(q - p), p);
+        if (!*q)
+            return;
+        mc__bprintf(b, "%%%02X", (unsigned char)*q);
+        p = q + 1;
+    }
+}
+
 static enum MHD_Result mc__query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
     mc__buf *b = cls;
-    mc__bprintf(b, "%s%s%s%s", b->len ? "&" : "", key, value ? "=" : "", value ? value : "");
+    if (b->len)
+        mc__bprintf(b, "&");
+    mc__query_part(b, key ? key : "");
+    if (value) {
+        mc__bprintf(b, "=");
+        mc__query_part(b, value);
+    }
     return MHD_YES;
 }
 
@@ -1126,7 +1149,7 @@ static enum MHD_Result mc__access(void *cls, struct MHD_Connection *conn, const 
         mc__resp_text(&r, 413, "{\"error\": \"body over %zu bytes\"}", s->max_body);
         return mc__send(conn, &r);
     }
-    /* MHD hands over the decoded query arguments: rebuild "k=v&k2=v2". */
+    /* MHD hands over the decoded query arguments: rebuild "k=v&k2=v2" (mc__query_part). */
     mc__buf query = {0};
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, mc__query_arg, &query);
     if (query.failed) {
@@ -1489,9 +1512,10 @@ int mc_host_http_start_v2(mc_host *h, const mc_http_options *opts, mc_error *err
     s->refuse_slots = s->max_conns / 16 + 8 < 256 ? s->max_conns / 16 + 8 : 256;
     /* MHD's own limit is split evenly between its threads, and a thread at its share stops
      * accepting (the silence this server must not fall into): make every share the whole
-     * limit with the refusal reserve, and refuse past max_connections in mc__accept instead
-     * (with one thread, a share of max_connections alone left no room to answer 503). */
-    unsigned share = s->max_conns + s->refuse_slots;
+     * limit with the refusal reserve and room for the connections mc__accept closes at once,
+     * and refuse past max_connections in mc__accept instead (with one thread, a share of
+     * max_connections alone left no room to answer 503). */
+    unsigned share = s->max_conns + s->refuse_slots + 256;
     unsigned mhd_limit = share > 0x7fffffffu / threads ? 0x7fffffffu : share * threads;
     unsigned idle_s = (unsigned)((s->idle_ns + 999999999u) / 1000000000u);
     s->live = true;

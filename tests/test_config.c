@@ -1016,6 +1016,10 @@ static void test_anchors_aliases_tags(void **state)
     check_parse_error("a: !!set {x: null}\n", "ref.yaml", 1, "!!set");
     check_parse_error("a: !!omap [x: 1]\n", "ref.yaml", 1, "!!omap");
     check_parse_error("a: ! 1\n", "ref.yaml", 1, "tag ! is not allowed");
+    /* A NUL inside a double-quoted string would cut the C string short: refused, in values
+     * and in keys. */
+    check_parse_error("server: {listen: \"127.0.0.1:1\\0junk\"}\n", "ref.yaml", 1, "must not contain a NUL");
+    check_parse_error("a:\n  \"listen\\0x\": 1\n", "ref.yaml", 2, "must not contain a NUL");
     check_parse_error("a: !!map x\n", "ref.yaml", 1, "!!map");
     check_parse_error("a: !!str [1]\n", "ref.yaml", 1, "!!str");
     check_parse_error("a: !!seq {k: 1}\n", "ref.yaml", 1, "!!seq");

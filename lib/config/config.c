@@ -184,6 +184,19 @@ static bool mc__core_tag(const char *tag, mc_config_kind kind)
 
 /* Anchors, aliases and tags outside the core schema would let a document mean more than it
  * shows. */
+/* A scalar with a NUL inside ("a\0b" in double quotes): C strings would cut it short
+ * silently, so it is refused. Returns nonzero (b->rc and the error set) if so. */
+static int mc__check_nul(mc__builder *b, const yaml_event_t *ev, const char *path)
+{
+    if (strlen((const char *)ev->data.scalar.value) == ev->data.scalar.length)
+        return 0;
+    mc__error_set(b->err, MC_EPARSE, "%s:%u:%u: %s%sstrings must not contain a NUL character", b->doc->name,
+                  (unsigned)ev->start_mark.line + 1, (unsigned)ev->start_mark.column + 1, path ? path : "",
+                  path && *path ? ": " : "");
+    b->rc = MC_EPARSE;
+    return 1;
+}
+
 static int mc__check_props(mc__builder *b, const yaml_char_t *anchor, const yaml_char_t *tag,
                            mc_config_kind kind, const yaml_mark_t *mark)
 {
@@ -237,7 +250,8 @@ static struct mc_config_node *mc__build_children(mc__builder *b, struct mc_confi
                 yaml_event_delete(&ev);
                 goto fail;
             }
-            if (mc__check_props(b, ev.data.scalar.anchor, ev.data.scalar.tag, MC_CONFIG_SCALAR, &ev.start_mark)) {
+            if (mc__check_props(b, ev.data.scalar.anchor, ev.data.scalar.tag, MC_CONFIG_SCALAR, &ev.start_mark) ||
+                mc__check_nul(b, &ev, n->path)) {
                 yaml_event_delete(&ev);
                 goto fail;
             }
@@ -297,7 +311,8 @@ static struct mc_config_node *mc__build(mc__builder *b, yaml_event_t *ev, char *
     }
     switch (ev->type) {
     case YAML_SCALAR_EVENT:
-        if (mc__check_props(b, ev->data.scalar.anchor, ev->data.scalar.tag, MC_CONFIG_SCALAR, &mark))
+        if (mc__check_props(b, ev->data.scalar.anchor, ev->data.scalar.tag, MC_CONFIG_SCALAR, &mark) ||
+            mc__check_nul(b, ev, path))
             goto out;
         n = mc__node_new(b, MC_CONFIG_SCALAR, path, &mark);
         path = NULL;

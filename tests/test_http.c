@@ -645,6 +645,59 @@ static void test_path_normalisation(void **state)
 /* 4,000 clients from 127.0.0.1, each with a partial request head it trickles one header line
  * at a time: module resources and /metrics are still answered at once, and every slow client
  * is dropped at the header deadline, which its trickling does not extend. */
+/* A body sent a byte at a time does not hold its connection past the transfer deadline
+ * (request_header_timeout + 1 s per 16 KiB of declared body), although each byte comes well
+ * within idle_timeout; requests of others are answered meanwhile. */
+#define SLOW_BODIES 20
+static void test_slow_bodies(void **state)
+{
+    (void)state;
+    mc_http_options o;
+    mc_http_options_init(&o);
+    o.request_header_timeout_ns = 1000 * 1000000ull;
+    o.idle_timeout_ns = 3000 * 1000000ull;
+    restart(&o);
+    int fds[SLOW_BODIES];
+    uint64_t t0 = now_ms();
+    for (int i = 0; i < SLOW_BODIES; i++) {
+        fds[i] = open_conn();
+        assert_true(fds[i] >= 0);
+        send_all(fds[i], "POST /_modcache/client/web/v1/slowbody HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         "Content-Length: 1000\r\n\r\n");
+    }
+    /* The deadline: 1 s + 1 s (1000 bytes at 16 KiB/s round up to a second), from the head. */
+    int closed = 0;
+    while (closed < SLOW_BODIES && now_ms() < t0 + 2000 + 1000 + ANSWER_MS) {
+        closed = 0;
+        for (int i = 0; i < SLOW_BODIES; i++) {
+            if (fds[i] < 0) {
+                closed++;
+                continue;
+            }
+            if (closed_within(fds[i], 0)) {
+                close(fds[i]);
+                fds[i] = -1;
+                closed++;
+                continue;
+            }
+            send(fds[i], "x", 1, MSG_NOSIGNAL); /* a byte now and then: never idle */
+        }
+        timed_request("/metrics");
+        usleep(200000);
+    }
+    uint64_t took = now_ms() - t0;
+    print_message("%d slow bodies closed after %llu ms\n", closed, (unsigned long long)took);
+    for (int i = 0; i < SLOW_BODIES; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    assert_int_equal(closed, SLOW_BODIES);
+    assert_true(took >= 1500); /* not before their deadline */
+    mc_http_stats st;
+    mc_host_http_stats(host, &st);
+    assert_true(st.header_timeouts >= SLOW_BODIES);
+    restart(NULL);
+}
+
 static void test_slow_clients(void **state)
 {
     (void)state;
@@ -1001,6 +1054,7 @@ int main(void)
         cmocka_unit_test(test_connection_limits),
         cmocka_unit_test(test_connection_limits_one_thread),
         cmocka_unit_test(test_slow_clients),
+        cmocka_unit_test(test_slow_bodies),
         cmocka_unit_test(test_blocking_handlers),
         cmocka_unit_test(test_stop_finishes_requests), /* last: it stops the server */
     };

@@ -258,7 +258,8 @@ typedef struct mc_http_stats {
     uint64_t connections;        /* open now */
     uint64_t max_connections;    /* the limit in force (after the open-files limit) */
     uint64_t refused;            /* connections refused past max_connections (503 or closed at accept) */
-    uint64_t header_timeouts;    /* connections closed: request head not whole in time */
+    uint64_t header_timeouts;    /* connections closed: request head not whole in time, or a body
+                                  * or answer slower than request_header_timeout + 1 s per 16 KiB */
     uint64_t requests;           /* requests answered */
     uint64_t bad_paths;          /* requests refused with 400: a path that does not normalise */
 } mc_http_stats;

@@ -47,10 +47,12 @@ static const char *const mc__reserved[] = {"/_matrix/client", "/_matrix/federati
 typedef struct mc__conn {
     struct mc__conn *prev, *next; /* under mc__http.conns_lock */
     int fd;
-    /* When the request head being read must be whole (monotonic ns); 0 while a request is
-     * handled or answered. Written by the connection's thread, read by the sweeper: relaxed is
-     * enough, a stale read only moves the close by one sweep. */
+    /* When what the connection is doing must be done (monotonic ns): the request head whole,
+     * then its body received (mc__transfer_ns), then the answer taken; 0 while a handler runs.
+     * Written by the connection's thread, read by the sweeper: relaxed is enough, a stale read
+     * only moves the close by one sweep. */
     _Atomic uint64_t deadline;
+    uint64_t header_ns; /* the server's request_header_timeout, for mc__send's deadline */
     bool dropped; /* under conns_lock: shut down once */
     bool over;    /* past max_connections: answered 503 at its start, closed at its first request */
 } mc__conn;
@@ -253,6 +255,26 @@ static void mc__resp_text(mc_http_response *r, unsigned status, const char *fmt,
     mc_http_add_header(r, "Content-Type", "application/json");
 }
 
+static mc__conn *mc__conn_of(struct MHD_Connection *conn);
+
+/* The time a body or an answer of `bytes` may take to cross: the request-head timeout, plus a
+ * second per MC__MIN_TRANSFER_RATE bytes. A client that sends a body (or reads an answer) a
+ * byte at a time would otherwise hold its connection for as long as it likes: every byte
+ * restarts libmicrohttpd's idle timeout. */
+#define MC__MIN_TRANSFER_RATE 16384u
+static uint64_t mc__transfer_ns(uint64_t header_ns, uint64_t bytes)
+{
+    uint64_t per = bytes / MC__MIN_TRANSFER_RATE + 1;
+    return per > UINT64_MAX / 1000000000u - header_ns / 1000000000u - 1 ? UINT64_MAX / 2
+                                                                        : header_ns + per * 1000000000u;
+}
+
+static void mc__deadline_in(mc__conn *c, uint64_t ns)
+{
+    if (c)
+        atomic_store_explicit(&c->deadline, mc__ratelog_now() + ns, memory_order_relaxed);
+}
+
 static enum MHD_Result mc__send(struct MHD_Connection *conn, mc_http_response *r)
 {
     if (r->failed) {
@@ -268,6 +290,9 @@ static enum MHD_Result mc__send(struct MHD_Connection *conn, mc_http_response *r
         MHD_add_response_header(mr, r->headers[i], r->headers[i + 1]);
     enum MHD_Result ok = MHD_queue_response(conn, r->status ? r->status : 200, mr);
     MHD_destroy_response(mr);
+    mc__conn *c = mc__conn_of(conn);
+    if (c) /* the answer must be taken in time too (mc__completed starts the next head's) */
+        mc__deadline_in(c, mc__transfer_ns(c->header_ns, r->len));
     mc__resp_free(r);
     return ok;
 }
@@ -1096,8 +1121,11 @@ static enum MHD_Result mc__access(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO; /* its 503 went out at the start: close, having read the head */
         ctx->started = true;
         atomic_fetch_add_explicit(&s->active, 1, memory_order_relaxed);
-        if (c) /* the head is whole: no deadline while the request is handled */
-            atomic_store_explicit(&c->deadline, 0, memory_order_relaxed);
+        /* The head is whole: now the body (its declared length, or at most max_body) must
+         * arrive in time. */
+        const char *dl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        uint64_t declared = dl ? strtoull(dl, NULL, 10) : s->max_body;
+        mc__deadline_in(c, mc__transfer_ns(s->header_ns, declared < s->max_body ? declared : s->max_body));
         int rc = mc__http_path_normalize(ctx->raw, strlen(ctx->raw), &ctx->path);
         if (rc == MC_ENOMEM)
             return MHD_NO;
@@ -1144,6 +1172,11 @@ static enum MHD_Result mc__access(void *cls, struct MHD_Connection *conn, const 
         free(done);
         return ok;
     }
+    /* The request is whole: no deadline while it is handled (a handler may block on a
+     * database); its answer gets one in mc__send. */
+    mc__conn *hc = mc__conn_of(conn);
+    if (hc)
+        atomic_store_explicit(&hc->deadline, 0, memory_order_relaxed);
     mc_http_response r = {0};
     if (ctx->too_large) {
         mc__resp_text(&r, 413, "{\"error\": \"body over %zu bytes\"}", s->max_body);
@@ -1308,6 +1341,7 @@ static void mc__notify_conn(void *cls, struct MHD_Connection *conn, void **socke
             return; /* no deadline for this one: MHD's idle timeout still applies */
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         c->fd = ci ? ci->connect_fd : -1;
+        c->header_ns = s->header_ns;
         atomic_init(&c->deadline, mc__ratelog_now() + s->header_ns);
         if (held >= s->max_conns)
             mc__refuse_503(s, c);
@@ -1387,8 +1421,10 @@ static void *mc__sweeper_main(void *arg)
         if (late) {
             atomic_fetch_add_explicit(&s->header_timeouts, late, memory_order_relaxed);
             char first[160];
-            snprintf(first, sizeof first, "closing connections whose request head is not whole after %.1f s",
-                     (double)s->header_ns / 1e9);
+            snprintf(first, sizeof first,
+                     "closing connections whose request head is not whole after %.1f s (or whose body or "
+                     "answer crosses slower than %u bytes/s)",
+                     (double)s->header_ns / 1e9, MC__MIN_TRANSFER_RATE);
             for (uint64_t i = 0; i < late; i++)
                 mc__log_repeating(s, &s->late_heads, "connections closed for a late request head", first);
         }

@@ -90,6 +90,8 @@ static void http(const char *method, const char *path, const char *headers, cons
     hdrs = curl_slist_append(hdrs, "Expect:"); /* send bodies at once, no 100-continue round */
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (!strcmp(method, "HEAD"))
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L); /* the answer has headers only */
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(c, CURLOPT_HEADER, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
@@ -250,6 +252,9 @@ static void test_admin_api(void **state)
     assert_non_null(strstr(r.body, "{\"name\": \"mod_good.lookup\", \"entries\": 3"));
     http("POST", "/_modcache/admin/v1/caches", auth, NULL, 0, &r);
     assert_int_equal(r.status, 405);
+    http("HEAD", "/_modcache/admin/v1/caches", auth, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "");
 
     /* Invalidate two keys, then everything. */
     const char *keys = "{\"keys\": [[0], [2]]}";
@@ -401,6 +406,11 @@ static void test_metrics(void **state)
     }
     http("POST", "/metrics", NULL, NULL, 0, &r);
     assert_int_equal(r.status, 405);
+    assert_non_null(strstr(r.text, "Allow: GET, HEAD"));
+    /* HEAD wherever GET is answered (health checks use it): the status and headers, no body. */
+    http("HEAD", "/metrics", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "");
 }
 
 static void test_start_errors(void **state)

@@ -916,6 +916,9 @@ out:
     mc_registry_release(fn);
 }
 
+/* GET, or HEAD (answered as GET; libmicrohttpd leaves the body out), RFC 9110 section 9.3.2. */
+static bool mc__get_or_head(const char *method) { return !strcmp(method, "GET") || !strcmp(method, "HEAD"); }
+
 static void mc__admin(struct mc__http *s, const mc_http_request *req, mc_http_response *r)
 {
     if (!s->token) {
@@ -930,8 +933,8 @@ static void mc__admin(struct mc__http *s, const mc_http_request *req, mc_http_re
     }
     const char *rest = req->path + strlen(MC__ADMIN);
     if (!strcmp(rest, "/v1/caches")) {
-        if (strcmp(req->method, "GET") != 0) {
-            mc_http_method_not_allowed(r, "GET");
+        if (!mc__get_or_head(req->method)) {
+            mc_http_method_not_allowed(r, "GET, HEAD");
             return;
         }
         mc__buf b = {0};
@@ -989,8 +992,8 @@ static void mc__dispatch(struct mc__http *s, const mc_http_request *req, mc_http
         return;
     }
     if (!strcmp(req->path, "/metrics")) {
-        if (strcmp(req->method, "GET") != 0) {
-            mc_http_method_not_allowed(r, "GET");
+        if (!mc__get_or_head(req->method)) {
+            mc_http_method_not_allowed(r, "GET, HEAD");
             return;
         }
         mc__buf b = {0};

@@ -114,6 +114,68 @@ static void test_create_validation(void **state)
     mc_cache_destroy(NULL);
 }
 
+/* A flood of keys of one home bucket (crafted with the seed): the one-byte overflow count of
+ * that bucket must not wrap. Past 254 entries passing it, a put is refused (MC_E2BIG, nothing
+ * evicted); every key stored stays findable and the index stays consistent. */
+static void test_home_flood(void **state)
+{
+    (void)state;
+    mc_cache_options o;
+    mc_cache_options_init(&o);
+    o.max_entries = 400;
+    o.shards = 1;
+    o.seed = 12345;
+    mc_cache *c;
+    assert_int_equal(mc_cache_create(&o, &c), 0);
+    uint32_t nb = atomic_load(&c->shards[0].table)->nbuckets;
+    uint32_t home = mc__home_of(mc_key_hash("k0", 2, o.seed), nb);
+    char keys[300][16];
+    size_t lens[300];
+    int n = 0;
+    for (unsigned i = 0; n < 300; i++) {
+        lens[n] = (size_t)snprintf(keys[n], sizeof keys[n], "k%u", i);
+        if (mc__home_of(mc_key_hash(keys[n], lens[n], o.seed), nb) == home)
+            n++;
+    }
+    int stored = 0, refused = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t v = (uint64_t)i;
+        int rc = mc_cache_put(c, keys[i], lens[i], &v, sizeof v);
+        if (rc == 0)
+            stored++;
+        else if (rc == MC_E2BIG)
+            refused++;
+        else
+            fail_msg("put %d: %d", i, rc);
+    }
+    print_message("%d keys of one home: %d stored, %d refused\n", n, stored, refused);
+    assert_true(stored >= 250);
+    assert_true(refused > 0);
+    assert_int_equal(mc_cache_size(c), (size_t)stored);
+    char msg[256];
+    if (mc__cache_verify(c, msg, sizeof msg) != 0)
+        fail_msg("%s", msg);
+    int found = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t v = 0;
+        size_t vl = 0;
+        if (mc_cache_get_copy(c, keys[i], lens[i], &v, sizeof v, &vl) == 0) {
+            assert_int_equal(v, (uint64_t)i);
+            found++;
+        }
+    }
+    assert_int_equal(found, stored);
+    /* Stored again: replaced in place, never a second copy. */
+    for (int i = 0; i < n; i++) {
+        uint64_t v = (uint64_t)i + 1000;
+        mc_cache_put(c, keys[i], lens[i], &v, sizeof v);
+    }
+    assert_int_equal(mc_cache_size(c), (size_t)stored);
+    if (mc__cache_verify(c, msg, sizeof msg) != 0)
+        fail_msg("%s", msg);
+    mc_cache_destroy(c);
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -899,6 +961,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_validation),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_home_flood),
         cmocka_unit_test(test_put_get),
         cmocka_unit_test(test_replace_and_if_absent),
         cmocka_unit_test(test_owned_values),

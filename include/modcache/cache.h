@@ -173,8 +173,10 @@ MC_API void mc_value_release(mc_value *value);
 /* Store a copy of value (vlen bytes; value may be NULL when vlen is 0) under a copy of key,
  * replacing any previous value (the listener sees MC_EVICT_REPLACED). May evict entries to
  * respect the bounds. Returns 0; MC_EINVAL for bad arguments; MC_E2BIG if klen > MC_KEY_MAX,
- * the entry's weight exceeds one shard's share of max_bytes, or the key's shard has no room at
- * all (a max_entries smaller than the shard count) (cache unchanged); MC_ENOMEM (cache
+ * the entry's weight exceeds one shard's share of max_bytes, the key's shard has no room at
+ * all (a max_entries smaller than the shard count), or 254 entries already crowd the index
+ * near the key's hash (only a flood of keys crafted against a known seed does that; a seed of
+ * 0 draws a secret one) (cache unchanged); MC_ENOMEM (cache
  * unchanged). The key's shard is chosen by hash: a cache holds up to max_entries in total, each
  * shard up to its even share. */
 MC_API int mc_cache_put(mc_cache *cache, const void *key, size_t klen, const void *value,

@@ -557,6 +557,10 @@ static int mc__shard_grow(mc_cache *c, mc__shard *sh, size_t entries)
             mc__table_cell(old, cell, &s);
             unsigned i = cell % MC__SLOTS;
             uint64_t h = mc__table_cell_hash(old, cell, c->seed);
+            if (!mc__table_claim_fits(n, h)) {
+                mc__table_free(n);
+                return MC_E2BIG; /* a run the larger index cannot count either */
+            }
             uint8_t disp;
             uint32_t nc = mc__table_claim(n, h, &disp, c->seed);
             mc__table_store(n, nc, mc__tag_of(h), disp, s.b[MC__OFF_KL + i], s.b[MC__OFF_VL + i],
@@ -1405,6 +1409,10 @@ again:
             if (rc)
                 goto out;
             t = mc__shard_table(sh);
+        }
+        if (!mc__table_claim_fits(t, h)) {
+            rc = MC_E2BIG; /* refused before any eviction: the cache is as it was */
+            goto out;
         }
         if (!mc__shard_make_room(c, sh, 1, w, &gone)) {
             mc__lock_release(&sh->lock);

@@ -145,6 +145,21 @@ static void mc__links_moved(mc__table *t, uint32_t from, uint32_t to);
 
 #define MC__CHAIN_MAX 64
 
+bool mc__table_claim_fits(const mc__table *t, uint64_t h)
+{
+    uint32_t b = mc__home_of(h, t->nbuckets);
+    for (uint32_t n = 0; n < t->nbuckets; n++) {
+        uint64_t w0 = atomic_load_explicit(&t->buckets[b].w[0], memory_order_relaxed);
+        for (unsigned i = 0; i < MC__SLOTS; i++)
+            if (!(uint8_t)(w0 >> (8 * (MC__OFF_TAG + i))))
+                return true; /* the claim ends here: every bucket before it gets one more */
+        if (mc__w0_ovf(w0) >= MC__OVF_MAX)
+            return false;
+        b = mc__next_bucket(b, t->nbuckets);
+    }
+    return false;
+}
+
 uint32_t mc__table_claim(mc__table *t, uint64_t h, uint8_t *disp, uint64_t seed)
 {
     /* Robin Hood placement: walking the run, the key takes the slot of any resident nearer

@@ -270,6 +270,13 @@ int64_t mc__table_find(const mc__table *t, uint64_t h, const void *key, size_t k
  * residents further along the run (Robin Hood, fixing their policy links), with the overflow
  * counts on the way raised and *disp set. The key is not visible until the caller publishes
  * the cell with mc__table_store and its tag (and links it into a list). */
+/* The most entries that may pass one bucket: its overflow count is one byte. */
+#define MC__OVF_MAX 254u
+/* Whether a claim for hash h keeps every overflow count within MC__OVF_MAX: false when the
+ * buckets from h's home to the first one with a free slot include one that MC__OVF_MAX
+ * entries pass already (a flood of keys of one home, crafted by someone who knows the seed).
+ * Removals before the claim can only shorten that walk and lower the counts. */
+bool mc__table_claim_fits(const mc__table *t, uint64_t h);
 uint32_t mc__table_claim(mc__table *t, uint64_t h, uint8_t *disp, uint64_t seed);
 /* Publish a cell's contents in one bucket version: kl, vl, rec and the 14 cell bytes, and,
  * when tag is not 0, the tag and displacement (a new entry; 0 keeps them: a replacement). */

@@ -150,9 +150,9 @@ bool mc__table_claim_fits(const mc__table *t, uint64_t h)
     uint32_t b = mc__home_of(h, t->nbuckets);
     for (uint32_t n = 0; n < t->nbuckets; n++) {
         uint64_t w0 = atomic_load_explicit(&t->buckets[b].w[0], memory_order_relaxed);
-        for (unsigned i = 0; i < MC__SLOTS; i++)
-            if (!(uint8_t)(w0 >> (8 * (MC__OFF_TAG + i))))
-                return true; /* the claim ends here: every bucket before it gets one more */
+        uint32_t tags = (uint32_t)(w0 >> (8 * MC__OFF_TAG)) & 0xffffffu;
+        if ((tags - 0x010101u) & ~tags & 0x808080u)
+            return true; /* a free slot (a zero tag): the claim ends here at the latest */
         if (mc__w0_ovf(w0) >= MC__OVF_MAX)
             return false;
         b = mc__next_bucket(b, t->nbuckets);

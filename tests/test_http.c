@@ -545,6 +545,21 @@ static bool enough_fds(rlim_t need)
 }
 
 /* One normal request, timed: the module resource or /metrics answers within ANSWER_MS. */
+/* Close (and mark -1) the connections of fds[0..n) the server has closed; the number closed
+ * so far, counting those marked before. */
+static int reap_closed(int *fds, int n)
+{
+    int closed = 0;
+    for (int i = 0; i < n; i++) {
+        if (fds[i] >= 0 && closed_within(fds[i], 0)) {
+            close(fds[i]);
+            fds[i] = -1;
+        }
+        closed += fds[i] < 0;
+    }
+    return closed;
+}
+
 static void timed_request(const char *path)
 {
     reply r;
@@ -678,20 +693,10 @@ static void test_slow_bodies(void **state)
     /* The deadline: 1 s + 1 s (1000 bytes at 16 KiB/s round up to a second), from the head. */
     int closed = 0;
     while (closed < SLOW_BODIES && now_ms() < t0 + 2000 + 1000 + ANSWER_MS) {
-        closed = 0;
-        for (int i = 0; i < SLOW_BODIES; i++) {
-            if (fds[i] < 0) {
-                closed++;
-                continue;
-            }
-            if (closed_within(fds[i], 0)) {
-                close(fds[i]);
-                fds[i] = -1;
-                closed++;
-                continue;
-            }
-            send(fds[i], "x", 1, MSG_NOSIGNAL); /* a byte now and then: never idle */
-        }
+        closed = reap_closed(fds, SLOW_BODIES);
+        for (int i = 0; i < SLOW_BODIES; i++)
+            if (fds[i] >= 0)
+                send(fds[i], "x", 1, MSG_NOSIGNAL); /* a byte now and then: never idle */
         timed_request("/metrics");
         usleep(200000);
     }
@@ -752,20 +757,10 @@ static void test_slow_clients(void **state)
     int closed = 0;
     uint64_t deadline = t0 + opened + SLOW_HEADER_MS + 2000 + (ANSWER_MS - 1000);
     while (closed < SLOW_CLIENTS && now_ms() < deadline) {
-        closed = 0;
-        for (int i = 0; i < SLOW_CLIENTS; i++) {
-            if (fds[i] < 0) {
-                closed++;
-                continue;
-            }
-            if (closed_within(fds[i], 0)) {
-                close(fds[i]);
-                fds[i] = -1;
-                closed++;
-            } else if (now_ms() % 7 == 0) {
+        closed = reap_closed(fds, SLOW_CLIENTS);
+        for (int i = 0; i < SLOW_CLIENTS; i++)
+            if (fds[i] >= 0 && now_ms() % 7 == 0)
                 send(fds[i], "X", 1, MSG_NOSIGNAL);
-            }
-        }
         usleep(50000);
     }
     print_message("%d of %d slow clients dropped %llu ms after they connected\n", closed, SLOW_CLIENTS,

@@ -1560,10 +1560,9 @@ int mc_bus_start(const mc_bus_options *opts, mc_bus **out, mc_error *err)
     }
     if (b->reg) {
         /* A bound on staleness nobody watches would be no bound: no watchdog, no bus. */
-        b->has_watch = b->max_staleness_ns != 0;
-        bool watching = !b->has_watch || pthread_create(&b->watch_thr, NULL, mc__watch_main, b) == 0;
-        if (!watching)
-            b->has_watch = false;
+        bool watching = true;
+        if (b->max_staleness_ns)
+            watching = b->has_watch = pthread_create(&b->watch_thr, NULL, mc__watch_main, b) == 0;
         if (!watching || pthread_create(&b->reader_thr, NULL, mc__reader_main, b) != 0) {
             pthread_mutex_lock(&b->lock);
             b->stopping = true;

@@ -69,12 +69,16 @@ int64_t mc__table_find(const mc__table *t, uint64_t h, const void *key, size_t k
 /* Add d to the overflow count of bucket b (writer). The count shares word 0 with the
  * version, so one atomic store changes both: a reader sees the old word or the new one, and
  * one that copied the bucket around it sees the version change and copies it again. */
+static inline uint64_t mc__w0_with_ovf(uint64_t w, int d)
+{
+    uint64_t ovf = (uint8_t)((w >> (8 * MC__OFF_OVF)) + (uint64_t)d);
+    return (w & ~((uint64_t)0xff << (8 * MC__OFF_OVF))) | ovf << (8 * MC__OFF_OVF);
+}
+
 static void mc__ovf_add(mc__table *t, uint32_t b, int d)
 {
     _Atomic uint64_t *w0 = &t->buckets[b].w[0];
-    uint64_t w = atomic_load_explicit(w0, memory_order_relaxed);
-    uint64_t ovf = (uint8_t)((w >> (8 * MC__OFF_OVF)) + (uint64_t)d);
-    w = (w & ~((uint64_t)0xff << (8 * MC__OFF_OVF))) | ovf << (8 * MC__OFF_OVF);
+    uint64_t w = mc__w0_with_ovf(atomic_load_explicit(w0, memory_order_relaxed), d);
     w = (w & ~(uint64_t)0xffffffffu) | (uint32_t)(w + 2);
     atomic_store_explicit(w0, w, memory_order_release);
 }
@@ -123,12 +127,7 @@ static void mc__slot_fill_ovf(mc__bucket *bk, unsigned i, uint8_t tag, uint8_t d
     atomic_store_explicit(&bk->w[2], s.w[2], memory_order_relaxed);
     for (unsigned k = lo > 2 ? lo : 3; k <= hi; k++)
         atomic_store_explicit(&bk->w[k], s.w[k], memory_order_relaxed);
-    uint64_t w0 = mc__w0_with_tag(s.w[0], i, tag);
-    if (ovf_d) {
-        uint64_t ovf = (uint8_t)((w0 >> (8 * MC__OFF_OVF)) + (uint64_t)ovf_d);
-        w0 = (w0 & ~((uint64_t)0xff << (8 * MC__OFF_OVF))) | ovf << (8 * MC__OFF_OVF);
-    }
-    mc__w0_store(bk, w0);
+    mc__w0_store(bk, mc__w0_with_ovf(mc__w0_with_tag(s.w[0], i, tag), ovf_d));
 }
 
 static inline void mc__slot_fill(mc__bucket *bk, unsigned i, uint8_t tag, uint8_t disp, uint8_t kl,
@@ -150,8 +149,7 @@ bool mc__table_claim_fits(const mc__table *t, uint64_t h)
     uint32_t b = mc__home_of(h, t->nbuckets);
     for (uint32_t n = 0; n < t->nbuckets; n++) {
         uint64_t w0 = atomic_load_explicit(&t->buckets[b].w[0], memory_order_relaxed);
-        uint32_t tags = (uint32_t)(w0 >> (8 * MC__OFF_TAG)) & 0xffffffu;
-        if ((tags - 0x010101u) & ~tags & 0x808080u)
+        if (mc__w0_match(w0, 0))
             return true; /* a free slot (a zero tag): the claim ends here at the latest */
         if (mc__w0_ovf(w0) >= MC__OVF_MAX)
             return false;

@@ -641,6 +641,24 @@ static void mc__timer_fire(void *arg)
  * pool, unless a load of it is running already (that one is the refresh: single flight).
  * The caller has its value already; it never waits for this. Nobody holds a reference but the
  * in-flight table's: callers that miss meanwhile join it as any load. */
+/* A batch shell over `items` (the shell owns the array on success) and, in *flat, the
+ * batch loader's keys copied from their arguments; NULL when out of memory (nothing taken). */
+static mc_load *mc__batch_new(mc_cached *fn, mc_load **items, size_t nitems, size_t nargs, mc_arg **flat)
+{
+    mc_load *batch = mc__calloc(1, sizeof *batch);
+    mc_arg *f = mc__malloc(nitems * (nargs ? nargs : 1) * sizeof *f);
+    if (!batch || !f) {
+        free(batch);
+        free(f);
+        return NULL;
+    }
+    *batch = (mc_load){.fn = fn, .batch = true, .items = items, .nitems = nitems};
+    for (size_t j = 0; j < nitems && nargs; j++)
+        memcpy(f + j * nargs, items[j]->args, nargs * sizeof *f);
+    *flat = f;
+    return batch;
+}
+
 static void mc__refresh_start(mc_cached *fn, const unsigned char *key, size_t klen, const mc_arg *args,
                               size_t nargs)
 {
@@ -668,20 +686,18 @@ static void mc__refresh_start(mc_cached *fn, const unsigned char *key, size_t kl
     atomic_fetch_add_explicit(&fn->refreshes, 1, memory_order_relaxed);
     if (!fn->loader) {
         /* Only a batch loader: the reload is a batch of this one key. */
-        mc_load *shell = mc__calloc(1, sizeof *shell);
         mc_load **items = mc__malloc(sizeof *items);
-        mc_arg *flat = mc__malloc((l->nargs ? l->nargs : 1) * sizeof *flat);
-        if (!shell || !items || !flat) {
-            free(shell);
+        mc_arg *flat = NULL;
+        mc_load *shell = NULL;
+        if (items) {
+            items[0] = l;
+            shell = mc__batch_new(fn, items, 1, l->nargs, &flat);
+        }
+        if (!shell) {
             free(items);
-            free(flat);
             mc__load_finish(l, MC_ENOMEM); /* counted as a failed refresh; the old value stays */
             return;
         }
-        items[0] = l;
-        *shell = (mc_load){.fn = fn, .batch = true, .items = items, .nitems = 1};
-        if (l->nargs)
-            memcpy(flat, l->args, l->nargs * sizeof *flat);
         if (mc__pool_submit_load(fn, shell, flat, 1, l->nargs) != 0) {
             free(flat);
             mc_load_complete(shell, MC_ENOMEM); /* finishes l, frees the shell */
@@ -1038,21 +1054,13 @@ int mc_cached_call_many(mc_cached *fn, const mc_arg *keys, size_t nkeys, size_t 
     }
     if (nmine) {
         /* One batch-loader call for every key this call started. */
-        mc_load *batch = mc__calloc(1, sizeof *batch);
-        mc_arg *flat = mc__malloc(nmine * (nargs ? nargs : 1) * sizeof *flat);
-        if (!batch || !flat) {
-            free(batch);
-            free(flat);
+        mc_arg *flat = NULL;
+        mc_load *batch = mc__batch_new(fn, mine, nmine, nargs, &flat);
+        if (!batch) {
             for (size_t j = 0; j < nmine; j++)
                 mc__load_finish(mine[j], MC_ENOMEM);
         } else {
-            batch->fn = fn;
-            batch->batch = true;
-            batch->items = mine;
-            batch->nitems = nmine;
             mine = NULL; /* the batch owns the array now */
-            for (size_t j = 0; j < nmine && nargs; j++)
-                memcpy(flat + j * nargs, batch->items[j]->args, nargs * sizeof *flat);
             mc__start_load(fn, batch, flat, nmine, nargs);
         }
     }
